@@ -1,0 +1,136 @@
+"""HTTP plumbing shared by every endpoint: JSON bodies, the one error rendering, query parsing, SSE framing."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from parley.errors import InternalError, InvalidRequest, ParleyError, PayloadTooLarge
+from parley.schema.items import ITEM_TAGS
+from parley.schema.requests import cross_field_param, param_from_loc
+from parley.store.base import PageQuery
+
+log = logging.getLogger("parley.api")
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[Request], Awaitable[Response]]
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def request_id() -> str:
+    return "req_" + secrets.token_hex(16)
+
+
+def json_response(body: Any, rid: str, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status, {"x-request-id": rid}, "application/json")
+
+
+def error_response(err: ParleyError, rid: str) -> Response:
+    """The one place an error becomes an HTTP body (DESIGN.md §5)."""
+    headers = {"x-request-id": rid, **err.headers}
+    return Response(orjson.dumps(err.body()), err.status, headers, "application/json")
+
+
+def endpoint(handler: Callable[[Request, str], Awaitable[Response]]) -> Handler:
+    """Wrap a handler: request id, ParleyError -> OpenAI error body, anything else -> opaque 500."""
+
+    async def wrapped(request: Request) -> Response:
+        rid = request_id()
+        try:
+            return await handler(request, rid)
+        except ParleyError as err:
+            return error_response(err, rid)
+        except Exception:
+            log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, rid)
+            return error_response(InternalError(), rid)
+
+    return wrapped
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_model(model: type[M], body: bytes) -> M:
+    if not body.strip():
+        raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            raise InvalidRequest(
+                "We could not parse the JSON body of your request. The body must be valid JSON.",
+                code="invalid_json",
+            ) from None
+        if first["type"] == "model_type" and not first["loc"]:
+            raise InvalidRequest("The request body must be a JSON object.", code="invalid_type") from None
+        cause = (first.get("ctx") or {}).get("error")
+        param = cross_field_param(cause) if cause is not None else None
+        if param is not None:
+            raise InvalidRequest(str(cause), param=param) from None
+        param = param_from_loc(first["loc"], skip=ITEM_TAGS)
+        message = first["msg"]
+        raise InvalidRequest(f"Invalid value for '{param}': {message}." if param else message, param=param) from None
+
+
+def query_list(request: Request, name: str) -> list[str]:
+    """`include[]=a&include[]=b`, `include=a&include=b` and `include=a,b` are all accepted."""
+    values = request.query_params.getlist(f"{name}[]") + request.query_params.getlist(name)
+    return [v for raw in values for v in raw.split(",") if v]
+
+
+def page_query(request: Request, default_limit: int = 20, max_limit: int = 100) -> PageQuery:
+    params = request.query_params
+    raw_limit = params.get("limit")
+    limit = default_limit
+    if raw_limit is not None:
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= max_limit:
+            raise InvalidRequest(f"'limit' must be an integer between 1 and {max_limit}.", param="limit")
+        limit = int(raw_limit)
+    order = params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("'order' must be 'asc' or 'desc'.", param="order")
+    sort: Literal["asc", "desc"] = "asc" if order == "asc" else "desc"
+    return PageQuery(limit=limit, order=sort, after=params.get("after"), before=params.get("before"))
+
+
+def list_body(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    # One SSE event per write, LF framing, `event:` equal to data.type, no `id:` (api-surface.md §6.1).
+    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+def sse_response(events: AsyncIterator[dict[str, Any]], rid: str) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        async for event in events:
+            yield encode_event(event)
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={**SSE_HEADERS, "x-request-id": rid})

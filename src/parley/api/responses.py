@@ -1,0 +1,98 @@
+"""HTTP endpoints of /v1/responses: parse + validate, call the service, render JSON or SSE."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, get_args
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive
+
+from parley.api.http import endpoint, json_response, list_body, page_query, parse_model, read_body, sse_response
+from parley.api.runtime import runtime_of
+from parley.errors import InvalidRequest
+from parley.schema.requests import CreateResponseRequest, IncludeValue
+
+_INCLUDE_VALUES = frozenset(get_args(IncludeValue))
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[Any]]) -> Any:
+    """Run `work` but cancel it if the client goes away (the body has been read already)."""
+    result: list[Any] = []
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            await _until_disconnect(request.receive)
+            tg.cancel_scope.cancel()
+
+        async def run() -> None:
+            result.append(await work())
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        tg.start_soon(run)
+    if not result:
+        raise anyio.get_cancelled_exc_class()()
+    return result[0]
+
+
+@endpoint
+async def create_response(request: Request, rid: str) -> Response:
+    rt = runtime_of(request)
+    project = await rt.auth.project_of(request)
+    req = parse_model(CreateResponseRequest, await read_body(request, rt.settings.max_body_bytes))
+    prepared = await rt.responses.prepare(project, req)
+    if req.stream:
+        return sse_response(rt.responses.stream(prepared), rid)
+    response = await _cancel_on_disconnect(request, lambda: rt.responses.complete(prepared))
+    return json_response(response, rid)
+
+
+def _check_include(request: Request) -> None:
+    for value in request.query_params.getlist("include[]") + request.query_params.getlist("include"):
+        for part in value.split(","):
+            if part and part not in _INCLUDE_VALUES:
+                raise InvalidRequest(f"Invalid value for 'include': '{part}'.", param="include")
+
+
+@endpoint
+async def retrieve_response(request: Request, rid: str) -> Response:
+    rt = runtime_of(request)
+    project = await rt.auth.project_of(request)
+    _check_include(request)
+    if request.query_params.get("stream", "false").lower() == "true":
+        raise InvalidRequest(
+            "Streaming a stored response is only available for background responses, "
+            "which this server does not support yet.", param="stream", code="unsupported_value",
+        )
+    return json_response(await rt.responses.retrieve(project, request.path_params["response_id"]), rid)
+
+
+@endpoint
+async def delete_response(request: Request, rid: str) -> Response:
+    rt = runtime_of(request)
+    project = await rt.auth.project_of(request)
+    return json_response(await rt.responses.delete(project, request.path_params["response_id"]), rid)
+
+
+@endpoint
+async def cancel_response(request: Request, rid: str) -> Response:
+    rt = runtime_of(request)
+    project = await rt.auth.project_of(request)
+    return json_response(await rt.responses.cancel(project, request.path_params["response_id"]), rid)
+
+
+@endpoint
+async def list_input_items(request: Request, rid: str) -> Response:
+    rt = runtime_of(request)
+    project = await rt.auth.project_of(request)
+    _check_include(request)
+    page = await rt.responses.input_items(project, request.path_params["response_id"], page_query(request))
+    return json_response(list_body(page.data, page.has_more), rid)

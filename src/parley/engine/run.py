@@ -1,0 +1,53 @@
+"""One response run: drive the model stream through the stream builder.
+
+The upstream call is opened by the caller first (so errors before any output are plain HTTP errors);
+then `events()` yields Responses events. Errors after the start end a streamed response with
+`response.failed`; a non-streamed one re-raises them so the client gets an HTTP error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from parley.engine.stream import Event, StreamBuilder
+from parley.errors import ParleyError
+from parley.providers.base import Finish, ModelStream
+
+TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def _response_error_code(error: ParleyError) -> str:
+    # Response.error.code is a closed set in the SDK; map transport failures onto it.
+    return "rate_limit_exceeded" if error.status == 429 else "server_error"
+
+
+class ResponseRun:
+    def __init__(self, builder: StreamBuilder, stream: ModelStream) -> None:
+        self.builder = builder
+        self._stream = stream
+        self.finished = False
+
+    async def events(self) -> AsyncIterator[Event]:
+        builder = self.builder
+        for event in builder.start():
+            yield event
+        for event in builder.in_progress():
+            yield event
+        try:
+            async for model_event in self._stream:
+                if isinstance(model_event, Finish):
+                    self.finished = True
+                    for event in builder.finish(model_event.reason):
+                        yield event
+                    return
+                for event in builder.feed(model_event):
+                    yield event
+        except ParleyError as err:
+            if not builder.emit:
+                raise
+            self.finished = True
+            for event in builder.fail(_response_error_code(err), err.message):
+                yield event
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()

@@ -1,0 +1,305 @@
+"""The one stream builder: owns sequence_number, output_index, content_index and the response snapshot.
+
+Properties (tested): sequence numbers strictly increase from 0, every `added` has its `done`, and folding
+the events gives exactly the terminal event's `response`. With `emit=False` (non-streaming create) the
+same state machine runs but no event objects are built, so both modes share one code path.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from parley.ids import new_id
+from parley.providers.base import (
+    Finish,
+    FinishReason,
+    ModelEvent,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+
+Event = dict[str, Any]
+Item = dict[str, Any]
+
+
+def _obfuscation(delta: str) -> str:
+    # Pads the payload so a delta's size does not reveal its length (api-surface.md §6.5).
+    return secrets.token_urlsafe(12)[: 16 - len(delta) % 16]
+
+
+class _OpenText:
+    """A message item (or reasoning item) whose single content part is being streamed."""
+
+    __slots__ = ("chunks", "item", "logprobs", "output_index")
+
+    def __init__(self, item: Item, output_index: int) -> None:
+        self.item = item
+        self.output_index = output_index
+        self.chunks: list[str] = []
+        self.logprobs: list[dict[str, Any]] = []
+
+
+class _OpenCall:
+    __slots__ = ("chunks", "item", "output_index")
+
+    def __init__(self, item: Item, output_index: int) -> None:
+        self.item = item
+        self.output_index = output_index
+        self.chunks: list[str] = []
+
+
+class StreamBuilder:
+    """Turns canonical model events into Responses stream events and keeps the snapshot."""
+
+    def __init__(self, response: dict[str, Any], *, emit: bool, obfuscate: bool) -> None:
+        self.response = response
+        self.emit = emit
+        self.obfuscate = obfuscate and emit
+        self._seq = 0
+        self._message: _OpenText | None = None
+        self._reasoning: _OpenText | None = None
+        self._calls: dict[int, _OpenCall] = {}
+        self._usage: Usage | None = None
+        self._pending_turn_items: list[Item] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def output(self) -> list[Item]:
+        output: list[Item] = self.response["output"]
+        return output
+
+    def _event(self, event: Event) -> Event:
+        event["sequence_number"] = self._seq
+        self._seq += 1
+        return event
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {**self.response, "output": [dict(i) for i in self.output]}
+
+    def start(self) -> list[Event]:
+        if not self.emit:
+            return []
+        events = [self._event({"type": "response.created", "response": self._snapshot()})]
+        if self.response["status"] == "queued":
+            events.append(self._event({"type": "response.queued", "response": self._snapshot()}))
+        return events
+
+    def in_progress(self) -> list[Event]:
+        self.response["status"] = "in_progress"
+        if not self.emit:
+            return []
+        return [self._event({"type": "response.in_progress", "response": self._snapshot()})]
+
+    def feed(self, event: ModelEvent) -> list[Event]:
+        if isinstance(event, TextDelta):
+            return self._text(event)
+        if isinstance(event, ToolCallDelta):
+            return self._call(event)
+        if isinstance(event, ReasoningDelta):
+            return self._reasoning_delta(event)
+        if isinstance(event, Usage):
+            self._usage = event
+            return []
+        if isinstance(event, Finish):
+            return []
+        raise TypeError(f"unknown model event {event!r}")
+
+    # -- items -----------------------------------------------------------------------------------
+
+    def _add_item(self, item: Item, events: list[Event]) -> int:
+        output_index = len(self.output)
+        self.output.append(item)
+        if self.emit:
+            events.append(
+                self._event({"type": "response.output_item.added", "output_index": output_index, "item": dict(item)})
+            )
+        return output_index
+
+    def _text(self, delta: TextDelta) -> list[Event]:
+        events: list[Event] = []
+        if self._message is None:
+            self._close_reasoning(events)
+            item: Item = {
+                "id": new_id("msg"), "type": "message", "role": "assistant", "status": "in_progress", "content": []
+            }
+            self._message = _OpenText(item, self._add_item(item, events))
+            if self.emit:
+                part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+                events.append(self._part_event("response.content_part.added", self._message, part))
+        msg = self._message
+        msg.chunks.append(delta.text)
+        if delta.logprobs:
+            msg.logprobs.extend(delta.logprobs)
+        if self.emit:
+            ev: Event = {
+                "type": "response.output_text.delta", "item_id": msg.item["id"], "output_index": msg.output_index,
+                "content_index": 0, "delta": delta.text, "logprobs": delta.logprobs or [],
+            }
+            if self.obfuscate:
+                ev["obfuscation"] = _obfuscation(delta.text)
+            events.append(self._event(ev))
+        return events
+
+    def _part_event(self, kind: str, open_text: _OpenText, part: dict[str, Any]) -> Event:
+        return self._event(
+            {
+                "type": kind, "item_id": open_text.item["id"], "output_index": open_text.output_index,
+                "content_index": 0, "part": part,
+            }
+        )
+
+    def _close_message(self, events: list[Event], status: str) -> None:
+        msg = self._message
+        if msg is None:
+            return
+        self._message = None
+        text = "".join(msg.chunks)
+        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": msg.logprobs}
+        msg.item["content"] = [part]
+        msg.item["status"] = status
+        if self.emit:
+            base = {"item_id": msg.item["id"], "output_index": msg.output_index, "content_index": 0}
+            events.append(self._event({"type": "response.output_text.done", **base, "text": text,
+                                       "logprobs": msg.logprobs}))
+            events.append(self._part_event("response.content_part.done", msg, dict(part)))
+            events.append(self._item_done(msg.item, msg.output_index))
+
+    def _item_done(self, item: Item, output_index: int) -> Event:
+        return self._event({"type": "response.output_item.done", "output_index": output_index, "item": dict(item)})
+
+    def _reasoning_delta(self, delta: ReasoningDelta) -> list[Event]:
+        events: list[Event] = []
+        if self._reasoning is None:
+            self._close_message(events, "completed")
+            self._close_calls(events, "completed")
+            item: Item = {"id": new_id("rs"), "type": "reasoning", "summary": [], "status": "in_progress"}
+            self._reasoning = _OpenText(item, self._add_item(item, events))
+            if self.emit:
+                part = {"type": "reasoning_text", "text": ""}
+                events.append(self._part_event("response.content_part.added", self._reasoning, part))
+        rs = self._reasoning
+        rs.chunks.append(delta.text)
+        if self.emit:
+            ev: Event = {
+                "type": "response.reasoning_text.delta", "item_id": rs.item["id"], "output_index": rs.output_index,
+                "content_index": 0, "delta": delta.text,
+            }
+            if self.obfuscate:
+                ev["obfuscation"] = _obfuscation(delta.text)
+            events.append(self._event(ev))
+        return events
+
+    def _close_reasoning(self, events: list[Event]) -> None:
+        rs = self._reasoning
+        if rs is None:
+            return
+        self._reasoning = None
+        text = "".join(rs.chunks)
+        part = {"type": "reasoning_text", "text": text}
+        rs.item["content"] = [part]
+        rs.item["status"] = "completed"
+        if self.emit:
+            base = {"item_id": rs.item["id"], "output_index": rs.output_index, "content_index": 0}
+            events.append(self._event({"type": "response.reasoning_text.done", **base, "text": text}))
+            events.append(self._part_event("response.content_part.done", rs, dict(part)))
+            events.append(self._item_done(rs.item, rs.output_index))
+
+    def _call(self, delta: ToolCallDelta) -> list[Event]:
+        events: list[Event] = []
+        call = self._calls.get(delta.index)
+        if call is None:
+            self._close_message(events, "completed")
+            self._close_reasoning(events)
+            item: Item = {
+                "id": new_id("fc"), "type": "function_call", "status": "in_progress", "arguments": "",
+                "call_id": delta.call_id or new_id("call"), "name": delta.name or "",
+            }
+            call = _OpenCall(item, self._add_item(item, events))
+            self._calls[delta.index] = call
+        elif delta.name and not call.item["name"]:
+            call.item["name"] = delta.name
+        if delta.arguments:
+            call.chunks.append(delta.arguments)
+            if self.emit:
+                ev: Event = {
+                    "type": "response.function_call_arguments.delta", "item_id": call.item["id"],
+                    "output_index": call.output_index, "delta": delta.arguments,
+                }
+                if self.obfuscate:
+                    ev["obfuscation"] = _obfuscation(delta.arguments)
+                events.append(self._event(ev))
+        return events
+
+    def _close_calls(self, events: list[Event], status: str) -> None:
+        for call in sorted(self._calls.values(), key=lambda c: c.output_index):
+            args = "".join(call.chunks)
+            call.item["arguments"] = args
+            call.item["status"] = status
+            if self.emit:
+                events.append(self._event({
+                    "type": "response.function_call_arguments.done", "item_id": call.item["id"],
+                    "output_index": call.output_index, "arguments": args, "name": call.item["name"],
+                }))
+                events.append(self._item_done(call.item, call.output_index))
+        self._calls.clear()
+
+    def close_turn(self, reason: FinishReason) -> list[Event]:
+        """Close every open item at the end of one model turn."""
+        events: list[Event] = []
+        status = "incomplete" if reason in ("length", "content_filter") else "completed"
+        self._close_reasoning(events)
+        self._close_message(events, status)
+        self._close_calls(events, status)
+        return events
+
+    # -- terminal --------------------------------------------------------------------------------
+
+    def usage_object(self) -> dict[str, Any]:
+        u = self._usage or Usage(0, 0)
+        return {
+            "input_tokens": u.input_tokens,
+            "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": 0},
+            "output_tokens": u.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+            "total_tokens": u.input_tokens + u.output_tokens,
+        }
+
+    def finish(self, reason: FinishReason) -> list[Event]:
+        events = self.close_turn(reason)
+        self.response["usage"] = self.usage_object()
+        if reason in ("length", "content_filter"):
+            self.response["status"] = "incomplete"
+            self.response["incomplete_details"] = {
+                "reason": "max_output_tokens" if reason == "length" else "content_filter"
+            }
+            kind = "response.incomplete"
+        else:
+            self.response["status"] = "completed"
+            self.response["completed_at"] = int(time.time())
+            kind = "response.completed"
+        if self.emit:
+            events.append(self._event({"type": kind, "response": self.response}))
+        return events
+
+    def fail(self, code: str, message: str) -> list[Event]:
+        """End the response as failed; open items are closed as incomplete."""
+        events = self.close_turn("length")
+        self.response["status"] = "failed"
+        self.response["error"] = {"code": code, "message": message}
+        self.response["usage"] = self.usage_object() if self._usage else None
+        if self.emit:
+            events.append(self._event({"type": "response.failed", "response": self.response}))
+        return events
+
+    def cancel(self) -> None:
+        """The client went away (or a background run was cancelled): close items, no events."""
+        emit, self.emit = self.emit, False
+        self.close_turn("length")
+        self.emit = emit
+        self.response["status"] = "cancelled"
+        self.response["usage"] = self.usage_object() if self._usage else None

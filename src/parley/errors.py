@@ -1,0 +1,75 @@
+"""One error hierarchy. The API layer turns these into `{"error": {...}}` bodies in exactly one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ParleyError(Exception):
+    """An error with everything the OpenAI error body needs."""
+
+    message: str
+    param: str | None = None
+    code: str | None = None
+    status: int = 500
+    type: str = "server_error"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(ParleyError):
+    def __init__(self, message: str, param: str | None = None, code: str | None = "invalid_value") -> None:
+        super().__init__(message, param, code, 400, "invalid_request_error")
+
+
+class NotFound(ParleyError):
+    def __init__(self, message: str, param: str | None = None, code: str | None = "not_found") -> None:
+        super().__init__(message, param, code, 404, "invalid_request_error")
+
+
+class Unauthorized(ParleyError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, None, "invalid_api_key", 401, "invalid_request_error")
+
+
+class Conflict(ParleyError):
+    def __init__(self, message: str, param: str | None = None, code: str | None = "conflict") -> None:
+        super().__init__(message, param, code, 409, "invalid_request_error")
+
+
+class PayloadTooLarge(ParleyError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, None, "request_too_large", 413, "invalid_request_error")
+
+
+class UpstreamError(ParleyError):
+    """The model upstream failed. 502 by default; the constructor helpers pick the right status."""
+
+    @classmethod
+    def bad_gateway(cls, message: str, code: str = "upstream_error") -> UpstreamError:
+        return cls(message, None, code, 502, "server_error")
+
+    @classmethod
+    def timeout(cls, message: str) -> UpstreamError:
+        return cls(message, None, "upstream_timeout", 504, "server_error")
+
+    @classmethod
+    def rate_limited(cls, message: str, retry_after: str | None) -> UpstreamError:
+        headers = {"retry-after": retry_after} if retry_after else {}
+        return cls(message, None, "rate_limit_exceeded", 429, "rate_limit_error", headers)
+
+    @classmethod
+    def rejected(cls, message: str, param: str | None = None, code: str | None = None) -> UpstreamError:
+        """The upstream refused the request as invalid (its 400/404/422): the caller's input is at fault."""
+        return cls(message, param, code or "invalid_request", 400, "invalid_request_error")
+
+
+class InternalError(ParleyError):
+    def __init__(self, message: str = "The server had an error while processing your request.") -> None:
+        super().__init__(message, None, "server_error", 500, "server_error")

@@ -1,0 +1,91 @@
+"""The provider contract: one canonical model call in, one stream of canonical model events out.
+
+Every upstream wire format (Chat Completions, Responses, Anthropic, ...) is translated at the edge
+into these few events; the engine's stream builder turns them into Responses events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Item = dict[str, Any]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    logprobs: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of a function call. `index` is the upstream's call index within the turn."""
+
+    index: int
+    arguments: str
+    call_id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    reason: FinishReason
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+ModelEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    """One model turn, in Parley's vocabulary. Providers translate it to their wire format."""
+
+    upstream_model: str
+    items: list[Item]
+    instructions: str | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    max_output_tokens: int | None = None
+    top_logprobs: int | None = None
+    logprobs: bool = False
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    service_tier: str | None = None
+    reasoning_effort: str | None = None
+    text_format: dict[str, Any] | None = None
+    stream: bool = True
+
+
+class ModelStream(Protocol):
+    """An open upstream call. Iterate for events; `aclose` releases the connection early."""
+
+    def __aiter__(self) -> AsyncIterator[ModelEvent]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Provider(Protocol):
+    async def open(self, call: ModelCall) -> ModelStream:
+        """Send the call. Errors before the first event (HTTP status, connect) raise ParleyError here."""
+        ...

@@ -1,0 +1,156 @@
+"""Canonical model call -> Chat Completions request body (messages, tools, sampling fields)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parley.errors import InvalidRequest
+from parley.providers.base import ModelCall
+from parley.providers.profiles import Profile
+
+Item = dict[str, Any]
+Message = dict[str, Any]
+
+# Items that only carry the model's own earlier state; Chat Completions has no input form for them,
+# so they are not sent (the visible text of the turn is in the message items around them).
+_STATE_ONLY_ITEMS = frozenset({"reasoning"})
+
+
+def _part(part: dict[str, Any], path: str) -> dict[str, Any]:
+    kind = part["type"]
+    if kind in ("input_text", "output_text"):
+        return {"type": "text", "text": part["text"]}
+    if kind == "refusal":
+        return {"type": "text", "text": part["refusal"]}
+    if kind == "input_image":
+        url = part.get("image_url")
+        if not url:
+            raise InvalidRequest(
+                "input_image with file_id is not supported yet; send image_url (https or data URL).",
+                param=f"{path}.file_id",
+            )
+        return {"type": "image_url", "image_url": {"url": url, "detail": part.get("detail", "auto")}}
+    raise InvalidRequest(f"Content part type '{kind}' is not supported by this model.", param=f"{path}.type")
+
+
+def _content(parts: list[dict[str, Any]], path: str, profile: Profile) -> str | list[dict[str, Any]]:
+    converted = [_part(p, f"{path}[{i}]") for i, p in enumerate(parts)]
+    if profile.text_parts_as_string and all(p["type"] == "text" for p in converted):
+        return "\n".join(p["text"] for p in converted)
+    return converted
+
+
+def _output_text(output: Any) -> str:
+    if isinstance(output, str):
+        return output
+    return "\n".join(p.get("text", "") for p in output if p.get("type") in ("input_text", "output_text"))
+
+
+def chat_messages(call: ModelCall, profile: Profile) -> list[Message]:
+    messages: list[Message] = []
+    if call.instructions:
+        messages.append({"role": profile.developer_role, "content": call.instructions})
+    for index, item in enumerate(call.items):
+        kind = item["type"]
+        path = f"input[{index}]"
+        if kind == "message":
+            role = item["role"]
+            if role == "developer":
+                role = profile.developer_role
+            messages.append({"role": role, "content": _content(item["content"], f"{path}.content", profile)})
+        elif kind == "function_call":
+            tool_call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(tool_call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
+        elif kind == "function_call_output":
+            messages.append(
+                {"role": "tool", "tool_call_id": item["call_id"], "content": _output_text(item["output"])}
+            )
+        elif kind in _STATE_ONLY_ITEMS:
+            continue
+        else:
+            raise InvalidRequest(
+                f"Input item type '{kind}' cannot be sent to this model.", param=f"{path}.type",
+                code="unsupported_value",
+            )
+    return messages
+
+
+def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool["name"]}
+    if tool.get("description") is not None:
+        function["description"] = tool["description"]
+    function["parameters"] = tool.get("parameters") or {"type": "object", "properties": {}}
+    if tool.get("strict") is not None:
+        function["strict"] = tool["strict"]
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    if isinstance(choice, str):
+        return choice
+    if choice.get("type") == "function":
+        return {"type": "function", "function": {"name": choice["name"]}}
+    raise InvalidRequest(f"tool_choice type '{choice.get('type')}' is not supported yet.", param="tool_choice")
+
+
+def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
+    kind = fmt.get("type")
+    if kind == "json_schema":
+        schema = {"name": fmt["name"], "schema": fmt["schema"]}
+        if fmt.get("strict") is not None:
+            schema["strict"] = fmt["strict"]
+        if fmt.get("description"):
+            schema["description"] = fmt["description"]
+        return {"type": "json_schema", "json_schema": schema}
+    if kind == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def chat_body(call: ModelCall, profile: Profile) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": call.upstream_model,
+        "messages": chat_messages(call, profile),
+        "stream": call.stream,
+    }
+    if call.stream and profile.stream_usage:
+        body["stream_options"] = {"include_usage": True}
+    optional = {
+        "temperature": call.temperature,
+        "top_p": call.top_p,
+        "presence_penalty": call.presence_penalty,
+        "frequency_penalty": call.frequency_penalty,
+        profile.max_tokens_field: call.max_output_tokens,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if call.tools:
+        body["tools"] = [_tool(t) for t in call.tools]
+        if call.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = call.parallel_tool_calls
+    if call.tool_choice is not None and call.tools:
+        body["tool_choice"] = _tool_choice(call.tool_choice)
+    user = call.safety_identifier or call.user
+    if user and profile.user_field:
+        body["user"] = user
+    if call.prompt_cache_key and profile.prompt_cache_key:
+        body["prompt_cache_key"] = call.prompt_cache_key
+    if call.service_tier and profile.service_tier:
+        body["service_tier"] = call.service_tier
+    if call.reasoning_effort and profile.reasoning_effort:
+        body["reasoning_effort"] = call.reasoning_effort
+    if call.logprobs and profile.logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = call.top_logprobs or 0
+    if call.text_format:
+        fmt = _response_format(call.text_format)
+        if fmt is not None:
+            body["response_format"] = fmt
+    return body

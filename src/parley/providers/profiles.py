@@ -1,0 +1,69 @@
+"""Endpoint profiles: the quirks of each OpenAI-compatible Chat Completions server, as data.
+
+A profile is chosen per model in the config (`profile = "vllm"`) and single flags can be overridden
+(`quirks = {stream_usage = false}`). Code never branches on the provider's name, only on these flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from parley.config import ProfileOverrides
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    # Role used for `developer` messages. Most open servers only know system/user/assistant/tool.
+    developer_role: Literal["developer", "system"] = "system"
+    # OpenAI renamed max_tokens to max_completion_tokens; open servers accept max_tokens.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    # Whether `stream_options.include_usage` yields a final usage chunk.
+    stream_usage: bool = True
+    # Field carrying reasoning text in deltas/messages (vLLM/DeepSeek: reasoning_content; OpenRouter: reasoning).
+    reasoning_field: str | None = "reasoning_content"
+    # Whether `reasoning_effort` is accepted.
+    reasoning_effort: bool = False
+    # Whether tool_choice "required" / a named function is honoured natively.
+    tool_choice_required: bool = True
+    service_tier: bool = False
+    # Whether `user` / `safety_identifier` may be forwarded.
+    user_field: bool = True
+    prompt_cache_key: bool = False
+    # Send text-only content as a plain string (some servers reject content arrays).
+    text_parts_as_string: bool = True
+    logprobs: bool = True
+    json_schema: bool = True
+
+    def with_overrides(self, overrides: ProfileOverrides) -> Profile:
+        changes = {k: v for k, v in overrides.model_dump().items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    "generic": Profile(),
+    # https://platform.openai.com/docs/api-reference/chat/create
+    "openai": Profile(
+        developer_role="developer", max_tokens_field="max_completion_tokens", reasoning_field=None,
+        reasoning_effort=True, service_tier=True, prompt_cache_key=True, text_parts_as_string=False,
+    ),
+    # https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html (reasoning parsers emit reasoning_content)
+    "vllm": Profile(reasoning_field="reasoning_content"),
+    # https://github.com/ollama/ollama/blob/main/docs/openai.md (usage chunk supported since 0.5; no logprobs)
+    "ollama": Profile(reasoning_field="reasoning", logprobs=False, tool_choice_required=False),
+    # llama.cpp server / llama-cpp-python: no usage chunk when streaming; grammar-backed json_schema.
+    "llamacpp": Profile(stream_usage=False, reasoning_field="reasoning_content"),
+    # https://openrouter.ai/docs/api-reference/chat-completion (reasoning in `reasoning`)
+    "openrouter": Profile(reasoning_field="reasoning", reasoning_effort=True),
+    # https://api-docs.deepseek.com/guides/reasoning_model (reasoning_content; no tool_choice=required)
+    "deepseek": Profile(reasoning_field="reasoning_content", tool_choice_required=False, logprobs=False),
+}
+
+
+def resolve_profile(name: str, overrides: ProfileOverrides) -> Profile:
+    try:
+        base = PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; known: {', '.join(sorted(PROFILES))}") from None
+    return base.with_overrides(overrides)

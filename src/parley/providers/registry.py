@@ -1,0 +1,68 @@
+"""Public model ids -> providers, built once from the settings at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from parley.config import ModelConfig, Settings
+from parley.errors import InvalidRequest
+from parley.providers.base import Provider
+from parley.providers.chat_completions import ChatCompletionsProvider
+from parley.providers.profiles import resolve_profile
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    id: str
+    owned_by: str
+    created: int
+    upstream_model: str
+    context_window: int
+    provider: Provider
+
+
+class ModelRegistry:
+    def __init__(self, entries: list[ModelEntry]) -> None:
+        self._entries = {e.id: e for e in entries}
+
+    def get(self, model_id: str | None) -> ModelEntry:
+        if not model_id:
+            raise InvalidRequest("Missing required parameter: 'model'.", param="model",
+                                 code="missing_required_parameter")
+        entry = self._entries.get(model_id)
+        if entry is None:
+            raise InvalidRequest(f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+        return entry
+
+    def find(self, model_id: str) -> ModelEntry | None:
+        return self._entries.get(model_id)
+
+    def all(self) -> list[ModelEntry]:
+        return list(self._entries.values())
+
+
+def chat_provider(cfg: ModelConfig, session: aiohttp.ClientSession) -> ChatCompletionsProvider:
+    return ChatCompletionsProvider(
+        model_id=cfg.id,
+        base_url=cfg.base_url,
+        api_key=cfg.resolved_api_key(),
+        profile=resolve_profile(cfg.profile, cfg.quirks),
+        session=session,
+        timeout=aiohttp.ClientTimeout(sock_connect=cfg.connect_timeout_s, sock_read=cfg.read_timeout_s),
+    )
+
+
+def configured_entries(settings: Settings, session: aiohttp.ClientSession, created: int) -> list[ModelEntry]:
+    return [
+        ModelEntry(
+            id=cfg.id,
+            owned_by=cfg.owned_by,
+            created=created,
+            upstream_model=cfg.upstream_model or cfg.id,
+            context_window=cfg.context_window,
+            provider=chat_provider(cfg, session),
+        )
+        for cfg in settings.models
+    ]

@@ -1,0 +1,248 @@
+"""Input items (api-surface.md §3): validation and normalisation into canonical stored items.
+
+Canonical items have the shapes of the output-item union (§5.5): every item has `id` and `type`;
+messages always carry a content list. A string `input` is one user message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
+
+from parley.errors import InvalidRequest
+from parley.ids import new_id
+from parley.schema.requests import param_from_loc
+
+Item = dict[str, Any]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Keep(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class InputText(_Keep):
+    type: Literal["input_text"]
+    text: str
+
+
+class InputImage(_Keep):
+    type: Literal["input_image"]
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: Literal["low", "high", "auto", "original"] = "auto"
+
+
+class InputFile(_Keep):
+    type: Literal["input_file"]
+    file_id: str | None = None
+    file_url: str | None = None
+    file_data: str | None = None
+    filename: str | None = None
+
+
+class OutputText(_Keep):
+    type: Literal["output_text"]
+    text: str
+    annotations: list[dict[str, Any]] = Field(default_factory=list)
+    logprobs: list[dict[str, Any]] | None = None
+
+
+class Refusal(_Keep):
+    type: Literal["refusal"]
+    refusal: str
+
+
+ContentPart = Annotated[InputText | InputImage | InputFile | OutputText | Refusal, Field(discriminator="type")]
+
+
+class Message(_Lenient):
+    type: Literal["message"] = "message"
+    id: str | None = None
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[ContentPart]
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+    phase: Literal["commentary", "final_answer"] | None = None
+
+
+class ItemReference(_Lenient):
+    type: Literal["item_reference"] | None = "item_reference"
+    id: str
+
+
+class FunctionCall(_Keep):
+    type: Literal["function_call"]
+    id: str | None = None
+    call_id: Annotated[str, Field(min_length=1, max_length=64)]
+    name: str
+    arguments: str
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+
+class FunctionCallOutput(_Keep):
+    type: Literal["function_call_output"]
+    id: str | None = None
+    call_id: Annotated[str, Field(min_length=1, max_length=64)]
+    output: str | list[ContentPart]
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+
+class Reasoning(_Keep):
+    type: Literal["reasoning"]
+    id: str | None = None
+    summary: list[dict[str, Any]] = Field(default_factory=list)
+    content: list[dict[str, Any]] | None = None
+    encrypted_content: str | None = None
+
+
+class OtherItem(_Keep):
+    """Item types Parley stores and echoes but does not interpret yet."""
+
+    type: str
+    id: str | None = None
+
+
+OTHER_ITEM_TYPES = frozenset(
+    {
+        "custom_tool_call", "custom_tool_call_output", "compaction", "file_search_call", "web_search_call",
+        "code_interpreter_call", "image_generation_call", "computer_call", "computer_call_output",
+        "local_shell_call", "local_shell_call_output", "shell_call", "shell_call_output", "apply_patch_call",
+        "apply_patch_call_output", "mcp_list_tools", "mcp_approval_request", "mcp_approval_response",
+        "mcp_call", "tool_search_call", "tool_search_output", "additional_tools", "program", "program_output",
+    }
+)
+ITEM_TAGS = frozenset({"message", "item_reference", "function_call", "function_call_output", "reasoning", "other"})
+
+
+def _item_tag(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return None
+    kind = value.get("type")
+    if kind is None:
+        return "item_reference" if "role" not in value and "id" in value else "message"
+    if kind in ITEM_TAGS and kind != "other":
+        return str(kind)
+    return "other" if kind in OTHER_ITEM_TYPES else None
+
+
+InputItem = Annotated[
+    Annotated[Message, Tag("message")]
+    | Annotated[ItemReference, Tag("item_reference")]
+    | Annotated[FunctionCall, Tag("function_call")]
+    | Annotated[FunctionCallOutput, Tag("function_call_output")]
+    | Annotated[Reasoning, Tag("reasoning")]
+    | Annotated[OtherItem, Tag("other")],
+    Discriminator(
+        _item_tag,
+        custom_error_type="invalid_value",
+        custom_error_message="Invalid input item: unknown or missing 'type'",
+    ),
+]
+_INPUT_ADAPTER: TypeAdapter[list[InputItem]] = TypeAdapter(list[InputItem])
+
+
+def validation_to_invalid_request(err: ValidationError, prefix: str) -> InvalidRequest:
+    first = err.errors(include_url=False)[0]
+    param = param_from_loc((prefix, *first["loc"]), skip=ITEM_TAGS)
+    loc_text = f" at '{param}'" if param else ""
+    return InvalidRequest(f"Invalid value{loc_text}: {first['msg']}", param=param)
+
+
+def normalize_input(raw: str | list[dict[str, Any]] | None) -> list[Item]:
+    """Validate `input` and return canonical items (ids assigned where the client sent none)."""
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [_message_item("user", [{"type": "input_text", "text": raw}], None, None)]
+    try:
+        parsed = _INPUT_ADAPTER.validate_python(raw)
+    except ValidationError as err:
+        raise validation_to_invalid_request(err, "input") from None
+    items: list[Item] = []
+    for index, item in enumerate(parsed):
+        try:
+            items.append(_canonical(item))
+        except InvalidRequest as err:
+            err.param = f"input[{index}].{err.param}" if err.param else f"input[{index}]"
+            raise
+    return items
+
+
+def _canonical(item: BaseModel) -> Item:
+    if isinstance(item, Message):
+        return _message_from(item)
+    if isinstance(item, ItemReference):
+        return {"type": "item_reference", "id": item.id}
+    data = item.model_dump(exclude_none=True)
+    if isinstance(item, FunctionCall):
+        data.setdefault("id", new_id("fc"))
+        data.setdefault("status", "completed")
+    elif isinstance(item, FunctionCallOutput):
+        data.setdefault("id", new_id("fco"))
+        data.setdefault("status", "completed")
+    elif isinstance(item, Reasoning):
+        data.setdefault("id", new_id("rs"))
+        data.setdefault("summary", [])
+    else:
+        data.setdefault("id", new_id("item"))
+    return data
+
+
+def _message_from(msg: Message) -> Item:
+    if isinstance(msg.content, str):
+        if msg.role == "assistant":
+            parts: list[dict[str, Any]] = [
+                {"type": "output_text", "text": msg.content, "annotations": [], "logprobs": []}
+            ]
+        else:
+            parts = [{"type": "input_text", "text": msg.content}]
+    else:
+        parts = [p.model_dump(exclude_none=True) for p in msg.content]
+        for part in parts:
+            if part["type"] == "output_text":
+                part.setdefault("logprobs", [])
+        _check_parts_for_role(msg.role, parts)
+    return _message_item(msg.role, parts, msg.id, msg.phase, msg.status)
+
+
+_ASSISTANT_PARTS = frozenset({"output_text", "refusal"})
+
+
+def _check_parts_for_role(role: str, parts: list[dict[str, Any]]) -> None:
+    for index, part in enumerate(parts):
+        is_assistant_part = part["type"] in _ASSISTANT_PARTS
+        if (role == "assistant") != is_assistant_part:
+            allowed = "output_text or refusal" if role == "assistant" else "input_text, input_image or input_file"
+            raise InvalidRequest(
+                f"Invalid content part type '{part['type']}' for role '{role}'; expected {allowed}.",
+                param=f"content[{index}].type",
+            )
+
+
+def _message_item(
+    role: str, parts: list[dict[str, Any]], item_id: str | None, phase: str | None, status: str | None = None
+) -> Item:
+    item: Item = {
+        "id": item_id or new_id("msg"),
+        "type": "message",
+        "role": role,
+        "content": parts,
+        "status": status or "completed",
+    }
+    if phase is not None:
+        item["phase"] = phase
+    return item
+
+
+def item_text(item: Item) -> str:
+    """All text of a message item, for token estimates and logs."""
+    out: list[str] = []
+    for part in item.get("content", ()):
+        text = part.get("text") or part.get("refusal")
+        if isinstance(text, str):
+            out.append(text)
+    return "".join(out)

@@ -1,0 +1,215 @@
+"""A fake OpenAI-compatible Chat Completions server over real HTTP, for tests and benchmarks.
+
+It speaks the real wire format (streamed `chat.completion.chunk`s, the usage chunk, `[DONE]`, error
+bodies) and its behaviour is chosen by the requested upstream `model`:
+
+  echo            replies "echo: <last user text>" in word-sized chunks (default)
+  fixed           replies a fixed 32-token text (benchmarks)
+  slow            like echo, 0.2 s between chunks
+  length          stops with finish_reason "length"
+  reasoning       streams `reasoning_content` before the answer
+  tools           calls the first offered tool (one call; two when the prompt says "twice")
+  error-<status>  answers HTTP <status> with an OpenAI error body (429 adds retry-after: 7)
+  drop            sends two chunks, then drops the connection
+  nousage         no usage chunk even if asked
+  hang            sends headers, then nothing
+
+Every request body is recorded (`requests`) so tests can assert what was forwarded.
+Run it standalone: `python -m parley.testing.fake_upstream --port 9100`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import threading
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+FIXED_TEXT = " ".join(["token"] * 32)
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(p.get("text", "") for p in content or () if p.get("type") == "text")
+    return ""
+
+
+def _words(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.app = web.Application()
+        self.app.router.add_post("/v1/chat/completions", self._chat)
+        self.app.router.add_get("/v1/models", self._models)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, port: int = 0) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "echo", "object": "model"}]})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json(loads=orjson.loads)
+        self.requests.append(body)
+        model = str(body.get("model", "echo"))
+        if model.startswith("error-"):
+            status = int(model.split("-", 1)[1])
+            headers = {"retry-after": "7"} if status == 429 else {}
+            error = {"error": {"message": f"fake upstream error {status}", "type": "fake", "code": None}}
+            return web.json_response(error, status=status, headers=headers)
+        plan = _plan(model, body)
+        if not body.get("stream"):
+            return web.json_response(_completion(model, plan))
+        return await self._stream(request, model, body, plan)
+
+    async def _stream(
+        self, request: web.Request, model: str, body: dict[str, Any], plan: dict[str, Any]
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        await resp.prepare(request)
+        if model == "hang":
+            await asyncio.sleep(3600)
+        delay = 0.2 if model == "slow" else 0.0
+        chunks = _chunks(model, plan)
+        for index, delta in enumerate(chunks):
+            if model == "drop" and index == 2:
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            if delay:
+                await asyncio.sleep(delay)
+            await resp.write(b"data: " + orjson.dumps(delta) + b"\n\n")
+        wants_usage = (body.get("stream_options") or {}).get("include_usage")
+        if wants_usage and model != "nousage":
+            usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                     "model": model, "choices": [], "usage": plan["usage"]}
+            await resp.write(b"data: " + orjson.dumps(usage) + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+
+def _plan(model: str, body: dict[str, Any]) -> dict[str, Any]:
+    messages = body.get("messages") or []
+    text = FIXED_TEXT if model == "fixed" else "echo: " + _last_user_text(messages)
+    plan: dict[str, Any] = {"text": text, "reasoning": None, "tool_calls": [], "finish": "stop"}
+    if model == "reasoning":
+        plan["reasoning"] = "Let me think about it."
+    if model == "length":
+        plan["finish"] = "length"
+    if model == "tools" and body.get("tools"):
+        name = body["tools"][0]["function"]["name"]
+        count = 2 if "twice" in _last_user_text(messages) else 1
+        plan["tool_calls"] = [
+            {"id": f"call_fake{i}", "name": name, "arguments": '{"location": "Paris"}'} for i in range(count)
+        ]
+        plan["text"] = ""
+        plan["finish"] = "tool_calls"
+    prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages) + 3
+    completion_tokens = len(text.split()) + (5 if plan["reasoning"] else 0)
+    plan["usage"] = {
+        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "completion_tokens_details": {"reasoning_tokens": 5 if plan["reasoning"] else 0},
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
+    return plan
+
+
+def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+
+
+def _chunks(model: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [_chunk(model, {"role": "assistant", "content": ""})]
+    if plan["reasoning"]:
+        out += [_chunk(model, {"reasoning_content": w}) for w in _words(plan["reasoning"])]
+    if plan["text"]:
+        out += [_chunk(model, {"content": w}) for w in _words(plan["text"])]
+    for index, call in enumerate(plan["tool_calls"]):
+        head = {"index": index, "id": call["id"], "type": "function",
+                "function": {"name": call["name"], "arguments": ""}}
+        out.append(_chunk(model, {"tool_calls": [head]}))
+        args = call["arguments"]
+        for part in (args[: len(args) // 2], args[len(args) // 2:]):
+            out.append(_chunk(model, {"tool_calls": [{"index": index, "function": {"arguments": part}}]}))
+    out.append(_chunk(model, {}, plan["finish"]))
+    return out
+
+
+def _completion(model: str, plan: dict[str, Any]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": plan["text"] or None}
+    if plan["reasoning"]:
+        message["reasoning_content"] = plan["reasoning"]
+    if plan["tool_calls"]:
+        message["tool_calls"] = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in plan["tool_calls"]
+        ]
+    return {
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": plan["finish"]}],
+        "usage": plan["usage"],
+    }
+
+
+class ThreadedFakeUpstream:
+    """The fake upstream on its own event loop in a daemon thread (for sync tests and other processes)."""
+
+    def __init__(self) -> None:
+        self.fake = FakeUpstream()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-upstream")
+
+    def __enter__(self) -> FakeUpstream:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(10)
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9100)
+    args = parser.parse_args()
+    fake = FakeUpstream()
+    web.run_app(fake.app, host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
