@@ -124,7 +124,8 @@ def list_body(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
 
 def encode_event(event: dict[str, Any]) -> bytes:
     # One SSE event per write, LF framing, `event:` equal to data.type, no `id:` (api-surface.md §6.1).
-    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+    kind: str = event["type"]
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 def sse_response(events: AsyncIterator[dict[str, Any]], rid: str) -> StreamingResponse:

@@ -154,7 +154,7 @@ class _UpstreamStream:
             if data == b"[DONE]":
                 break
             chunk = orjson.loads(data)
-            if "error" in chunk and chunk["error"]:
+            if chunk.get("error"):
                 raise UpstreamError.bad_gateway(
                     f"the upstream for model '{self._model}' failed mid-stream: "
                     f"{str(chunk['error'].get('message', chunk['error']))[:300]}"

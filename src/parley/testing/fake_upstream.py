@@ -5,16 +5,17 @@ bodies) and its behaviour is chosen by the requested upstream `model`:
 
   echo            replies "echo: <last user text>" in word-sized chunks (default)
   fixed           replies a fixed 32-token text (benchmarks)
-  slow            like echo, 0.2 s between chunks
+  slow            like echo, 0.2 s between chunks (non-streaming: the same total delay before answering)
   length          stops with finish_reason "length"
   reasoning       streams `reasoning_content` before the answer
   tools           calls the first offered tool (one call; two when the prompt says "twice")
   error-<status>  answers HTTP <status> with an OpenAI error body (429 adds retry-after: 7)
   drop            sends two chunks, then drops the connection
   nousage         no usage chunk even if asked
-  hang            sends headers, then nothing
+  hang            streaming: sends headers, then nothing; non-streaming: never answers
 
-Every request body is recorded (`requests`) so tests can assert what was forwarded.
+Every request body is recorded (`requests`) so tests can assert what was forwarded, and the model of
+every request the client abandoned before its end is recorded in `disconnects` (cancellation tests).
 Run it standalone: `python -m parley.testing.fake_upstream --port 9100`.
 """
 
@@ -50,6 +51,7 @@ def _words(text: str) -> list[str]:
 class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.disconnects: list[str] = []
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self._chat)
         self.app.router.add_get("/v1/models", self._models)
@@ -57,7 +59,8 @@ class FakeUpstream:
         self.port = 0
 
     async def start(self, port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # A short shutdown timeout: a `hang` handler must not hold up stop() for aiohttp's default 60 s.
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
@@ -87,8 +90,22 @@ class FakeUpstream:
             return web.json_response(error, status=status, headers=headers)
         plan = _plan(model, body)
         if not body.get("stream"):
+            if model in ("hang", "slow"):
+                delay = 3600.0 if model == "hang" else 0.2 * len(_chunks(model, plan))
+                if not await self._wait_unless_closed(request, model, delay):
+                    return web.Response()
             return web.json_response(_completion(model, plan))
         return await self._stream(request, model, body, plan)
+
+    async def _wait_unless_closed(self, request: web.Request, model: str, seconds: float) -> bool:
+        """Sleep `seconds`; False (and the model recorded in `disconnects`) if the client goes away first."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if request.transport is None or request.transport.is_closing():
+                self.disconnects.append(model)
+                return False
+            await asyncio.sleep(min(0.05, max(deadline - time.monotonic(), 0.0)))
+        return True
 
     async def _stream(
         self, request: web.Request, model: str, body: dict[str, Any], plan: dict[str, Any]
@@ -96,24 +113,28 @@ class FakeUpstream:
         resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
         await resp.prepare(request)
         if model == "hang":
-            await asyncio.sleep(3600)
+            await self._wait_unless_closed(request, model, 3600.0)
+            return resp
         delay = 0.2 if model == "slow" else 0.0
         chunks = _chunks(model, plan)
-        for index, delta in enumerate(chunks):
-            if model == "drop" and index == 2:
-                assert request.transport is not None
-                request.transport.close()
-                return resp
-            if delay:
-                await asyncio.sleep(delay)
-            await resp.write(b"data: " + orjson.dumps(delta) + b"\n\n")
-        wants_usage = (body.get("stream_options") or {}).get("include_usage")
-        if wants_usage and model != "nousage":
-            usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": model, "choices": [], "usage": plan["usage"]}
-            await resp.write(b"data: " + orjson.dumps(usage) + b"\n\n")
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
+        try:
+            for index, delta in enumerate(chunks):
+                if model == "drop" and index == 2:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+                if delay and not await self._wait_unless_closed(request, model, delay):
+                    return resp
+                await resp.write(b"data: " + orjson.dumps(delta) + b"\n\n")
+            wants_usage = (body.get("stream_options") or {}).get("include_usage")
+            if wants_usage and model != "nousage":
+                usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                         "model": model, "choices": [], "usage": plan["usage"]}
+                await resp.write(b"data: " + orjson.dumps(usage) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+        except ConnectionResetError:
+            self.disconnects.append(model)
         return resp
 
 

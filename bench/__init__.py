@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of Parley; each prints JSON (run `python -m bench.gateway`, see bench/README.md)."""

@@ -1,0 +1,100 @@
+"""Child processes of a benchmark: free loopback ports, start/readiness/teardown, and CPU/RSS from /proc."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    """A port the kernel considers free on 127.0.0.1 (tiny race until the child binds it; fine here)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, slots=True)
+class ProcSample:
+    """CPU seconds (user + system) and memory of one process at one instant."""
+
+    cpu_s: float
+    rss_mb: float
+    rss_peak_mb: float
+
+
+def sample(pid: int) -> ProcSample:
+    """Read /proc/PID/stat (utime, stime) and /proc/PID/status (VmRSS, VmHWM); no psutil needed."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the command name (which may contain spaces) start at field 3; utime/stime are 14/15.
+    fields = stat[stat.rindex(")") + 2:].split()
+    cpu_s = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    memory: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            memory[key] = int(value.split()[0]) / 1024
+    return ProcSample(cpu_s, memory.get("VmRSS", 0.0), memory.get("VmHWM", 0.0))
+
+
+class Child:
+    """A supervised child process whose output goes to a log file (shown if it fails to start)."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, url: str, timeout_s: float = 60.0) -> float:
+        """Poll `GET url` until it answers 200; returns the seconds it took."""
+        start = time.perf_counter()
+        while time.perf_counter() - start < timeout_s:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as resp:
+                    if resp.status == 200:
+                        return time.perf_counter() - start
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} was not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGINT (graceful shutdown for uvicorn), then SIGKILL if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout_s)
+        with contextlib.suppress(OSError):
+            self._log.close()
+
+
+def child_env() -> dict[str, str]:
+    """The inherited environment without PARLEY_* settings, so only the benchmark's config applies."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
