@@ -57,7 +57,7 @@ async def postgres_url(postgres_server: Any) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def db_url(request: pytest.FixtureRequest) -> str:
     """The URL of an empty database, once per backend (PostgreSQL only starts if a test needs it)."""
     url: str = request.getfixturevalue(f"{request.param}_url")

@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from parley.errors import InternalError, InvalidRequest, ParleyError, PayloadTooLarge
-from parley.schema.items import ITEM_TAGS
 from parley.schema.requests import cross_field_param, param_from_loc
 from parley.store.base import PageQuery
 
@@ -86,7 +85,7 @@ def parse_model(model: type[M], body: bytes) -> M:
         param = cross_field_param(cause) if cause is not None else None
         if param is not None:
             raise InvalidRequest(str(cause), param=param) from None
-        param = param_from_loc(first["loc"], skip=ITEM_TAGS)
+        param = param_from_loc(first["loc"], orjson.loads(body))
         message = first["msg"]
         raise InvalidRequest(f"Invalid value for '{param}': {message}." if param else message, param=param) from None
 

@@ -145,9 +145,9 @@ InputItem = Annotated[
 _INPUT_ADAPTER: TypeAdapter[list[InputItem]] = TypeAdapter(list[InputItem])
 
 
-def validation_to_invalid_request(err: ValidationError, prefix: str) -> InvalidRequest:
+def validation_to_invalid_request(err: ValidationError, prefix: str, data: Any) -> InvalidRequest:
     first = err.errors(include_url=False)[0]
-    param = param_from_loc((prefix, *first["loc"]), skip=ITEM_TAGS)
+    param = param_from_loc(first["loc"], data, prefix)
     loc_text = f" at '{param}'" if param else ""
     return InvalidRequest(f"Invalid value{loc_text}: {first['msg']}", param=param)
 
@@ -161,7 +161,7 @@ def normalize_input(raw: str | list[dict[str, Any]] | None) -> list[Item]:
     try:
         parsed = _INPUT_ADAPTER.validate_python(raw)
     except ValidationError as err:
-        raise validation_to_invalid_request(err, "input") from None
+        raise validation_to_invalid_request(err, "input", raw) from None
     items: list[Item] = []
     for index, item in enumerate(parsed):
         try:

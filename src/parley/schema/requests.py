@@ -207,21 +207,22 @@ class _CrossFieldError(ValueError):
         self.param = param
 
 
-def param_from_loc(loc: tuple[int | str, ...], skip: frozenset[str] = frozenset()) -> str | None:
-    """('input', 2, 'content', 0, 'text') -> 'input[2].content[0].text'.
+def param_from_loc(loc: tuple[int | str, ...], data: Any, prefix: str = "") -> str | None:
+    """('input', 2, 'content', 0, 'text') -> 'input[2].content[0].text', walking the submitted data.
 
-    Segments pydantic adds for union members ('str', 'list[...]', tag names) are dropped.
+    Segments pydantic adds that are not in the data (union member names, discriminator tags such as
+    'json_schema') are dropped; a missing key at the end of the path is kept (it is the missing field).
     """
-    out = ""
-    for seg in loc:
-        if isinstance(seg, int):
+    out = prefix
+    node = data
+    for position, seg in enumerate(loc):
+        last = position == len(loc) - 1
+        if isinstance(seg, int) and isinstance(node, list) and 0 <= seg < len(node):
             out += f"[{seg}]"
-        elif seg in skip or not seg.replace("_", "a").isalnum():
-            continue
-        elif seg in ("str", "int", "float", "bool", "dict", "list", "none"):
-            continue
-        else:
+            node = node[seg]
+        elif isinstance(seg, str) and isinstance(node, dict) and (seg in node or last):
             out += f".{seg}" if out else seg
+            node = node.get(seg)
     return out or None
 
 

@@ -32,7 +32,7 @@ def validate_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
         try:
             parsed = FunctionTool.model_validate(tool)
         except ValidationError as err:
-            raise validation_to_invalid_request(err, f"tools[{index}]") from None
+            raise validation_to_invalid_request(err, f"tools[{index}]", tool) from None
         if parsed.name in names:
             raise InvalidRequest(f"Duplicate tool name '{parsed.name}'.", param=f"tools[{index}].name")
         names.add(parsed.name)

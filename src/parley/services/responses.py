@@ -51,6 +51,10 @@ class ResponsesService:
                                  code="unsupported_value")
         if req.conversation_id is not None:
             raise NotFound(f"Conversation with id '{req.conversation_id}' not found.", param="conversation")
+        for name in ("context_management", "moderation"):
+            if getattr(req, name) is not None:
+                raise InvalidRequest(f"'{name}' is not supported by this server yet.", param=name,
+                                     code="unsupported_value")
         if req.prompt is not None:
             raise NotFound(f"Prompt with id '{req.prompt.id}' not found.", param="prompt.id")
         new_items = normalize_input(req.input)

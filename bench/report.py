@@ -1,0 +1,108 @@
+"""Fold the rounds of a gateway benchmark into the JSON report: per target, per scenario, targets met."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.load import RoundResult, percentile
+
+PROCESSES = ("parley", "upstream", "load_generator")
+ADDED_LATENCY_LIMIT_MS = 1.0  # target: Parley adds <= 1 ms p50 at concurrency 1
+THROUGHPUT_RATIO_MIN = 0.25  # target: Parley sustains >= 25% of the upstream's requests/s at concurrency 64
+
+
+@dataclass(slots=True)
+class TargetRuns:
+    """Every measured round of one target in one scenario, with the CPU each process used meanwhile."""
+
+    rounds: list[RoundResult] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PROCESSES, 0.0))
+
+    def add(self, result: RoundResult, cpu_s: dict[str, float]) -> None:
+        self.rounds.append(result)
+        for name, used in cpu_s.items():
+            self.cpu_s[name] += used
+
+
+def _ms(value: float) -> float | None:
+    return None if math.isnan(value) else round(value * 1000, 3)
+
+
+def _distribution(values: list[float]) -> dict[str, float | None]:
+    ordered = sorted(values)
+    mean = sum(ordered) / len(ordered) if ordered else math.nan
+    return {
+        "p50": _ms(percentile(ordered, 50)),
+        "p90": _ms(percentile(ordered, 90)),
+        "p99": _ms(percentile(ordered, 99)),
+        "mean": _ms(mean),
+        "max": _ms(ordered[-1] if ordered else math.nan),
+    }
+
+
+def summarize_target(runs: TargetRuns, stream: bool) -> dict[str, Any]:
+    latencies = [x for r in runs.rounds for x in r.latencies]
+    first_events = [x for r in runs.rounds for x in r.first_event]
+    elapsed = sum(r.elapsed_s for r in runs.rounds)
+    requests = len(latencies)
+    errors = sum(r.errors for r in runs.rounds)
+    return {
+        "requests": requests,
+        "errors": errors,
+        "error_samples": [s for r in runs.rounds for s in r.error_samples][:3],
+        "rps": round(requests / elapsed, 1) if elapsed else 0.0,
+        "rps_rounds": [round(len(r.latencies) / r.elapsed_s, 1) if r.elapsed_s else 0.0 for r in runs.rounds],
+        "latency_ms": _distribution(latencies),
+        "first_event_ms": _distribution(first_events) if stream else None,
+        # CPU seconds each process used during this target's rounds, per completed request (ms) and as
+        # a share of one core (1.0 = one core busy the whole time): shows which process was the bottleneck.
+        "cpu_ms_per_request": {
+            name: round(used * 1000 / requests, 3) if requests else None for name, used in runs.cpu_s.items()
+        },
+        "cpu_cores_busy": {name: round(used / elapsed, 2) if elapsed else None for name, used in runs.cpu_s.items()},
+    }
+
+
+def _diff(parley: float | None, direct: float | None) -> float | None:
+    return None if parley is None or direct is None else round(parley - direct, 3)
+
+
+def summarize_scenario(name: str, stream: bool, concurrency: int, runs: dict[str, TargetRuns]) -> dict[str, Any]:
+    direct = summarize_target(runs["direct"], stream)
+    parley = summarize_target(runs["parley"], stream)
+    scenario: dict[str, Any] = {
+        "name": name,
+        "stream": stream,
+        "concurrency": concurrency,
+        "added_latency_ms_p50": _diff(parley["latency_ms"]["p50"], direct["latency_ms"]["p50"]),
+        "added_latency_ms_p99": _diff(parley["latency_ms"]["p99"], direct["latency_ms"]["p99"]),
+        "added_first_event_ms_p50": None,
+        "added_first_event_ms_p99": None,
+        "throughput_ratio": round(parley["rps"] / direct["rps"], 3) if direct["rps"] else None,
+        "direct": direct,
+        "parley": parley,
+    }
+    if stream:
+        scenario["added_first_event_ms_p50"] = _diff(parley["first_event_ms"]["p50"], direct["first_event_ms"]["p50"])
+        scenario["added_first_event_ms_p99"] = _diff(parley["first_event_ms"]["p99"], direct["first_event_ms"]["p99"])
+    return scenario
+
+
+def targets(scenarios: list[dict[str, Any]]) -> dict[str, Any]:
+    """The two goals, checked on whichever of the c=1 and c=64 scenarios were run."""
+    latency = {s["name"]: s["added_latency_ms_p50"] for s in scenarios if s["concurrency"] == 1}
+    ratio = {s["name"]: s["throughput_ratio"] for s in scenarios if s["concurrency"] == 64}
+    return {
+        "added_latency_ms_p50_at_c1": {
+            "limit": ADDED_LATENCY_LIMIT_MS,
+            "values": latency,
+            "met": all(v is not None and v <= ADDED_LATENCY_LIMIT_MS for v in latency.values()) if latency else None,
+        },
+        "throughput_ratio_at_c64": {
+            "limit": THROUGHPUT_RATIO_MIN,
+            "values": ratio,
+            "met": all(v is not None and v >= THROUGHPUT_RATIO_MIN for v in ratio.values()) if ratio else None,
+        },
+    }
