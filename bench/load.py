@@ -92,7 +92,7 @@ async def _worker(http: aiohttp.ClientSession, target: Target, deadline: float, 
         try:
             async with http.post(target.url, data=target.body, headers=_JSON_HEADERS) as resp:
                 problem = await (_read_sse(resp, started, result) if target.stream else _read_json(resp))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
         last = time.perf_counter()
         if problem is None:

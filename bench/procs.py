@@ -48,6 +48,14 @@ def sample(pid: int) -> ProcSample:
     return ProcSample(cpu_s, memory.get("VmRSS", 0.0), memory.get("VmHWM", 0.0))
 
 
+def machine_cpu_s() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat): with the per-process numbers this shows
+    how much of the machine other programs took during a round (noise)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
+
+
 class Child:
     """A supervised child process whose output goes to a log file (shown if it fails to start)."""
 

@@ -19,11 +19,14 @@ class TargetRuns:
 
     rounds: list[RoundResult] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PROCESSES, 0.0))
+    machine_cpu_s: float = 0.0
 
     def add(self, result: RoundResult, cpu_s: dict[str, float]) -> None:
+        """`cpu_s`: CPU seconds used during the round per process in PROCESSES, plus "machine" (all)."""
         self.rounds.append(result)
-        for name, used in cpu_s.items():
-            self.cpu_s[name] += used
+        for name in PROCESSES:
+            self.cpu_s[name] += cpu_s[name]
+        self.machine_cpu_s += cpu_s["machine"]
 
 
 def _ms(value: float) -> float | None:
@@ -61,8 +64,18 @@ def summarize_target(runs: TargetRuns, stream: bool) -> dict[str, Any]:
         "cpu_ms_per_request": {
             name: round(used * 1000 / requests, 3) if requests else None for name, used in runs.cpu_s.items()
         },
-        "cpu_cores_busy": {name: round(used / elapsed, 2) if elapsed else None for name, used in runs.cpu_s.items()},
+        "cpu_cores_busy": _cores_busy(runs, elapsed),
     }
+
+
+def _cores_busy(runs: TargetRuns, elapsed: float) -> dict[str, float | None]:
+    if not elapsed:
+        return dict.fromkeys([*PROCESSES, "other", "machine"], None)
+    busy: dict[str, float | None] = {name: round(used / elapsed, 2) for name, used in runs.cpu_s.items()}
+    other = runs.machine_cpu_s - sum(runs.cpu_s.values())
+    busy["other"] = round(max(0.0, other) / elapsed, 2)
+    busy["machine"] = round(runs.machine_cpu_s / elapsed, 2)
+    return busy
 
 
 def _diff(parley: float | None, direct: float | None) -> float | None:

@@ -34,6 +34,8 @@ RESPONSE_KEYS = frozenset(
 USAGE_KEYS = frozenset({"input_tokens", "input_tokens_details", "output_tokens", "output_tokens_details",
                         "total_tokens"})
 ERROR_KEYS = frozenset({"message", "type", "param", "code"})
+# The upstream key configured for the `error-401` model: it must never come back to a caller.
+UPSTREAM_SECRET = "sk-upstream-secret-do-not-leak"
 TERMINAL_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
@@ -125,6 +127,15 @@ class ParleyServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+@dataclass(frozen=True)
+class KeyedServer:
+    """A server started with keys for two projects already in its data dir."""
+
+    server: ParleyServer
+    key_a: str
+    key_b: str
 
 
 def model_toml(model_id: str, base_url: str, upstream_model: str, **extra: Any) -> str:
@@ -255,3 +266,20 @@ def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> bo
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def create_checked(client: Any, **params: Any) -> tuple[dict[str, Any], Response]:
+    """`client.responses.create(**params)` (sync SDK) with the raw JSON body strictly checked."""
+    raw = client.responses.with_raw_response.create(**params)
+    body: dict[str, Any] = raw.http_response.json()
+    check_response(body)
+    response: Response = raw.parse()
+    return body, response
+
+
+async def acreate_checked(client: Any, **params: Any) -> tuple[dict[str, Any], Response]:
+    raw = await client.responses.with_raw_response.create(**params)
+    body: dict[str, Any] = raw.http_response.json()
+    check_response(body)
+    response: Response = raw.parse()
+    return body, response

@@ -6,20 +6,30 @@ and with raw httpx where the wire itself is under test.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from compat_support import ParleyServer, create_key, free_port, model_toml
 from openai import AsyncOpenAI, OpenAI
 
 from parley.testing.fake_upstream import FakeUpstream, ThreadedFakeUpstream
 
+# The suite runs with --import-mode=importlib, which leaves sys.path alone: make the helper module
+# beside this file importable by the test modules (conftest is imported before them).
+sys.path.insert(0, str(Path(__file__).parent))
+from compat_support import (  # noqa: E402
+    UPSTREAM_SECRET,
+    KeyedServer,
+    ParleyServer,
+    create_key,
+    free_port,
+    model_toml,
+)
+
 # Public model id -> the fake upstream's behaviour (see parley.testing.fake_upstream).
 FAKE_MODELS = ("echo", "slow", "length", "reasoning", "tools", "nousage", "drop",
                "error-429", "error-500", "error-403")
-UPSTREAM_SECRET = "sk-upstream-secret-do-not-leak"
 
 
 @pytest.fixture(scope="session")
@@ -54,13 +64,6 @@ def small_body_server(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFacto
     config = "max_body_bytes = 4096\n" + model_toml("echo", fake.base_url, "echo")
     config += "[embedded]\nenabled = false\n"
     yield from _serve(tmp_path_factory.mktemp("parley-small-body"), config)
-
-
-@dataclass(frozen=True)
-class KeyedServer:
-    server: ParleyServer
-    key_a: str
-    key_b: str
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from compat_support import ParleyServer, check_response, upstream_request
+from compat_support import ParleyServer, check_response, create_checked, upstream_request
 from openai import AsyncOpenAI, OpenAI
 
 from parley.testing.fake_upstream import FakeUpstream
@@ -49,7 +49,8 @@ async def test_create_async(aclient: AsyncOpenAI) -> None:
 
 
 def test_create_message_list_and_instructions(client: OpenAI, fake: FakeUpstream) -> None:
-    response = client.responses.create(
+    _, response = create_checked(
+        client,
         model="echo",
         instructions="Answer like a pirate.",
         input=[
@@ -58,7 +59,6 @@ def test_create_message_list_and_instructions(client: OpenAI, fake: FakeUpstream
             {"type": "message", "role": "user", "content": "second marker-msglist"},
         ],
     )
-    check_response(response.to_dict())
     assert response.output_text == "echo: second marker-msglist"
     assert response.instructions == "Answer like a pirate."
     sent = upstream_request(fake.requests, "marker-msglist")

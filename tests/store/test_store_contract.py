@@ -35,9 +35,7 @@ def message(text_: str, role: str = "user", item_id: str | None = None) -> Item:
     }
 
 
-def response(
-    output: list[Item], previous_response_id: str | None = None, **fields: Any
-) -> dict[str, Any]:
+def response(output: list[Item], previous_response_id: str | None = None, **fields: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": new_id("resp"),
         "object": "response",
@@ -91,8 +89,17 @@ def count_statements(store: SqlStore) -> Iterator[list[str]]:
 async def test_save_and_get_round_trip(store: SqlStore) -> None:
     # 12 outputs: the order must be numeric by position, not by insertion luck or text sorting.
     output: list[Item] = [message(f"part {n}", role="assistant") for n in range(11)]
-    output.insert(3, {"id": new_id("fc"), "type": "function_call", "call_id": "call_1", "name": "f",
-                      "arguments": '{"x": 1}', "status": "completed"})
+    output.insert(
+        3,
+        {
+            "id": new_id("fc"),
+            "type": "function_call",
+            "call_id": "call_1",
+            "name": "f",
+            "arguments": '{"x": 1}',
+            "status": "completed",
+        },
+    )
     resp = response(
         output,
         background=True,
@@ -109,6 +116,25 @@ async def test_save_and_get_round_trip(store: SqlStore) -> None:
     assert got == resp
     assert got is not None
     assert [item["id"] for item in got["output"]] == [item["id"] for item in output]
+
+
+async def test_store_runs_on_the_parametrised_backend(store: SqlStore, request: pytest.FixtureRequest) -> None:
+    expected = {"sqlite": "sqlite", "postgres": "postgresql"}[request.node.callspec.params["store_url"]]
+    assert store.engine.dialect.name == expected
+
+
+async def test_client_chosen_strings_are_not_length_limited(store: SqlStore) -> None:
+    # Clients (Codex, the AI SDK) choose their own item ids; model names are free-form. PostgreSQL
+    # enforces VARCHAR lengths where SQLite does not, so both must accept long values alike.
+    long_id = "msg_" + "x" * 300
+    resp = response([message("out", role="assistant", item_id="out_" + "y" * 300)], model="m/" + "z" * 400)
+    await store.save_response(PROJECT, resp, [message("in", item_id=long_id)])
+
+    assert await store.get_response(PROJECT, resp["id"]) == resp
+    assert list(await store.find_items(PROJECT, [long_id])) == [long_id]
+    page = await store.list_input_items(PROJECT, resp["id"], PageQuery(after=long_id))
+    assert page is not None
+    assert page.data == []
 
 
 async def test_get_unknown_response_is_none(store: SqlStore) -> None:
@@ -195,6 +221,20 @@ async def test_load_context_orders_many_items_within_a_turn(store: SqlStore) -> 
     assert await store.load_context(PROJECT, second["id"]) == inputs + outputs + follow_up + second["output"]
 
 
+async def test_load_context_skips_turns_without_items(store: SqlStore) -> None:
+    first_inputs = [message("first")]
+    first = response([message("one", role="assistant")])
+    await store.save_response(PROJECT, first, first_inputs)
+    empty = response([], previous_response_id=first["id"])
+    await store.save_response(PROJECT, empty, [])
+    last_inputs = [message("last")]
+    last = response([message("two", role="assistant")], previous_response_id=empty["id"])
+    await store.save_response(PROJECT, last, last_inputs)
+
+    expected = first_inputs + first["output"] + last_inputs + last["output"]
+    assert await store.load_context(PROJECT, last["id"]) == expected
+
+
 async def test_load_context_unknown_response_is_none(store: SqlStore) -> None:
     assert await store.load_context(PROJECT, "resp_missing") is None
 
@@ -275,9 +315,7 @@ async def test_list_input_items_returns_full_items(store: SqlStore) -> None:
     assert page.data == inputs  # outputs are not input items
 
 
-async def test_list_input_items_after_cursor_walks_pages(
-    store: SqlStore, five_inputs: tuple[str, list[str]]
-) -> None:
+async def test_list_input_items_after_cursor_walks_pages(store: SqlStore, five_inputs: tuple[str, list[str]]) -> None:
     rid, ids = five_inputs
     assert await _ids(store, rid, PageQuery(limit=2, order="asc", after=ids[1])) == (ids[2:4], True)
     assert await _ids(store, rid, PageQuery(limit=2, order="asc", after=ids[3])) == ([ids[4]], False)
@@ -403,15 +441,15 @@ async def test_a_failing_write_does_not_fail_the_batch(store: SqlStore) -> None:
         assert await store.get_response(PROJECT, resp["id"]) == resp
 
 
-async def test_close_finishes_queued_writes(db_url: str) -> None:
-    store = await SqlStore.open(db_url)
+async def test_close_finishes_queued_writes(store_url: str) -> None:
+    store = await SqlStore.open(store_url)
     saves = [response([message(f"answer {n}", role="assistant")]) for n in range(20)]
     pending = [asyncio.ensure_future(store.save_response(PROJECT, resp, [])) for resp in saves]
     await asyncio.sleep(0)  # queued, maybe not yet committed
     await store.close()
     await asyncio.gather(*pending)
 
-    reopened = await SqlStore.open(db_url)
+    reopened = await SqlStore.open(store_url)
     try:
         for resp in saves:
             assert await reopened.get_response(PROJECT, resp["id"]) == resp

@@ -24,8 +24,11 @@ async def _until_disconnect(receive: Receive) -> None:
 
 
 async def _cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[Any]]) -> Any:
-    """Run `work` but cancel it if the client goes away (the body has been read already)."""
-    result: list[Any] = []
+    """Run `work` but cancel it if the client goes away (the body has been read already).
+
+    Errors of `work` are re-raised as they are (not wrapped in an exception group)."""
+    outcome: list[Any] = []
+    failure: list[BaseException] = []
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
@@ -33,14 +36,19 @@ async def _cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[A
             tg.cancel_scope.cancel()
 
         async def run() -> None:
-            result.append(await work())
+            try:
+                outcome.append(await work())
+            except Exception as exc:
+                failure.append(exc)
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch)
         tg.start_soon(run)
-    if not result:
+    if failure:
+        raise failure[0]
+    if not outcome:
         raise anyio.get_cancelled_exc_class()()
-    return result[0]
+    return outcome[0]
 
 
 @endpoint
@@ -48,10 +56,16 @@ async def create_response(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
     project = await rt.auth.project_of(request)
     req = parse_model(CreateResponseRequest, await read_body(request, rt.settings.max_body_bytes))
-    prepared = await rt.responses.prepare(project, req)
     if req.stream:
+        prepared = await rt.responses.prepare(project, req)
         return sse_response(rt.responses.stream(prepared), rid)
-    response = await _cancel_on_disconnect(request, lambda: rt.responses.complete(prepared))
+
+    async def prepare_and_complete() -> Any:
+        # A non-streaming upstream sends its headers only when it has finished, so opening the call
+        # (in prepare) is most of the work: it must be cancelled too when the client goes away.
+        return await rt.responses.complete(await rt.responses.prepare(project, req))
+
+    response = await _cancel_on_disconnect(request, prepare_and_complete)
     return json_response(response, rid)
 
 

@@ -7,10 +7,11 @@ then `events()` yields Responses events. Errors after the start end a streamed r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
+from parley.engine.checks import TurnCheck
 from parley.engine.stream import Event, StreamBuilder
-from parley.errors import ParleyError
+from parley.errors import ParleyError, UpstreamError
 from parley.providers.base import Finish, ModelStream
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -22,9 +23,10 @@ def _response_error_code(error: ParleyError) -> str:
 
 
 class ResponseRun:
-    def __init__(self, builder: StreamBuilder, stream: ModelStream) -> None:
+    def __init__(self, builder: StreamBuilder, stream: ModelStream, checks: Sequence[TurnCheck] = ()) -> None:
         self.builder = builder
         self._stream = stream
+        self._checks = checks
         self.finished = False
 
     async def events(self) -> AsyncIterator[Event]:
@@ -36,6 +38,10 @@ class ResponseRun:
         try:
             async for model_event in self._stream:
                 if isinstance(model_event, Finish):
+                    for event in builder.close_turn(model_event.reason):
+                        yield event
+                    if model_event.reason != "length":
+                        self._check_turn()
                     self.finished = True
                     for event in builder.finish(model_event.reason):
                         yield event
@@ -48,6 +54,12 @@ class ResponseRun:
             self.finished = True
             for event in builder.fail(_response_error_code(err), err.message):
                 yield event
+
+    def _check_turn(self) -> None:
+        for check in self._checks:
+            problem = check(self.builder)
+            if problem is not None:
+                raise UpstreamError.bad_gateway(f"The response was rejected: {problem}.", code="model_output_invalid")
 
     async def aclose(self) -> None:
         await self._stream.aclose()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from parley.ids import new_id
 from parley.providers.base import (
@@ -21,6 +24,7 @@ from parley.providers.base import (
     ToolCallDelta,
     Usage,
 )
+from parley.schema.tools import ClientTool
 
 Event = dict[str, Any]
 Item = dict[str, Any]
@@ -44,19 +48,30 @@ class _OpenText:
 
 
 class _OpenCall:
-    __slots__ = ("chunks", "item", "output_index")
+    __slots__ = ("chunks", "item", "output_index", "upstream_name")
 
-    def __init__(self, item: Item, output_index: int) -> None:
+    def __init__(self, item: Item, output_index: int, upstream_name: str) -> None:
         self.item = item
         self.output_index = output_index
+        self.upstream_name = upstream_name
         self.chunks: list[str] = []
+
+    @property
+    def custom(self) -> bool:
+        return bool(self.item["type"] == "custom_tool_call")
 
 
 class StreamBuilder:
     """Turns canonical model events into Responses stream events and keeps the snapshot."""
 
-    def __init__(self, response: dict[str, Any], *, emit: bool, obfuscate: bool) -> None:
+    def __init__(
+        self, response: dict[str, Any], *, emit: bool, obfuscate: bool,
+        tools: Mapping[str, ClientTool] | None = None, parallel_tool_calls: bool = True,
+    ) -> None:
         self.response = response
+        self._tools = tools or {}
+        self._parallel = parallel_tool_calls
+        self.called: list[str] = []
         self.emit = emit
         self.obfuscate = obfuscate and emit
         self._seq = 0
@@ -209,23 +224,36 @@ class StreamBuilder:
             events.append(self._part_event("response.content_part.done", rs, dict(part)))
             events.append(self._item_done(rs.item, rs.output_index))
 
+    def _new_call_item(self, delta: ToolCallDelta) -> Item:
+        upstream_name = delta.name or ""
+        tool = self._tools.get(upstream_name)
+        call_id = delta.call_id or new_id("call")
+        if tool is not None and tool.kind == "custom":
+            item: Item = {"id": new_id("ctc"), "type": "custom_tool_call", "call_id": call_id, "name": tool.name,
+                          "input": ""}
+        else:
+            item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress", "arguments": "",
+                    "call_id": call_id, "name": tool.name if tool else upstream_name}
+        if tool is not None and tool.namespace:
+            item["namespace"] = tool.namespace
+        return item
+
     def _call(self, delta: ToolCallDelta) -> list[Event]:
         events: list[Event] = []
         call = self._calls.get(delta.index)
         if call is None:
+            if self._calls and not self._parallel:
+                # parallel_tool_calls=false: the response carries at most one call per turn.
+                return events
             self._close_message(events, "completed")
             self._close_reasoning(events)
-            item: Item = {
-                "id": new_id("fc"), "type": "function_call", "status": "in_progress", "arguments": "",
-                "call_id": delta.call_id or new_id("call"), "name": delta.name or "",
-            }
-            call = _OpenCall(item, self._add_item(item, events))
+            item = self._new_call_item(delta)
+            call = _OpenCall(item, self._add_item(item, events), delta.name or "")
             self._calls[delta.index] = call
-        elif delta.name and not call.item["name"]:
-            call.item["name"] = delta.name
+            self.called.append(call.upstream_name)
         if delta.arguments:
             call.chunks.append(delta.arguments)
-            if self.emit:
+            if self.emit and not call.custom:
                 ev: Event = {
                     "type": "response.function_call_arguments.delta", "item_id": call.item["id"],
                     "output_index": call.output_index, "delta": delta.arguments,
@@ -238,6 +266,9 @@ class StreamBuilder:
     def _close_calls(self, events: list[Event], status: str) -> None:
         for call in sorted(self._calls.values(), key=lambda c: c.output_index):
             args = "".join(call.chunks)
+            if call.custom:
+                self._close_custom(call, args, events)
+                continue
             call.item["arguments"] = args
             call.item["status"] = status
             if self.emit:
@@ -247,6 +278,20 @@ class StreamBuilder:
                 }))
                 events.append(self._item_done(call.item, call.output_index))
         self._calls.clear()
+
+    def _close_custom(self, call: _OpenCall, args: str, events: list[Event]) -> None:
+        # The upstream wrote {"input": "..."} (see schema.tools.CUSTOM_INPUT_SCHEMA); the client gets the raw input.
+        try:
+            parsed = orjson.loads(args)
+            text = parsed["input"] if isinstance(parsed, dict) and isinstance(parsed.get("input"), str) else args
+        except orjson.JSONDecodeError:
+            text = args
+        call.item["input"] = text
+        if self.emit:
+            base = {"item_id": call.item["id"], "output_index": call.output_index}
+            events.append(self._event({"type": "response.custom_tool_call_input.delta", **base, "delta": text}))
+            events.append(self._event({"type": "response.custom_tool_call_input.done", **base, "input": text}))
+            events.append(self._item_done(call.item, call.output_index))
 
     def close_turn(self, reason: FinishReason) -> list[Event]:
         """Close every open item at the end of one model turn."""

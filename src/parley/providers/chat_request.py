@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from parley.errors import InvalidRequest
 from parley.providers.base import ModelCall
 from parley.providers.profiles import Profile
@@ -58,18 +60,9 @@ def chat_messages(call: ModelCall, profile: Profile) -> list[Message]:
             if role == "developer":
                 role = profile.developer_role
             messages.append({"role": role, "content": _content(item["content"], f"{path}.content", profile)})
-        elif kind == "function_call":
-            tool_call = {
-                "id": item["call_id"],
-                "type": "function",
-                "function": {"name": item["name"], "arguments": item["arguments"]},
-            }
-            last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant":
-                last.setdefault("tool_calls", []).append(tool_call)
-            else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
-        elif kind == "function_call_output":
+        elif kind in ("function_call", "custom_tool_call"):
+            _append_tool_call(messages, item)
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             messages.append(
                 {"role": "tool", "tool_call_id": item["call_id"], "content": _output_text(item["output"])}
             )
@@ -83,6 +76,28 @@ def chat_messages(call: ModelCall, profile: Profile) -> list[Message]:
     return messages
 
 
+def upstream_tool_name(name: str, namespace: str | None) -> str:
+    """The function name the upstream sees for a (possibly namespaced) client tool."""
+    return f"{namespace}__{name}" if namespace else name
+
+
+def _append_tool_call(messages: list[Message], item: Item) -> None:
+    if item["type"] == "custom_tool_call":
+        arguments = orjson.dumps({"input": item["input"]}).decode()
+    else:
+        arguments = item["arguments"]
+    tool_call = {
+        "id": item["call_id"],
+        "type": "function",
+        "function": {"name": upstream_tool_name(item["name"], item.get("namespace")), "arguments": arguments},
+    }
+    last = messages[-1] if messages else None
+    if last is not None and last["role"] == "assistant":
+        last.setdefault("tool_calls", []).append(tool_call)
+    else:
+        messages.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
+
+
 def _tool(tool: dict[str, Any]) -> dict[str, Any]:
     function: dict[str, Any] = {"name": tool["name"]}
     if tool.get("description") is not None:
@@ -93,12 +108,15 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def _tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+def _tool_choice(choice: str | dict[str, Any], profile: Profile) -> str | dict[str, Any]:
+    forcing = choice == "required" or isinstance(choice, dict)
+    if forcing and not profile.tool_choice_required:
+        # The server cannot force a call: offer the tools with "auto"; the engine checks the result
+        # against tool_choice and fails the response if the model did not comply.
+        return "auto"
     if isinstance(choice, str):
         return choice
-    if choice.get("type") == "function":
-        return {"type": "function", "function": {"name": choice["name"]}}
-    raise InvalidRequest(f"tool_choice type '{choice.get('type')}' is not supported yet.", param="tool_choice")
+    return {"type": "function", "function": {"name": choice["name"]}}
 
 
 def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
@@ -136,7 +154,7 @@ def chat_body(call: ModelCall, profile: Profile) -> dict[str, Any]:
         if call.parallel_tool_calls is not None:
             body["parallel_tool_calls"] = call.parallel_tool_calls
     if call.tool_choice is not None and call.tools:
-        body["tool_choice"] = _tool_choice(call.tool_choice)
+        body["tool_choice"] = _tool_choice(call.tool_choice, profile)
     user = call.safety_identifier or call.user
     if user and profile.user_field:
         body["user"] = user

@@ -188,8 +188,11 @@ def _canonical(item: BaseModel) -> Item:
         data.setdefault("id", new_id("rs"))
         data.setdefault("summary", [])
     else:
-        data.setdefault("id", new_id("item"))
+        data.setdefault("id", new_id(_ID_PREFIX.get(data["type"], "item")))
     return data
+
+
+_ID_PREFIX = {"custom_tool_call": "ctc", "custom_tool_call_output": "ctco", "compaction": "cmp"}
 
 
 def _message_from(msg: Message) -> Item:

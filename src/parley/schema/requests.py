@@ -94,8 +94,7 @@ class FunctionTool(Passthrough):
     strict: bool | None = None
 
 
-# Tool types Parley accepts in `tools`. Anything else is a 400 naming tools[i].type, never ignored.
-SUPPORTED_TOOL_TYPES = frozenset({"function"})
+# Tool types of the OpenAI API. Unknown ones are a 400; known but unsupported ones a 400 `unsupported_tool`.
 KNOWN_TOOL_TYPES = frozenset(
     {
         "function", "custom", "namespace", "file_search", "web_search", "web_search_2025_08_26",

@@ -1,60 +1,201 @@
-"""The `tools` and `tool_choice` request fields: validation against the tools Parley can run."""
+"""`tools` and `tool_choice`: validation, and the ToolSet the engine and providers work from.
+
+Client-executed tools (function, custom, namespace groups of both) are offered to the upstream as
+functions. Custom tools become a function with one string argument `input`; namespaced tools are named
+`<namespace>__<name>` upstream. The ToolSet maps upstream names back to what the client declared.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from parley.errors import InvalidRequest
 from parley.schema.items import validation_to_invalid_request
-from parley.schema.requests import (
-    KNOWN_TOOL_TYPES,
-    SUPPORTED_TOOL_TYPES,
-    CreateResponseRequest,
-    FunctionTool,
-)
+from parley.schema.requests import KNOWN_TOOL_TYPES, CreateResponseRequest, FunctionTool
+
+ToolName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+CUSTOM_INPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"input": {"type": "string", "description": "The raw input for the tool."}},
+    "required": ["input"],
+    "additionalProperties": False,
+}
 
 
-def validate_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """Function tools normalised; an unknown or not-yet-supported type is a 400 naming tools[i].type."""
-    out: list[dict[str, Any]] = []
-    names: set[str] = set()
-    for index, tool in enumerate(tools or ()):
-        kind = tool.get("type")
+class CustomTool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["custom"]
+    name: ToolName
+    description: str | None = None
+    format: dict[str, Any] | None = None
+
+
+class NamespaceTool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["namespace"]
+    name: ToolName
+    description: str | None = None
+    tools: list[dict[str, Any]] = Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTool:
+    """A tool the client executes, as declared, plus the name the upstream sees."""
+
+    kind: Literal["function", "custom"]
+    name: str
+    upstream_name: str
+    namespace: str | None = None
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    def upstream_function(self) -> dict[str, Any]:
+        description = self.description
+        if self.kind == "custom":
+            parameters: dict[str, Any] | None = CUSTOM_INPUT_SCHEMA
+        else:
+            parameters = self.parameters
+        return {"name": self.upstream_name, "description": description, "parameters": parameters,
+                "strict": self.strict}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoicePlan:
+    """What the model may and must do: `mode`, an optional forced tool, an optional allowed subset."""
+
+    mode: Literal["none", "auto", "required"] = "auto"
+    forced: str | None = None
+    allowed: frozenset[str] | None = None
+
+    def violation(self, called: list[str]) -> str | None:
+        """Why a finished turn breaks the plan (None when it complies)."""
+        if self.forced is not None and called and any(name != self.forced for name in called):
+            return f"the model called a tool other than '{self.forced}' required by tool_choice"
+        if (self.mode == "required" or self.forced is not None) and not called:
+            return "the model did not call a tool although tool_choice required one"
+        if self.allowed is not None and any(name not in self.allowed for name in called):
+            return "the model called a tool outside tool_choice.allowed_tools"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSet:
+    tools: tuple[ClientTool, ...] = ()
+    plan: ToolChoicePlan = field(default_factory=ToolChoicePlan)
+
+    def by_upstream_name(self) -> dict[str, ClientTool]:
+        return {t.upstream_name: t for t in self.tools}
+
+    def offered(self) -> list[dict[str, Any]]:
+        """The functions sent upstream: none for tool_choice 'none', the allowed subset if restricted."""
+        if self.plan.mode == "none":
+            return []
+        allowed = self.plan.allowed
+        return [t.upstream_function() for t in self.tools if allowed is None or t.upstream_name in allowed]
+
+    def upstream_choice(self) -> str | dict[str, Any] | None:
+        if not self.tools or self.plan.mode == "none":
+            return None
+        if self.plan.forced is not None:
+            return {"type": "function", "name": self.plan.forced}
+        return self.plan.mode
+
+
+def _client_tool(raw: dict[str, Any], path: str, namespace: str | None) -> ClientTool:
+    kind = raw.get("type")
+    try:
+        if kind == "function":
+            fn = FunctionTool.model_validate(raw)
+            upstream = f"{namespace}__{fn.name}" if namespace else fn.name
+            tool = ClientTool("function", fn.name, upstream, namespace, fn.description, fn.parameters, fn.strict)
+        elif kind == "custom":
+            custom = CustomTool.model_validate(raw)
+            upstream = f"{namespace}__{custom.name}" if namespace else custom.name
+            tool = ClientTool("custom", custom.name, upstream, namespace, _custom_description(custom))
+        else:
+            raise InvalidRequest(f"Tool type '{kind}' is not allowed here.", param=f"{path}.type")
+    except ValidationError as err:
+        raise validation_to_invalid_request(err, path, raw) from None
+    if len(tool.upstream_name) > 64:
+        raise InvalidRequest("Namespace and tool name together must be at most 62 characters.",
+                             param=f"{path}.name")
+    return tool
+
+
+def _custom_description(tool: CustomTool) -> str:
+    parts = [tool.description or f"The {tool.name} tool."]
+    fmt = tool.format or {}
+    if fmt.get("type") == "grammar":
+        parts.append(f"The input must match this {fmt.get('syntax', 'lark')} grammar:\n{fmt.get('definition', '')}")
+    parts.append("Put the tool's raw input in the `input` string.")
+    return "\n\n".join(parts)
+
+
+def build_toolset(req: CreateResponseRequest) -> ToolSet:
+    tools: list[ClientTool] = []
+    for index, raw in enumerate(req.tools or ()):
+        kind = raw.get("type")
+        path = f"tools[{index}]"
         if kind not in KNOWN_TOOL_TYPES:
-            raise InvalidRequest(f"Invalid tool type '{kind}'.", param=f"tools[{index}].type")
-        if kind not in SUPPORTED_TOOL_TYPES:
+            raise InvalidRequest(f"Invalid tool type '{kind}'.", param=f"{path}.type")
+        if kind in ("function", "custom"):
+            tools.append(_client_tool(raw, path, None))
+        elif kind == "namespace":
+            try:
+                group = NamespaceTool.model_validate(raw)
+            except ValidationError as err:
+                raise validation_to_invalid_request(err, path, raw) from None
+            for inner, member in enumerate(group.tools):
+                tools.append(_client_tool(member, f"{path}.tools[{inner}]", group.name))
+        else:
             raise InvalidRequest(
-                f"Tool type '{kind}' is not supported by this server yet.", param=f"tools[{index}].type",
+                f"Tool type '{kind}' is not supported by this server yet.", param=f"{path}.type",
                 code="unsupported_tool",
             )
-        try:
-            parsed = FunctionTool.model_validate(tool)
-        except ValidationError as err:
-            raise validation_to_invalid_request(err, f"tools[{index}]", tool) from None
-        if parsed.name in names:
-            raise InvalidRequest(f"Duplicate tool name '{parsed.name}'.", param=f"tools[{index}].name")
-        names.add(parsed.name)
-        out.append(parsed.model_dump(exclude_none=True))
-    return out
+    seen: set[str] = set()
+    for tool in tools:
+        if tool.upstream_name in seen:
+            raise InvalidRequest(f"Duplicate tool name '{tool.upstream_name}'.", param="tools")
+        seen.add(tool.upstream_name)
+    return ToolSet(tuple(tools), _plan(req, tools))
 
 
-def validate_tool_choice(req: CreateResponseRequest, tools: list[dict[str, Any]]) -> str | dict[str, Any] | None:
+def _resolve(tools: list[ClientTool], kind: str, name: str, namespace: str | None, param: str) -> str:
+    for tool in tools:
+        if tool.kind == kind and tool.name == name and (namespace is None or tool.namespace == namespace):
+            return tool.upstream_name
+    raise InvalidRequest(f"Tool choice '{name}' not found in 'tools' parameter.", param=param)
+
+
+def _plan(req: CreateResponseRequest, tools: list[ClientTool]) -> ToolChoicePlan:
     choice = req.tool_choice
-    if choice is None or isinstance(choice, str):
+    if choice is None:
+        return ToolChoicePlan()
+    if isinstance(choice, str):
         if choice == "required" and not tools:
             raise InvalidRequest("tool_choice 'required' needs at least one tool.", param="tool_choice")
-        return choice
+        return ToolChoicePlan(mode=choice)
     data = choice.model_dump(exclude_none=True)
-    names = {t["name"] for t in tools if t.get("type") == "function"}
-    if data["type"] == "function":
-        if data["name"] not in names:
-            raise InvalidRequest(
-                f"Tool choice '{data['name']}' not found in 'tools' parameter.", param="tool_choice.name"
-            )
-        return data
-    raise InvalidRequest(
-        f"tool_choice of type '{data['type']}' is not supported by this server yet.", param="tool_choice.type",
-        code="unsupported_value",
-    )
+    kind = data["type"]
+    if kind in ("function", "custom"):
+        name = data.get("name")
+        if not name:
+            raise InvalidRequest("tool_choice needs a 'name'.", param="tool_choice.name")
+        return ToolChoicePlan(mode="required",
+                              forced=_resolve(tools, kind, name, data.get("namespace"), "tool_choice.name"))
+    if kind == "allowed_tools":
+        allowed: set[str] = set()
+        for index, ref in enumerate(data["tools"]):
+            ref_kind = ref.get("type")
+            if ref_kind not in ("function", "custom"):
+                raise InvalidRequest(f"allowed_tools entry of type '{ref_kind}' is not supported by this server yet.",
+                                     param=f"tool_choice.tools[{index}].type", code="unsupported_value")
+            allowed.add(_resolve(tools, ref_kind, str(ref.get("name")), ref.get("namespace"),
+                                 f"tool_choice.tools[{index}].name"))
+        return ToolChoicePlan(mode=data["mode"], allowed=frozenset(allowed))
+    raise InvalidRequest(f"tool_choice of type '{kind}' is not supported by this server yet.",
+                         param="tool_choice.type", code="unsupported_value")

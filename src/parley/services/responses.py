@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 
+from parley.engine.checks import TurnCheck, json_format_check, tool_choice_check
 from parley.engine.run import TERMINAL_EVENTS, ResponseRun
 from parley.engine.stream import Event, StreamBuilder
 from parley.errors import InvalidRequest, NotFound
@@ -17,7 +18,7 @@ from parley.providers.registry import ModelRegistry
 from parley.schema.items import Item, normalize_input
 from parley.schema.requests import CreateResponseRequest
 from parley.schema.response import new_response
-from parley.schema.tools import validate_tool_choice, validate_tools
+from parley.schema.tools import build_toolset
 from parley.store.base import Page, PageQuery, ResponseStore
 
 
@@ -58,8 +59,8 @@ class ResponsesService:
         if req.prompt is not None:
             raise NotFound(f"Prompt with id '{req.prompt.id}' not found.", param="prompt.id")
         new_items = normalize_input(req.input)
-        tools = validate_tools(req.tools)
-        tool_choice = validate_tool_choice(req, tools)
+        toolset = build_toolset(req)
+        _check_include(req)
         context: list[Item] = []
         if req.previous_response_id is not None:
             loaded = await self._store.load_context(project_id, req.previous_response_id)
@@ -80,8 +81,8 @@ class ResponsesService:
             upstream_model=entry.upstream_model,
             items=model_items,
             instructions=req.instructions,
-            tools=tools,
-            tool_choice=tool_choice,
+            tools=toolset.offered(),
+            tool_choice=toolset.upstream_choice(),
             parallel_tool_calls=req.parallel_tool_calls,
             temperature=req.temperature,
             top_p=req.top_p,
@@ -98,12 +99,19 @@ class ResponsesService:
             text_format=response["text"]["format"],
             stream=bool(req.stream),
         )
+        checks: list[TurnCheck] = [tool_choice_check(toolset.plan)]
+        json_check = json_format_check(call.text_format or {})
+        if json_check is not None:
+            checks.append(json_check)
         stream = await entry.provider.open(call)
         obfuscate = self._obfuscation_default
         if req.stream_options is not None and req.stream_options.include_obfuscation is not None:
             obfuscate = req.stream_options.include_obfuscation
-        builder = StreamBuilder(response, emit=bool(req.stream), obfuscate=obfuscate)
-        return PreparedResponse(project_id, store, new_items, ResponseRun(builder, stream))
+        builder = StreamBuilder(
+            response, emit=bool(req.stream), obfuscate=obfuscate, tools=toolset.by_upstream_name(),
+            parallel_tool_calls=req.parallel_tool_calls is not False,
+        )
+        return PreparedResponse(project_id, store, new_items, ResponseRun(builder, stream, checks))
 
     async def complete(self, prepared: PreparedResponse) -> dict[str, Any]:
         """Fold the run (non-streaming create) and store it."""
@@ -179,14 +187,34 @@ class ResponsesService:
         return response
 
 
+# include[] values that only make sense with a built-in tool Parley does not run yet.
+_TOOL_INCLUDES = {
+    "file_search_call.results": "file_search",
+    "web_search_call.results": "web_search",
+    "web_search_call.action.sources": "web_search",
+    "code_interpreter_call.outputs": "code_interpreter",
+    "computer_call_output.output.image_url": "computer",
+}
+
+
+def _check_include(req: CreateResponseRequest) -> None:
+    for index, value in enumerate(req.include or ()):
+        tool = _TOOL_INCLUDES.get(value)
+        if tool is not None:
+            raise InvalidRequest(
+                f"include value '{value}' needs the '{tool}' tool, which this request does not have.",
+                param=f"include[{index}]",
+            )
+
+
 def _check_call_outputs(items: list[Item], first_new: int) -> None:
     """A function_call_output must answer a function_call earlier in the context (OpenAI rejects it too)."""
     calls: set[str] = set()
     for index, item in enumerate(items):
         kind = item["type"]
-        if kind == "function_call":
+        if kind in ("function_call", "custom_tool_call"):
             calls.add(item["call_id"])
-        elif kind == "function_call_output" and item["call_id"] not in calls:
+        elif kind in ("function_call_output", "custom_tool_call_output") and item["call_id"] not in calls:
             raise InvalidRequest(
                 f"No tool call found for function call output with call_id {item['call_id']}.",
                 param=f"input[{max(index - first_new, 0)}].call_id",

@@ -23,9 +23,14 @@ MIGRATIONS: list[Migration] = [
 
 
 def _apply(conn: Connection) -> list[int]:
+    # Serialise concurrent start-ups (several replicas or processes) on one database.
     if conn.dialect.name == "postgresql":
-        # Serialise concurrent start-ups of several replicas on one database.
         conn.execute(text("SELECT pg_advisory_xact_lock(7261001)"))
+    elif conn.dialect.name == "sqlite":
+        # pysqlite opens transactions lazily and never before DDL: without this the DDL would autocommit
+        # statement by statement, and a concurrent start-up would fail with "table already exists".
+        # IMMEDIATE takes the write lock now; others wait for it (busy_timeout) and then see the schema.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
     tables.schema_migrations.create(conn, checkfirst=True)
     done = set(conn.execute(select(tables.schema_migrations.c.version)).scalars())
     applied: list[int] = []

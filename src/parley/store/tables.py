@@ -1,6 +1,8 @@
 """The relational schema (SQLAlchemy Core), shared by SQLite and PostgreSQL.
 
 JSON payloads are stored as text produced by orjson: identical on both databases and parsed once.
+Strings a client chooses (item ids, model names) are unbounded Text: PostgreSQL enforces VARCHAR lengths
+and SQLite does not, and the two backends must accept the same requests.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ metadata = MetaData()
 schema_migrations = Table(
     "schema_migrations",
     metadata,
-    Column("version", Integer, primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
     Column("applied_at", BigInteger, nullable=False),
 )
 
@@ -35,7 +37,7 @@ responses = Table(
     Column("project_id", String(128), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("status", String(16), nullable=False),
-    Column("model", String(256), nullable=False),
+    Column("model", Text, nullable=False),
     Column("previous_response_id", String(64), nullable=True),
     Column("conversation_id", String(64), nullable=True),
     Column("background", Boolean, nullable=False, default=False),
@@ -52,8 +54,8 @@ items = Table(
     Column("response_id", String(64), nullable=False),
     Column("kind", Integer, nullable=False),
     Column("position", Integer, nullable=False),
-    Column("item_id", String(128), nullable=False),
-    Column("type", String(64), nullable=False),
+    Column("item_id", Text, nullable=False),
+    Column("type", Text, nullable=False),
     Column("data", Text, nullable=False),
 )
 

@@ -8,7 +8,9 @@ bodies) and its behaviour is chosen by the requested upstream `model`:
   slow            like echo, 0.2 s between chunks (non-streaming: the same total delay before answering)
   length          stops with finish_reason "length"
   reasoning       streams `reasoning_content` before the answer
-  tools           calls the first offered tool (one call; two when the prompt says "twice")
+  tools           calls the forced tool, else the first offered one (two calls when the prompt says "twice");
+                  arguments are {"input": ...} when the tool's schema has an `input` property
+  json-valid      answers {"name": "Ada", "age": 36}; json-invalid answers {"name": 5}
   error-<status>  answers HTTP <status> with an OpenAI error body (429 adds retry-after: 7)
   drop            sends two chunks, then drops the connection
   nousage         no usage chunk even if asked
@@ -141,16 +143,26 @@ class FakeUpstream:
 def _plan(model: str, body: dict[str, Any]) -> dict[str, Any]:
     messages = body.get("messages") or []
     text = FIXED_TEXT if model == "fixed" else "echo: " + _last_user_text(messages)
-    plan: dict[str, Any] = {"text": text, "reasoning": None, "tool_calls": [], "finish": "stop"}
+    plan: dict[str, Any] = {"text": text, "reasoning": None, "tool_calls": [], "finish": "stop",
+                            "logprobs": body.get("top_logprobs", 0) if body.get("logprobs") else None}
     if model == "reasoning":
         plan["reasoning"] = "Let me think about it."
     if model == "length":
         plan["finish"] = "length"
+    if model == "json-valid":
+        plan["text"] = '{"name": "Ada", "age": 36}'
+    if model == "json-invalid":
+        plan["text"] = '{"name": 5}'
     if model == "tools" and body.get("tools"):
-        name = body["tools"][0]["function"]["name"]
+        choice = body.get("tool_choice")
+        function = body["tools"][0]["function"]
+        if isinstance(choice, dict):
+            function = next(t["function"] for t in body["tools"] if t["function"]["name"] == choice["function"]["name"])
+        properties = (function.get("parameters") or {}).get("properties") or {}
+        arguments = '{"input": "print(42)"}' if "input" in properties else '{"location": "Paris"}'
         count = 2 if "twice" in _last_user_text(messages) else 1
         plan["tool_calls"] = [
-            {"id": f"call_fake{i}", "name": name, "arguments": '{"location": "Paris"}'} for i in range(count)
+            {"id": f"call_fake{i}", "name": function["name"], "arguments": arguments} for i in range(count)
         ]
         plan["text"] = ""
         plan["finish"] = "tool_calls"
@@ -165,6 +177,12 @@ def _plan(model: str, body: dict[str, Any]) -> dict[str, Any]:
     return plan
 
 
+def _logprob(token: str, top: int) -> dict[str, Any]:
+    alternatives = [{"token": token, "logprob": -0.1, "bytes": list(token.encode())}]
+    alternatives += [{"token": f"alt{i}", "logprob": -2.0 - i, "bytes": list(f"alt{i}".encode())} for i in range(top)]
+    return {"token": token, "logprob": -0.1, "bytes": list(token.encode()), "top_logprobs": alternatives[:top]}
+
+
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
@@ -177,7 +195,11 @@ def _chunks(model: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
     if plan["reasoning"]:
         out += [_chunk(model, {"reasoning_content": w}) for w in _words(plan["reasoning"])]
     if plan["text"]:
-        out += [_chunk(model, {"content": w}) for w in _words(plan["text"])]
+        for word in _words(plan["text"]):
+            chunk = _chunk(model, {"content": word})
+            if plan["logprobs"] is not None:
+                chunk["choices"][0]["logprobs"] = {"content": [_logprob(word, plan["logprobs"])]}
+            out.append(chunk)
     for index, call in enumerate(plan["tool_calls"]):
         head = {"index": index, "id": call["id"], "type": "function",
                 "function": {"name": call["name"], "arguments": ""}}
@@ -191,6 +213,9 @@ def _chunks(model: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _completion(model: str, plan: dict[str, Any]) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": plan["text"] or None}
+    logprobs = None
+    if plan["logprobs"] is not None and plan["text"]:
+        logprobs = {"content": [_logprob(w, plan["logprobs"]) for w in _words(plan["text"])]}
     if plan["reasoning"]:
         message["reasoning_content"] = plan["reasoning"]
     if plan["tool_calls"]:
@@ -200,7 +225,7 @@ def _completion(model: str, plan: dict[str, Any]) -> dict[str, Any]:
         ]
     return {
         "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": plan["finish"]}],
+        "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": plan["finish"]}],
         "usage": plan["usage"],
     }
 

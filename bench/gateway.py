@@ -1,0 +1,271 @@
+"""Gateway overhead: the same requests sent straight to a fast Chat Completions upstream and through Parley.
+
+What runs (all on 127.0.0.1, free ports, started and torn down by this script):
+  * upstream: `python -m bench.upstream`, a raw-asyncio fake speaking the real Chat Completions wire
+    format (JSON `chat.completion`; or SSE `chat.completion.chunk`s, one HTTP chunk each, a usage
+    chunk and `data: [DONE]`), always answering the same 32-token text from pre-built bytes.
+    `--upstream testing` uses `parley.testing.fake_upstream` (model "fixed") instead.
+  * parley: `parley serve` with a temporary data dir (SQLite) and a config whose only model, "bench",
+    points at the upstream (`upstream_model = "fixed"`, embedded model disabled). Default request
+    settings, so every response is stored, as a client that omits `store` gets.
+  * the load generator: this process (uvloop, one pooled keep-alive aiohttp session per target).
+
+What is measured, per scenario (non-streaming / streaming x each `--concurrency`):
+  * direct  = POST {upstream}/v1/chat/completions {"model":"fixed","messages":[user prompt],...}
+    (for streaming also `stream_options.include_usage`, exactly the body Parley sends upstream);
+  * parley  = POST {parley}/v1/responses {"model":"bench","input":prompt,"stream":...}.
+  `concurrency` closed-loop workers each send a request, read the whole answer, and send the next, for
+  `--duration` seconds; a round ends when the last answer after the deadline completes. Direct and
+  Parley rounds alternate (direct/parley, then parley/direct, ...) for `--rounds` rounds after one
+  unrecorded warm-up round each, so machine noise and drift hit both alike.
+  Per target: requests/s (completed requests / summed round time), latency p50/p90/p99 (send -> last
+  byte), for streaming the time to the first complete SSE `data:` line, errors, and the CPU seconds the
+  parley, upstream and load-generator processes used during that target's rounds (/proc/PID/stat),
+  per request and as cores busy -- on a 2-core machine shared by all three, this shows the bottleneck --
+  and how busy the whole machine was ("other" = what other programs took: noise, if not ~0).
+  Per scenario: added latency = Parley p50 - direct p50 (also p99 and first event), throughput ratio =
+  Parley rps / direct rps. Parley's RSS (idle, end, peak) and start-up time are reported too.
+
+Run: `python -m bench.gateway [--duration 2] [--rounds 3] [--concurrency 1 64] [--output FILE]`.
+The JSON goes to stdout (and to --output); progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import uvloop
+
+from bench.load import Target, run_round, session
+from bench.procs import Child, child_env, free_port, machine_cpu_s, sample
+from bench.report import TargetRuns, summarize_scenario, targets
+
+REPO = Path(__file__).resolve().parent.parent
+MODES = {"non_streaming": False, "streaming": True}
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    duration_s: float
+    rounds: int
+    warmup_s: float
+    concurrency: tuple[int, ...]
+    modes: tuple[str, ...]
+    prompt: str
+    store: bool
+    upstream: str
+    output: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class Servers:
+    upstream: Child
+    parley: Child
+    upstream_url: str
+    parley_url: str
+    parley_startup_s: float
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.gateway", description="Parley vs direct upstream: latency and throughput (JSON)."
+    )
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per measured round (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds per target and scenario (default 3)")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unrecorded warm-up seconds per target and scenario")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64], help="concurrency levels (default 1 64)")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES), help="default: both")
+    parser.add_argument("--prompt", default="Say hello in one short sentence.", help="the user message")
+    parser.add_argument("--no-store", action="store_true", help="send store=false to Parley (default: stored)")
+    parser.add_argument("--upstream", choices=["fast", "testing"], default="fast",
+                        help="fast: bench.upstream (default); testing: parley.testing.fake_upstream")
+    parser.add_argument("--output", type=Path, help="also write the JSON report to this file")
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.rounds < 1 or min(args.concurrency) < 1:
+        parser.error("--duration must be > 0, --rounds >= 1 and every --concurrency >= 1")
+    return Options(
+        duration_s=args.duration, rounds=args.rounds, warmup_s=max(0.0, args.warmup),
+        concurrency=tuple(args.concurrency), modes=tuple(args.modes), prompt=args.prompt,
+        store=not args.no_store, upstream=args.upstream, output=args.output,
+    )
+
+
+def _log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _parley_config(upstream_url: str) -> str:
+    return (
+        "[embedded]\nenabled = false\n\n"
+        f'[[models]]\nid = "bench"\nbase_url = "{upstream_url}/v1"\nupstream_model = "fixed"\n'
+    )
+
+
+def _parley_argv() -> list[str]:
+    script = Path(sys.executable).parent / "parley"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("parley")
+    return [found] if found else [sys.executable, "-c", "from parley.cli.main import main; main()"]
+
+
+@contextlib.contextmanager
+def servers(opts: Options, workdir: Path) -> Iterator[Servers]:
+    """Start the upstream and Parley, wait until both answer, and stop both afterwards."""
+    env = child_env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    up_port, parley_port = free_port(), free_port()
+    upstream_module = "bench.upstream" if opts.upstream == "fast" else "parley.testing.fake_upstream"
+    children: list[Child] = []
+    try:
+        upstream = Child("upstream", [sys.executable, "-m", upstream_module, "--port", str(up_port)],
+                         workdir / "upstream.log", env)
+        children.append(upstream)
+        upstream_url = f"http://127.0.0.1:{up_port}"
+        upstream.wait_ready(f"{upstream_url}/v1/models")
+        config = workdir / "config.toml"
+        config.write_text(_parley_config(upstream_url))
+        argv = [*_parley_argv(), "serve", "--host", "127.0.0.1", "--port", str(parley_port),
+                "--data-dir", str(workdir / "data"), "--config", str(config), "--log-level", "warning"]
+        parley = Child("parley", argv, workdir / "parley.log", env)
+        children.append(parley)
+        parley_url = f"http://127.0.0.1:{parley_port}"
+        startup = parley.wait_ready(f"{parley_url}/health")
+        _log(f"upstream pid {upstream.pid} at {upstream_url}; parley pid {parley.pid} at {parley_url} "
+             f"(ready in {startup:.2f} s)")
+        yield Servers(upstream, parley, upstream_url, parley_url, startup)
+    finally:
+        for child in reversed(children):
+            child.stop()
+
+
+def _targets(opts: Options, srv: Servers, stream: bool) -> dict[str, Target]:
+    chat: dict[str, Any] = {"model": "fixed", "messages": [{"role": "user", "content": opts.prompt}],
+                            "stream": stream}
+    if stream:
+        chat["stream_options"] = {"include_usage": True}
+    responses: dict[str, Any] = {"model": "bench", "input": opts.prompt, "stream": stream}
+    if not opts.store:
+        responses["store"] = False
+    return {
+        "direct": Target("direct", f"{srv.upstream_url}/v1/chat/completions", orjson.dumps(chat), stream),
+        "parley": Target("parley", f"{srv.parley_url}/v1/responses", orjson.dumps(responses), stream),
+    }
+
+
+def _cpu_now(pids: dict[str, int]) -> dict[str, float]:
+    now = {name: sample(pid).cpu_s for name, pid in pids.items()}
+    now["machine"] = machine_cpu_s()
+    return now
+
+
+async def _measure(opts: Options, srv: Servers) -> list[dict[str, Any]]:
+    pids = {"parley": srv.parley.pid, "upstream": srv.upstream.pid, "load_generator": os.getpid()}
+    peak = max(opts.concurrency)
+    scenarios: list[dict[str, Any]] = []
+    async with session(peak) as direct_http, session(peak) as parley_http:
+        http: dict[str, aiohttp.ClientSession] = {"direct": direct_http, "parley": parley_http}
+        for mode in opts.modes:
+            stream = MODES[mode]
+            by_name = _targets(opts, srv, stream)
+            for concurrency in opts.concurrency:
+                name = f"{mode}_c{concurrency}"
+                runs = {"direct": TargetRuns(), "parley": TargetRuns()}
+                if opts.warmup_s > 0:
+                    for key, target in by_name.items():
+                        await run_round(http[key], target, concurrency, opts.warmup_s)
+                for index in range(opts.rounds):
+                    order = ("direct", "parley") if index % 2 == 0 else ("parley", "direct")
+                    for key in order:
+                        before = _cpu_now(pids)
+                        result = await run_round(http[key], by_name[key], concurrency, opts.duration_s)
+                        after = _cpu_now(pids)
+                        used = {p: after[p] - before[p] for p in after}
+                        runs[key].add(result, used)
+                scenario = summarize_scenario(name, stream, concurrency, runs)
+                _log(f"{name}: direct {scenario['direct']['rps']} rps, parley {scenario['parley']['rps']} rps "
+                     f"(ratio {scenario['throughput_ratio']}), added p50 {scenario['added_latency_ms_p50']} ms")
+                scenarios.append(scenario)
+    return scenarios
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _environment() -> dict[str, Any]:
+    try:
+        version: str | None = importlib.metadata.version("parley")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return {
+        "parley_version": version,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "aiohttp": aiohttp.__version__,
+    }
+
+
+def run(opts: Options) -> dict[str, Any]:
+    environment = _environment()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp, servers(opts, Path(tmp)) as srv:
+        idle = sample(srv.parley.pid)
+        scenarios = uvloop.run(_measure(opts, srv))
+        end = sample(srv.parley.pid)
+    return {
+        "benchmark": "gateway",
+        "config": {
+            "duration_s": opts.duration_s, "rounds": opts.rounds, "warmup_s": opts.warmup_s,
+            "concurrency": list(opts.concurrency), "modes": list(opts.modes), "prompt": opts.prompt,
+            "store": opts.store, "upstream": opts.upstream, "answer_tokens": 32,
+        },
+        "environment": environment,
+        "scenarios": scenarios,
+        "targets": targets(scenarios),
+        "parley_process": {
+            "startup_s": round(srv.parley_startup_s, 2),
+            "rss_mb_idle": round(idle.rss_mb, 1),
+            "rss_mb_end": round(end.rss_mb, 1),
+            "rss_mb_peak": round(end.rss_peak_mb, 1),
+            "cpu_s_total": round(end.cpu_s - idle.cpu_s, 2),
+        },
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(argv)
+    report = run(opts)
+    text = json.dumps(report, indent=2)
+    if opts.output is not None:
+        opts.output.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
