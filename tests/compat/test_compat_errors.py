@@ -181,3 +181,11 @@ def test_upstream_drop_via_sdk(client: OpenAI) -> None:
     events = list(client.responses.create(model="drop", input="one two three four", stream=True))
     assert events[-1].type == "response.failed"
     assert events[-1].response.status == "failed"
+
+
+def test_upstream_drop_non_streaming_is_502(client: OpenAI) -> None:
+    # The upstream promises a body and closes the connection halfway: a gateway error, not a 500.
+    with pytest.raises(InternalServerError) as info:
+        client.responses.create(model="drop", input="one two three")
+    assert info.value.status_code == 502
+    assert _error(info.value)["code"] == "upstream_error"

@@ -330,6 +330,9 @@ async def test_list_input_items_before_cursor(store: SqlStore, five_inputs: tupl
     assert await _ids(store, rid, PageQuery(order="desc", before=ids[1])) == ([ids[4], ids[3], ids[2]], False)
     assert await _ids(store, rid, PageQuery(order="asc", after=ids[0], before=ids[4])) == (ids[1:4], False)
     assert await _ids(store, rid, PageQuery(order="asc", before=ids[0])) == ([], False)
+    # A limited `before` page is the one just before the cursor, still in the requested order.
+    assert await _ids(store, rid, PageQuery(limit=2, order="asc", before=ids[4])) == (ids[2:4], True)
+    assert await _ids(store, rid, PageQuery(limit=2, order="desc", before=ids[0])) == ([ids[2], ids[1]], True)
 
 
 async def test_list_input_items_unknown_cursor(store: SqlStore, five_inputs: tuple[str, list[str]]) -> None:

@@ -163,12 +163,18 @@ def normalize_input(raw: str | list[dict[str, Any]] | None) -> list[Item]:
     except ValidationError as err:
         raise validation_to_invalid_request(err, "input", raw) from None
     items: list[Item] = []
+    seen: set[str] = set()
     for index, item in enumerate(parsed):
         try:
-            items.append(_canonical(item))
+            canonical = _canonical(item)
         except InvalidRequest as err:
             err.param = f"input[{index}].{err.param}" if err.param else f"input[{index}]"
             raise
+        if canonical["type"] != "item_reference":
+            if canonical["id"] in seen:
+                raise InvalidRequest(f"Duplicate item id '{canonical['id']}' in input.", param=f"input[{index}].id")
+            seen.add(canonical["id"])
+        items.append(canonical)
     return items
 
 

@@ -155,10 +155,15 @@ class SqlStore:
                 position = await _position_of(conn, response_id, cursor, param)
                 later = (i.c.position > position) if ascending == forward else (i.c.position < position)
                 query = query.where(later)
-            query = query.order_by(i.c.position.asc() if ascending else i.c.position.desc()).limit(page.limit + 1)
-            data = (await conn.execute(query)).scalars().all()
-        items = [orjson.loads(d) for d in data[: page.limit]]
-        return Page(items, has_more=len(data) > page.limit)
+            # With only `before`, the page is the one just before the cursor: walk backwards, then flip.
+            backwards = page.before is not None and page.after is None
+            walk_ascending = ascending != backwards
+            order = i.c.position.asc() if walk_ascending else i.c.position.desc()
+            data = list((await conn.execute(query.order_by(order).limit(page.limit + 1))).scalars())
+        page_data = data[: page.limit]
+        if backwards:
+            page_data.reverse()
+        return Page([orjson.loads(d) for d in page_data], has_more=len(data) > page.limit)
 
     # -- API keys --------------------------------------------------------------------------------
 
@@ -213,10 +218,10 @@ async def _position_of(conn: AsyncConnection, response_id: str, item_id: str, pa
         await conn.execute(
             select(i.c.position).where(i.c.response_id == response_id, i.c.kind == 0, i.c.item_id == item_id)
         )
-    ).scalar_one_or_none()
+    ).first()
     if position is None:
         raise InvalidRequest(f"No input item with id '{item_id}' in this response.", param=param)
-    return int(position)
+    return int(position[0])
 
 
 def _item_rows(project_id: str, response_id: str, kind: int, items: list[Item]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ bodies) and its behaviour is chosen by the requested upstream `model`:
                   arguments are {"input": ...} when the tool's schema has an `input` property
   json-valid      answers {"name": "Ada", "age": 36}; json-invalid answers {"name": 5}
   error-<status>  answers HTTP <status> with an OpenAI error body (429 adds retry-after: 7)
-  drop            sends two chunks, then drops the connection
+  drop            sends two chunks (non-streaming: half the body), then drops the connection
   nousage         no usage chunk even if asked
   hang            streaming: sends headers, then nothing; non-streaming: never answers
 
@@ -96,8 +96,19 @@ class FakeUpstream:
                 delay = 3600.0 if model == "hang" else 0.2 * len(_chunks(model, plan))
                 if not await self._wait_unless_closed(request, model, delay):
                     return web.Response()
+            if model == "drop":
+                return await self._drop_body(request, orjson.dumps(_completion(model, plan)))
             return web.json_response(_completion(model, plan))
         return await self._stream(request, model, body, plan)
+
+    async def _drop_body(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        """Promise the whole body (content-length), send half of it, then close the connection."""
+        resp = web.StreamResponse(headers={"content-type": "application/json", "content-length": str(len(body))})
+        await resp.prepare(request)
+        await resp.write(body[: len(body) // 2])
+        assert request.transport is not None
+        request.transport.close()
+        return resp
 
     async def _wait_unless_closed(self, request: web.Request, model: str, seconds: float) -> bool:
         """Sleep `seconds`; False (and the model recorded in `disconnects`) if the client goes away first."""
