@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -15,6 +16,7 @@ from parley.api.auth import Authenticator
 from parley.api.routes import http_exception, routes
 from parley.api.runtime import Runtime
 from parley.config import Settings
+from parley.engine.sealing import ReasoningSealer, new_key
 from parley.providers.embedded import (
     EmbeddedProvider,
     EmbeddedServer,
@@ -56,6 +58,19 @@ async def _embedded_entries(
     ]
 
 
+def _reasoning_keys(settings: Settings) -> list[str]:
+    """Configured keys, else one generated on first start and kept (mode 600) in the data directory."""
+    if settings.reasoning_keys:
+        return [k.get_secret_value() for k in settings.reasoning_keys]
+    path = settings.data_dir / "reasoning.key"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(new_key())
+    return [path.read_text().strip()]
+
+
 async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +83,8 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     entries += await _embedded_entries(settings, session, stack, created)
     models = ModelRegistry(entries)
     auth = Authenticator(store, settings.auth_cache_ttl_s)
-    responses = ResponsesService(store, models, obfuscation_default=settings.obfuscation_default)
+    sealer = ReasoningSealer(_reasoning_keys(settings))
+    responses = ResponsesService(store, models, sealer, obfuscation_default=settings.obfuscation_default)
     return Runtime(settings, store, session, models, auth, responses)
 
 

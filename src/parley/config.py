@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+TokenizerName = Literal["estimate", "vllm", "llamacpp", "tiktoken:o200k_base", "tiktoken:cl100k_base"]
 
 
 class ProfileOverrides(BaseModel):
@@ -32,6 +33,7 @@ class ProfileOverrides(BaseModel):
     stream_usage: bool | None = None
     reasoning_field: str | None = None
     reasoning_effort: bool | None = None
+    reasoning_passback: bool | None = None
     tool_choice_required: bool | None = None
     service_tier: bool | None = None
     user_field: bool | None = None
@@ -39,6 +41,8 @@ class ProfileOverrides(BaseModel):
     text_parts_as_string: bool | None = None
     logprobs: bool | None = None
     json_schema: bool | None = None
+    # How input tokens are counted (input_tokens endpoint, truncation); see providers/tokens.py.
+    tokenizer: TokenizerName | None = None
 
 
 class ModelConfig(BaseModel):
@@ -102,6 +106,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     auth_cache_ttl_s: float = Field(default=2.0, ge=0)
     obfuscation_default: bool = True
+    reasoning_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="base64url 32-byte keys sealing reasoning.encrypted_content; the first seals, all open. "
+        "Default: a key generated once in data_dir/reasoning.key (set this for several replicas)",
+    )
     models: list[ModelConfig] = Field(default_factory=list)
     embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
 
@@ -168,6 +177,7 @@ def redacted(settings: Settings) -> dict[str, Any]:
     for model in data.get("models", []):
         if model.get("api_key") is not None:
             model["api_key"] = "**********"
+    data["reasoning_keys"] = ["**********" for _ in settings.reasoning_keys]
     data["database_url"] = _redact_url(settings.effective_database_url)
     return data
 

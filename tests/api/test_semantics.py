@@ -47,6 +47,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             ("echo", "echo", ProfileOverrides()), ("tools", "tools", ProfileOverrides()),
             ("tools-nochoice", "tools", no_choice), ("echo-nochoice", "echo", no_choice),
             ("json-valid", "json-valid", ProfileOverrides()), ("json-invalid", "json-invalid", ProfileOverrides()),
+            ("passback", "reasoning", ProfileOverrides(reasoning_passback=True)),
         ]
     ]
     data_dir: Path = tmp_path_factory.mktemp("semantics")
@@ -196,3 +197,32 @@ async def test_max_tool_calls_and_reasoning_echo(env: Env) -> None:
                                              reasoning={"effort": "low"}, text={"verbosity": "low"})
     assert resp.max_tool_calls == 3 and resp.reasoning.effort == "low"  # type: ignore[union-attr]
     assert resp.text.verbosity == "low"  # type: ignore[union-attr]
+
+
+async def test_encrypted_reasoning_round_trip_without_store(env: Env) -> None:
+    include: Any = ["reasoning.encrypted_content"]
+    first = await env.client.responses.create(model="passback", input="think", store=False, include=include)
+    reasoning = first.output[0]
+    assert reasoning.type == "reasoning" and reasoning.encrypted_content
+    assert first.usage is not None and first.usage.output_tokens_details.reasoning_tokens == 5
+    history: list[Any] = [{"role": "user", "content": "think"}, reasoning.model_dump(exclude_none=True),
+                          first.output[1].model_dump(exclude_none=True), {"role": "user", "content": "again"}]
+    history[1].pop("content", None)  # a stateless client only has the sealed copy
+    await env.client.responses.create(model="passback", input=history, store=False)
+    assistant = env.sent["messages"][1]
+    assert assistant["role"] == "assistant" and assistant["reasoning_content"] == "Let me think about it."
+    history[1]["encrypted_content"] = reasoning.encrypted_content[:-4] + "AAAA"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as info:
+        await env.client.responses.create(model="passback", input=history, store=False)
+    assert info.value.param == "input[1].encrypted_content"
+
+
+async def test_streamed_reasoning_events(env: Env) -> None:
+    stream = await env.client.responses.create(model="passback", input="x", stream=True,
+                                               include=["reasoning.encrypted_content"])
+    events = [e async for e in stream]
+    for event in events:
+        EVENTS.validate_python(event.model_dump())
+    done = next(e for e in events if e.type == "response.output_item.done")
+    assert done.item.type == "reasoning" and done.item.encrypted_content  # type: ignore[union-attr]
+    assert any(e.type == "response.reasoning_text.delta" for e in events)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -67,8 +67,10 @@ class StreamBuilder:
     def __init__(
         self, response: dict[str, Any], *, emit: bool, obfuscate: bool,
         tools: Mapping[str, ClientTool] | None = None, parallel_tool_calls: bool = True,
+        seal: Callable[[Item], str] | None = None,
     ) -> None:
         self.response = response
+        self._seal = seal
         self._tools = tools or {}
         self._parallel = parallel_tool_calls
         self.called: list[str] = []
@@ -218,6 +220,8 @@ class StreamBuilder:
         part = {"type": "reasoning_text", "text": text}
         rs.item["content"] = [part]
         rs.item["status"] = "completed"
+        if self._seal is not None:
+            rs.item["encrypted_content"] = self._seal(rs.item)
         if self.emit:
             base = {"item_id": rs.item["id"], "output_index": rs.output_index, "content_index": 0}
             events.append(self._event({"type": "response.reasoning_text.done", **base, "text": text}))

@@ -48,8 +48,13 @@ def _output_text(output: Any) -> str:
     return "\n".join(p.get("text", "") for p in output if p.get("type") in ("input_text", "output_text"))
 
 
+def _reasoning_text(item: Item) -> str:
+    return "".join(p.get("text", "") for p in item.get("content") or () if p.get("type") == "reasoning_text")
+
+
 def chat_messages(call: ModelCall, profile: Profile) -> list[Message]:
     messages: list[Message] = []
+    pending_reasoning = ""
     if call.instructions:
         messages.append({"role": profile.developer_role, "content": call.instructions})
     for index, item in enumerate(call.items):
@@ -60,13 +65,22 @@ def chat_messages(call: ModelCall, profile: Profile) -> list[Message]:
             if role == "developer":
                 role = profile.developer_role
             messages.append({"role": role, "content": _content(item["content"], f"{path}.content", profile)})
+            if role == "assistant" and pending_reasoning:
+                messages[-1][str(profile.reasoning_field)] = pending_reasoning
+            pending_reasoning = ""
         elif kind in ("function_call", "custom_tool_call"):
+            fresh = not messages or messages[-1]["role"] != "assistant"
             _append_tool_call(messages, item)
+            if fresh and pending_reasoning:
+                messages[-1][str(profile.reasoning_field)] = pending_reasoning
+            pending_reasoning = ""
         elif kind in ("function_call_output", "custom_tool_call_output"):
             messages.append(
                 {"role": "tool", "tool_call_id": item["call_id"], "content": _output_text(item["output"])}
             )
         elif kind in _STATE_ONLY_ITEMS:
+            if profile.reasoning_passback and profile.reasoning_field:
+                pending_reasoning += _reasoning_text(item)
             continue
         else:
             raise InvalidRequest(

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from parley.config import ProfileOverrides
+from parley.config import ProfileOverrides, TokenizerName
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,8 @@ class Profile:
     stream_usage: bool = True
     # Field carrying reasoning text in deltas/messages (vLLM/DeepSeek: reasoning_content; OpenRouter: reasoning).
     reasoning_field: str | None = "reasoning_content"
+    # Whether earlier reasoning is sent back on the following assistant message (in `reasoning_field`).
+    reasoning_passback: bool = False
     # Whether `reasoning_effort` is accepted.
     reasoning_effort: bool = False
     # Whether tool_choice "required" / a named function is honoured natively.
@@ -35,6 +37,9 @@ class Profile:
     text_parts_as_string: bool = True
     logprobs: bool = True
     json_schema: bool = True
+    # How input tokens are counted (providers/tokens.py): "tiktoken:<encoding>" offline; "vllm" (POST /tokenize)
+    # or "llamacpp" (POST /extras/tokenize/count) ask the server's own tokenizer; "estimate" is a heuristic.
+    tokenizer: TokenizerName = "estimate"
 
     def with_overrides(self, overrides: ProfileOverrides) -> Profile:
         changes = {k: v for k, v in overrides.model_dump().items() if v is not None}
@@ -47,17 +52,23 @@ PROFILES: dict[str, Profile] = {
     "openai": Profile(
         developer_role="developer", max_tokens_field="max_completion_tokens", reasoning_field=None,
         reasoning_effort=True, service_tier=True, prompt_cache_key=True, text_parts_as_string=False,
+        # https://github.com/openai/tiktoken (gpt-4o, gpt-4.1, o-series, gpt-5 use o200k_base)
+        tokenizer="tiktoken:o200k_base",
     ),
-    # https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html (reasoning parsers emit reasoning_content)
-    "vllm": Profile(reasoning_field="reasoning_content"),
+    # https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html (reasoning parsers emit reasoning_content;
+    # the Tokenizer API `POST /tokenize` applies the chat template to `messages`)
+    "vllm": Profile(reasoning_field="reasoning_content", tokenizer="vllm"),
     # https://github.com/ollama/ollama/blob/main/docs/openai.md (usage chunk supported since 0.5; no logprobs)
     "ollama": Profile(reasoning_field="reasoning", logprobs=False, tool_choice_required=False),
     # llama.cpp server / llama-cpp-python: no usage chunk when streaming; grammar-backed json_schema.
-    "llamacpp": Profile(stream_usage=False, reasoning_field="reasoning_content"),
+    # llama-cpp-python's server tokenizes raw text at POST /extras/tokenize[/count] (no chat template).
+    "llamacpp": Profile(stream_usage=False, reasoning_field="reasoning_content", tokenizer="llamacpp"),
     # https://openrouter.ai/docs/api-reference/chat-completion (reasoning in `reasoning`)
     "openrouter": Profile(reasoning_field="reasoning", reasoning_effort=True),
     # https://api-docs.deepseek.com/guides/reasoning_model (reasoning_content; no tool_choice=required)
-    "deepseek": Profile(reasoning_field="reasoning_content", tool_choice_required=False, logprobs=False),
+    # (deepseek-reasoner wants reasoning_content passed back within a tool-calling turn)
+    "deepseek": Profile(reasoning_field="reasoning_content", tool_choice_required=False, logprobs=False,
+                        reasoning_passback=True),
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +10,7 @@ import anyio
 
 from parley.engine.checks import TurnCheck, json_format_check, tool_choice_check
 from parley.engine.run import TERMINAL_EVENTS, ResponseRun
+from parley.engine.sealing import ReasoningSealer
 from parley.engine.stream import Event, StreamBuilder
 from parley.errors import InvalidRequest, NotFound
 from parley.ids import new_id
@@ -37,9 +38,12 @@ class PreparedResponse:
 
 
 class ResponsesService:
-    def __init__(self, store: ResponseStore, models: ModelRegistry, *, obfuscation_default: bool) -> None:
+    def __init__(
+        self, store: ResponseStore, models: ModelRegistry, sealer: ReasoningSealer, *, obfuscation_default: bool
+    ) -> None:
         self._store = store
         self._models = models
+        self._sealer = sealer
         self._obfuscation_default = obfuscation_default
 
     # -- create ----------------------------------------------------------------------------------
@@ -58,7 +62,7 @@ class ResponsesService:
                                      code="unsupported_value")
         if req.prompt is not None:
             raise NotFound(f"Prompt with id '{req.prompt.id}' not found.", param="prompt.id")
-        new_items = normalize_input(req.input)
+        new_items = self._open_sealed(project_id, normalize_input(req.input))
         toolset = build_toolset(req)
         _check_include(req)
         context: list[Item] = []
@@ -110,6 +114,7 @@ class ResponsesService:
         builder = StreamBuilder(
             response, emit=bool(req.stream), obfuscate=obfuscate, tools=toolset.by_upstream_name(),
             parallel_tool_calls=req.parallel_tool_calls is not False,
+            seal=self._sealer_for(project_id) if "reasoning.encrypted_content" in (req.include or ()) else None,
         )
         return PreparedResponse(project_id, store, new_items, ResponseRun(builder, stream, checks))
 
@@ -142,6 +147,19 @@ class ResponsesService:
     async def _persist(self, prepared: PreparedResponse) -> None:
         if prepared.store:
             await self._store.save_response(prepared.project_id, prepared.response, prepared.input_items)
+
+    def _sealer_for(self, project_id: str) -> Callable[[Item], str]:
+        return lambda item: self._sealer.seal(item, project_id)
+
+    def _open_sealed(self, project_id: str, items: list[Item]) -> list[Item]:
+        """Reasoning items sent back with encrypted_content get their sealed text restored (400 if forged)."""
+        for index, item in enumerate(items):
+            token = item.get("encrypted_content") if item["type"] == "reasoning" else None
+            if token:
+                sealed = self._sealer.open(token, project_id, f"input[{index}].encrypted_content")
+                item["content"] = sealed["content"]
+                item["summary"] = item.get("summary") or sealed["summary"]
+        return items
 
     async def _resolve_references(self, project_id: str, items: list[Item]) -> list[Item]:
         refs = [item["id"] for item in items if item["type"] == "item_reference"]

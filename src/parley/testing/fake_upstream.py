@@ -9,6 +9,7 @@ bodies) and its behaviour is chosen by the requested upstream `model`:
   length          stops with finish_reason "length"
   reasoning       streams `reasoning_content` before the answer
   tools           calls the forced tool, else the first offered one (two calls when the prompt says "twice");
+                  after a tool result it answers "done: <result>";
                   arguments are {"input": ...} when the tool's schema has an `input` property
   json-valid      answers {"name": "Ada", "age": 36}; json-invalid answers {"name": 5}
   error-<status>  answers HTTP <status> with an OpenAI error body (429 adds retry-after: 7)
@@ -164,7 +165,10 @@ def _plan(model: str, body: dict[str, Any]) -> dict[str, Any]:
         plan["text"] = '{"name": "Ada", "age": 36}'
     if model == "json-invalid":
         plan["text"] = '{"name": 5}'
-    if model == "tools" and body.get("tools"):
+    if model == "tools" and messages and messages[-1].get("role") == "tool":
+        # The tool ran: answer with its result, as an agent loop expects.
+        plan["text"] = "done: " + str(messages[-1].get("content"))
+    elif model == "tools" and body.get("tools"):
         choice = body.get("tool_choice")
         function = body["tools"][0]["function"]
         if isinstance(choice, dict):

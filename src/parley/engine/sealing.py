@@ -1,0 +1,69 @@
+"""Sealed reasoning: `reasoning.encrypted_content` for stateless clients (store:false, e.g. Codex).
+
+The reasoning text is encrypted with AES-256-GCM under a server key and bound to the project (as
+associated data), so it can only be opened by this deployment for the same project. Several keys may be
+configured: the first seals, all are tried when opening (key rotation).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from parley.errors import InvalidRequest
+
+_PREFIX = "prl1."
+_AAD = b"parley/reasoning/v1/"
+Item = dict[str, Any]
+
+
+def new_key() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+class ReasoningSealer:
+    def __init__(self, keys: list[str]) -> None:
+        if not keys:
+            raise ValueError("at least one reasoning key is needed")
+        self._keys: list[tuple[bytes, AESGCM]] = []
+        for key in keys:
+            raw = base64.urlsafe_b64decode(key)
+            if len(raw) != 32:
+                raise ValueError("reasoning keys must be 32 bytes, base64url-encoded")
+            self._keys.append((hashlib.sha256(raw).digest()[:4], AESGCM(raw)))
+
+    def seal(self, item: Item, project_id: str) -> str:
+        key_id, aead = self._keys[0]
+        nonce = os.urandom(12)
+        plain = orjson.dumps({"content": item.get("content") or [], "summary": item.get("summary") or []})
+        sealed = aead.encrypt(nonce, plain, _AAD + project_id.encode())
+        return _PREFIX + base64.urlsafe_b64encode(key_id + nonce + sealed).decode()
+
+    def open(self, token: str, project_id: str, param: str) -> dict[str, Any]:
+        """The sealed {content, summary}; a tampered, foreign or malformed token is a 400 naming `param`."""
+        invalid = InvalidRequest(
+            "The encrypted reasoning content could not be verified; it was altered or made by another "
+            "server or project.", param=param, code="invalid_encrypted_content",
+        )
+        if not token.startswith(_PREFIX):
+            raise invalid
+        try:
+            blob = base64.urlsafe_b64decode(token[len(_PREFIX):])
+        except ValueError:
+            raise invalid from None
+        key_id, nonce, sealed = blob[:4], blob[4:16], blob[16:]
+        for candidate_id, aead in self._keys:
+            if candidate_id != key_id:
+                continue
+            try:
+                opened: dict[str, Any] = orjson.loads(aead.decrypt(nonce, sealed, _AAD + project_id.encode()))
+            except InvalidTag:
+                break
+            return opened
+        raise invalid
