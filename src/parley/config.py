@@ -35,12 +35,14 @@ class ProfileOverrides(BaseModel):
     reasoning_effort: bool | None = None
     reasoning_passback: bool | None = None
     tool_choice_required: bool | None = None
+    tool_choice_named: bool | None = None
     service_tier: bool | None = None
     user_field: bool | None = None
     prompt_cache_key: bool | None = None
     text_parts_as_string: bool | None = None
     logprobs: bool | None = None
     json_schema: bool | None = None
+    json_schema_format: Literal["json_schema", "json_object_schema"] | None = None
     # How input tokens are counted (input_tokens endpoint, truncation); see providers/tokens.py.
     tokenizer: TokenizerName | None = None
 

@@ -40,7 +40,7 @@ class Env:
 async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     fake = FakeUpstream()
     await fake.start()
-    no_choice = ProfileOverrides(tool_choice_required=False)
+    no_choice = ProfileOverrides(tool_choice_required=False, tool_choice_named=False)
     models = [
         ModelConfig(id=name, base_url=fake.base_url, upstream_model=upstream, quirks=quirks)
         for name, upstream, quirks in [

@@ -140,3 +140,18 @@ async def test_missing_usage_chunk_is_estimated(fake: FakeUpstream) -> None:
     events = await _events(fake, "nousage", stream=True)
     usage = next(e for e in events if isinstance(e, Usage))
     assert usage.output_tokens == 3 and usage.input_tokens >= 1
+
+
+def test_llamacpp_grammar_forms() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    fmt = {"type": "json_schema", "name": "x", "schema": schema, "strict": True}
+    tool = {"name": "only", "description": None, "parameters": schema, "strict": None}
+    call = ModelCall("up", [_msg("user", "a")], text_format=fmt, tools=[tool], tool_choice="required")
+    llama = chat_body(call, PROFILES["llamacpp"])
+    assert llama["response_format"] == {"type": "json_object", "schema": schema}
+    assert llama["tool_choice"] == {"type": "function", "function": {"name": "only"}}  # forcible by grammar
+    generic = chat_body(call, PROFILES["generic"])
+    assert generic["response_format"]["json_schema"]["schema"] == schema and generic["tool_choice"] == "required"
+    two = ModelCall("up", [_msg("user", "a")], tools=[tool, {**tool, "name": "other"}], tool_choice="required")
+    assert chat_body(two, PROFILES["llamacpp"])["tool_choice"] == "auto"  # checked after the turn instead
+    assert chat_body(two, PROFILES["ollama"])["tool_choice"] == "auto"

@@ -122,19 +122,23 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def _tool_choice(choice: str | dict[str, Any], profile: Profile) -> str | dict[str, Any]:
-    forcing = choice == "required" or isinstance(choice, dict)
-    if forcing and not profile.tool_choice_required:
-        # The server cannot force a call: offer the tools with "auto"; the engine checks the result
-        # against tool_choice and fails the response if the model did not comply.
+def _tool_choice(choice: str | dict[str, Any], call: ModelCall, profile: Profile) -> str | dict[str, Any]:
+    if choice == "required" and len(call.tools) == 1 and not profile.tool_choice_required:
+        # "required" with one tool means that tool, which the server may be able to force (llama.cpp grammar).
+        choice = {"type": "function", "name": call.tools[0]["name"]}
+    if isinstance(choice, dict):
+        if not profile.tool_choice_named:
+            return "auto"  # not forcible here: the engine checks the turn against tool_choice instead
+        return {"type": "function", "function": {"name": choice["name"]}}
+    if choice == "required" and not profile.tool_choice_required:
         return "auto"
-    if isinstance(choice, str):
-        return choice
-    return {"type": "function", "function": {"name": choice["name"]}}
+    return choice
 
 
-def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
+def _response_format(fmt: dict[str, Any], profile: Profile) -> dict[str, Any] | None:
     kind = fmt.get("type")
+    if kind == "json_schema" and profile.json_schema_format == "json_object_schema":
+        return {"type": "json_object", "schema": fmt["schema"]}
     if kind == "json_schema":
         schema = {"name": fmt["name"], "schema": fmt["schema"]}
         if fmt.get("strict") is not None:
@@ -168,7 +172,7 @@ def chat_body(call: ModelCall, profile: Profile) -> dict[str, Any]:
         if call.parallel_tool_calls is not None:
             body["parallel_tool_calls"] = call.parallel_tool_calls
     if call.tool_choice is not None and call.tools:
-        body["tool_choice"] = _tool_choice(call.tool_choice, profile)
+        body["tool_choice"] = _tool_choice(call.tool_choice, call, profile)
     user = call.safety_identifier or call.user
     if user and profile.user_field:
         body["user"] = user
@@ -182,7 +186,7 @@ def chat_body(call: ModelCall, profile: Profile) -> dict[str, Any]:
         body["logprobs"] = True
         body["top_logprobs"] = call.top_logprobs or 0
     if call.text_format:
-        fmt = _response_format(call.text_format)
+        fmt = _response_format(call.text_format, profile)
         if fmt is not None:
             body["response_format"] = fmt
     return body

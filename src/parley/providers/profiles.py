@@ -27,8 +27,10 @@ class Profile:
     reasoning_passback: bool = False
     # Whether `reasoning_effort` is accepted.
     reasoning_effort: bool = False
-    # Whether tool_choice "required" / a named function is honoured natively.
+    # Whether tool_choice "required" / a named function are honoured natively. When not, Parley offers the
+    # tools with "auto" and fails a turn that breaks tool_choice (engine/checks.py).
     tool_choice_required: bool = True
+    tool_choice_named: bool = True
     service_tier: bool = False
     # Whether `user` / `safety_identifier` may be forwarded.
     user_field: bool = True
@@ -37,6 +39,9 @@ class Profile:
     text_parts_as_string: bool = True
     logprobs: bool = True
     json_schema: bool = True
+    # How a JSON schema is requested: OpenAI's {"type":"json_schema","json_schema":{...}} or the
+    # {"type":"json_object","schema":{...}} form that llama-cpp-python turns into a decoding grammar.
+    json_schema_format: Literal["json_schema", "json_object_schema"] = "json_schema"
     # How input tokens are counted (providers/tokens.py): "tiktoken:<encoding>" offline; "vllm" (POST /tokenize)
     # or "llamacpp" (POST /extras/tokenize/count) ask the server's own tokenizer; "estimate" is a heuristic.
     tokenizer: TokenizerName = "estimate"
@@ -59,7 +64,8 @@ PROFILES: dict[str, Profile] = {
     # the Tokenizer API `POST /tokenize` applies the chat template to `messages`)
     "vllm": Profile(reasoning_field="reasoning_content", tokenizer="vllm"),
     # https://github.com/ollama/ollama/blob/main/docs/openai.md (usage chunk supported since 0.5; no logprobs)
-    "ollama": Profile(reasoning_field="reasoning", logprobs=False, tool_choice_required=False),
+    "ollama": Profile(reasoning_field="reasoning", logprobs=False, tool_choice_required=False,
+                      tool_choice_named=False),
     # llama.cpp server / llama-cpp-python: no usage chunk when streaming; grammar-backed json_schema.
     # llama-cpp-python's server tokenizes raw text at POST /extras/tokenize[/count] (no chat template).
     "llamacpp": Profile(stream_usage=False, reasoning_field="reasoning_content", tokenizer="llamacpp"),
@@ -67,7 +73,8 @@ PROFILES: dict[str, Profile] = {
     "openrouter": Profile(reasoning_field="reasoning", reasoning_effort=True),
     # https://api-docs.deepseek.com/guides/reasoning_model (reasoning_content; no tool_choice=required)
     # (deepseek-reasoner wants reasoning_content passed back within a tool-calling turn)
-    "deepseek": Profile(reasoning_field="reasoning_content", tool_choice_required=False, logprobs=False,
+    "deepseek": Profile(reasoning_field="reasoning_content", tool_choice_required=False, tool_choice_named=False,
+                        logprobs=False,
                         reasoning_passback=True),
 }
 
