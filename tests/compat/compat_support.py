@@ -62,8 +62,10 @@ def _clean_env() -> dict[str, str]:
 def create_key(data_dir: Path, project: str) -> str:
     out = subprocess.run(
         [*_parley_command(), "keys", "create", "--project", project, "--data-dir", str(data_dir)],
-        check=True, capture_output=True, text=True, env=_clean_env(), timeout=60,
+        capture_output=True, text=True, env=_clean_env(), timeout=60,
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"parley keys create failed ({out.returncode}):\n{out.stderr}")
     record = json.loads(out.stdout.strip().splitlines()[-1])
     assert record["project"] == project
     key: str = record["key"]
@@ -255,7 +257,8 @@ def upstream_request(requests: list[dict[str, Any]], marker: str) -> dict[str, A
     """The last request body the fake upstream received whose messages mention `marker`."""
     for body in reversed(requests):
         if marker in json.dumps(body.get("messages")):
-            return body
+            found: dict[str, Any] = body
+            return found
     raise AssertionError(f"the upstream never received a request mentioning {marker!r}")
 
 

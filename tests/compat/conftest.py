@@ -18,7 +18,7 @@ from parley.testing.fake_upstream import FakeUpstream, ThreadedFakeUpstream
 # The suite runs with --import-mode=importlib, which leaves sys.path alone: make the helper module
 # beside this file importable by the test modules (conftest is imported before them).
 sys.path.insert(0, str(Path(__file__).parent))
-from compat_support import (  # noqa: E402
+from compat_support import (
     UPSTREAM_SECRET,
     KeyedServer,
     ParleyServer,

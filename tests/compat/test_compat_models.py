@@ -130,7 +130,7 @@ def test_function_call_round_trip(client: OpenAI, fake: FakeUpstream) -> None:
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": '{"temp_c": 21}'}],
     )
     assert second.status == "completed"
-    assert second.output_text == "echo: weather marker-fc"
+    assert second.output_text == 'done: {"temp_c": 21}'
     messages = upstream_request(fake.requests, "temp_c")["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
     assert messages[1]["tool_calls"][0]["id"] == call.call_id
@@ -140,7 +140,8 @@ def test_function_call_round_trip(client: OpenAI, fake: FakeUpstream) -> None:
 
 
 def test_function_call_streamed(server: ParleyServer) -> None:
-    events = post_stream(server.base_url, {"model": "tools", "input": "call it twice", "tools": [WEATHER_TOOL]}).events()
+    body = {"model": "tools", "input": "call it twice", "tools": [WEATHER_TOOL]}
+    events = post_stream(server.base_url, body).events()
     check_events(events)
     types = [e["type"] for e in events]
     assert types[-1] == "response.completed"
@@ -186,5 +187,5 @@ async def test_function_call_follow_up_async_streaming(aclient: AsyncOpenAI, fak
     )
     events = [e async for e in stream]
     assert events[-1].type == "response.completed"
-    assert events[-1].response.output_text == "echo: async weather"
+    assert events[-1].response.output_text == "done: async-sunny"
     assert upstream_request(fake.requests, "async-sunny")["messages"][-1]["role"] == "tool"

@@ -23,8 +23,7 @@ def test_retrieve_and_delete(client: OpenAI) -> None:
     assert retrieved_body == body
     assert raw.parse().output_text == "echo: keep me"
 
-    deleted = client.responses.delete(created.id)
-    assert deleted is None  # the SDK returns None for delete; check the wire body too
+    client.responses.delete(created.id)  # the SDK returns None; test_delete_wire_body checks the body
     with pytest.raises(NotFoundError) as info:
         client.responses.retrieve(created.id)
     assert info.value.status_code == 404
@@ -62,6 +61,10 @@ def _texts(items: list[Any]) -> list[str]:
     return [item.content[0].text for item in items]
 
 
+def _roles(items: list[Any]) -> list[str]:
+    return [item.role for item in items]
+
+
 def test_input_items_pagination(client: OpenAI) -> None:
     _, created = create_checked(client, model="echo", input=_five_item_input("pg"))
     assert created.output_text == "echo: pg five"
@@ -91,7 +94,7 @@ def test_input_items_pagination(client: OpenAI) -> None:
     assert _texts(everything) == [f"pg {n}" for n in ("one", "two", "three", "four", "five")]
     assert len({item.id for item in everything}) == 5
     assert _texts(list(client.responses.input_items.list(created.id))) == _texts(everything)[::-1]
-    assert [item.role for item in everything] == ["user", "assistant", "user", "assistant", "user"]
+    assert _roles(everything) == ["user", "assistant", "user", "assistant", "user"]
 
 
 async def test_input_items_auto_pagination_async(aclient: AsyncOpenAI) -> None:
@@ -149,6 +152,7 @@ def test_instructions_not_carried_over(client: OpenAI, fake: FakeUpstream) -> No
     assert "Talk like a robot." not in str(sent)
     _, third = create_checked(client, model="echo", input="instr-third", previous_response_id=second.id,
                               instructions="New rules.")
+    assert third.instructions == "New rules."
     sent = upstream_request(fake.requests, "instr-third")["messages"]
     assert [m["content"] for m in sent if m["role"] == "system"] == ["New rules."]
 
@@ -170,3 +174,28 @@ def test_store_false_streaming(client: OpenAI) -> None:
     assert final.type == "response.completed"
     with pytest.raises(NotFoundError):
         client.responses.retrieve(final.response.id)
+
+
+def test_previous_response_deleted_is_404(client: OpenAI) -> None:
+    _, first = create_checked(client, model="echo", input="soon gone")
+    client.responses.delete(first.id)
+    with pytest.raises(NotFoundError) as info:
+        client.responses.create(model="echo", input="after delete", previous_response_id=first.id)
+    assert check_error_body(info.value.response.json(), 404)["param"] == "previous_response_id"
+
+
+def test_retrieve_and_list_with_include(client: OpenAI) -> None:
+    # The SDK sends include[]=...: accepted on retrieve and on input_items.
+    _, created = create_checked(client, model="echo", input="with include")
+    include: list[Any] = ["message.output_text.logprobs"]
+    assert client.responses.retrieve(created.id, include=include).id == created.id
+    items = client.responses.input_items.list(created.id, include=include)
+    assert _texts(items.data) == ["with include"]
+
+
+def test_cancel_non_background_is_400(client: OpenAI) -> None:
+    _, created = create_checked(client, model="echo", input="not background")
+    with pytest.raises(BadRequestError) as info:
+        client.responses.cancel(created.id)
+    check_error_body(info.value.response.json(), 400)
+    assert client.responses.retrieve(created.id).status == "completed"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from typing import Any
 
 from compat_support import (
@@ -143,7 +145,7 @@ def test_stream_helper_sync(client: OpenAI) -> None:
         final = stream.get_final_response()
     assert types[0] == "response.created" and types[-1] == "response.completed"
     assert snapshots[-1] == "echo: helper sync"
-    assert all(b.startswith(a) for a, b in zip(snapshots, snapshots[1:], strict=False))
+    assert all(b.startswith(a) for a, b in itertools.pairwise(snapshots))
     assert final.status == "completed"
     assert final.output_text == "echo: helper sync"
     assert final.usage is not None and final.usage.output_tokens > 0
@@ -159,3 +161,18 @@ async def test_stream_helper_async(aclient: AsyncOpenAI) -> None:
     assert text == final.output_text == "echo: helper async"
     assert final.status == "completed"
     assert final.id.startswith("resp_")
+
+
+async def test_concurrent_streams_do_not_mix(aclient: AsyncOpenAI) -> None:
+    async def one(n: int) -> tuple[int, str, str, list[int]]:
+        stream = await aclient.responses.create(model="echo", input=f"stream number {n}", stream=True)
+        events = [event async for event in stream]
+        text = "".join(e.delta for e in events if isinstance(e, ResponseTextDeltaEvent))
+        last = events[-1]
+        assert isinstance(last, ResponseCompletedEvent)
+        return n, text, last.response.output_text, [e.sequence_number for e in events]
+
+    results = await asyncio.gather(*(one(n) for n in range(12)))
+    for n, text, final_text, seqs in results:
+        assert text == final_text == f"echo: stream number {n}"
+        assert seqs == list(range(len(seqs)))

@@ -69,6 +69,15 @@ async def create_response(request: Request, rid: str) -> Response:
     return json_response(response, rid)
 
 
+@endpoint
+async def count_input_tokens(request: Request, rid: str) -> Response:
+    """POST /v1/responses/input_tokens: the same body as create; counts the input without generating."""
+    rt = runtime_of(request)
+    project = await rt.auth.project_of(request)
+    req = parse_model(CreateResponseRequest, await read_body(request, rt.settings.max_body_bytes))
+    return json_response(await rt.responses.input_tokens(project, req), rid)
+
+
 def _check_include(request: Request) -> None:
     for value in request.query_params.getlist("include[]") + request.query_params.getlist("include"):
         for part in value.split(","):

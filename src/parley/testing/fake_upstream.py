@@ -17,8 +17,14 @@ bodies) and its behaviour is chosen by the requested upstream `model`:
   nousage         no usage chunk even if asked
   hang            streaming: sends headers, then nothing; non-streaming: never answers
 
-Every request body is recorded (`requests`) so tests can assert what was forwarded, and the model of
-every request the client abandoned before its end is recorded in `disconnects` (cancellation tests).
+It also serves the tokenizer endpoints of vLLM (`POST /tokenize` with `messages`: its chat template, then
+`{"count", "max_model_len", "tokens"}`) and llama-cpp-python (`POST /extras/tokenize` -> `{"tokens"}`,
+`/extras/tokenize/count` -> `{"count"}` for a raw `input` text). Its tokenizer: one token per
+whitespace-separated word; its chat template: 3 tokens per message (start, role, end) + 2 for the reply.
+
+Every request body is recorded (`requests`; tokenizer calls in `tokenize_requests`) so tests can assert
+what was forwarded, and the model of every request the client abandoned before its end is recorded in
+`disconnects` (cancellation tests).
 Run it standalone: `python -m parley.testing.fake_upstream --port 9100`.
 """
 
@@ -46,6 +52,15 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
+def _message_text(message: dict[str, Any]) -> str:
+    """Every text of a chat message, as the fake chat template renders it."""
+    content = message.get("content")
+    texts = [content] if isinstance(content, str) else [p.get("text", "") for p in content or ()]
+    for call in message.get("tool_calls") or ():
+        texts += [call["function"]["name"], call["function"]["arguments"]]
+    return " ".join(texts)
+
+
 def _words(text: str) -> list[str]:
     words = text.split(" ")
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
@@ -55,9 +70,13 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.disconnects: list[str] = []
+        self.tokenize_requests: list[tuple[str, dict[str, Any]]] = []
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self._chat)
         self.app.router.add_get("/v1/models", self._models)
+        self.app.router.add_post("/tokenize", self._vllm_tokenize)
+        self.app.router.add_post("/extras/tokenize", self._llamacpp_tokenize)
+        self.app.router.add_post("/extras/tokenize/count", self._llamacpp_tokenize)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -81,6 +100,24 @@ class FakeUpstream:
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "echo", "object": "model"}]})
+
+    async def _vllm_tokenize(self, request: web.Request) -> web.Response:
+        body = await request.json(loads=orjson.loads)
+        self.tokenize_requests.append((request.path, body))
+        if "messages" not in body:  # the completion form: {"model", "prompt"}
+            count = len(str(body.get("prompt", "")).split())
+        else:
+            count = sum(3 + len(_message_text(m).split()) for m in body["messages"]) + 2
+            count += sum(len(orjson.dumps(t).decode().split()) for t in body.get("tools") or ())
+        return web.json_response({"count": count, "max_model_len": 8192, "tokens": list(range(count))})
+
+    async def _llamacpp_tokenize(self, request: web.Request) -> web.Response:
+        body = await request.json(loads=orjson.loads)
+        self.tokenize_requests.append((request.path, body))
+        tokens = list(range(len(str(body["input"]).split())))
+        if request.path.endswith("/count"):
+            return web.json_response({"count": len(tokens)})
+        return web.json_response({"tokens": tokens})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json(loads=orjson.loads)
