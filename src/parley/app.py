@@ -24,6 +24,8 @@ from parley.providers.embedded import (
     embedded_available,
 )
 from parley.providers.registry import ModelEntry, ModelRegistry, configured_entries
+from parley.providers.tokens import Encodings
+from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
 from parley.store.sql import SqlStore
 
@@ -37,7 +39,7 @@ def _http_session() -> aiohttp.ClientSession:
 
 
 async def _embedded_entries(
-    settings: Settings, session: aiohttp.ClientSession, stack: AsyncExitStack, created: int
+    settings: Settings, session: aiohttp.ClientSession, stack: AsyncExitStack, created: int, encodings: Encodings
 ) -> list[ModelEntry]:
     cfg = settings.embedded
     if not cfg.enabled or any(m.id == cfg.model_id for m in settings.models):
@@ -53,7 +55,7 @@ async def _embedded_entries(
     return [
         ModelEntry(
             id=cfg.model_id, owned_by="parley-embedded", created=created, upstream_model=cfg.model_id,
-            context_window=cfg.context_window, provider=EmbeddedProvider(server, session),
+            context_window=cfg.context_window, provider=EmbeddedProvider(server, session, encodings),
         )
     ]
 
@@ -79,13 +81,17 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     session = _http_session()
     stack.push_async_callback(session.close)
     created = int(time.time())
-    entries = configured_entries(settings, session, created)
-    entries += await _embedded_entries(settings, session, stack, created)
+    encodings = Encodings()  # tiktoken encodings, loaded on first use and shared by this app's models
+    entries = configured_entries(settings, session, created, encodings)
+    entries += await _embedded_entries(settings, session, stack, created, encodings)
     models = ModelRegistry(entries)
     auth = Authenticator(store, settings.auth_cache_ttl_s)
     sealer = ReasoningSealer(_reasoning_keys(settings))
-    responses = ResponsesService(store, models, sealer, obfuscation_default=settings.obfuscation_default)
-    return Runtime(settings, store, session, models, auth, responses)
+    prompts = PromptsService(store)
+    responses = ResponsesService(
+        store, models, sealer, prompts=prompts, obfuscation_default=settings.obfuscation_default
+    )
+    return Runtime(settings, store, session, models, auth, responses, prompts)
 
 
 def create_app(settings: Settings) -> Starlette:

@@ -87,7 +87,7 @@ async def _events(fake: FakeUpstream, model: str, *, stream: bool, **extra: Any)
         )
         opened = await provider.open(ModelCall(model, [_msg("user", "hello world")], stream=stream, **extra))
         try:
-            return [e async for e in opened]
+            return [e async for batch in opened for e in batch]
         finally:
             await opened.aclose()
 

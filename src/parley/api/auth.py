@@ -6,6 +6,7 @@ project. The CLI refuses to bind a non-loopback address in that mode unless expl
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from starlette.requests import Request
@@ -23,14 +24,26 @@ class Authenticator:
         self._ttl = cache_ttl_s
         self._cache: dict[str, tuple[str | None, float]] = {}
         self._open_mode: tuple[bool, float] = (False, 0.0)
+        self._refresh: asyncio.Future[bool] | None = None
 
     async def open_mode(self) -> bool:
-        """True while no API key exists (local development mode)."""
+        """True while no API key exists (local development mode). One refresh at a time: when the cached
+        answer expires under load, concurrent requests share a single query instead of each sending one."""
         is_open, expires = self._open_mode
-        now = time.monotonic()
-        if now >= expires:
-            is_open = not await self._keys.any_active_key()
-            self._open_mode = (is_open, now + self._ttl)
+        if time.monotonic() < expires:
+            return is_open
+        if self._refresh is None:
+            self._refresh = asyncio.ensure_future(self._load_open_mode())
+        refresh = self._refresh
+        try:
+            return await asyncio.shield(refresh)
+        finally:
+            if refresh.done() and self._refresh is refresh:
+                self._refresh = None
+
+    async def _load_open_mode(self) -> bool:
+        is_open = not await self._keys.any_active_key()
+        self._open_mode = (is_open, time.monotonic() + self._ttl)
         return is_open
 
     async def project_of(self, request: Request) -> str:

@@ -127,10 +127,12 @@ def encode_event(event: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-def sse_response(events: AsyncIterator[dict[str, Any]], rid: str) -> StreamingResponse:
+def sse_response(batches: AsyncIterator[list[dict[str, Any]]], rid: str) -> StreamingResponse:
+    """Each batch is written at once: whole events only, so no event straddles two writes."""
+
     async def body() -> AsyncIterator[bytes]:
-        async for event in events:
-            yield encode_event(event)
+        async for batch in batches:
+            yield b"".join(encode_event(event) for event in batch)
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={**SSE_HEADERS, "x-request-id": rid})

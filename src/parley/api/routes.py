@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from parley.api import models, responses
+from parley.api import models, prompts, responses
 from parley.api.http import error_response, json_response, request_id
 from parley.errors import NotFound, ParleyError
 
@@ -20,11 +20,19 @@ def routes() -> list[Route]:
     return [
         Route("/health", health, methods=["GET"]),
         Route("/v1/responses", responses.create_response, methods=["POST"]),
+        # Before /v1/responses/{response_id}: that GET would otherwise take "input_tokens" as a response id.
+        Route("/v1/responses/input_tokens", responses.count_input_tokens, methods=["POST"]),
         Route("/v1/responses/{response_id}", responses.retrieve_response, methods=["GET"]),
         Route("/v1/responses/{response_id}", responses.delete_response, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/cancel", responses.cancel_response, methods=["POST"]),
         Route("/v1/responses/{response_id}/input_items", responses.list_input_items, methods=["GET"]),
         Route("/v1/models", models.list_models, methods=["GET"]),
+        Route("/v1/prompts", prompts.create_prompt, methods=["POST"]),
+        Route("/v1/prompts", prompts.list_prompts, methods=["GET"]),
+        Route("/v1/prompts/{prompt_id}", prompts.retrieve_prompt, methods=["GET"]),
+        Route("/v1/prompts/{prompt_id}", prompts.delete_prompt, methods=["DELETE"]),
+        Route("/v1/prompts/{prompt_id}/versions", prompts.create_prompt_version, methods=["POST"]),
+        Route("/v1/prompts/{prompt_id}/versions/{version}", prompts.retrieve_prompt, methods=["GET"]),
         Route("/v1/models/{model:path}", models.retrieve_model, methods=["GET"]),
         Route("/v1/models/{model:path}", models.delete_model, methods=["DELETE"]),
     ]

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from parley.api.auth import Authenticator
 from parley.config import Settings
 from parley.providers.registry import ModelRegistry
+from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
 from parley.store.sql import SqlStore
 
@@ -22,6 +23,7 @@ class Runtime:
     models: ModelRegistry
     auth: Authenticator
     responses: ResponsesService
+    prompts: PromptsService
 
 
 def runtime_of(request: Request) -> Runtime:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from parley.engine.checks import TurnCheck
 from parley.engine.stream import Event, StreamBuilder
 from parley.errors import ParleyError, UpstreamError
-from parley.providers.base import Finish, ModelStream
+from parley.providers.base import Finish, Item, ModelStream
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
@@ -23,37 +23,49 @@ def _response_error_code(error: ParleyError) -> str:
 
 
 class ResponseRun:
-    def __init__(self, builder: StreamBuilder, stream: ModelStream, checks: Sequence[TurnCheck] = ()) -> None:
+    def __init__(
+        self, builder: StreamBuilder, stream: ModelStream, checks: Sequence[TurnCheck] = (),
+        leading: Sequence[Item] = (),
+    ) -> None:
         self.builder = builder
         self._stream = stream
         self._checks = checks
+        self._leading = leading  # items complete before the model turn (an automatic compaction)
         self.finished = False
 
     async def events(self) -> AsyncIterator[Event]:
+        async for batch in self.batches():
+            for event in batch:
+                yield event
+
+    async def batches(self) -> AsyncIterator[list[Event]]:
+        """The run's events, grouped by what one upstream read produced (to be written together)."""
         builder = self.builder
-        for event in builder.start():
-            yield event
-        for event in builder.in_progress():
-            yield event
+        start = builder.start() + builder.in_progress()
+        for item in self._leading:
+            start += builder.add_done_item(item)
+        if start:
+            yield start
         try:
-            async for model_event in self._stream:
-                if isinstance(model_event, Finish):
-                    for event in builder.close_turn(model_event.reason):
-                        yield event
-                    if model_event.reason != "length":
-                        self._check_turn()
-                    self.finished = True
-                    for event in builder.finish(model_event.reason):
-                        yield event
-                    return
-                for event in builder.feed(model_event):
-                    yield event
+            async for model_events in self._stream:
+                out: list[Event] = []
+                for model_event in model_events:
+                    if isinstance(model_event, Finish):
+                        out += builder.close_turn(model_event.reason)
+                        if model_event.reason != "length":
+                            self._check_turn()
+                        self.finished = True
+                        out += builder.finish(model_event.reason)
+                        yield out
+                        return
+                    out += builder.feed(model_event)
+                if out:
+                    yield out
         except ParleyError as err:
             if not builder.emit:
                 raise
             self.finished = True
-            for event in builder.fail(_response_error_code(err), err.message):
-                yield event
+            yield builder.fail(_response_error_code(err), err.message)
 
     def _check_turn(self) -> None:
         for check in self._checks:

@@ -2,7 +2,9 @@
 
 The reasoning text is encrypted with AES-256-GCM under a server key and bound to the project (as
 associated data), so it can only be opened by this deployment for the same project. Several keys may be
-configured: the first seals, all are tried when opening (key rotation).
+configured: the first seals, all are tried when opening (key rotation). The same sealing carries
+compaction summaries (services/compaction.py); the associated data also names the purpose, so a token
+made for one purpose never opens as the other.
 """
 
 from __future__ import annotations
@@ -39,16 +41,24 @@ class ReasoningSealer:
             self._keys.append((hashlib.sha256(raw).digest()[:4], AESGCM(raw)))
 
     def seal(self, item: Item, project_id: str) -> str:
-        key_id, aead = self._keys[0]
-        nonce = os.urandom(12)
-        plain = orjson.dumps({"content": item.get("content") or [], "summary": item.get("summary") or []})
-        sealed = aead.encrypt(nonce, plain, _AAD + project_id.encode())
-        return _PREFIX + base64.urlsafe_b64encode(key_id + nonce + sealed).decode()
+        data = {"content": item.get("content") or [], "summary": item.get("summary") or []}
+        return self.seal_data(data, project_id, _AAD)
 
     def open(self, token: str, project_id: str, param: str) -> dict[str, Any]:
         """The sealed {content, summary}; a tampered, foreign or malformed token is a 400 naming `param`."""
+        return self.open_data(token, project_id, param, _AAD, "reasoning content")
+
+    def seal_data(self, data: dict[str, Any], project_id: str, purpose: bytes) -> str:
+        """Seal any JSON object for `project_id`; `purpose` (e.g. b"parley/compaction/v1/") binds its use."""
+        key_id, aead = self._keys[0]
+        nonce = os.urandom(12)
+        sealed = aead.encrypt(nonce, orjson.dumps(data), purpose + project_id.encode())
+        return _PREFIX + base64.urlsafe_b64encode(key_id + nonce + sealed).decode()
+
+    def open_data(self, token: str, project_id: str, param: str, purpose: bytes, what: str) -> dict[str, Any]:
+        """What `seal_data` sealed; a tampered, foreign or malformed token is a 400 naming `param`."""
         invalid = InvalidRequest(
-            "The encrypted reasoning content could not be verified; it was altered or made by another "
+            f"The encrypted {what} could not be verified; it was altered or made by another "
             "server or project.", param=param, code="invalid_encrypted_content",
         )
         if not token.startswith(_PREFIX):
@@ -62,7 +72,7 @@ class ReasoningSealer:
             if candidate_id != key_id:
                 continue
             try:
-                opened: dict[str, Any] = orjson.loads(aead.decrypt(nonce, sealed, _AAD + project_id.encode()))
+                opened: dict[str, Any] = orjson.loads(aead.decrypt(nonce, sealed, purpose + project_id.encode()))
             except InvalidTag:
                 break
             return opened

@@ -137,6 +137,14 @@ class StreamBuilder:
             )
         return output_index
 
+    def add_done_item(self, item: Item) -> list[Event]:
+        """Add an item that is complete before the model turn (a compaction): output_item.added, then .done."""
+        events: list[Event] = []
+        output_index = self._add_item(item, events)
+        if self.emit:
+            events.append(self._item_done(item, output_index))
+        return events
+
     def _text(self, delta: TextDelta) -> list[Event]:
         events: list[Event] = []
         if self._message is None:

@@ -52,6 +52,15 @@ ModelEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage
 
 
 @dataclass(frozen=True, slots=True)
+class TokenCount:
+    """Input tokens of a model call. `exact` is False when the count is an approximation (a heuristic,
+    or the model's tokenizer without its chat template)."""
+
+    tokens: int
+    exact: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ModelCall:
     """One model turn, in Parley's vocabulary. Providers translate it to their wire format."""
 
@@ -78,9 +87,10 @@ class ModelCall:
 
 
 class ModelStream(Protocol):
-    """An open upstream call. Iterate for events; `aclose` releases the connection early."""
+    """An open upstream call. Iterate for batches of events (one batch per network read, so what arrives
+    together is processed and written together); `aclose` releases the connection early."""
 
-    def __aiter__(self) -> AsyncIterator[ModelEvent]: ...
+    def __aiter__(self) -> AsyncIterator[list[ModelEvent]]: ...
 
     async def aclose(self) -> None: ...
 
@@ -88,4 +98,9 @@ class ModelStream(Protocol):
 class Provider(Protocol):
     async def open(self, call: ModelCall) -> ModelStream:
         """Send the call. Errors before the first event (HTTP status, connect) raise ParleyError here."""
+        ...
+
+    async def count_tokens(self, call: ModelCall) -> TokenCount:
+        """The input tokens `call` would use (messages, instructions and tool definitions), without
+        generating. Untranslatable input raises the same InvalidRequest as `open`."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,11 +17,13 @@ from parley.providers.base import (
     ModelEvent,
     ReasoningDelta,
     TextDelta,
+    TokenCount,
     ToolCallDelta,
     Usage,
 )
 from parley.providers.chat_request import chat_body
 from parley.providers.profiles import Profile
+from parley.providers.tokens import Encodings, count_chat_tokens
 from parley.providers.upstream_http import TRANSPORT_ERRORS, status_error, transport_error
 
 _FINISH: dict[str, FinishReason] = {
@@ -121,18 +124,17 @@ class _UpstreamStream:
         self._resp.release()
         self._resp.close()
 
-    def __aiter__(self) -> AsyncIterator[ModelEvent]:
+    def __aiter__(self) -> AsyncIterator[list[ModelEvent]]:
         return self._events()
 
-    async def _events(self) -> AsyncIterator[ModelEvent]:
+    async def _events(self) -> AsyncIterator[list[ModelEvent]]:
         try:
             if self._call.stream:
-                async for event in self._sse():
-                    yield event
+                async for batch in self._sse():
+                    yield batch
             else:
                 body = await self._resp.read()
-                for event in self._parser.events(orjson.loads(body)):
-                    yield event
+                yield self._parser.events(orjson.loads(body))
         except TRANSPORT_ERRORS as exc:
             raise transport_error(self._model, exc) from None
         except orjson.JSONDecodeError:
@@ -142,25 +144,33 @@ class _UpstreamStream:
         parser = self._parser
         if parser.finish is None:
             raise UpstreamError.bad_gateway(f"the upstream for model '{self._model}' ended the stream early.")
-        yield parser.usage or self._estimated_usage()
-        yield Finish(parser.finish)
+        yield [parser.usage or self._estimated_usage(), Finish(parser.finish)]
 
-    async def _sse(self) -> AsyncIterator[ModelEvent]:
+    async def _sse(self) -> AsyncIterator[list[ModelEvent]]:
+        """One batch of events per network read: chunks that arrive together are handled (and written to the
+        client) together, instead of one line, one event and one socket write at a time."""
         parser = self._parser
-        async for raw in self._resp.content:
-            if not raw.startswith(b"data:"):
-                continue
-            data = raw[5:].strip()
-            if data == b"[DONE]":
-                break
-            chunk = orjson.loads(data)
-            if chunk.get("error"):
-                raise UpstreamError.bad_gateway(
-                    f"the upstream for model '{self._model}' failed mid-stream: "
-                    f"{str(chunk['error'].get('message', chunk['error']))[:300]}"
-                )
-            for event in parser.events(chunk):
-                yield event
+        pending = b""
+        async for data in self._resp.content.iter_any():
+            *lines, pending = (pending + data).split(b"\n")
+            batch: list[ModelEvent] = []
+            for raw in lines:
+                if not raw.startswith(b"data:"):
+                    continue
+                payload = raw[5:].strip()
+                if payload == b"[DONE]":
+                    if batch:
+                        yield batch
+                    return
+                chunk = orjson.loads(payload)
+                if chunk.get("error"):
+                    raise UpstreamError.bad_gateway(
+                        f"the upstream for model '{self._model}' failed mid-stream: "
+                        f"{str(chunk['error'].get('message', chunk['error']))[:300]}"
+                    )
+                batch.extend(parser.events(chunk))
+            if batch:
+                yield batch
 
     def _estimated_usage(self) -> Usage:
         # Servers without a usage chunk (llama.cpp): one delta is one token; input estimated at ~4 chars/token.
@@ -174,16 +184,20 @@ class ChatCompletionsProvider:
 
     def __init__(
         self, *, model_id: str, base_url: str, api_key: str | None, profile: Profile,
-        session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout,
+        session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout, encodings: Encodings | None = None,
     ) -> None:
         self._model_id = model_id
         self._url = base_url.rstrip("/") + "/chat/completions"
+        # vLLM's /tokenize and llama-cpp-python's /extras/tokenize live at the server root, not under /v1.
+        self._root = base_url.rstrip("/").removesuffix("/v1")
         self._headers = {"content-type": "application/json", "accept": "application/json"}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
         self.profile = profile
         self._session = session
         self._timeout = timeout
+        # The app passes its shared cache; a provider built alone (tests, tools) gets its own.
+        self._encodings = encodings or Encodings()
 
     async def open(self, call: ModelCall) -> _UpstreamStream:
         body = orjson.dumps(chat_body(call, self.profile))
@@ -201,3 +215,27 @@ class ChatCompletionsProvider:
             raise status_error(self._model_id, resp.status, payload, resp.headers)
         return _UpstreamStream(resp, call, self.profile, self._model_id)
 
+    async def count_tokens(self, call: ModelCall) -> TokenCount:
+        body = chat_body(dataclasses.replace(call, stream=False), self.profile)
+        return await count_chat_tokens(self.profile.tokenizer, body, encodings=self._encodings, post=self._post_json)
+
+    async def _post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """POST to the server root; None when the server has no such endpoint (404/405)."""
+        try:
+            async with self._session.post(
+                self._root + path, data=orjson.dumps(payload), headers=self._headers, timeout=self._timeout
+            ) as resp:
+                body = await resp.read()
+                if resp.status in (404, 405):
+                    return None
+                if resp.status != 200:
+                    raise status_error(self._model_id, resp.status, body, resp.headers)
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(self._model_id, exc) from None
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict) or not isinstance(answer.get("count"), int):
+            raise UpstreamError.bad_gateway(f"the upstream for model '{self._model_id}' sent an invalid token count.")
+        return answer

@@ -19,9 +19,10 @@ import aiohttp
 
 from parley.config import EmbeddedConfig
 from parley.errors import UpstreamError
-from parley.providers.base import ModelCall, ModelStream
+from parley.providers.base import ModelCall, ModelStream, TokenCount
 from parley.providers.chat_completions import ChatCompletionsProvider
 from parley.providers.profiles import PROFILES
+from parley.providers.tokens import Encodings
 
 log = logging.getLogger("parley.embedded")
 
@@ -134,18 +135,29 @@ class EmbeddedServer:
 class EmbeddedProvider:
     """Chat Completions to the embedded child, once it is ready."""
 
-    def __init__(self, server: EmbeddedServer, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, server: EmbeddedServer, session: aiohttp.ClientSession, encodings: Encodings | None = None
+    ) -> None:
         self._server = server
         self._session = session
+        self._encodings = encodings
         self._delegate: ChatCompletionsProvider | None = None
         self._delegate_url = ""
 
     async def open(self, call: ModelCall) -> ModelStream:
+        return await (await self._provider(call)).open(call)
+
+    async def count_tokens(self, call: ModelCall) -> TokenCount:
+        """The child's own tokenizer (llama-cpp-python's /extras/tokenize/count), see providers/tokens.py."""
+        return await (await self._provider(call)).count_tokens(call)
+
+    async def _provider(self, call: ModelCall) -> ChatCompletionsProvider:
         url = await self._server.ready_url()
         if self._delegate is None or self._delegate_url != url:
             self._delegate = ChatCompletionsProvider(
                 model_id=call.upstream_model, base_url=url, api_key=None, profile=PROFILES["llamacpp"],
                 session=self._session, timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=600),
+                encodings=self._encodings,
             )
             self._delegate_url = url
-        return await self._delegate.open(call)
+        return self._delegate

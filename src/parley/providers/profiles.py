@@ -68,7 +68,9 @@ PROFILES: dict[str, Profile] = {
                       tool_choice_named=False),
     # llama.cpp server / llama-cpp-python: no usage chunk when streaming; grammar-backed json_schema.
     # llama-cpp-python's server tokenizes raw text at POST /extras/tokenize[/count] (no chat template).
-    "llamacpp": Profile(stream_usage=False, reasoning_field="reasoning_content", tokenizer="llamacpp"),
+    # (llama-cpp-python enforces a named tool_choice and json_object+schema with a grammar, but not "required")
+    "llamacpp": Profile(stream_usage=False, reasoning_field="reasoning_content", tokenizer="llamacpp",
+                        tool_choice_required=False, json_schema_format="json_object_schema"),
     # https://openrouter.ai/docs/api-reference/chat-completion (reasoning in `reasoning`)
     "openrouter": Profile(reasoning_field="reasoning", reasoning_effort=True),
     # https://api-docs.deepseek.com/guides/reasoning_model (reasoning_content; no tool_choice=required)

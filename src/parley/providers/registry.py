@@ -11,6 +11,7 @@ from parley.errors import InvalidRequest
 from parley.providers.base import Provider
 from parley.providers.chat_completions import ChatCompletionsProvider
 from parley.providers.profiles import resolve_profile
+from parley.providers.tokens import Encodings
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,9 @@ class ModelRegistry:
         return list(self._entries.values())
 
 
-def chat_provider(cfg: ModelConfig, session: aiohttp.ClientSession) -> ChatCompletionsProvider:
+def chat_provider(
+    cfg: ModelConfig, session: aiohttp.ClientSession, encodings: Encodings | None = None
+) -> ChatCompletionsProvider:
     return ChatCompletionsProvider(
         model_id=cfg.id,
         base_url=cfg.base_url,
@@ -51,10 +54,13 @@ def chat_provider(cfg: ModelConfig, session: aiohttp.ClientSession) -> ChatCompl
         profile=resolve_profile(cfg.profile, cfg.quirks),
         session=session,
         timeout=aiohttp.ClientTimeout(sock_connect=cfg.connect_timeout_s, sock_read=cfg.read_timeout_s),
+        encodings=encodings,
     )
 
 
-def configured_entries(settings: Settings, session: aiohttp.ClientSession, created: int) -> list[ModelEntry]:
+def configured_entries(
+    settings: Settings, session: aiohttp.ClientSession, created: int, encodings: Encodings | None = None
+) -> list[ModelEntry]:
     return [
         ModelEntry(
             id=cfg.id,
@@ -62,7 +68,7 @@ def configured_entries(settings: Settings, session: aiohttp.ClientSession, creat
             created=created,
             upstream_model=cfg.upstream_model or cfg.id,
             context_window=cfg.context_window,
-            provider=chat_provider(cfg, session),
+            provider=chat_provider(cfg, session, encodings),
         )
         for cfg in settings.models
     ]

@@ -135,7 +135,12 @@ def _custom_description(tool: CustomTool) -> str:
     return "\n\n".join(parts)
 
 
+_NO_TOOLS = ToolSet()
+
+
 def build_toolset(req: CreateResponseRequest) -> ToolSet:
+    if not req.tools and req.tool_choice is None:
+        return _NO_TOOLS  # the common case, kept off the hot path
     tools: list[ClientTool] = []
     for index, raw in enumerate(req.tools or ()):
         kind = raw.get("type")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -12,14 +12,19 @@ from parley.engine.checks import TurnCheck, json_format_check, tool_choice_check
 from parley.engine.run import TERMINAL_EVENTS, ResponseRun
 from parley.engine.sealing import ReasoningSealer
 from parley.engine.stream import Event, StreamBuilder
+from parley.engine.truncation import fit_context
 from parley.errors import InvalidRequest, NotFound
 from parley.ids import new_id
 from parley.providers.base import ModelCall
-from parley.providers.registry import ModelRegistry
+from parley.providers.registry import ModelEntry, ModelRegistry
+from parley.schema.compaction import CompactRequest
 from parley.schema.items import Item, normalize_input
 from parley.schema.requests import CreateResponseRequest
 from parley.schema.response import new_response
-from parley.schema.tools import build_toolset
+from parley.schema.tools import ToolSet, build_toolset
+from parley.services.compaction import Compactor, check_compaction_trigger, compact_threshold
+from parley.services.conversations import ConversationsService
+from parley.services.prompts import PromptsService
 from parley.store.base import Page, PageQuery, ResponseStore
 
 
@@ -31,41 +36,110 @@ class PreparedResponse:
     store: bool
     input_items: list[Item]
     run: ResponseRun
+    conversation_id: str | None = None
+    conversation_input: list[Item] = field(default_factory=list)  # input_items, references resolved
 
     @property
     def response(self) -> dict[str, Any]:
         return self.run.builder.response
 
 
+@dataclass(slots=True)
+class BuiltCall:
+    """A validated request turned into its model call, with nothing opened yet (create and input_tokens)."""
+
+    req: CreateResponseRequest  # as applied (a prompt template may have filled fields in)
+    entry: ModelEntry
+    toolset: ToolSet
+    new_items: list[Item]
+    store: bool
+    response: dict[str, Any]
+    call: ModelCall
+    checks: list[TurnCheck]
+    conversation_input: list[Item] = field(default_factory=list)
+
+
 class ResponsesService:
     def __init__(
-        self, store: ResponseStore, models: ModelRegistry, sealer: ReasoningSealer, *, obfuscation_default: bool
+        self, store: ResponseStore, models: ModelRegistry, sealer: ReasoningSealer, *, prompts: PromptsService,
+        conversations: ConversationsService, compactor: Compactor, obfuscation_default: bool,
     ) -> None:
+        self._conversations = conversations
+        self._compactor = compactor
         self._store = store
         self._models = models
         self._sealer = sealer
+        self._prompts = prompts
         self._obfuscation_default = obfuscation_default
 
     # -- create ----------------------------------------------------------------------------------
 
     async def prepare(self, project_id: str, req: CreateResponseRequest) -> PreparedResponse:
-        """Validate everything and open the upstream call; every failure here is an HTTP error."""
+        """Validate everything, apply `truncation` and open the upstream call; every failure here is an HTTP error."""
+        built = await self._build_call(project_id, req)
+        req, entry, toolset, response = built.req, built.entry, built.toolset, built.response
+        call, leading = built.call, []
+        threshold = compact_threshold(req.context_management, entry)
+        if threshold is not None:  # context_management: compact first, before truncation looks at it
+            call, leading = await self._compactor.auto_compact(project_id, entry, call, threshold)
+        fitted = await fit_context(call, entry.provider.count_tokens, req.truncation or "disabled",
+                                   entry.context_window)
+        stream = await entry.provider.open(fitted.call)
+        obfuscate = self._obfuscation_default
+        if req.stream_options is not None and req.stream_options.include_obfuscation is not None:
+            obfuscate = req.stream_options.include_obfuscation
+        builder = StreamBuilder(
+            response, emit=bool(req.stream), obfuscate=obfuscate, tools=toolset.by_upstream_name(),
+            parallel_tool_calls=req.parallel_tool_calls is not False,
+            seal=self._sealer_for(project_id) if "reasoning.encrypted_content" in (req.include or ()) else None,
+        )
+        run = ResponseRun(builder, stream, built.checks, leading)
+        return PreparedResponse(project_id, built.store, built.new_items, run, req.conversation_id,
+                                built.conversation_input)
+
+    async def input_tokens(self, project_id: str, req: CreateResponseRequest) -> dict[str, Any]:
+        """POST /v1/responses/input_tokens: the input tokens of the context create would send, without
+        generating. With truncation=auto it is the context after truncation (a 400 if nothing fits); with
+        `disabled` an oversized input is counted, not refused (the count is what the caller asks for)."""
+        built = await self._build_call(project_id, req)
+        entry, call, count = built.entry, built.call, None
+        if built.req.truncation == "auto":
+            fitted = await fit_context(call, entry.provider.count_tokens, "auto", entry.context_window)
+            call, count = fitted.call, fitted.count
+        if count is None:
+            count = await entry.provider.count_tokens(call)
+        return {"object": "response.input_tokens", "input_tokens": count.tokens}
+
+    async def compact(self, project_id: str, body: CompactRequest) -> dict[str, Any]:
+        """POST /v1/responses/compact: the context create would build from `input` and
+        `previous_response_id`, compacted into its user messages and one compaction item."""
+        req = CreateResponseRequest(model=body.model, input=body.input, instructions=body.instructions,
+                                    previous_response_id=body.previous_response_id)
+        built = await self._build_call(project_id, req)
+        return await self._compactor.compacted_response(project_id, built.entry, built.call.items)
+
+    async def _build_call(self, project_id: str, req: CreateResponseRequest) -> BuiltCall:
+        """Validate the request and build the model call from its input and the stored context it names."""
+        prompt_items: list[Item] = []
+        if req.prompt is not None:  # first: the template may supply the model and instructions
+            req, prompt_items = await self._prompts.apply(project_id, req)
         entry = self._models.get(req.model)
         if req.background:
             raise InvalidRequest("Background responses are not supported by this server yet.", param="background",
                                  code="unsupported_value")
-        if req.conversation_id is not None:
-            raise NotFound(f"Conversation with id '{req.conversation_id}' not found.", param="conversation")
-        for name in ("context_management", "moderation"):
+        for name in ("moderation",):
             if getattr(req, name) is not None:
                 raise InvalidRequest(f"'{name}' is not supported by this server yet.", param=name,
                                      code="unsupported_value")
-        if req.prompt is not None:
-            raise NotFound(f"Prompt with id '{req.prompt.id}' not found.", param="prompt.id")
-        new_items = self._open_sealed(project_id, normalize_input(req.input))
+        check_compaction_trigger(req.input, "input")
+        input_items = self._open_sealed(project_id, normalize_input(req.input))
+        self._compactor.check_input(project_id, input_items, "input")
+        new_items = prompt_items + input_items
         toolset = build_toolset(req)
         _check_include(req)
         context: list[Item] = []
+        if req.conversation_id is not None:
+            context = await self._conversations.history(project_id, req.conversation_id)
         if req.previous_response_id is not None:
             loaded = await self._store.load_context(project_id, req.previous_response_id)
             if loaded is None:
@@ -76,6 +150,8 @@ class ResponsesService:
             context = loaded
         model_items = await self._resolve_references(project_id, context + new_items)
         _check_call_outputs(model_items, len(context))
+        conversation_input = model_items[len(context):]
+        model_items = self._compactor.expand(project_id, model_items)
         if not model_items:
             raise InvalidRequest("Missing required parameter: 'input'.", param="input",
                                  code="missing_required_parameter")
@@ -107,16 +183,7 @@ class ResponsesService:
         json_check = json_format_check(call.text_format or {})
         if json_check is not None:
             checks.append(json_check)
-        stream = await entry.provider.open(call)
-        obfuscate = self._obfuscation_default
-        if req.stream_options is not None and req.stream_options.include_obfuscation is not None:
-            obfuscate = req.stream_options.include_obfuscation
-        builder = StreamBuilder(
-            response, emit=bool(req.stream), obfuscate=obfuscate, tools=toolset.by_upstream_name(),
-            parallel_tool_calls=req.parallel_tool_calls is not False,
-            seal=self._sealer_for(project_id) if "reasoning.encrypted_content" in (req.include or ()) else None,
-        )
-        return PreparedResponse(project_id, store, new_items, ResponseRun(builder, stream, checks))
+        return BuiltCall(req, entry, toolset, new_items, store, response, call, checks, conversation_input)
 
     async def complete(self, prepared: PreparedResponse) -> dict[str, Any]:
         """Fold the run (non-streaming create) and store it."""
@@ -128,15 +195,16 @@ class ResponsesService:
         await self._persist(prepared)
         return prepared.response
 
-    async def stream(self, prepared: PreparedResponse) -> AsyncIterator[Event]:
-        """Stream the run. The response is stored before its terminal event is sent; if the client goes
-        away first, the upstream call is closed and what exists so far is stored as `cancelled`."""
+    async def stream(self, prepared: PreparedResponse) -> AsyncIterator[list[Event]]:
+        """Stream the run in batches (one per upstream read). The response is stored before its terminal
+        event is sent; if the client goes away first, the upstream call is closed and what exists so far
+        is stored as `cancelled`."""
         run = prepared.run
         try:
-            async for event in run.events():
-                if event["type"] in TERMINAL_EVENTS:
+            async for batch in run.batches():
+                if batch[-1]["type"] in TERMINAL_EVENTS:
                     await self._persist(prepared)
-                yield event
+                yield batch
         finally:
             with anyio.CancelScope(shield=True):
                 await run.aclose()
@@ -147,6 +215,9 @@ class ResponsesService:
     async def _persist(self, prepared: PreparedResponse) -> None:
         if prepared.store:
             await self._store.save_response(prepared.project_id, prepared.response, prepared.input_items)
+        if prepared.conversation_id is not None:  # also with store=false: the conversation keeps the turn
+            await self._conversations.append_response(prepared.project_id, prepared.conversation_id,
+                                                      prepared.response, prepared.conversation_input)
 
     def _sealer_for(self, project_id: str) -> Callable[[Item], str]:
         return lambda item: self._sealer.seal(item, project_id)

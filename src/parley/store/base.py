@@ -19,6 +19,16 @@ class ApiKeyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptRecord:
+    """One version of a prompt template. `body` is {instructions, input, model, metadata}."""
+
+    id: str
+    version: int
+    created_at: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class PageQuery:
     limit: int = 20
     order: Literal["asc", "desc"] = "desc"
@@ -29,6 +39,12 @@ class PageQuery:
 @dataclass(frozen=True, slots=True)
 class Page:
     data: list[Item]
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PromptPage:
+    data: list[PromptRecord]
     has_more: bool
 
 
@@ -58,3 +74,56 @@ class KeyStore(Protocol):
     async def find_key(self, key_hash: str) -> ApiKeyRecord | None: ...
 
     async def any_active_key(self) -> bool: ...
+
+
+class PromptStore(Protocol):
+    async def create_prompt(self, project_id: str, body: dict[str, Any]) -> PromptRecord:
+        """A new prompt (new `pmpt_` id) at version 1."""
+
+    async def add_prompt_version(self, project_id: str, prompt_id: str, body: dict[str, Any]) -> PromptRecord | None:
+        """The next version (latest + 1, safe under concurrency); None if the prompt does not exist."""
+
+    async def get_prompt(self, project_id: str, prompt_id: str, version: int | None = None) -> PromptRecord | None:
+        """That version, or the latest one when `version` is None."""
+
+    async def list_prompts(self, project_id: str, page: PageQuery) -> PromptPage:
+        """The latest version of each prompt, in creation order; cursors are prompt ids."""
+
+    async def delete_prompt(self, project_id: str, prompt_id: str) -> bool:
+        """Delete every version."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    id: str
+    created_at: int
+    metadata: dict[str, str]
+
+
+class ConversationStore(Protocol):
+    async def create_conversation(
+        self, project_id: str, metadata: dict[str, str], items: list[Item]
+    ) -> ConversationRecord: ...
+
+    async def get_conversation(self, project_id: str, conversation_id: str) -> ConversationRecord | None: ...
+
+    async def update_conversation(
+        self, project_id: str, conversation_id: str, metadata: dict[str, str]
+    ) -> ConversationRecord | None:
+        """Replace the metadata; None if the conversation does not exist."""
+
+    async def delete_conversation(self, project_id: str, conversation_id: str) -> bool:
+        """Delete the conversation and its items."""
+
+    async def append_conversation_items(self, project_id: str, conversation_id: str, items: list[Item]) -> bool:
+        """Append atomically and contiguously, after every earlier append; False if the conversation is gone."""
+
+    async def load_conversation(self, project_id: str, conversation_id: str) -> list[Item] | None:
+        """Every item, oldest first, in O(1) queries; None if the conversation does not exist."""
+
+    async def list_conversation_items(self, project_id: str, conversation_id: str, page: PageQuery) -> Page | None:
+        """A page of items (cursors are item ids); None if the conversation does not exist."""
+
+    async def get_conversation_item(self, project_id: str, conversation_id: str, item_id: str) -> Item | None: ...
+
+    async def delete_conversation_item(self, project_id: str, conversation_id: str, item_id: str) -> bool: ...

@@ -1,11 +1,31 @@
-"""Versioned schema migrations. Each version runs once, in order, inside one transaction."""
+"""Versioned schema migrations. Each version runs once, in order, inside one transaction.
+
+A migration must create or alter exactly its own tables, from a schema frozen at its version: a database
+migrated years ago and one created today must end up identical. Version 1 creates its tables from the
+definitions in tables.py, which therefore never change; every later schema change is a new migration
+written out in full here (CREATE, or ALTER of an earlier table), and tables.py is then updated to match.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parley.store import tables
@@ -14,11 +34,85 @@ Migration = tuple[int, str, Callable[[Connection], None]]
 
 
 def _v1(conn: Connection) -> None:
+    # These three definitions in tables.py are frozen: change them only through a later migration.
     tables.metadata.create_all(conn, tables=[tables.api_keys, tables.responses, tables.items])
+
+
+def _v2(conn: Connection) -> None:
+    # Written out rather than taken from tables.py, so later edits there cannot change what v2 creates.
+    frozen = MetaData()
+    prompts = Table(
+        "prompts",
+        frozen,
+        Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+        Column("project_id", String(128), nullable=False),
+        Column("prompt_id", String(64), nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("body", Text, nullable=False),
+        UniqueConstraint("prompt_id", "version", name="uq_prompts_version"),
+    )
+    Index("ix_prompts_project", prompts.c.project_id, prompts.c.prompt_id)
+    frozen.create_all(conn)
+
+
+def _v3(conn: Connection) -> None:
+    # Conversations and their items, frozen as written here (tables.py holds the live definitions).
+    frozen = MetaData()
+    Table(
+        "conversations",
+        frozen,
+        Column("id", String(64), primary_key=True),
+        Column("project_id", String(128), nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("metadata", Text, nullable=False),
+        Column("next_position", BigInteger, nullable=False),
+    )
+    items = Table(
+        "conversation_items",
+        frozen,
+        Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+        Column("project_id", String(128), nullable=False),
+        Column("conversation_id", String(64), nullable=False),
+        Column("position", BigInteger, nullable=False),
+        Column("item_id", Text, nullable=False),
+        Column("type", Text, nullable=False),
+        Column("data", Text, nullable=False),
+        UniqueConstraint("conversation_id", "position", name="uq_conversation_items_position"),
+    )
+    Index("ix_conversation_items_item", items.c.conversation_id, items.c.item_id)
+    frozen.create_all(conn)
+
+
+def _v4(conn: Connection) -> None:
+    frozen = MetaData()
+    jobs = Table(
+        "background_jobs",
+        frozen,
+        Column("response_id", String(64), primary_key=True),
+        Column("project_id", String(128), nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("request", Text, nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("worker_id", String(64), nullable=True),
+        Column("lease_until", BigInteger, nullable=True),
+    )
+    Index("ix_background_jobs_state", jobs.c.state, jobs.c.created_at)
+    Table(
+        "response_events",
+        frozen,
+        Column("response_id", String(64), primary_key=True),
+        Column("seq", Integer, primary_key=True, autoincrement=False),
+        Column("data", Text, nullable=False),
+    )
+    frozen.create_all(conn)
 
 
 MIGRATIONS: list[Migration] = [
     (1, "api keys, responses and their items", _v1),
+    (2, "prompt templates", _v2),
+    (3, "conversations and their items", _v3),
+    (4, "background jobs and response event logs", _v4),
 ]
 
 

@@ -18,6 +18,9 @@ from parley.ids import new_id
 from parley.store import tables
 from parley.store.base import ApiKeyRecord, Item, Page, PageQuery
 from parley.store.migrations import migrate
+from parley.store.rows import item_rows, response_row
+from parley.store.sql_conversations import SqlConversations
+from parley.store.sql_prompts import SqlPrompts
 from parley.store.writer import GroupCommitWriter, Write
 
 _CHAIN_SQL = text(
@@ -57,8 +60,8 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False)
 
 
-class SqlStore:
-    """Responses, items and API keys in one SQL database."""
+class SqlStore(SqlPrompts, SqlConversations):
+    """Responses, items, API keys, prompt templates and conversations in one SQL database."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -79,21 +82,10 @@ class SqlStore:
     # -- responses -------------------------------------------------------------------------------
 
     async def save_response(self, project_id: str, response: dict[str, Any], input_items: list[Item]) -> None:
-        body = {k: v for k, v in response.items() if k != "output"}
-        row = {
-            "id": response["id"],
-            "project_id": project_id,
-            "created_at": response["created_at"],
-            "status": response["status"],
-            "model": response["model"],
-            "previous_response_id": response.get("previous_response_id"),
-            "conversation_id": (response.get("conversation") or {}).get("id"),
-            "background": bool(response.get("background")),
-            "body": orjson.dumps(body).decode(),
-        }
-        rows = _item_rows(project_id, response["id"], 0, input_items)
-        rows += _item_rows(project_id, response["id"], 1, response["output"])
-        await self.writer.submit(Write(inserts=[(tables.responses, [row]), (tables.items, rows)]))
+        rows = item_rows(project_id, response["id"], 0, input_items)
+        rows += item_rows(project_id, response["id"], 1, response["output"])
+        await self.writer.submit(Write(inserts=[(tables.responses, [response_row(project_id, response)]),
+                                                (tables.items, rows)]))
 
     async def get_response(self, project_id: str, response_id: str) -> dict[str, Any] | None:
         r, i = tables.responses, tables.items
@@ -222,18 +214,3 @@ async def _position_of(conn: AsyncConnection, response_id: str, item_id: str, pa
     if position is None:
         raise InvalidRequest(f"No input item with id '{item_id}' in this response.", param=param)
     return int(position[0])
-
-
-def _item_rows(project_id: str, response_id: str, kind: int, items: list[Item]) -> list[dict[str, Any]]:
-    return [
-        {
-            "project_id": project_id,
-            "response_id": response_id,
-            "kind": kind,
-            "position": position,
-            "item_id": item["id"],
-            "type": item["type"],
-            "data": orjson.dumps(item).decode(),
-        }
-        for position, item in enumerate(items)
-    ]

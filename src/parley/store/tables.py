@@ -3,11 +3,15 @@
 JSON payloads are stored as text produced by orjson: identical on both databases and parsed once.
 Strings a client chooses (item ids, model names) are unbounded Text: PostgreSQL enforces VARCHAR lengths
 and SQLite does not, and the two backends must accept the same requests.
+
+These are the *live* definitions the queries use. Never change a table here without a new migration in
+migrations.py that ALTERs it: each migration creates its tables from a schema frozen at its version, and
+tests/store/test_schema_drift.py fails when a migrated database and these definitions disagree.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
 
 metadata = MetaData()
 
@@ -59,6 +63,73 @@ items = Table(
     Column("data", Text, nullable=False),
 )
 
+# Prompt templates (migration 2): one row per version; `version` counts 1, 2, ... per prompt. `seq` orders
+# prompts by creation for listing. `body` is the template: {instructions, input, model, metadata}.
+prompts = Table(
+    "prompts",
+    metadata,
+    Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+    Column("project_id", String(128), nullable=False),
+    Column("prompt_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("prompt_id", "version", name="uq_prompts_version"),
+)
+
+# Background runs (migration 4). state: queued -> running (claimed by worker_id until lease_until, in ms)
+# -> done. The response's own status lives in `responses`; this is only the work queue.
+background_jobs = Table(
+    "background_jobs",
+    metadata,
+    Column("response_id", String(64), primary_key=True),
+    Column("project_id", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("worker_id", String(64), nullable=True),
+    Column("lease_until", BigInteger, nullable=True),
+)
+
+# Every event of a background response, by sequence_number, for replay (migration 4).
+response_events = Table(
+    "response_events",
+    metadata,
+    Column("response_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("data", Text, nullable=False),
+)
+
+Index("ix_background_jobs_state", background_jobs.c.state, background_jobs.c.created_at)
 Index("ix_items_response", items.c.response_id, items.c.kind, items.c.position)
 Index("ix_items_item_id", items.c.project_id, items.c.item_id)
 Index("ix_responses_project", responses.c.project_id, responses.c.created_at)
+Index("ix_prompts_project", prompts.c.project_id, prompts.c.prompt_id)
+
+# Conversations (migration 3). `next_position` is the position the next appended item gets: an append
+# reserves its range by bumping it, which also serialises appends (store/sql_conversations.py).
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("project_id", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("next_position", BigInteger, nullable=False),
+)
+
+# The items of a conversation, in `position` order (gaps where items were deleted).
+conversation_items = Table(
+    "conversation_items",
+    metadata,
+    Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+    Column("project_id", String(128), nullable=False),
+    Column("conversation_id", String(64), nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("item_id", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("data", Text, nullable=False),
+    UniqueConstraint("conversation_id", "position", name="uq_conversation_items_position"),
+)
+
+Index("ix_conversation_items_item", conversation_items.c.conversation_id, conversation_items.c.item_id)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from parley.errors import ParleyError
-from parley.providers.base import ModelCall, ModelEvent
+from parley.providers.base import ModelCall, ModelEvent, TokenCount
+from parley.providers.chat_request import chat_body
+from parley.providers.profiles import PROFILES
+from parley.providers.tokens import estimate, prompt_text
 
 Step = ModelEvent | ParleyError
 
@@ -15,14 +18,14 @@ class ScriptedStream:
         self._steps = steps
         self.closed = False
 
-    def __aiter__(self) -> AsyncIterator[ModelEvent]:
+    def __aiter__(self) -> AsyncIterator[list[ModelEvent]]:
         return self._events()
 
-    async def _events(self) -> AsyncIterator[ModelEvent]:
-        for step in self._steps:
+    async def _events(self) -> AsyncIterator[list[ModelEvent]]:
+        for step in self._steps:  # one event per batch, as from a slow upstream
             if isinstance(step, ParleyError):
                 raise step
-            yield step
+            yield [step]
 
     async def aclose(self) -> None:
         self.closed = True
@@ -43,3 +46,7 @@ class ScriptedProvider:
         stream = ScriptedStream(self._scripts.pop(0))
         self.streams.append(stream)
         return stream
+
+    async def count_tokens(self, call: ModelCall) -> TokenCount:
+        """The `estimate` tokenizer over the generic Chat Completions translation."""
+        return estimate(prompt_text(chat_body(call, PROFILES["generic"])))

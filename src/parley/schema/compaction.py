@@ -1,0 +1,24 @@
+"""The request body of POST /v1/responses/compact (api-surface.md §1.2 R7)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from parley.schema.requests import ServiceTier, Short64
+
+
+class CompactRequest(BaseModel):
+    """`model` is required; there is no `conversation` field (an unknown field, ignored like any other)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    prompt_cache_key: Short64 | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    service_tier: ServiceTier | None = None

@@ -1,0 +1,315 @@
+"""Background responses: a bounded pool of runs that outlive their client, with an event log to replay.
+
+Every process runs one BackgroundRunner. It claims queued jobs from the database (so any process may run
+any job), streams each run's events into the response's event log (batched every `flush_ms`, never per
+token) and to followers in this process, renews its job leases, stops a run that was cancelled (locally or
+through the database by another process) or passed the time limit, and ends as `failed` any run whose
+worker stopped renewing its lease (a crashed process). Followers in other processes read the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from parley.engine.run import TERMINAL_EVENTS, ResponseRun
+from parley.errors import ParleyError
+from parley.ids import new_id
+from parley.store.sql_background import BackgroundJob, SqlBackground
+
+log = logging.getLogger("parley.background")
+
+# Builds the run of a claimed job (the responses service owns request -> model call).
+RunFactory = Callable[[BackgroundJob], Awaitable[ResponseRun]]
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundLimits:
+    max_concurrent: int = 4
+    time_limit_s: float = 3600.0
+    lease_ms: int = 15_000
+    flush_ms: int = 100
+    poll_s: float = 0.2
+
+
+class EventHub:
+    """In-process fan-out of live events to followers. Events not yet flushed to the log are kept as a
+    backlog, so a follower that subscribes and then reads the log misses nothing in between."""
+
+    def __init__(self) -> None:
+        self._followers: dict[str, list[asyncio.Queue[tuple[int, bytes] | None]]] = {}
+        self._backlog: dict[str, list[tuple[int, bytes]]] = {}
+
+    def subscribe(self, response_id: str) -> asyncio.Queue[tuple[int, bytes] | None]:
+        queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
+        for event in self._backlog.get(response_id, ()):
+            queue.put_nowait(event)
+        self._followers.setdefault(response_id, []).append(queue)
+        return queue
+
+    def unsubscribe(self, response_id: str, queue: asyncio.Queue[tuple[int, bytes] | None]) -> None:
+        queues = self._followers.get(response_id)
+        if queues and queue in queues:
+            queues.remove(queue)
+            if not queues:
+                del self._followers[response_id]
+
+    def publish(self, response_id: str, event: tuple[int, bytes]) -> None:
+        self._backlog.setdefault(response_id, []).append(event)
+        for queue in self._followers.get(response_id, ()):
+            queue.put_nowait(event)
+
+    def flushed(self, response_id: str, through_seq: int) -> None:
+        backlog = self._backlog.get(response_id)
+        if backlog:
+            self._backlog[response_id] = [e for e in backlog if e[0] > through_seq]
+
+    def close(self, response_id: str) -> None:
+        self._backlog.pop(response_id, None)
+        for queue in self._followers.get(response_id, ()):
+            queue.put_nowait(None)
+
+
+class BackgroundRunner:
+    def __init__(self, store: SqlBackground, limits: BackgroundLimits) -> None:
+        self._store = store
+        self._limits = limits
+        self.worker_id = new_id("wrk")
+        self.hub = EventHub()
+        self._factory: RunFactory | None = None
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+
+    def start(self, factory: RunFactory) -> None:
+        self._factory = factory
+        loop = asyncio.get_running_loop()
+        self._loops = [loop.create_task(self._dispatch(), name="parley-bg-dispatch"),
+                       loop.create_task(self._leases(), name="parley-bg-leases")]
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        for task in list(self._running.values()):
+            task.cancel()
+        for task in [*self._loops, *self._running.values()]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def notify(self) -> None:
+        """A job was queued: look for work now rather than at the next poll."""
+        self._wake.set()
+
+    def is_local(self, response_id: str) -> bool:
+        return response_id in self._running
+
+    def cancel_local(self, response_id: str) -> None:
+        task = self._running.get(response_id)
+        if task is not None:
+            task.cancel()
+
+    # -- loops -----------------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._limits.poll_s * 5)
+            self._wake.clear()
+            free = self._limits.max_concurrent - len(self._running)
+            if free <= 0:
+                continue
+            try:
+                jobs = await self._store.claim_background(self.worker_id, self._limits.lease_ms, free)
+            except Exception:
+                log.exception("claiming background jobs failed")
+                continue
+            for job in jobs:
+                task = asyncio.get_running_loop().create_task(self._execute(job), name=f"bg-{job.response_id}")
+                self._running[job.response_id] = task
+
+    async def _leases(self) -> None:
+        interval = self._limits.lease_ms / 3000
+        while True:
+            try:
+                await self._store.renew_leases(self.worker_id, list(self._running), self._limits.lease_ms)
+                for response_id, _project in await self._store.expired_runs():
+                    error = {"code": "server_error",
+                             "message": "The background response was interrupted (its server stopped)."}
+                    if await self._store.fail_interrupted(response_id, error) is not None:
+                        log.warning("background response %s was interrupted; marked failed", response_id)
+            except Exception:
+                log.exception("background lease upkeep failed")
+            await asyncio.sleep(interval)
+
+    # -- one run ---------------------------------------------------------------------------------
+
+    async def _execute(self, job: BackgroundJob) -> None:
+        try:
+            await self._run(job)
+        except Exception:
+            log.exception("background response %s crashed", job.response_id)
+        finally:
+            self._running.pop(job.response_id, None)
+            self.hub.close(job.response_id)
+            self._wake.set()
+
+    async def _run(self, job: BackgroundJob) -> None:
+        assert self._factory is not None
+        log_writer = _EventLog(self._store, job, self.hub)
+        run: ResponseRun | None = None
+        try:
+            async with asyncio.timeout(self._limits.time_limit_s):
+                try:
+                    run = await self._factory(job)
+                except ParleyError as err:
+                    await log_writer.fail_before_start(job, err)
+                    return
+                await log_writer.write_run(run, self._limits.flush_ms)
+        except TimeoutError:
+            if run is not None:
+                message = f"The background response exceeded the time limit of {self._limits.time_limit_s:g} s."
+                await log_writer.add(run.builder.fail("server_error", message), run, final=True)
+        except asyncio.CancelledError:
+            # Cancelled through the API (the status is already `cancelled`) or the server is stopping:
+            # keep what was produced (items closed as incomplete); the status guard keeps `cancelled`.
+            if run is not None:
+                run.builder.cancel()
+                await log_writer.flush_final(run.builder.response)
+            raise
+        finally:
+            if run is not None:
+                with contextlib.suppress(Exception):
+                    await run.aclose()
+            await self._store.finish_background(job.response_id)
+
+
+class _EventLog:
+    """Buffers a run's events; flushes them, with the output items finished so far, in batches."""
+
+    def __init__(self, store: SqlBackground, job: BackgroundJob, hub: EventHub) -> None:
+        self._store = store
+        self._job = job
+        self._hub = hub
+        self._pending: list[tuple[int, bytes]] = []
+        self._done: set[int] = set()
+        self._stored_items = 0
+        self._last_flush = time.monotonic()
+        self.cancelled = False
+
+    async def write_run(self, run: ResponseRun, flush_ms: int) -> None:
+        async for event in run.events():
+            if event["sequence_number"] < _FIRST_RUN_SEQ:
+                continue  # created/queued were logged when the job was accepted
+            final = event["type"] in TERMINAL_EVENTS
+            await self.add([event], run, final=final, flush_ms=flush_ms)
+            if self.cancelled:
+                return
+
+    async def add(self, events: list[dict[str, Any]], run: ResponseRun, *, final: bool, flush_ms: int = 0) -> None:
+        for event in events:
+            data = orjson.dumps(event)
+            seq = int(event["sequence_number"])
+            self._pending.append((seq, data))
+            if event["type"] == "response.output_item.done":
+                self._done.add(int(event["output_index"]))
+            self._hub.publish(self._job.response_id, (seq, data))
+        if final:
+            await self.flush_final(run.builder.response)
+        elif (time.monotonic() - self._last_flush) * 1000 >= flush_ms:
+            await self._flush(run.builder.response, final=False)
+
+    async def flush_final(self, response: dict[str, Any]) -> None:
+        await self._flush(response, final=True)
+
+    async def _flush(self, response: dict[str, Any], *, final: bool) -> None:
+        output = response["output"]
+        end = self._stored_items
+        while end < len(output) and (final or end in self._done):
+            end += 1  # finished items in order; at the end, all of them
+        events, self._pending = self._pending, []
+        items = output[self._stored_items:end]
+        ok = await self._store.append_events(self._job.project_id, response, events, items, self._stored_items)
+        self._stored_items = end
+        self._last_flush = time.monotonic()
+        if events:
+            self._hub.flushed(self._job.response_id, events[-1][0])
+        if not ok:
+            self.cancelled = True
+
+    async def fail_before_start(self, job: BackgroundJob, err: ParleyError) -> None:
+        """The upstream refused the call: the response fails with the error (events 2.. of the log)."""
+        from parley.engine.stream import StreamBuilder
+
+        builder = StreamBuilder(_stored_snapshot(job), emit=True, obfuscate=False)
+        builder.start()  # seq 0-1, already logged
+        events = builder.in_progress() + builder.fail(
+            "rate_limit_exceeded" if err.status == 429 else "server_error", err.message)
+        for event in events:
+            data = orjson.dumps(event)
+            self._pending.append((int(event["sequence_number"]), data))
+            self._hub.publish(job.response_id, (int(event["sequence_number"]), data))
+        await self.flush_final(builder.response)
+
+
+# response.created and response.queued (seq 0 and 1) are logged when the job is accepted.
+_FIRST_RUN_SEQ = 2
+
+
+def _stored_snapshot(job: BackgroundJob) -> dict[str, Any]:
+    snapshot = job.request.get("response")
+    if not isinstance(snapshot, dict):
+        raise RuntimeError(f"job {job.response_id} has no response snapshot")
+    return dict(snapshot)
+
+
+async def follow(
+    store: SqlBackground, runner: BackgroundRunner, project_id: str, response_id: str, after: int,
+    poll_s: float = 0.2,
+) -> AsyncIterator[bytes]:
+    """Replay a response's logged events after `after`, then follow live ones until the terminal event.
+
+    Live events come from this process's hub when it runs the job, otherwise from polling the log (so a
+    follower on another process, sharing the database, sees the same stream)."""
+    queue = runner.hub.subscribe(response_id)
+    last = after
+    try:
+        while True:
+            for seq, data in await store.read_events(response_id, last):
+                last = seq
+                yield data
+                if _is_terminal(data):
+                    return
+            status = await store.response_status(project_id, response_id)
+            if status in ("completed", "incomplete", "failed", "cancelled"):
+                # Cancelled runs have no terminal event (OpenAI has no response.cancelled): end here,
+                # after a last read so nothing logged before the status change is missed.
+                for seq, data in await store.read_events(response_id, last):
+                    last = seq
+                    yield data
+                return
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    item = await asyncio.wait_for(queue.get(), poll_s)
+                    if item is None:
+                        break
+                    seq, data = item
+                    if seq <= last:
+                        continue
+                    last = seq
+                    yield data
+                    if _is_terminal(data):
+                        return
+    finally:
+        runner.hub.unsubscribe(response_id, queue)
+
+
+def _is_terminal(data: bytes) -> bool:
+    kind = orjson.loads(data).get("type")
+    return kind in TERMINAL_EVENTS

@@ -1,0 +1,205 @@
+"""SQL implementation of BackgroundStore: background jobs, their leases, and every response's event log.
+
+A job is claimed by one worker with a lease it renews; a lease that runs out means the worker died, and
+recovery ends that run as `failed` (with a terminal event, so every follower's stream ends). Response
+status changes go through conditional UPDATEs, so a cancel and a finishing worker can never both win.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from parley.store import tables
+from parley.store.rows import item_rows, response_row
+from parley.store.writer import GroupCommitWriter, Write
+
+Item = dict[str, Any]
+TERMINAL = ("completed", "incomplete", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundJob:
+    response_id: str
+    project_id: str
+    request: dict[str, Any]
+    input_items: list[Item]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _body_row(response: dict[str, Any]) -> dict[str, Any]:
+    return {"status": response["status"],
+            "body": orjson.dumps({k: v for k, v in response.items() if k != "output"}).decode()}
+
+
+class SqlBackground:
+    engine: AsyncEngine
+    writer: GroupCommitWriter
+
+    async def enqueue_background(
+        self, project_id: str, response: dict[str, Any], input_items: list[Item], request: dict[str, Any],
+        first_events: list[tuple[int, bytes]],
+    ) -> None:
+        """Record the queued response, its input items, its first events and its job in one transaction
+        (before replying, so an accepted background response survives a crash)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(tables.responses), [response_row(project_id, response)])
+            rows = item_rows(project_id, response["id"], 0, input_items)
+            if rows:
+                await conn.execute(insert(tables.items), rows)
+            if first_events:
+                await conn.execute(insert(tables.response_events), [
+                    {"response_id": response["id"], "seq": seq, "data": data.decode()} for seq, data in first_events
+                ])
+            await conn.execute(insert(tables.background_jobs).values(
+                response_id=response["id"], project_id=project_id, state="queued",
+                request=orjson.dumps(request).decode(), created_at=_now_ms(), worker_id=None, lease_until=None,
+            ))
+
+    async def claim_background(self, worker_id: str, lease_ms: int, limit: int) -> list[BackgroundJob]:
+        """Atomically take up to `limit` queued jobs, oldest first."""
+        j = tables.background_jobs
+        claimed: list[BackgroundJob] = []
+        async with self.engine.begin() as conn:
+            candidates = (await conn.execute(
+                select(j.c.response_id).where(j.c.state == "queued").order_by(j.c.created_at).limit(limit)
+            )).scalars().all()
+            for response_id in candidates:
+                result = await conn.execute(
+                    update(j).where(j.c.response_id == response_id, j.c.state == "queued")
+                    .values(state="running", worker_id=worker_id, lease_until=_now_ms() + lease_ms)
+                )
+                if result.rowcount:
+                    claimed.append(await _job(conn, response_id))
+        return claimed
+
+    async def renew_leases(self, worker_id: str, response_ids: list[str], lease_ms: int) -> None:
+        if not response_ids:
+            return
+        j = tables.background_jobs
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(j).where(j.c.worker_id == worker_id, j.c.response_id.in_(response_ids), j.c.state == "running")
+                .values(lease_until=_now_ms() + lease_ms)
+            )
+
+    async def append_events(
+        self, project_id: str, response: dict[str, Any], events: list[tuple[int, bytes]], done_items: list[Item],
+        first_position: int,
+    ) -> bool:
+        """Append events and finished output items; update the response row unless it was cancelled.
+
+        Returns False when the response was cancelled meanwhile (the worker should stop)."""
+        r = tables.responses
+        rows = [{"response_id": response["id"], "seq": seq, "data": data.decode()} for seq, data in events]
+        outcome: list[bool] = []
+
+        async def update_status(conn: AsyncConnection) -> None:
+            result = await conn.execute(
+                update(r).where(r.c.id == response["id"], r.c.status.not_in(TERMINAL)).values(**_body_row(response))
+            )
+            outcome.append(bool(result.rowcount))
+
+        item_data = item_rows(project_id, response["id"], 1, done_items, start=first_position)
+        await self.writer.submit(Write(
+            before=[update_status],
+            inserts=[(tables.response_events, rows), (tables.items, item_data)],
+        ))
+        return outcome[0]
+
+    async def finish_background(self, response_id: str) -> None:
+        j = tables.background_jobs
+        async with self.engine.begin() as conn:
+            await conn.execute(update(j).where(j.c.response_id == response_id).values(state="done", lease_until=None))
+
+    async def cancel_background(self, project_id: str, response_id: str) -> dict[str, Any] | None:
+        """Mark a queued/in-progress background response cancelled; returns its (new or unchanged) body row,
+        or None if it does not exist for this project."""
+        r, j = tables.responses, tables.background_jobs
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(
+                select(r.c.body, r.c.status).where(r.c.id == response_id, r.c.project_id == project_id)
+                .with_for_update()
+            )).first()
+            if row is None:
+                return None
+            body: dict[str, Any] = orjson.loads(row.body)
+            if row.status in TERMINAL:
+                return body
+            body["status"] = "cancelled"
+            await conn.execute(update(r).where(r.c.id == response_id).values(**_body_row(body)))
+            await conn.execute(update(j).where(j.c.response_id == response_id, j.c.state == "queued")
+                               .values(state="done"))
+        return body
+
+    async def read_events(self, response_id: str, after: int) -> list[tuple[int, bytes]]:
+        """Logged events with sequence_number > after, in order."""
+        e = tables.response_events
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(e.c.seq, e.c.data).where(e.c.response_id == response_id, e.c.seq > after).order_by(e.c.seq)
+            )).all()
+        return [(int(row.seq), row.data.encode()) for row in rows]
+
+    async def response_status(self, project_id: str, response_id: str) -> str | None:
+        r = tables.responses
+        async with self.engine.connect() as conn:
+            status: str | None = (await conn.execute(
+                select(r.c.status).where(r.c.id == response_id, r.c.project_id == project_id)
+            )).scalar_one_or_none()
+        return status
+
+    async def expired_runs(self) -> list[tuple[str, str]]:
+        """(response_id, project_id) of running jobs whose worker stopped renewing its lease."""
+        j = tables.background_jobs
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(j.c.response_id, j.c.project_id).where(j.c.state == "running", j.c.lease_until < _now_ms())
+            )).all()
+        return [(row.response_id, row.project_id) for row in rows]
+
+    async def fail_interrupted(self, response_id: str, error: dict[str, str]) -> dict[str, Any] | None:
+        """End an interrupted run as failed with a terminal event; None if it already ended."""
+        r, j, e = tables.responses, tables.background_jobs, tables.response_events
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(r.c.body, r.c.status).where(r.c.id == response_id)
+                                      .with_for_update())).first()
+            claimed = await conn.execute(
+                update(j).where(j.c.response_id == response_id, j.c.state == "running", j.c.lease_until < _now_ms())
+                .values(state="done")
+            )
+            if row is None or not claimed.rowcount:
+                return None
+            body: dict[str, Any] = orjson.loads(row.body)
+            if row.status in TERMINAL:
+                return None
+            body.update(status="failed", error=error)
+            await conn.execute(update(r).where(r.c.id == response_id).values(**_body_row(body)))
+            last = (await conn.execute(select(func.max(e.c.seq)).where(e.c.response_id == response_id))).scalar()
+            output = (await conn.execute(
+                select(tables.items.c.data).where(and_(tables.items.c.response_id == response_id,
+                                                       tables.items.c.kind == 1))
+                .order_by(tables.items.c.position))).scalars().all()
+            full = {**body, "output": [orjson.loads(d) for d in output]}
+            seq = -1 if last is None else int(last)
+            terminal = {"type": "response.failed", "response": full, "sequence_number": seq + 1}
+            await conn.execute(insert(e).values(response_id=response_id, seq=seq + 1,
+                                                data=orjson.dumps(terminal).decode()))
+        return full
+
+
+async def _job(conn: AsyncConnection, response_id: str) -> BackgroundJob:
+    j, i = tables.background_jobs, tables.items
+    row = (await conn.execute(select(j.c.project_id, j.c.request).where(j.c.response_id == response_id))).one()
+    inputs = (await conn.execute(
+        select(i.c.data).where(i.c.response_id == response_id, i.c.kind == 0).order_by(i.c.position)
+    )).scalars().all()
+    return BackgroundJob(response_id, row.project_id, orjson.loads(row.request), [orjson.loads(d) for d in inputs])
