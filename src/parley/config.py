@@ -89,6 +89,17 @@ class EmbeddedConfig(BaseModel):
     ready_timeout_s: float = Field(default=120.0, gt=0)
 
 
+class BackgroundConfig(BaseModel):
+    """Background responses (`background: true`)."""
+
+    model_config = {"extra": "forbid"}
+
+    max_concurrent: int = Field(default=4, ge=1, description="Runs executing at once per process; others wait")
+    time_limit_s: float = Field(default=3600.0, gt=0, description="A run still going after this fails")
+    lease_s: float = Field(default=15.0, gt=0, description="A run whose process stops renewing this long fails")
+    poll_s: float = Field(default=0.2, gt=0, description="How often other processes' runs are polled")
+
+
 class Settings(BaseSettings):
     """Everything Parley can be told. `parley config show` prints it with secrets redacted."""
 
@@ -115,6 +126,7 @@ class Settings(BaseSettings):
     )
     models: list[ModelConfig] = Field(default_factory=list)
     embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
+    background: BackgroundConfig = Field(default_factory=BackgroundConfig)
 
     @field_validator("models")
     @classmethod

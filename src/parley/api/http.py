@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from parley.engine.stream import sse_frame
 from parley.errors import InternalError, InvalidRequest, ParleyError, PayloadTooLarge
 from parley.schema.requests import cross_field_param, param_from_loc
 from parley.store.base import PageQuery
@@ -121,18 +122,12 @@ def list_body(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     }
 
 
-def encode_event(event: dict[str, Any]) -> bytes:
-    # One SSE event per write, LF framing, `event:` equal to data.type, no `id:` (api-surface.md §6.1).
-    kind: str = event["type"]
-    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
-
-
 def sse_response(batches: AsyncIterator[list[dict[str, Any]]], rid: str) -> StreamingResponse:
     """Each batch is written at once: whole events only, so no event straddles two writes."""
 
     async def body() -> AsyncIterator[bytes]:
         async for batch in batches:
-            yield b"".join(encode_event(event) for event in batch)
+            yield b"".join(sse_frame(event) for event in batch)
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={**SSE_HEADERS, "x-request-id": rid})

@@ -30,6 +30,13 @@ Event = dict[str, Any]
 Item = dict[str, Any]
 
 
+def sse_frame(event: Event) -> bytes:
+    """One SSE event: `event:` equal to data.type, one-line JSON data, LF framing, no `id:` (api-surface §6.1).
+    Background runs log these frames as they are, so a replay is written without re-serialising."""
+    kind: str = event["type"]
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
 def _obfuscation(delta: str) -> str:
     # Pads the payload so a delta's size does not reveal its length (api-surface.md §6.5).
     return secrets.token_urlsafe(12)[: 16 - len(delta) % 16]

@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from parley.engine.run import TERMINAL_EVENTS, ResponseRun
+from parley.engine.stream import StreamBuilder, sse_frame
 from parley.errors import ParleyError
 from parley.ids import new_id
 from parley.store.sql_background import BackgroundJob, SqlBackground
@@ -40,17 +38,14 @@ class BackgroundLimits:
 
 
 class EventHub:
-    """In-process fan-out of live events to followers. Events not yet flushed to the log are kept as a
-    backlog, so a follower that subscribes and then reads the log misses nothing in between."""
+    """In-process fan-out of a run's events to its followers, published once they are in the log (so a
+    follower never sees an event a crash could still lose, nor a sequence number used twice)."""
 
     def __init__(self) -> None:
         self._followers: dict[str, list[asyncio.Queue[tuple[int, bytes] | None]]] = {}
-        self._backlog: dict[str, list[tuple[int, bytes]]] = {}
 
     def subscribe(self, response_id: str) -> asyncio.Queue[tuple[int, bytes] | None]:
         queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
-        for event in self._backlog.get(response_id, ()):
-            queue.put_nowait(event)
         self._followers.setdefault(response_id, []).append(queue)
         return queue
 
@@ -61,18 +56,12 @@ class EventHub:
             if not queues:
                 del self._followers[response_id]
 
-    def publish(self, response_id: str, event: tuple[int, bytes]) -> None:
-        self._backlog.setdefault(response_id, []).append(event)
+    def publish(self, response_id: str, events: list[tuple[int, bytes]]) -> None:
         for queue in self._followers.get(response_id, ()):
-            queue.put_nowait(event)
-
-    def flushed(self, response_id: str, through_seq: int) -> None:
-        backlog = self._backlog.get(response_id)
-        if backlog:
-            self._backlog[response_id] = [e for e in backlog if e[0] > through_seq]
+            for event in events:
+                queue.put_nowait(event)
 
     def close(self, response_id: str) -> None:
-        self._backlog.pop(response_id, None)
         for queue in self._followers.get(response_id, ()):
             queue.put_nowait(None)
 
@@ -140,13 +129,20 @@ class BackgroundRunner:
             try:
                 await self._store.renew_leases(self.worker_id, list(self._running), self._limits.lease_ms)
                 for response_id, _project in await self._store.expired_runs():
-                    error = {"code": "server_error",
-                             "message": "The background response was interrupted (its server stopped)."}
-                    if await self._store.fail_interrupted(response_id, error) is not None:
-                        log.warning("background response %s was interrupted; marked failed", response_id)
+                    await self._end_interrupted(response_id)
             except Exception:
                 log.exception("background lease upkeep failed")
             await asyncio.sleep(interval)
+
+    async def _end_interrupted(self, response_id: str) -> None:
+        error = {"code": "server_error", "message": "The background response was interrupted: the server "
+                                                    "running it stopped before it finished."}
+        ended = await self._store.fail_interrupted(response_id, error)
+        if ended is not None:
+            response, seq = ended
+            await self._store.append_event(
+                response_id, seq, sse_frame({"type": "response.failed", "response": response, "sequence_number": seq}))
+            log.warning("background response %s was interrupted; marked failed", response_id)
 
     # -- one run ---------------------------------------------------------------------------------
 
@@ -162,7 +158,7 @@ class BackgroundRunner:
 
     async def _run(self, job: BackgroundJob) -> None:
         assert self._factory is not None
-        log_writer = _EventLog(self._store, job, self.hub)
+        log_writer = _EventLog(self._store, job, self.hub, self._limits.flush_ms)
         run: ResponseRun | None = None
         try:
             async with asyncio.timeout(self._limits.time_limit_s):
@@ -171,11 +167,11 @@ class BackgroundRunner:
                 except ParleyError as err:
                     await log_writer.fail_before_start(job, err)
                     return
-                await log_writer.write_run(run, self._limits.flush_ms)
+                await log_writer.write_run(run)
         except TimeoutError:
             if run is not None:
                 message = f"The background response exceeded the time limit of {self._limits.time_limit_s:g} s."
-                await log_writer.add(run.builder.fail("server_error", message), run, final=True)
+                await log_writer.add(run.builder.fail("server_error", message), run.builder.response, final=True)
         except asyncio.CancelledError:
             # Cancelled through the API (the status is already `cancelled`) or the server is stopping:
             # keep what was produced (items closed as incomplete); the status guard keeps `cancelled`.
@@ -191,71 +187,71 @@ class BackgroundRunner:
 
 
 class _EventLog:
-    """Buffers a run's events; flushes them, with the output items finished so far, in batches."""
+    """Collects a run's events and writes them to the log at most `flush_ms` after they were produced
+    (with the output items finished so far), then hands them to live followers."""
 
-    def __init__(self, store: SqlBackground, job: BackgroundJob, hub: EventHub) -> None:
+    def __init__(self, store: SqlBackground, job: BackgroundJob, hub: EventHub, flush_ms: int) -> None:
         self._store = store
         self._job = job
         self._hub = hub
+        self._flush_s = flush_ms / 1000
         self._pending: list[tuple[int, bytes]] = []
         self._done: set[int] = set()
         self._stored_items = 0
-        self._last_flush = time.monotonic()
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.Task[None] | None = None
         self.cancelled = False
 
-    async def write_run(self, run: ResponseRun, flush_ms: int) -> None:
-        async for event in run.events():
-            if event["sequence_number"] < _FIRST_RUN_SEQ:
-                continue  # created/queued were logged when the job was accepted
-            final = event["type"] in TERMINAL_EVENTS
-            await self.add([event], run, final=final, flush_ms=flush_ms)
+    async def write_run(self, run: ResponseRun) -> None:
+        async for batch in run.batches():
+            batch = [event for event in batch if event["sequence_number"] >= _FIRST_RUN_SEQ]
+            final = bool(batch) and batch[-1]["type"] in TERMINAL_EVENTS
+            await self.add(batch, run.builder.response, final=final)
             if self.cancelled:
                 return
 
-    async def add(self, events: list[dict[str, Any]], run: ResponseRun, *, final: bool, flush_ms: int = 0) -> None:
+    async def add(self, events: list[dict[str, Any]], response: dict[str, Any], *, final: bool) -> None:
         for event in events:
-            data = orjson.dumps(event)
-            seq = int(event["sequence_number"])
-            self._pending.append((seq, data))
+            self._pending.append((int(event["sequence_number"]), sse_frame(event)))
             if event["type"] == "response.output_item.done":
                 self._done.add(int(event["output_index"]))
-            self._hub.publish(self._job.response_id, (seq, data))
         if final:
-            await self.flush_final(run.builder.response)
-        elif (time.monotonic() - self._last_flush) * 1000 >= flush_ms:
-            await self._flush(run.builder.response, final=False)
+            await self.flush_final(response)
+        elif self._timer is None and self._pending:
+            self._timer = asyncio.ensure_future(self._flush_soon(response))
+
+    async def _flush_soon(self, response: dict[str, Any]) -> None:
+        await asyncio.sleep(self._flush_s)
+        self._timer = None
+        await self._flush(response, final=False)
 
     async def flush_final(self, response: dict[str, Any]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         await self._flush(response, final=True)
 
     async def _flush(self, response: dict[str, Any], *, final: bool) -> None:
-        output = response["output"]
-        end = self._stored_items
-        while end < len(output) and (final or end in self._done):
-            end += 1  # finished items in order; at the end, all of them
-        events, self._pending = self._pending, []
-        items = output[self._stored_items:end]
-        ok = await self._store.append_events(self._job.project_id, response, events, items, self._stored_items)
-        self._stored_items = end
-        self._last_flush = time.monotonic()
-        if events:
-            self._hub.flushed(self._job.response_id, events[-1][0])
-        if not ok:
-            self.cancelled = True
+        async with self._lock:
+            output = response["output"]
+            end = self._stored_items
+            while end < len(output) and (final or end in self._done):
+                end += 1  # finished items in order; at the end, all of them
+            events, self._pending = self._pending, []
+            items = output[self._stored_items:end]
+            ok = await self._store.append_events(self._job.project_id, response, events, items, self._stored_items)
+            self._stored_items = end
+            self._hub.publish(self._job.response_id, events)
+            if not ok:
+                self.cancelled = True
 
     async def fail_before_start(self, job: BackgroundJob, err: ParleyError) -> None:
         """The upstream refused the call: the response fails with the error (events 2.. of the log)."""
-        from parley.engine.stream import StreamBuilder
-
         builder = StreamBuilder(_stored_snapshot(job), emit=True, obfuscate=False)
         builder.start()  # seq 0-1, already logged
         events = builder.in_progress() + builder.fail(
             "rate_limit_exceeded" if err.status == 429 else "server_error", err.message)
-        for event in events:
-            data = orjson.dumps(event)
-            self._pending.append((int(event["sequence_number"]), data))
-            self._hub.publish(job.response_id, (int(event["sequence_number"]), data))
-        await self.flush_final(builder.response)
+        await self.add(events, builder.response, final=True)
 
 
 # response.created and response.queued (seq 0 and 1) are logged when the job is accepted.
@@ -310,6 +306,8 @@ async def follow(
         runner.hub.unsubscribe(response_id, queue)
 
 
-def _is_terminal(data: bytes) -> bool:
-    kind = orjson.loads(data).get("type")
-    return kind in TERMINAL_EVENTS
+_TERMINAL_FRAMES = tuple(b"event: " + kind.encode() + b"\n" for kind in TERMINAL_EVENTS)
+
+
+def _is_terminal(frame: bytes) -> bool:
+    return frame.startswith(_TERMINAL_FRAMES)

@@ -19,6 +19,7 @@ from parley.store import tables
 from parley.store.base import ApiKeyRecord, Item, Page, PageQuery
 from parley.store.migrations import migrate
 from parley.store.rows import item_rows, response_row
+from parley.store.sql_background import SqlBackground
 from parley.store.sql_conversations import SqlConversations
 from parley.store.sql_prompts import SqlPrompts
 from parley.store.writer import GroupCommitWriter, Write
@@ -60,7 +61,7 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False)
 
 
-class SqlStore(SqlPrompts, SqlConversations):
+class SqlStore(SqlPrompts, SqlConversations, SqlBackground):
     """Responses, items, API keys, prompt templates and conversations in one SQL database."""
 
     def __init__(self, engine: AsyncEngine) -> None:

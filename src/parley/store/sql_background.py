@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from parley.store import tables
@@ -166,34 +166,34 @@ class SqlBackground:
             )).all()
         return [(row.response_id, row.project_id) for row in rows]
 
-    async def fail_interrupted(self, response_id: str, error: dict[str, str]) -> dict[str, Any] | None:
-        """End an interrupted run as failed with a terminal event; None if it already ended."""
-        r, j, e = tables.responses, tables.background_jobs, tables.response_events
+    async def fail_interrupted(self, response_id: str, error: dict[str, str]) -> tuple[dict[str, Any], int] | None:
+        """End an interrupted run (its lease ran out) as failed. Returns the full response and the next
+        sequence number for its terminal event, or None if the run already ended or was taken meanwhile."""
+        r, j, e, i = tables.responses, tables.background_jobs, tables.response_events, tables.items
         async with self.engine.begin() as conn:
-            row = (await conn.execute(select(r.c.body, r.c.status).where(r.c.id == response_id)
-                                      .with_for_update())).first()
             claimed = await conn.execute(
                 update(j).where(j.c.response_id == response_id, j.c.state == "running", j.c.lease_until < _now_ms())
                 .values(state="done")
             )
-            if row is None or not claimed.rowcount:
+            if not claimed.rowcount:
+                return None
+            row = (await conn.execute(select(r.c.body, r.c.status).where(r.c.id == response_id))).first()
+            if row is None or row.status in TERMINAL:
                 return None
             body: dict[str, Any] = orjson.loads(row.body)
-            if row.status in TERMINAL:
-                return None
             body.update(status="failed", error=error)
             await conn.execute(update(r).where(r.c.id == response_id).values(**_body_row(body)))
             last = (await conn.execute(select(func.max(e.c.seq)).where(e.c.response_id == response_id))).scalar()
             output = (await conn.execute(
-                select(tables.items.c.data).where(and_(tables.items.c.response_id == response_id,
-                                                       tables.items.c.kind == 1))
-                .order_by(tables.items.c.position))).scalars().all()
-            full = {**body, "output": [orjson.loads(d) for d in output]}
-            seq = -1 if last is None else int(last)
-            terminal = {"type": "response.failed", "response": full, "sequence_number": seq + 1}
-            await conn.execute(insert(e).values(response_id=response_id, seq=seq + 1,
-                                                data=orjson.dumps(terminal).decode()))
-        return full
+                select(i.c.data).where(i.c.response_id == response_id, i.c.kind == 1).order_by(i.c.position)
+            )).scalars().all()
+        full = {**body, "output": [orjson.loads(d) for d in output]}
+        return full, (-1 if last is None else int(last)) + 1
+
+    async def append_event(self, response_id: str, seq: int, frame: bytes) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(tables.response_events).values(response_id=response_id, seq=seq,
+                                                                     data=frame.decode()))
 
 
 async def _job(conn: AsyncConnection, response_id: str) -> BackgroundJob:

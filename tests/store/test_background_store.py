@@ -1,0 +1,78 @@
+"""Background jobs and event logs in the store, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from parley.ids import new_id
+from parley.store.sql import SqlStore
+
+PROJECT = "proj-bg"
+
+
+def _queued() -> dict[str, Any]:
+    return {"id": new_id("resp"), "object": "response", "created_at": 1, "status": "queued", "model": "m",
+            "previous_response_id": None, "conversation": None, "background": True, "output": []}
+
+
+async def _enqueue(store: SqlStore) -> dict[str, Any]:
+    response = _queued()
+    inputs = [{"id": new_id("msg"), "type": "message", "role": "user", "content": [], "status": "completed"}]
+    await store.enqueue_background(PROJECT, response, inputs, {"response": response},
+                                   [(0, b"event: response.created\n"), (1, b"event: response.queued\n")])
+    return response
+
+
+async def test_enqueue_claim_once_and_log(store: SqlStore) -> None:
+    response = await _enqueue(store)
+    assert await store.response_status(PROJECT, response["id"]) == "queued"
+    claims = await asyncio.gather(*(store.claim_background(f"w{i}", 10_000, 5) for i in range(4)))
+    claimed = [job for jobs in claims for job in jobs]
+    assert [job.response_id for job in claimed] == [response["id"]]  # exactly one worker got it
+    assert claimed[0].input_items[0]["role"] == "user" and claimed[0].request["response"]["id"] == response["id"]
+    assert await store.claim_background("late", 10_000, 5) == []
+
+    running = {**response, "status": "in_progress"}
+    item = {"id": "msg_out", "type": "message", "role": "assistant", "status": "completed", "content": []}
+    ok = await store.append_events(PROJECT, {**running, "output": [item]}, [(2, b"a"), (3, b"b")], [item], 0)
+    assert ok and await store.response_status(PROJECT, response["id"]) == "in_progress"
+    assert [seq for seq, _ in await store.read_events(response["id"], 0)] == [1, 2, 3]
+    assert await store.read_events(response["id"], 3) == []
+    stored = await store.get_response(PROJECT, response["id"])
+    assert stored is not None and stored["output"] == [item]
+
+
+async def test_cancel_wins_over_a_finishing_worker(store: SqlStore) -> None:
+    response = await _enqueue(store)
+    await store.claim_background("w", 10_000, 1)
+    cancelled = await store.cancel_background(PROJECT, response["id"])
+    assert cancelled is not None and cancelled["status"] == "cancelled"
+    ok = await store.append_events(PROJECT, {**response, "status": "completed"}, [(2, b"x")], [], 0)
+    assert ok is False  # the worker learns it was cancelled ...
+    assert await store.response_status(PROJECT, response["id"]) == "cancelled"  # ... and cannot undo it
+    again = await store.cancel_background(PROJECT, response["id"])
+    assert again is not None and again["status"] == "cancelled"
+    assert await store.cancel_background("other-project", response["id"]) is None
+
+
+async def test_cancelled_queued_job_is_never_claimed(store: SqlStore) -> None:
+    response = await _enqueue(store)
+    await store.cancel_background(PROJECT, response["id"])
+    assert await store.claim_background("w", 10_000, 5) == []
+
+
+async def test_expired_lease_ends_the_run_once(store: SqlStore) -> None:
+    live = await _enqueue(store)
+    dead = await _enqueue(store)
+    jobs = await store.claim_background("dead-worker", 1, 2)  # a 1 ms lease: already expired
+    assert {j.response_id for j in jobs} == {live["id"], dead["id"]}
+    await store.renew_leases("dead-worker", [live["id"]], 60_000)  # one run is still looked after
+    await asyncio.sleep(0.01)
+    assert [rid for rid, _ in await store.expired_runs()] == [dead["id"]]
+    ended = await store.fail_interrupted(dead["id"], {"code": "server_error", "message": "gone"})
+    assert ended is not None
+    body, next_seq = ended
+    assert body["status"] == "failed" and body["error"]["message"] == "gone" and next_seq == 2
+    assert await store.fail_interrupted(dead["id"], {"code": "server_error", "message": "gone"}) is None
+    assert await store.response_status(PROJECT, live["id"]) == "queued"
