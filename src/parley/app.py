@@ -25,6 +25,8 @@ from parley.providers.embedded import (
 )
 from parley.providers.registry import ModelEntry, ModelRegistry, configured_entries
 from parley.providers.tokens import Encodings
+from parley.services.compaction import Compactor
+from parley.services.conversations import ConversationsService
 from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
 from parley.store.sql import SqlStore
@@ -34,8 +36,10 @@ log = logging.getLogger("parley")
 
 def _http_session() -> aiohttp.ClientSession:
     # One pooled client for every upstream; generous limits since each stream holds a connection.
+    # No cookie jar (upstream APIs do not use cookies; the jar costs CPU per request).
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",))
+    return aiohttp.ClientSession(connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",),
+                                 cookie_jar=aiohttp.DummyCookieJar())
 
 
 async def _embedded_entries(
@@ -88,10 +92,13 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     auth = Authenticator(store, settings.auth_cache_ttl_s)
     sealer = ReasoningSealer(_reasoning_keys(settings))
     prompts = PromptsService(store)
+    compactor = Compactor(sealer)
+    conversations = ConversationsService(store, store, compactor)
     responses = ResponsesService(
-        store, models, sealer, prompts=prompts, obfuscation_default=settings.obfuscation_default
+        store, models, sealer, prompts=prompts, conversations=conversations, compactor=compactor,
+        obfuscation_default=settings.obfuscation_default,
     )
-    return Runtime(settings, store, session, models, auth, responses, prompts)
+    return Runtime(settings, store, session, models, auth, responses, prompts, conversations=conversations)
 
 
 def create_app(settings: Settings) -> Starlette:

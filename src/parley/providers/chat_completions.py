@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 import orjson
 
 from parley.errors import UpstreamError
@@ -190,7 +191,7 @@ class ChatCompletionsProvider:
         self._url = base_url.rstrip("/") + "/chat/completions"
         # vLLM's /tokenize and llama-cpp-python's /extras/tokenize live at the server root, not under /v1.
         self._root = base_url.rstrip("/").removesuffix("/v1")
-        self._headers = {"content-type": "application/json", "accept": "application/json"}
+        self._headers = CIMultiDict({"content-type": "application/json", "accept": "application/json"})
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
         self.profile = profile
