@@ -61,7 +61,10 @@ BAD_BODIES: list[tuple[dict[str, Any], str | None, str | None]] = [
     ({"tool_choice": {"type": "function", "name": "missing"}}, "tool_choice.name", None),
     ({"tool_choice": "required"}, "tool_choice", None),
     ({"background": True, "store": False}, "background", None),
-    ({"context_management": [{"type": "compaction"}]}, "context_management", "unsupported_value"),
+    ({"context_management": [{"type": "compaction"}] * 2}, "context_management", None),
+    ({"context_management": [{"type": "compaction", "compact_threshold": 0}]},
+     "context_management[0].compact_threshold", None),
+    ({"input": [{"type": "compaction_trigger"}, {"role": "user", "content": "x"}]}, "input[0]", None),
     ({"moderation": {"model": "omni-moderation-latest"}}, "moderation", "unsupported_value"),
 ]
 

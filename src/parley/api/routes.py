@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from parley.api import models, prompts, responses
+from parley.api import compaction, conversations, models, prompts, responses
 from parley.api.http import error_response, json_response, request_id
 from parley.errors import NotFound, ParleyError
 
@@ -22,11 +22,21 @@ def routes() -> list[Route]:
         Route("/v1/responses", responses.create_response, methods=["POST"]),
         # Before /v1/responses/{response_id}: that GET would otherwise take "input_tokens" as a response id.
         Route("/v1/responses/input_tokens", responses.count_input_tokens, methods=["POST"]),
+        Route("/v1/responses/compact", compaction.compact_response, methods=["POST"]),
         Route("/v1/responses/{response_id}", responses.retrieve_response, methods=["GET"]),
         Route("/v1/responses/{response_id}", responses.delete_response, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/cancel", responses.cancel_response, methods=["POST"]),
         Route("/v1/responses/{response_id}/input_items", responses.list_input_items, methods=["GET"]),
         Route("/v1/models", models.list_models, methods=["GET"]),
+        Route("/v1/conversations", conversations.create_conversation, methods=["POST"]),
+        Route("/v1/conversations/{conversation_id}", conversations.retrieve_conversation, methods=["GET"]),
+        Route("/v1/conversations/{conversation_id}", conversations.update_conversation, methods=["POST"]),
+        Route("/v1/conversations/{conversation_id}", conversations.delete_conversation, methods=["DELETE"]),
+        Route("/v1/conversations/{conversation_id}/items", conversations.create_items, methods=["POST"]),
+        Route("/v1/conversations/{conversation_id}/items", conversations.list_items, methods=["GET"]),
+        Route("/v1/conversations/{conversation_id}/items/{item_id}", conversations.retrieve_item, methods=["GET"]),
+        Route("/v1/conversations/{conversation_id}/items/{item_id}", conversations.delete_item,
+              methods=["DELETE"]),
         Route("/v1/prompts", prompts.create_prompt, methods=["POST"]),
         Route("/v1/prompts", prompts.list_prompts, methods=["GET"]),
         Route("/v1/prompts/{prompt_id}", prompts.retrieve_prompt, methods=["GET"]),

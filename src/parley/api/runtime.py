@@ -10,6 +10,7 @@ from starlette.requests import Request
 from parley.api.auth import Authenticator
 from parley.config import Settings
 from parley.providers.registry import ModelRegistry
+from parley.services.conversations import ConversationsService
 from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
 from parley.store.sql import SqlStore
@@ -24,6 +25,7 @@ class Runtime:
     auth: Authenticator
     responses: ResponsesService
     prompts: PromptsService
+    conversations: ConversationsService
 
 
 def runtime_of(request: Request) -> Runtime:

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
 import orjson
+from multidict import CIMultiDict
 
 from parley.errors import UpstreamError
 from parley.providers.base import (

@@ -78,7 +78,8 @@ class ResponsesService:
         """Validate everything, apply `truncation` and open the upstream call; every failure here is an HTTP error."""
         built = await self._build_call(project_id, req)
         req, entry, toolset, response = built.req, built.entry, built.toolset, built.response
-        call, leading = built.call, []
+        call = built.call
+        leading: list[Item] = []
         threshold = compact_threshold(req.context_management, entry)
         if threshold is not None:  # context_management: compact first, before truncation looks at it
             call, leading = await self._compactor.auto_compact(project_id, entry, call, threshold)

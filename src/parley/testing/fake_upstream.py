@@ -12,6 +12,8 @@ bodies) and its behaviour is chosen by the requested upstream `model`:
                   after a tool result it answers "done: <result>";
                   arguments are {"input": ...} when the tool's schema has an `input` property
   json-valid      answers {"name": "Ada", "age": 36}; json-invalid answers {"name": 5}
+  summary         like echo, but a summarisation request (exactly a system message that mentions "summar",
+                  then one user message: the transcript) gets "SUMMARY(<n> words of the transcript)"
   error-<status>  answers HTTP <status> with an OpenAI error body (429 adds retry-after: 7)
   drop            sends two chunks (non-streaming: half the body), then drops the connection
   nousage         no usage chunk even if asked
@@ -50,6 +52,11 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
                 return content
             return " ".join(p.get("text", "") for p in content or () if p.get("type") == "text")
     return ""
+
+
+def _asks_for_summary(messages: list[dict[str, Any]]) -> bool:
+    return (len(messages) == 2 and messages[0].get("role") in ("system", "developer")
+            and "summar" in str(messages[0].get("content")).lower())
 
 
 def _message_text(message: dict[str, Any]) -> str:
@@ -202,6 +209,8 @@ def _plan(model: str, body: dict[str, Any]) -> dict[str, Any]:
         plan["text"] = '{"name": "Ada", "age": 36}'
     if model == "json-invalid":
         plan["text"] = '{"name": 5}'
+    if model == "summary" and _asks_for_summary(messages):
+        plan["text"] = f"SUMMARY({len(_last_user_text(messages).split())} words)"
     if model == "tools" and messages and messages[-1].get("role") == "tool":
         # The tool ran: answer with its result, as an agent loop expects.
         plan["text"] = "done: " + str(messages[-1].get("content"))

@@ -1,0 +1,18 @@
+"""HTTP endpoint of POST /v1/responses/compact: parse + validate, compact, render the CompactedResponse."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from parley.api.http import endpoint, json_response, parse_model, read_body
+from parley.api.runtime import runtime_of
+from parley.schema.compaction import CompactRequest
+
+
+@endpoint
+async def compact_response(request: Request, rid: str) -> Response:
+    rt = runtime_of(request)
+    project = await rt.auth.project_of(request)
+    body = parse_model(CompactRequest, await read_body(request, rt.settings.max_body_bytes))
+    return json_response(await rt.responses.compact(project, body), rid)
