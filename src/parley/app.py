@@ -28,6 +28,8 @@ from parley.providers.embedded import (
 )
 from parley.providers.registry import ModelEntry, ModelRegistry, configured_entries
 from parley.providers.tokens import Encodings
+from parley.services.background import BackgroundLimits, BackgroundRunner
+from parley.services.background_responses import BackgroundResponses
 from parley.services.compaction import Compactor
 from parley.services.conversations import ConversationsService
 from parley.services.prompts import PromptsService
@@ -101,7 +103,16 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
         store, models, sealer, prompts=prompts, conversations=conversations, compactor=compactor,
         obfuscation_default=settings.obfuscation_default,
     )
-    return Runtime(settings, store, session, models, auth, responses, prompts, conversations=conversations)
+    limits = settings.background
+    runner = BackgroundRunner(store, BackgroundLimits(
+        max_concurrent=limits.max_concurrent, time_limit_s=limits.time_limit_s,
+        lease_ms=int(limits.lease_s * 1000), poll_s=limits.poll_s,
+    ))
+    background = BackgroundResponses(store, responses, runner)
+    background.start()
+    stack.push_async_callback(runner.stop)  # before the store closes (the stack unwinds in reverse)
+    return Runtime(settings, store, session, models, auth, responses, prompts, conversations=conversations,
+                   background=background)
 
 
 class ParleyApp:

@@ -122,6 +122,17 @@ def list_body(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     }
 
 
+def sse_frames(frames: AsyncIterator[bytes], rid: str) -> StreamingResponse:
+    """Already-framed events (a background response's log), then `[DONE]`."""
+
+    async def body() -> AsyncIterator[bytes]:
+        async for frame in frames:
+            yield frame
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={**SSE_HEADERS, "x-request-id": rid})
+
+
 def sse_response(batches: AsyncIterator[list[dict[str, Any]]], rid: str) -> StreamingResponse:
     """Each batch is written at once: whole events only, so no event straddles two writes."""
 

@@ -11,10 +11,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive
 
-from parley.api.http import endpoint, json_response, list_body, page_query, parse_model, read_body, sse_response
+from parley.api.http import (
+    endpoint,
+    json_response,
+    list_body,
+    page_query,
+    parse_model,
+    read_body,
+    sse_frames,
+    sse_response,
+)
 from parley.api.runtime import runtime_of
 from parley.errors import InvalidRequest
 from parley.schema.requests import CreateResponseRequest, IncludeValue
+from parley.services.background import follow
 
 _INCLUDE_VALUES = frozenset(get_args(IncludeValue))
 
@@ -48,6 +58,14 @@ async def create_response(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
     project = await rt.auth.project_of(request)
     req = parse_model(CreateResponseRequest, await read_body(request, rt.settings.max_body_bytes))
+    if req.background:
+        # The run is recorded before answering and goes on without this client: a dropped stream
+        # can be resumed with GET /v1/responses/{id}?stream=true.
+        response = await rt.background.create(project, req)
+        if not req.stream:
+            return json_response(response, rid)
+        return sse_frames(follow(rt.store, rt.background.runner, project, response["id"], -1,
+                                 rt.settings.background.poll_s), rid)
     if req.stream:
         prepared = await rt.responses.prepare(project, req)
         return sse_response(rt.responses.stream(prepared), rid)
@@ -82,12 +100,17 @@ async def retrieve_response(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
     project = await rt.auth.project_of(request)
     _check_include(request)
-    if request.query_params.get("stream", "false").lower() == "true":
-        raise InvalidRequest(
-            "Streaming a stored response is only available for background responses, "
-            "which this server does not support yet.", param="stream", code="unsupported_value",
-        )
-    return json_response(await rt.responses.retrieve(project, request.path_params["response_id"]), rid)
+    response_id = request.path_params["response_id"]
+    if request.query_params.get("stream", "false").lower() != "true":
+        return json_response(await rt.responses.retrieve(project, response_id), rid)
+    # Replay the event log from response.created (the SDK helper filters client-side), or after
+    # `starting_after`, then follow the run live until its terminal event (api-surface.md §6.6).
+    raw_after = request.query_params.get("starting_after", "-1")
+    if not raw_after.lstrip("-").isdigit():
+        raise InvalidRequest("'starting_after' must be an integer.", param="starting_after")
+    await rt.background.check_streamable(project, response_id)
+    return sse_frames(follow(rt.store, rt.background.runner, project, response_id, int(raw_after),
+                             rt.settings.background.poll_s), rid)
 
 
 @endpoint
@@ -101,7 +124,7 @@ async def delete_response(request: Request, rid: str) -> Response:
 async def cancel_response(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
     project = await rt.auth.project_of(request)
-    return json_response(await rt.responses.cancel(project, request.path_params["response_id"]), rid)
+    return json_response(await rt.background.cancel(project, request.path_params["response_id"]), rid)
 
 
 @endpoint

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from parley.api.auth import Authenticator
 from parley.config import Settings
 from parley.providers.registry import ModelRegistry
+from parley.services.background_responses import BackgroundResponses
 from parley.services.conversations import ConversationsService
 from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
@@ -26,6 +27,7 @@ class Runtime:
     responses: ResponsesService
     prompts: PromptsService
     conversations: ConversationsService
+    background: BackgroundResponses
 
 
 def runtime_of(request: Request) -> Runtime:

@@ -26,6 +26,8 @@ log = logging.getLogger("parley.background")
 
 # Builds the run of a claimed job (the responses service owns request -> model call).
 RunFactory = Callable[[BackgroundJob], Awaitable[ResponseRun]]
+# Called with the final response once a run has ended and its log is complete.
+FinishHook = Callable[[BackgroundJob, dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +75,14 @@ class BackgroundRunner:
         self.worker_id = new_id("wrk")
         self.hub = EventHub()
         self._factory: RunFactory | None = None
+        self._finished: FinishHook | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
 
-    def start(self, factory: RunFactory) -> None:
+    def start(self, factory: RunFactory, finished: FinishHook) -> None:
         self._factory = factory
+        self._finished = finished
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._dispatch(), name="parley-bg-dispatch"),
                        loop.create_task(self._leases(), name="parley-bg-leases")]
@@ -168,6 +172,8 @@ class BackgroundRunner:
                     await log_writer.fail_before_start(job, err)
                     return
                 await log_writer.write_run(run)
+            if self._finished is not None and not log_writer.cancelled:
+                await self._finished(job, run.builder.response)
         except TimeoutError:
             if run is not None:
                 message = f"The background response exceeded the time limit of {self._limits.time_limit_s:g} s."

@@ -76,7 +76,13 @@ class ResponsesService:
 
     async def prepare(self, project_id: str, req: CreateResponseRequest) -> PreparedResponse:
         """Validate everything, apply `truncation` and open the upstream call; every failure here is an HTTP error."""
-        built = await self._build_call(project_id, req)
+        built = await self.build_call(project_id, req)
+        run = await self.open_run(project_id, built, emit=bool(req.stream))
+        return PreparedResponse(project_id, built.store, built.new_items, run, built.req.conversation_id,
+                                built.conversation_input)
+
+    async def open_run(self, project_id: str, built: BuiltCall, *, emit: bool) -> ResponseRun:
+        """Compact and truncate the context as asked, open the upstream call and set up the run."""
         req, entry, toolset, response = built.req, built.entry, built.toolset, built.response
         call = built.call
         leading: list[Item] = []
@@ -90,19 +96,24 @@ class ResponsesService:
         if req.stream_options is not None and req.stream_options.include_obfuscation is not None:
             obfuscate = req.stream_options.include_obfuscation
         builder = StreamBuilder(
-            response, emit=bool(req.stream), obfuscate=obfuscate, tools=toolset.by_upstream_name(),
+            response, emit=emit, obfuscate=obfuscate, tools=toolset.by_upstream_name(),
             parallel_tool_calls=req.parallel_tool_calls is not False,
             seal=self._sealer_for(project_id) if "reasoning.encrypted_content" in (req.include or ()) else None,
         )
-        run = ResponseRun(builder, stream, built.checks, leading)
-        return PreparedResponse(project_id, built.store, built.new_items, run, req.conversation_id,
-                                built.conversation_input)
+        return ResponseRun(builder, stream, built.checks, leading)
+
+    async def append_to_conversation(
+        self, project_id: str, conversation_id: str | None, response: dict[str, Any], items: list[Item]
+    ) -> None:
+        """A finished turn joins its conversation (completed/incomplete only; see ARCHITECTURE.md)."""
+        if conversation_id is not None:
+            await self._conversations.append_response(project_id, conversation_id, response, items)
 
     async def input_tokens(self, project_id: str, req: CreateResponseRequest) -> dict[str, Any]:
         """POST /v1/responses/input_tokens: the input tokens of the context create would send, without
         generating. With truncation=auto it is the context after truncation (a 400 if nothing fits); with
         `disabled` an oversized input is counted, not refused (the count is what the caller asks for)."""
-        built = await self._build_call(project_id, req)
+        built = await self.build_call(project_id, req)
         entry, call, count = built.entry, built.call, None
         if built.req.truncation == "auto":
             fitted = await fit_context(call, entry.provider.count_tokens, "auto", entry.context_window)
@@ -116,18 +127,15 @@ class ResponsesService:
         `previous_response_id`, compacted into its user messages and one compaction item."""
         req = CreateResponseRequest(model=body.model, input=body.input, instructions=body.instructions,
                                     previous_response_id=body.previous_response_id)
-        built = await self._build_call(project_id, req)
+        built = await self.build_call(project_id, req)
         return await self._compactor.compacted_response(project_id, built.entry, built.call.items)
 
-    async def _build_call(self, project_id: str, req: CreateResponseRequest) -> BuiltCall:
+    async def build_call(self, project_id: str, req: CreateResponseRequest) -> BuiltCall:
         """Validate the request and build the model call from its input and the stored context it names."""
         prompt_items: list[Item] = []
         if req.prompt is not None:  # first: the template may supply the model and instructions
             req, prompt_items = await self._prompts.apply(project_id, req)
         entry = self._models.get(req.model)
-        if req.background:
-            raise InvalidRequest("Background responses are not supported by this server yet.", param="background",
-                                 code="unsupported_value")
         for name in ("moderation",):
             if getattr(req, name) is not None:
                 raise InvalidRequest(f"'{name}' is not supported by this server yet.", param=name,
@@ -216,9 +224,9 @@ class ResponsesService:
     async def _persist(self, prepared: PreparedResponse) -> None:
         if prepared.store:
             await self._store.save_response(prepared.project_id, prepared.response, prepared.input_items)
-        if prepared.conversation_id is not None:  # also with store=false: the conversation keeps the turn
-            await self._conversations.append_response(prepared.project_id, prepared.conversation_id,
-                                                      prepared.response, prepared.conversation_input)
+        # Also with store=false: the conversation keeps the turn.
+        await self.append_to_conversation(prepared.project_id, prepared.conversation_id, prepared.response,
+                                          prepared.conversation_input)
 
     def _sealer_for(self, project_id: str) -> Callable[[Item], str]:
         return lambda item: self._sealer.seal(item, project_id)
@@ -268,13 +276,6 @@ class ResponsesService:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         data = await self._resolve_references(project_id, result.data)
         return Page(data, result.has_more)
-
-    async def cancel(self, project_id: str, response_id: str) -> dict[str, Any]:
-        response = await self.retrieve(project_id, response_id)
-        if not response.get("background"):
-            raise InvalidRequest("Only responses created with background=true can be cancelled.",
-                                 param="response_id")
-        return response
 
 
 # include[] values that only make sense with a built-in tool Parley does not run yet.

@@ -1,0 +1,209 @@
+"""Background responses against real `parley serve` processes: polling, resumable streams, cancellation,
+time limits, two processes on one database, and a SIGKILL in the middle of a run."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from compat_support import ParleyServer, check_events, check_response, model_toml, wait_for
+from openai import OpenAI
+
+from parley.testing.fake_upstream import FakeUpstream
+
+LONG = "one two three four five six seven eight nine ten eleven twelve"  # ~14 chunks, 0.2 s apart
+
+
+def _config(fake: FakeUpstream, db: Path | None = None, **background: Any) -> str:
+    config = f'database_url = "sqlite+aiosqlite:///{db}"\n' if db else ""
+    config += "".join(model_toml(m, fake.base_url, m) for m in ("echo", "slow", "error-500"))
+    config += "[embedded]\nenabled = false\n[background]\n"
+    config += "".join(f"{k} = {v}\n" for k, v in background.items())
+    return config
+
+
+@pytest.fixture(scope="module")
+def bg(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ParleyServer]:
+    server = ParleyServer(tmp_path_factory.mktemp("bg"), _config(fake, max_concurrent=1, time_limit_s=30))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _client(server: ParleyServer) -> OpenAI:
+    return OpenAI(base_url=server.base_url, api_key="sk-local", max_retries=0, timeout=30.0)
+
+
+def _wait_status(client: OpenAI, response_id: str, statuses: set[str], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = client.responses.retrieve(response_id)
+        if current.status in statuses:
+            return current
+        time.sleep(0.05)
+    raise AssertionError(f"{response_id} never reached {statuses}")
+
+
+def _read_events(base_url: str, body: dict[str, Any], stop_after_seq: int) -> list[dict[str, Any]]:
+    """Stream a create and hang up after event `stop_after_seq`."""
+    events: list[dict[str, Any]] = []
+    with httpx.stream("POST", base_url + "/responses", json=body, timeout=30.0,
+                      headers={"authorization": "Bearer sk-local"}) as resp:
+        assert resp.status_code == 200
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                import json
+
+                events.append(json.loads(line[6:]))
+                if events[-1]["sequence_number"] >= stop_after_seq:
+                    break
+    return events
+
+
+def _replay(base_url: str, response_id: str, starting_after: int | None = None) -> list[dict[str, Any]]:
+    import json
+
+    params = {"stream": "true"} | ({"starting_after": str(starting_after)} if starting_after is not None else {})
+    with httpx.stream("GET", f"{base_url}/responses/{response_id}", params=params, timeout=30.0) as resp:
+        assert resp.status_code == 200, resp.read()
+        return [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: {")]
+
+
+def test_background_create_then_poll(bg: ParleyServer) -> None:
+    with _client(bg) as client:
+        raw = client.responses.with_raw_response.create(model="echo", input="hello", background=True)
+        first = check_response(raw.http_response.json())
+        assert first.status in ("queued", "in_progress") and first.background is True
+        done = _wait_status(client, first.id, {"completed"})
+        assert done.output_text == "echo: hello" and done.usage is not None
+
+
+def test_background_stream_drop_and_resume(bg: ParleyServer) -> None:
+    body = {"model": "slow", "input": LONG, "background": True, "stream": True}
+    head = _read_events(bg.base_url, body, stop_after_seq=5)
+    assert [e["type"] for e in head[:3]] == ["response.created", "response.queued", "response.in_progress"]
+    assert head[0]["response"]["status"] == "queued"
+    response_id = head[0]["response"]["id"]
+    rest = _replay(bg.base_url, response_id, starting_after=5)
+    assert rest[0]["sequence_number"] == 6 and rest[-1]["type"] == "response.completed"
+    full = _replay(bg.base_url, response_id)  # the whole log, from response.created
+    check_events(full)
+    assert [e["sequence_number"] for e in full] == list(range(len(full)))
+    assert full[6:] == rest
+    with _client(bg) as client:
+        with client.responses.stream(response_id=response_id, starting_after=5) as stream:
+            seen = [event.sequence_number for event in stream]
+            final = stream.get_final_response()
+        assert seen[0] == 6 and final.output_text == "echo: " + LONG
+
+
+def test_cancel_in_progress_and_queued(bg: ParleyServer, fake: FakeUpstream) -> None:
+    with _client(bg) as client:
+        running = client.responses.create(model="slow", input=LONG + " running", background=True)
+        _wait_status(client, running.id, {"in_progress"})
+        queued = client.responses.create(model="slow", input="queued marker", background=True)
+        assert client.responses.retrieve(queued.id).status == "queued"  # max_concurrent = 1
+
+        cancelled = client.responses.cancel(queued.id)
+        assert cancelled.status == "cancelled"
+        disconnects = len(fake.disconnects)
+        stopped = client.responses.cancel(running.id)
+        assert stopped.status == "cancelled"
+        assert wait_for(lambda: len(fake.disconnects) > disconnects, timeout=5)  # the upstream call was closed
+        time.sleep(0.5)
+        assert client.responses.retrieve(running.id).status == "cancelled"  # the worker did not overwrite it
+        assert client.responses.retrieve(queued.id).status == "cancelled"
+        assert not any("queued marker" in str(r["messages"]) for r in fake.requests)  # it never ran
+        again = client.responses.cancel(running.id)  # idempotent
+        assert again.status == "cancelled"
+
+
+def test_cancel_finished_and_foreground(bg: ParleyServer) -> None:
+    with _client(bg) as client:
+        done = client.responses.create(model="echo", input="x", background=True)
+        _wait_status(client, done.id, {"completed"})
+        assert client.responses.cancel(done.id).status == "completed"
+        foreground = client.responses.create(model="echo", input="x")
+        with pytest.raises(openai.BadRequestError):
+            client.responses.cancel(foreground.id)
+        with pytest.raises(openai.BadRequestError):
+            client.responses.retrieve(foreground.id, stream=True)
+        with pytest.raises(openai.BadRequestError) as info:
+            client.responses.create(model="echo", input="x", background=True, store=False)
+        assert info.value.param == "background"
+
+
+def test_background_upstream_failure(bg: ParleyServer) -> None:
+    with _client(bg) as client:
+        created = client.responses.create(model="error-500", input="x", background=True)
+        failed = _wait_status(client, created.id, {"failed"})
+        assert failed.error is not None and "HTTP 500" in failed.error.message
+    events = _replay(bg.base_url, created.id)
+    assert events[-1]["type"] == "response.failed"
+
+
+def test_time_limit(fake: FakeUpstream, tmp_path: Path) -> None:
+    server = ParleyServer(tmp_path / "limit", _config(fake, time_limit_s=0.6))
+    server.start()
+    try:
+        with _client(server) as client:
+            created = client.responses.create(model="slow", input=LONG, background=True)
+            failed = _wait_status(client, created.id, {"failed"})
+            assert failed.error is not None and "time limit" in failed.error.message
+    finally:
+        server.stop()
+
+
+def test_stream_resumes_on_another_process(fake: FakeUpstream, tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    first = ParleyServer(tmp_path / "a", _config(fake, db))
+    second = ParleyServer(tmp_path / "b", _config(fake, db))
+    first.start()
+    second.start()
+    try:
+        body = {"model": "slow", "input": LONG, "background": True, "stream": True}
+        head = _read_events(first.base_url, body, stop_after_seq=4)
+        response_id = head[0]["response"]["id"]
+        rest = _replay(second.base_url, response_id, starting_after=4)  # follows the run on the other process
+        assert rest[0]["sequence_number"] == 5 and rest[-1]["type"] == "response.completed"
+        assert rest[-1]["response"]["output"][0]["content"][0]["text"] == "echo: " + LONG
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_sigkill_mid_run_then_restart(fake: FakeUpstream, tmp_path: Path) -> None:
+    db = tmp_path / "crash.db"
+    config = _config(fake, db, max_concurrent=1, lease_s=1.0)
+    doomed = ParleyServer(tmp_path / "doomed", config)
+    doomed.start()
+    body = {"model": "slow", "input": LONG, "background": True, "stream": True}
+    head = _read_events(doomed.base_url, body, stop_after_seq=4)
+    interrupted = head[0]["response"]["id"]
+    with _client(doomed) as client:
+        waiting = client.responses.create(model="echo", input="waiting in the queue", background=True)
+        assert client.responses.retrieve(waiting.id).status == "queued"
+    assert doomed.process is not None
+    doomed.process.send_signal(signal.SIGKILL)
+    doomed.process.wait(5)
+
+    survivor = ParleyServer(tmp_path / "survivor", config)
+    survivor.start()
+    try:
+        with _client(survivor) as client:
+            failed = _wait_status(client, interrupted, {"failed"})
+            assert failed.error is not None and "interrupted" in failed.error.message
+            resumed = _wait_status(client, waiting.id, {"completed"})  # the queued job ran after the restart
+            assert resumed.output_text == "echo: waiting in the queue"
+        log = _replay(survivor.base_url, interrupted)
+        assert [e["sequence_number"] for e in log] == list(range(len(log)))  # nothing lost or duplicated
+        assert log[:5] == head[:5] and log[-1]["type"] == "response.failed"
+        assert sum(e["type"] == "response.failed" for e in log) == 1
+    finally:
+        survivor.stop()
