@@ -76,11 +76,16 @@ def count_statements(store: SqlStore) -> Iterator[list[str]]:
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         statements.append(statement)
 
-    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    engines = [store.engine.sync_engine]
+    if store.writer.sync_engine is not None:  # SQLite writes go through the writer thread's own engine
+        engines.append(store.writer.sync_engine)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield statements
     finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
 
 
 # -- responses ---------------------------------------------------------------------------------------

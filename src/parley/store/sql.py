@@ -9,9 +9,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import delete, event, func, select, text, update
-from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
 
 from parley.errors import InvalidRequest
 from parley.ids import new_id
@@ -22,7 +20,7 @@ from parley.store.rows import item_rows, response_row
 from parley.store.sql_background import SqlBackground
 from parley.store.sql_conversations import SqlConversations
 from parley.store.sql_prompts import SqlPrompts
-from parley.store.writer import GroupCommitWriter, Write
+from parley.store.writer import GroupCommitWriter, Write, sqlite_pragmas
 
 _CHAIN_SQL = text(
     """
@@ -44,19 +42,10 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-    cursor = dbapi_conn.cursor()
-    # WAL: readers never block the writer; NORMAL sync is durable across process crashes in WAL mode.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, pool_size=4, max_overflow=4)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from parley.store import tables
@@ -102,8 +102,8 @@ class SqlBackground:
         rows = [{"response_id": response["id"], "seq": seq, "data": data.decode()} for seq, data in events]
         outcome: list[bool] = []
 
-        async def update_status(conn: AsyncConnection) -> None:
-            result = await conn.execute(
+        def update_status(conn: Connection) -> None:
+            result = conn.execute(
                 update(r).where(r.c.id == response["id"], r.c.status.not_in(TERMINAL)).values(**_body_row(response))
             )
             outcome.append(bool(result.rowcount))

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from parley.errors import InvalidRequest
@@ -90,10 +90,10 @@ class SqlConversations:
         c = tables.conversations
         outcome = {"found": False}
 
-        async def append(conn: AsyncConnection) -> None:
+        def append(conn: Connection) -> None:
             # The UPDATE comes first: it takes the row lock (PostgreSQL) or the write lock (SQLite) before
             # positions are chosen, so concurrent appends to one conversation are serialised.
-            reserved = await conn.execute(
+            reserved = conn.execute(
                 update(c)
                 .where(c.c.id == conversation_id, c.c.project_id == project_id)
                 .values(next_position=c.c.next_position + len(items))
@@ -103,7 +103,7 @@ class SqlConversations:
             outcome["found"] = end is not None  # assigned, not appended: a failed batch is retried alone
             if end is not None and items:
                 rows = _item_rows(project_id, conversation_id, items, int(end) - len(items))
-                await conn.execute(insert(tables.conversation_items), rows)
+                conn.execute(insert(tables.conversation_items), rows)
 
         await self.writer.submit(Write(before=[append]))
         return outcome["found"]

@@ -4,6 +4,10 @@ Each caller awaits its own write; the writer task takes everything queued, inser
 table with one executemany, and commits once. If a merged batch fails, each write is retried in its
 own transaction so one bad write cannot fail the others. A write that was queued completes even if
 the caller is cancelled meanwhile, so nothing is half-written when a client disconnects.
+
+On SQLite the whole transaction runs in one hop to a dedicated writer thread with the synchronous
+driver, instead of one event-loop/thread round trip per statement through aiosqlite: that was most of a
+stored request's CPU (bench/README.md). Other databases run it in one `run_sync` call.
 """
 
 from __future__ import annotations
@@ -11,16 +15,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Connection, Engine, Table, create_engine, event, insert
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 log = logging.getLogger("parley.store")
 
-Statement = Callable[[AsyncConnection], Awaitable[Any]]
+# A statement runs synchronously inside the write transaction (on the writer thread, or in run_sync).
+Statement = Callable[[Connection], Any]
+
+
+def sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL: readers never block the writer; NORMAL sync is durable across process crashes in WAL mode.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
 
 
 @dataclass(slots=True)
@@ -37,6 +54,12 @@ class GroupCommitWriter:
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[Write, asyncio.Future[None]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._sync: Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            self._sync = create_engine(engine.url.set(drivername="sqlite"), pool_size=1, max_overflow=0)
+            event.listen(self._sync, "connect", sqlite_pragmas)
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="parley-sqlite-writer")
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="parley-store-writer")
@@ -50,6 +73,9 @@ class GroupCommitWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        if self._thread is not None and self._sync is not None:
+            self._thread.shutdown(wait=True)
+            self._sync.dispose()
 
     async def submit(self, write: Write) -> None:
         if self._task is None:
@@ -88,21 +114,38 @@ class GroupCommitWriter:
                     future.set_result(None)
 
     async def _commit(self, writes: list[Write]) -> None:
-        # Inserts are merged per table; statements flush what is pending first, so order is preserved.
-        pending: dict[Table, list[dict[str, Any]]] = {}
+        if self._sync is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._commit_sync, writes)
+            return
         async with self._engine.begin() as conn:
-            for write in writes:
-                if write.before:
-                    await _flush(conn, pending)
-                    for statement in write.before:
-                        await statement(conn)
-                for table, rows in write.inserts:
-                    pending.setdefault(table, []).extend(rows)
-            await _flush(conn, pending)
+            await conn.run_sync(_apply, writes)
+
+    @property
+    def sync_engine(self) -> Engine | None:
+        """The engine of the SQLite writer thread (None on other databases)."""
+        return self._sync
+
+    def _commit_sync(self, writes: list[Write]) -> None:
+        assert self._sync is not None
+        with self._sync.begin() as conn:
+            _apply(conn, writes)
 
 
-async def _flush(conn: AsyncConnection, pending: dict[Table, list[dict[str, Any]]]) -> None:
+def _apply(conn: Connection, writes: list[Write]) -> None:
+    # Inserts are merged per table; statements flush what is pending first, so order is preserved.
+    pending: dict[Table, list[dict[str, Any]]] = {}
+    for write in writes:
+        if write.before:
+            _flush(conn, pending)
+            for statement in write.before:
+                statement(conn)
+        for table, rows in write.inserts:
+            pending.setdefault(table, []).extend(rows)
+    _flush(conn, pending)
+
+
+def _flush(conn: Connection, pending: dict[Table, list[dict[str, Any]]]) -> None:
     for table, rows in pending.items():
         if rows:
-            await conn.execute(insert(table), rows)
+            conn.execute(insert(table), rows)
     pending.clear()
