@@ -71,6 +71,7 @@ class Options:
     store: bool
     upstream: str
     output: Path | None
+    workers: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +97,14 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--upstream", choices=["fast", "testing"], default="fast",
                         help="fast: bench.upstream (default); testing: parley.testing.fake_upstream")
     parser.add_argument("--output", type=Path, help="also write the JSON report to this file")
+    parser.add_argument("--workers", type=int, default=1, help="parley serve --workers (default 1)")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.rounds < 1 or min(args.concurrency) < 1:
         parser.error("--duration must be > 0, --rounds >= 1 and every --concurrency >= 1")
     return Options(
         duration_s=args.duration, rounds=args.rounds, warmup_s=max(0.0, args.warmup),
         concurrency=tuple(args.concurrency), modes=tuple(args.modes), prompt=args.prompt,
-        store=not args.no_store, upstream=args.upstream, output=args.output,
+        store=not args.no_store, upstream=args.upstream, output=args.output, workers=args.workers,
     )
 
 
@@ -142,7 +144,8 @@ def servers(opts: Options, workdir: Path) -> Iterator[Servers]:
         config = workdir / "config.toml"
         config.write_text(_parley_config(upstream_url))
         argv = [*_parley_argv(), "serve", "--host", "127.0.0.1", "--port", str(parley_port),
-                "--data-dir", str(workdir / "data"), "--config", str(config), "--log-level", "warning"]
+                "--data-dir", str(workdir / "data"), "--config", str(config), "--log-level", "warning",
+                "--workers", str(opts.workers)]
         parley = Child("parley", argv, workdir / "parley.log", env)
         children.append(parley)
         parley_url = f"http://127.0.0.1:{parley_port}"
@@ -242,7 +245,7 @@ def run(opts: Options) -> dict[str, Any]:
         "config": {
             "duration_s": opts.duration_s, "rounds": opts.rounds, "warmup_s": opts.warmup_s,
             "concurrency": list(opts.concurrency), "modes": list(opts.modes), "prompt": opts.prompt,
-            "store": opts.store, "upstream": opts.upstream, "answer_tokens": 32,
+            "store": opts.store, "upstream": opts.upstream, "answer_tokens": 32, "workers": opts.workers,
         },
         "environment": environment,
         "scenarios": scenarios,

@@ -34,18 +34,46 @@ class ProcSample:
     rss_peak_mb: float
 
 
-def sample(pid: int) -> ProcSample:
-    """Read /proc/PID/stat (utime, stime) and /proc/PID/status (VmRSS, VmHWM); no psutil needed."""
+def _stat_fields(pid: int) -> list[str]:
     stat = Path(f"/proc/{pid}/stat").read_text()
-    # Fields after the command name (which may contain spaces) start at field 3; utime/stime are 14/15.
-    fields = stat[stat.rindex(")") + 2:].split()
-    cpu_s = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    memory: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            memory[key] = int(value.split()[0]) / 1024
-    return ProcSample(cpu_s, memory.get("VmRSS", 0.0), memory.get("VmHWM", 0.0))
+    # Fields after the command name (which may contain spaces) start at field 3.
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def _descendants(pid: int) -> list[int]:
+    """pid and every live process below it (`parley serve --workers N` runs its workers as children)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def sample(pid: int) -> ProcSample:
+    """CPU (utime + stime) and memory (VmRSS, VmHWM) of pid and its live descendants, from /proc."""
+    cpu_s = rss = hwm = 0.0
+    for member in _descendants(pid):
+        try:
+            fields = _stat_fields(member)  # utime/stime are fields 14/15
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        cpu_s += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        for line in status.splitlines():
+            key, _, value = line.partition(":")
+            if key == "VmRSS":
+                rss += int(value.split()[0]) / 1024
+            elif key == "VmHWM":
+                hwm += int(value.split()[0]) / 1024
+    return ProcSample(cpu_s, rss, hwm)
 
 
 def machine_cpu_s() -> float:

@@ -151,3 +151,10 @@ def create_app(settings: Settings) -> ParleyApp:
             yield
 
     return ParleyApp(lifespan)
+
+
+def app_from_settings() -> ParleyApp:
+    """The app of one worker process when serving with several (`parley serve --workers N`)."""
+    from parley.config import load_settings
+
+    return create_app(load_settings())

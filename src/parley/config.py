@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="Default: SQLite in data_dir")
     config_file: Path | None = None
     log_level: LogLevel = "info"
+    workers: int = Field(default=1, ge=1, le=64, description="Server processes sharing the port")
     allow_unauthenticated_remote: bool = Field(
         default=False, description="Allow a non-loopback bind with no API keys (not recommended)"
     )
@@ -183,6 +184,14 @@ def load_settings(**flags: Any) -> Settings:
     """Settings from flags (None values are treated as 'not given'), env and the TOML file."""
     given = {k: v for k, v in flags.items() if v is not None}
     return Settings(**given)
+
+
+def export_flags(flags: dict[str, Any]) -> None:
+    """Hand command-line flags to worker processes as PARLEY_* variables (they keep their precedence over
+    the TOML file there, as flags do here)."""
+    for name, value in flags.items():
+        if value is not None:
+            os.environ[f"PARLEY_{name.upper()}"] = str(value)
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from parley.config import Settings, load_settings, redacted
+from parley.config import Settings, export_flags, load_settings, redacted
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Parley: an OpenAI Responses API server.")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored hashed, one project each).")
@@ -55,11 +55,16 @@ def serve(
     database_url: DbOpt = None,
     config: ConfigOpt = None,
     log_level: Annotated[str | None, typer.Option(help="debug|info|warning|error")] = None,
+    workers: Annotated[int | None, typer.Option(help="Server processes sharing the port (default 1)")] = None,
 ) -> None:
     """Start the server."""
-    settings = _settings(
-        host=host, port=port, data_dir=data_dir, database_url=database_url, config_file=config, log_level=log_level
-    )
+    flags: dict[str, Any] = {"host": host, "port": port, "data_dir": data_dir, "database_url": database_url,
+                             "config_file": config, "log_level": log_level, "workers": workers}
+    settings = _settings(**flags)
+    if settings.workers > 1 and settings.embedded.enabled:
+        typer.echo("parley: the embedded model runs in a single process; use --workers 1, or set "
+                   "[embedded] enabled = false (PARLEY_EMBEDDED__ENABLED=false).", err=True)
+        raise typer.Exit(2)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.binds_loopback and not settings.allow_unauthenticated_remote:
         if not asyncio.run(_any_key(settings)):
@@ -73,8 +78,14 @@ def serve(
 
     from parley.app import create_app
 
+    if settings.workers > 1:
+        # Each worker process builds its own app from the same flags (passed down as PARLEY_* variables);
+        # they share the database, and background runs are claimed by whichever worker is free.
+        export_flags(flags)
+    target: Any = "parley.app:app_from_settings" if settings.workers > 1 else create_app(settings)
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+        target, factory=settings.workers > 1, workers=settings.workers if settings.workers > 1 else None,
+        host=settings.host, port=settings.port, log_level=settings.log_level,
         access_log=False, loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=10,
         # No proxy-header rewriting (Parley does not trust forwarded addresses) and no per-response
         # Server/Date headers: measured per-request CPU on the hot path (bench/README.md).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,7 @@ class GroupCommitWriter:
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[Write, asyncio.Future[None]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.transactions = 0  # committed write transactions, for tests and diagnostics
         self._sync: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         if engine.dialect.name == "sqlite":
@@ -83,7 +85,8 @@ class GroupCommitWriter:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((write, future))
-        await asyncio.shield(future)
+        # If the caller is cancelled, only its future is: the write itself stays queued and is committed.
+        await future
 
     async def _run(self) -> None:
         while True:
@@ -116,9 +119,10 @@ class GroupCommitWriter:
     async def _commit(self, writes: list[Write]) -> None:
         if self._sync is not None:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._commit_sync, writes)
-            return
-        async with self._engine.begin() as conn:
-            await conn.run_sync(_apply, writes)
+        else:
+            async with self._engine.begin() as conn:
+                await conn.run_sync(_apply, writes)
+        self.transactions += 1
 
     @property
     def sync_engine(self) -> Engine | None:
@@ -146,6 +150,23 @@ def _apply(conn: Connection, writes: list[Write]) -> None:
 
 def _flush(conn: Connection, pending: dict[Table, list[dict[str, Any]]]) -> None:
     for table, rows in pending.items():
-        if rows:
+        if not rows:
+            continue
+        if conn.dialect.name == "sqlite":
+            # The DB-API's executemany directly: SQLAlchemy's per-row parameter processing was most of
+            # the writer's CPU (and it holds the GIL the event loop needs).
+            columns = list(rows[0])
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.executemany(_sqlite_insert(table.name, tuple(columns)),
+                                   [tuple(row[c] for c in columns) for row in rows])
+            finally:
+                cursor.close()
+        else:
             conn.execute(insert(table), rows)
     pending.clear()
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
