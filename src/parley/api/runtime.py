@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiohttp
 from starlette.requests import Request
 
 from parley.api.auth import Authenticator
 from parley.config import Settings
+from parley.providers.http1 import Http1Pool
 from parley.providers.registry import ModelRegistry
 from parley.services.background_responses import BackgroundResponses
 from parley.services.conversations import ConversationsService
@@ -21,7 +21,7 @@ from parley.store.sql import SqlStore
 class Runtime:
     settings: Settings
     store: SqlStore
-    session: aiohttp.ClientSession
+    http: Http1Pool
     models: ModelRegistry
     auth: Authenticator
     responses: ResponsesService

@@ -37,9 +37,10 @@ def sse_frame(event: Event) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-def _obfuscation(delta: str) -> str:
-    # Pads the payload so a delta's size does not reveal its length (api-surface.md §6.5).
-    return secrets.token_urlsafe(12)[: 16 - len(delta) % 16]
+def _obfuscation(pad: str, delta: str) -> str:
+    # Pads each delta event to a multiple of 16 characters of delta text, so an event's size does not
+    # reveal the exact length of its text (api-surface.md §6.5). The padding is random per response.
+    return pad[: 16 - len(delta) % 16]
 
 
 class _OpenText:
@@ -83,6 +84,7 @@ class StreamBuilder:
         self.called: list[str] = []
         self.emit = emit
         self.obfuscate = obfuscate and emit
+        self._pad = secrets.token_urlsafe(12) if self.obfuscate else ""
         self._seq = 0
         self._message: _OpenText | None = None
         self._reasoning: _OpenText | None = None
@@ -173,7 +175,7 @@ class StreamBuilder:
                 "content_index": 0, "delta": delta.text, "logprobs": delta.logprobs or [],
             }
             if self.obfuscate:
-                ev["obfuscation"] = _obfuscation(delta.text)
+                ev["obfuscation"] = _obfuscation(self._pad, delta.text)
             events.append(self._event(ev))
         return events
 
@@ -222,7 +224,7 @@ class StreamBuilder:
                 "content_index": 0, "delta": delta.text,
             }
             if self.obfuscate:
-                ev["obfuscation"] = _obfuscation(delta.text)
+                ev["obfuscation"] = _obfuscation(self._pad, delta.text)
             events.append(self._event(ev))
         return events
 
@@ -278,7 +280,7 @@ class StreamBuilder:
                     "output_index": call.output_index, "delta": delta.arguments,
                 }
                 if self.obfuscate:
-                    ev["obfuscation"] = _obfuscation(delta.arguments)
+                    ev["obfuscation"] = _obfuscation(self._pad, delta.arguments)
                 events.append(self._event(ev))
         return events
 

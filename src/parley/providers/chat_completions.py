@@ -6,9 +6,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
-from multidict import CIMultiDict
 
 from parley.errors import UpstreamError
 from parley.providers.base import (
@@ -23,6 +21,7 @@ from parley.providers.base import (
     Usage,
 )
 from parley.providers.chat_request import chat_body
+from parley.providers.http1 import Endpoint, Http1Pool, HttpError, Response
 from parley.providers.profiles import Profile
 from parley.providers.tokens import Encodings, count_chat_tokens
 from parley.providers.upstream_http import TRANSPORT_ERRORS, status_error, transport_error
@@ -115,14 +114,13 @@ class _ChunkParser:
 class _UpstreamStream:
     """Iterates the events of one open upstream response; closing it releases the connection."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, call: ModelCall, profile: Profile, model: str) -> None:
+    def __init__(self, resp: Response, call: ModelCall, profile: Profile, model: str) -> None:
         self._resp = resp
         self._call = call
         self._parser = _ChunkParser(profile)
         self._model = model
 
     async def aclose(self) -> None:
-        self._resp.release()
         self._resp.close()
 
     def __aiter__(self) -> AsyncIterator[list[ModelEvent]]:
@@ -152,7 +150,7 @@ class _UpstreamStream:
         client) together, instead of one line, one event and one socket write at a time."""
         parser = self._parser
         pending = b""
-        async for data in self._resp.content.iter_any():
+        async for data in self._resp.iter_chunks():
             *lines, pending = (pending + data).split(b"\n")
             batch: list[ModelEvent] = []
             for raw in lines:
@@ -184,36 +182,42 @@ class ChatCompletionsProvider:
     """An OpenAI-compatible Chat Completions endpoint described by a profile."""
 
     def __init__(
-        self, *, model_id: str, base_url: str, api_key: str | None, profile: Profile,
-        session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout, encodings: Encodings | None = None,
+        self, *, model_id: str, base_url: str, api_key: str | None, profile: Profile, http: Http1Pool,
+        connect_timeout_s: float = 10.0, read_timeout_s: float = 600.0, encodings: Encodings | None = None,
     ) -> None:
         self._model_id = model_id
-        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._endpoint = Endpoint.parse(base_url.rstrip("/") + "/chat/completions")
         # vLLM's /tokenize and llama-cpp-python's /extras/tokenize live at the server root, not under /v1.
         self._root = base_url.rstrip("/").removesuffix("/v1")
-        self._headers = CIMultiDict({"content-type": "application/json", "accept": "application/json"})
+        self._headers = {"content-type": "application/json", "accept": "application/json"}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
         self.profile = profile
-        self._session = session
-        self._timeout = timeout
+        self._http = http
+        self._connect_timeout = connect_timeout_s
+        self._read_timeout = read_timeout_s
         # The app passes its shared cache; a provider built alone (tests, tools) gets its own.
         self._encodings = encodings or Encodings()
 
-    async def open(self, call: ModelCall) -> _UpstreamStream:
-        body = orjson.dumps(chat_body(call, self.profile))
+    async def _post(self, endpoint: Endpoint, body: bytes) -> Response:
         try:
-            resp = await self._session.post(self._url, data=body, headers=self._headers, timeout=self._timeout)
-        except TRANSPORT_ERRORS as exc:
+            return await self._http.request(endpoint, "POST", self._headers, body,
+                                            connect_timeout=self._connect_timeout, read_timeout=self._read_timeout)
+        except HttpError as exc:
             raise transport_error(self._model_id, exc) from None
+
+    async def _error_body(self, resp: Response) -> bytes:
+        try:
+            return await resp.read()
+        except HttpError:
+            return b""
+        finally:
+            resp.release()
+
+    async def open(self, call: ModelCall) -> _UpstreamStream:
+        resp = await self._post(self._endpoint, orjson.dumps(chat_body(call, self.profile)))
         if resp.status != 200:
-            try:
-                payload = await resp.read()
-            except TRANSPORT_ERRORS:
-                payload = b""
-            finally:
-                resp.release()
-            raise status_error(self._model_id, resp.status, payload, resp.headers)
+            raise status_error(self._model_id, resp.status, await self._error_body(resp), resp.headers)
         return _UpstreamStream(resp, call, self.profile, self._model_id)
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
@@ -222,17 +226,12 @@ class ChatCompletionsProvider:
 
     async def _post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         """POST to the server root; None when the server has no such endpoint (404/405)."""
-        try:
-            async with self._session.post(
-                self._root + path, data=orjson.dumps(payload), headers=self._headers, timeout=self._timeout
-            ) as resp:
-                body = await resp.read()
-                if resp.status in (404, 405):
-                    return None
-                if resp.status != 200:
-                    raise status_error(self._model_id, resp.status, body, resp.headers)
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(self._model_id, exc) from None
+        resp = await self._post(Endpoint.parse(self._root + path), orjson.dumps(payload))
+        body = await self._error_body(resp)
+        if resp.status in (404, 405):
+            return None
+        if resp.status != 200:
+            raise status_error(self._model_id, resp.status, body, resp.headers)
         try:
             answer = orjson.loads(body)
         except orjson.JSONDecodeError:

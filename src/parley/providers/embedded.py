@@ -15,12 +15,11 @@ import socket
 import sys
 from pathlib import Path
 
-import aiohttp
-
 from parley.config import EmbeddedConfig
 from parley.errors import UpstreamError
 from parley.providers.base import ModelCall, ModelStream, TokenCount
 from parley.providers.chat_completions import ChatCompletionsProvider
+from parley.providers.http1 import Endpoint, Http1Pool, HttpError
 from parley.providers.profiles import PROFILES
 from parley.providers.tokens import Encodings
 
@@ -52,10 +51,10 @@ def _free_port() -> int:
 class EmbeddedServer:
     """Supervises one `python -m llama_cpp.server` child."""
 
-    def __init__(self, cfg: EmbeddedConfig, model_path: Path, session: aiohttp.ClientSession) -> None:
+    def __init__(self, cfg: EmbeddedConfig, model_path: Path, http: Http1Pool) -> None:
         self._cfg = cfg
         self._model_path = model_path
-        self._session = session
+        self._http = http
         self._process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -109,10 +108,13 @@ class EmbeddedServer:
         url = self.base_url + "/models"
         while process.returncode is None:
             try:
-                async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                    if resp.status == 200:
-                        return True
-            except (aiohttp.ClientError, TimeoutError):
+                resp = await self._http.request(Endpoint.parse(url), "GET", {}, b"", connect_timeout=2,
+                                                read_timeout=2)
+                await resp.read()
+                resp.release()
+                if resp.status == 200:
+                    return True
+            except HttpError:
                 pass
             await asyncio.sleep(0.1)
         return False
@@ -136,10 +138,10 @@ class EmbeddedProvider:
     """Chat Completions to the embedded child, once it is ready."""
 
     def __init__(
-        self, server: EmbeddedServer, session: aiohttp.ClientSession, encodings: Encodings | None = None
+        self, server: EmbeddedServer, http: Http1Pool, encodings: Encodings | None = None
     ) -> None:
         self._server = server
-        self._session = session
+        self._http = http
         self._encodings = encodings
         self._delegate: ChatCompletionsProvider | None = None
         self._delegate_url = ""
@@ -156,7 +158,7 @@ class EmbeddedProvider:
         if self._delegate is None or self._delegate_url != url:
             self._delegate = ChatCompletionsProvider(
                 model_id=call.upstream_model, base_url=url, api_key=None, profile=PROFILES["llamacpp"],
-                session=self._session, timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=600),
+                http=self._http, connect_timeout_s=5, read_timeout_s=600,
                 encodings=self._encodings,
             )
             self._delegate_url = url

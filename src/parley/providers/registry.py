@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiohttp
-
 from parley.config import ModelConfig, Settings
 from parley.errors import InvalidRequest
 from parley.providers.base import Provider
 from parley.providers.chat_completions import ChatCompletionsProvider
+from parley.providers.http1 import Http1Pool
 from parley.providers.profiles import resolve_profile
 from parley.providers.tokens import Encodings
 
@@ -45,21 +44,22 @@ class ModelRegistry:
 
 
 def chat_provider(
-    cfg: ModelConfig, session: aiohttp.ClientSession, encodings: Encodings | None = None
+    cfg: ModelConfig, http: Http1Pool, encodings: Encodings | None = None
 ) -> ChatCompletionsProvider:
     return ChatCompletionsProvider(
         model_id=cfg.id,
         base_url=cfg.base_url,
         api_key=cfg.resolved_api_key(),
         profile=resolve_profile(cfg.profile, cfg.quirks),
-        session=session,
-        timeout=aiohttp.ClientTimeout(sock_connect=cfg.connect_timeout_s, sock_read=cfg.read_timeout_s),
+        http=http,
+        connect_timeout_s=cfg.connect_timeout_s,
+        read_timeout_s=cfg.read_timeout_s,
         encodings=encodings,
     )
 
 
 def configured_entries(
-    settings: Settings, session: aiohttp.ClientSession, created: int, encodings: Encodings | None = None
+    settings: Settings, http: Http1Pool, created: int, encodings: Encodings | None = None
 ) -> list[ModelEntry]:
     return [
         ModelEntry(
@@ -68,7 +68,7 @@ def configured_entries(
             created=created,
             upstream_model=cfg.upstream_model or cfg.id,
             context_window=cfg.context_window,
-            provider=chat_provider(cfg, session, encodings),
+            provider=chat_provider(cfg, http, encodings),
         )
         for cfg in settings.models
     ]

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from parley.errors import ParleyError, UpstreamError
+from parley.providers.http1 import ConnectFailed, Disconnected, HttpError, ReadTimeout
 
 _MAX_MESSAGE = 500
 
@@ -60,13 +60,13 @@ def status_error(model: str, status: int, body: bytes, headers: Mapping[str, str
 
 def transport_error(model: str, exc: BaseException) -> ParleyError:
     where = f"the upstream for model '{model}'"
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, ReadTimeout | asyncio.TimeoutError):
         return UpstreamError.timeout(f"{where} did not answer in time.")
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, ConnectFailed):
         return UpstreamError.bad_gateway(f"Could not connect to {where}.", code="upstream_unreachable")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+    if isinstance(exc, Disconnected):
         return UpstreamError.bad_gateway(f"{where} closed the connection before finishing.")
     return UpstreamError.bad_gateway(f"Error talking to {where}: {type(exc).__name__}.")
 
 
-TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+TRANSPORT_ERRORS = (HttpError, asyncio.TimeoutError)

@@ -1,0 +1,151 @@
+"""The lean upstream HTTP/1.1 client against raw asyncio servers that misbehave on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from parley.providers.http1 import ConnectFailed, Disconnected, Endpoint, Http1Pool, ReadTimeout
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    return await reader.readexactly(length)
+
+
+class Server:
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1/x"
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
+    servers: list[Server] = []
+
+    async def start(handler: Handler) -> Server:
+        server = Server(handler)
+        server.server = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        assert server.server is not None
+        server.server.close()
+
+
+async def _post(pool: Http1Pool, url: str, read_timeout: float = 2.0) -> tuple[int, bytes]:
+    resp = await pool.request(Endpoint.parse(url), "POST", {"content-type": "application/json"}, b"{}",
+                              connect_timeout=1, read_timeout=read_timeout)
+    body = await resp.read()
+    resp.release()
+    return resp.status, body
+
+
+async def test_keep_alive_reuse_and_stale_connection_retry(serve) -> None:  # type: ignore[no-untyped-def]
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):  # two requests per connection, then the server closes it while idle
+            body = await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+    server = await serve(keep_alive)
+    pool = Http1Pool()
+    results = [await _post(pool, server.url) for _ in range(5)]
+    assert results == [(200, b"{}")] * 5
+    # 2 + 2 + 1 requests: each closed idle connection is noticed and replaced transparently.
+    assert server.connections == 3
+    await pool.close()
+
+
+async def test_chunked_stream_arrives_in_parts(serve) -> None:  # type: ignore[no-untyped-def]
+    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nX-Thing: 7\r\n\r\n")
+        for part in (b"data: 1\n\n", b"data: 2\n\n"):
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await _read_request(reader)  # the next request on the same (kept-alive) connection
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    server = await serve(chunked)
+    pool = Http1Pool()
+    resp = await pool.request(Endpoint.parse(server.url), "POST", {}, b"", connect_timeout=1, read_timeout=2)
+    assert resp.status == 200 and resp.headers["x-thing"] == "7"
+    assert [chunk async for chunk in resp.iter_chunks()] == [b"data: 1\n\n", b"data: 2\n\n"]
+    resp.release()
+    assert await _post(pool, server.url) == (200, b"")
+    assert server.connections == 1  # the chunked response was read to its end: the connection is reused
+    await pool.close()
+
+
+async def test_timeouts(serve) -> None:  # type: ignore[no-untyped-def]
+    async def stall_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async def stall_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(5)
+
+    pool = Http1Pool()
+    with pytest.raises(ReadTimeout):
+        await _post(pool, (await serve(stall_body)).url, read_timeout=0.2)
+    with pytest.raises(ReadTimeout):
+        await _post(pool, (await serve(stall_head)).url, read_timeout=0.2)
+    await pool.close()
+
+
+async def test_broken_servers(serve) -> None:  # type: ignore[no-untyped-def]
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
+        await writer.drain()
+
+    pool = Http1Pool()
+    with pytest.raises(Disconnected):
+        await _post(pool, (await serve(garbage)).url)
+    with pytest.raises(Disconnected):
+        await _post(pool, (await serve(cut)).url)
+    closed = await serve(cut)
+    port = closed.url.split(":")[2].split("/")[0]
+    assert closed.server is not None
+    closed.server.close()
+    await closed.server.wait_closed()
+    with pytest.raises(ConnectFailed):
+        await _post(pool, f"http://127.0.0.1:{port}/v1/x")
+    await pool.close()
