@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,7 +274,7 @@ def _stored_snapshot(job: BackgroundJob) -> dict[str, Any]:
 async def follow(
     store: SqlBackground, runner: BackgroundRunner, project_id: str, response_id: str, after: int,
     poll_s: float = 0.2,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Replay a response's logged events after `after`, then follow live ones until the terminal event.
 
     Live events come from this process's hub when it runs the job, otherwise from polling the log (so a
