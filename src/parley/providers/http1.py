@@ -186,6 +186,11 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def _expire(headers_in: asyncio.Future[None]) -> None:
+    if not headers_in.done():
+        headers_in.set_exception(ReadTimeout("the upstream did not answer in time"))
+
+
 class Response:
     """An upstream response whose body is read (or streamed) afterwards; release() returns the connection."""
 
@@ -244,11 +249,10 @@ class Http1Pool:
         request = "".join(head).encode("latin-1") + b"\r\n" + body
         for attempt in range(2):
             conn, reused = await self._connection(endpoint, connect_timeout)
+            headers_in = conn.start(request)
+            timer = asyncio.get_running_loop().call_later(read_timeout, _expire, headers_in)
             try:
-                await asyncio.wait_for(conn.start(request), read_timeout)
-            except TimeoutError:
-                conn.close()
-                raise ReadTimeout("the upstream did not answer in time") from None
+                await headers_in
             except Disconnected:
                 conn.close()
                 if reused and attempt == 0:
@@ -257,6 +261,8 @@ class Http1Pool:
             except BaseException:
                 conn.close()
                 raise
+            finally:
+                timer.cancel()
             return Response(self, conn, read_timeout)
         raise AssertionError("unreachable")
 
