@@ -34,10 +34,12 @@ Statement = Callable[[Connection], Any]
 
 def sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_conn.cursor()
+    # The busy timeout first: switching a new database to WAL needs a lock that concurrent openers
+    # (several processes or engines starting at once) must wait for rather than fail on.
+    cursor.execute("PRAGMA busy_timeout=10000")
     # WAL: readers never block the writer; NORMAL sync is durable across process crashes in WAL mode.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
 
 
