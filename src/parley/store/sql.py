@@ -16,6 +16,7 @@ from parley.ids import new_id
 from parley.store import tables
 from parley.store.base import ApiKeyRecord, Item, Page, PageQuery
 from parley.store.migrations import migrate
+from parley.store.pages import keyset_page
 from parley.store.rows import item_rows, response_row
 from parley.store.sql_background import SqlBackground
 from parley.store.sql_conversations import SqlConversations
@@ -130,22 +131,12 @@ class SqlStore(SqlPrompts, SqlConversations, SqlBackground):
             if exists is None:
                 return None
             query = select(i.c.data).where(i.c.response_id == response_id, i.c.kind == 0)
-            ascending = page.order == "asc"
-            for cursor, forward, param in ((page.after, True, "after"), (page.before, False, "before")):
-                if cursor is None:
-                    continue
-                position = await _position_of(conn, response_id, cursor, param)
-                later = (i.c.position > position) if ascending == forward else (i.c.position < position)
-                query = query.where(later)
-            # With only `before`, the page is the one just before the cursor: walk backwards, then flip.
-            backwards = page.before is not None and page.after is None
-            walk_ascending = ascending != backwards
-            order = i.c.position.asc() if walk_ascending else i.c.position.desc()
-            data = list((await conn.execute(query.order_by(order).limit(page.limit + 1))).scalars())
-        page_data = data[: page.limit]
-        if backwards:
-            page_data.reverse()
-        return Page([orjson.loads(d) for d in page_data], has_more=len(data) > page.limit)
+
+            async def locate(item_id: str, param: str) -> int:
+                return await _position_of(conn, response_id, item_id, param)
+
+            rows, has_more = await keyset_page(conn, query, i.c.position, page, locate)
+        return Page([orjson.loads(row.data) for row in rows], has_more=has_more)
 
     # -- API keys --------------------------------------------------------------------------------
 

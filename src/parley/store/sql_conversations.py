@@ -19,6 +19,7 @@ from parley.errors import InvalidRequest
 from parley.ids import new_id
 from parley.store import tables
 from parley.store.base import ConversationRecord, Item, Page, PageQuery
+from parley.store.pages import keyset_page
 from parley.store.writer import GroupCommitWriter, Write
 
 
@@ -134,21 +135,12 @@ class SqlConversations:
             if exists is None:
                 return None
             query = select(ci.c.data).where(ci.c.conversation_id == conversation_id)
-            ascending = page.order == "asc"
-            for cursor, forward, param in ((page.after, True, "after"), (page.before, False, "before")):
-                if cursor is None:
-                    continue
-                position = await _position_of(conn, conversation_id, cursor, param)
-                later = (ci.c.position > position) if ascending == forward else (ci.c.position < position)
-                query = query.where(later)
-            # With only `before`, the page is the one just before the cursor: walk backwards, then flip.
-            backwards = page.before is not None and page.after is None
-            order = ci.c.position.asc() if ascending != backwards else ci.c.position.desc()
-            data = list((await conn.execute(query.order_by(order).limit(page.limit + 1))).scalars())
-        page_data = data[: page.limit]
-        if backwards:
-            page_data.reverse()
-        return Page([orjson.loads(d) for d in page_data], has_more=len(data) > page.limit)
+
+            async def locate(item_id: str, param: str) -> int:
+                return await _position_of(conn, conversation_id, item_id, param)
+
+            rows, has_more = await keyset_page(conn, query, ci.c.position, page, locate)
+        return Page([orjson.loads(row.data) for row in rows], has_more=has_more)
 
     async def get_conversation_item(self, project_id: str, conversation_id: str, item_id: str) -> Item | None:
         ci = tables.conversation_items

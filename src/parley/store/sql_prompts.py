@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, and_, delete, func, insert, select
+from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -14,6 +14,7 @@ from parley.errors import InvalidRequest
 from parley.ids import new_id
 from parley.store import tables
 from parley.store.base import PageQuery, PromptPage, PromptRecord
+from parley.store.pages import keyset_page
 
 # Concurrent new versions of one prompt are serialised by a row lock on PostgreSQL; SQLite has no row
 # locks, so two writers may pick the same number: the unique constraint rejects one, which tries again.
@@ -69,21 +70,13 @@ class SqlPrompts:
         query = select(p.c.prompt_id, p.c.version, p.c.created_at, p.c.body).join(
             groups, and_(p.c.prompt_id == groups.c.prompt_id, p.c.version == groups.c.latest)
         )
-        ascending = page.order == "asc"
         async with self.engine.connect() as conn:
-            for cursor, forward, param in ((page.after, True, "after"), (page.before, False, "before")):
-                if cursor is None:
-                    continue
-                seq = await _first_seq(conn, project_id, cursor, param)
-                query = query.where(groups.c.first_seq > seq if ascending == forward else groups.c.first_seq < seq)
-            # With only `before`, the page is the one just before the cursor: walk backwards, then flip.
-            backwards = page.before is not None and page.after is None
-            order = groups.c.first_seq.asc() if ascending != backwards else groups.c.first_seq.desc()
-            rows = (await conn.execute(query.order_by(order).limit(page.limit + 1))).all()
-        data = [_record(row) for row in rows[: page.limit]]
-        if backwards:
-            data.reverse()
-        return PromptPage(data, has_more=len(rows) > page.limit)
+
+            async def locate(prompt_id: str, param: str) -> int:
+                return await _first_seq(conn, project_id, prompt_id, param)
+
+            rows, has_more = await keyset_page(conn, query, groups.c.first_seq, page, locate)
+        return PromptPage([_record(row) for row in rows], has_more=has_more)
 
     async def delete_prompt(self, project_id: str, prompt_id: str) -> bool:
         p = tables.prompts
@@ -111,6 +104,5 @@ async def _first_seq(conn: AsyncConnection, project_id: str, prompt_id: str, par
     return int(seq)
 
 
-def _record(row: Row[str, int, int, str]) -> PromptRecord:
-    prompt_id, version, created_at, body = row
-    return PromptRecord(prompt_id, int(version), int(created_at), orjson.loads(body))
+def _record(row: Any) -> PromptRecord:  # a row of (prompt_id, version, created_at, body), from two queries
+    return PromptRecord(row.prompt_id, int(row.version), int(row.created_at), orjson.loads(row.body))
