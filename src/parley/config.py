@@ -6,6 +6,7 @@ upstream API keys named by `api_key_env`, resolved here so nothing else touches 
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 from pathlib import Path
@@ -128,6 +129,18 @@ class Settings(BaseSettings):
     models: list[ModelConfig] = Field(default_factory=list)
     embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
+
+    @field_validator("reasoning_keys")
+    @classmethod
+    def _keys_are_32_bytes(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for index, key in enumerate(keys):
+            try:
+                raw = base64.urlsafe_b64decode(key.get_secret_value())
+            except ValueError:
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(f"reasoning_keys[{index}] must be 32 random bytes, base64url-encoded")
+        return keys
 
     @field_validator("models")
     @classmethod
