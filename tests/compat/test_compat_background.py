@@ -97,6 +97,9 @@ def test_background_stream_drop_and_resume(bg: ParleyServer) -> None:
     assert [e["sequence_number"] for e in full] == list(range(len(full)))
     assert full[6:] == rest
     with _client(bg) as client:
+        resumed = [event.sequence_number for event in
+                   client.responses.retrieve(response_id, stream=True, starting_after=5)]
+        assert resumed == [e["sequence_number"] for e in rest]
         with client.responses.stream(response_id=response_id, starting_after=5) as stream:
             seen = [event.sequence_number for event in stream]
             final = stream.get_final_response()

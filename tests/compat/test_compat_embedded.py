@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
 import pytest
 from compat_support import ParleyServer, check_events, check_response, fold_text, post_stream
 from openai import APIConnectionError, APIStatusError, OpenAI
+from pydantic import BaseModel
 
 pytestmark = pytest.mark.slow
 
@@ -78,3 +80,33 @@ def test_embedded_stream(embedded_server: ParleyServer, embedded_client: OpenAI)
             assert stream.get_final_response().output_text == deltas
     assert deltas.strip()
     assert sdk_events[-1].type in ("response.completed", "response.incomplete")
+
+
+class City(BaseModel):
+    name: str
+    country: str
+    population: int
+
+
+def test_embedded_structured_output_under_grammar(embedded_client: OpenAI) -> None:
+    # A 135M model cannot be trusted to write JSON; llama.cpp's grammar from the schema makes it.
+    parsed = embedded_client.responses.parse(
+        model=MODEL, input="Describe Paris as a city.", text_format=City, max_output_tokens=200, temperature=0,
+    )
+    assert parsed.status == "completed"
+    city = parsed.output_parsed
+    assert isinstance(city, City) and city.name
+    assert json.loads(parsed.output_text) == city.model_dump()
+
+
+def test_embedded_forced_tool_call_under_grammar(embedded_client: OpenAI) -> None:
+    weather = {"type": "function", "name": "get_weather", "description": "Weather for a city",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                              "required": ["city"], "additionalProperties": False}, "strict": True}
+    response = embedded_client.responses.create(
+        model=MODEL, input="What is the weather in Rome?", tools=[weather],  # type: ignore[list-item]
+        tool_choice="required", max_output_tokens=100, temperature=0,
+    )
+    call = response.output[-1]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert isinstance(json.loads(call.arguments)["city"], str)

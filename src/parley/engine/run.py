@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
+from parley.engine.budget import ToolCallBudget
 from parley.engine.checks import TurnCheck
 from parley.engine.stream import Event, StreamBuilder
 from parley.errors import ParleyError, UpstreamError
@@ -25,12 +26,13 @@ def _response_error_code(error: ParleyError) -> str:
 class ResponseRun:
     def __init__(
         self, builder: StreamBuilder, stream: ModelStream, checks: Sequence[TurnCheck] = (),
-        leading: Sequence[Item] = (),
+        leading: Sequence[Item] = (), budget: ToolCallBudget | None = None,
     ) -> None:
         self.builder = builder
         self._stream = stream
         self._checks = checks
         self._leading = leading  # items complete before the model turn (an automatic compaction)
+        self.budget = budget or ToolCallBudget()  # max_tool_calls, for built-in tool dispatch
         self.finished = False
 
     async def events(self) -> AsyncIterator[Event]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 
+from parley.engine.budget import ToolCallBudget
 from parley.engine.checks import TurnCheck, json_format_check, tool_choice_check
 from parley.engine.run import TERMINAL_EVENTS, ResponseRun
 from parley.engine.sealing import ReasoningSealer
@@ -100,7 +101,7 @@ class ResponsesService:
             parallel_tool_calls=req.parallel_tool_calls is not False,
             seal=self._sealer_for(project_id) if "reasoning.encrypted_content" in (req.include or ()) else None,
         )
-        return ResponseRun(builder, stream, built.checks, leading)
+        return ResponseRun(builder, stream, built.checks, leading, ToolCallBudget(req.max_tool_calls))
 
     async def append_to_conversation(
         self, project_id: str, conversation_id: str | None, response: dict[str, Any], items: list[Item]
