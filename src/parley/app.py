@@ -12,7 +12,7 @@ from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Router
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from parley.api.auth import Authenticator
 from parley.api.routes import http_exception, routes
@@ -118,10 +118,23 @@ class ParleyApp:
 
     def __init__(self, lifespan: Callable[[ParleyApp], AbstractAsyncContextManager[None]]) -> None:
         self.state = State()
-        self.router = Router(routes=routes(), lifespan=lifespan)
+        table = routes()
+        self.router = Router(routes=table, lifespan=lifespan)
+        # Paths without parameters are found by one dict lookup; the router (regexes) handles the rest.
+        self._static: dict[tuple[str, str], ASGIApp] = {
+            (method, route.path): route.app
+            for route in table
+            if "{" not in route.path
+            for method in route.methods or ()
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
+        if scope["type"] == "http":
+            endpoint = self._static.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
         try:
             await self.router(scope, receive, send)
         except HTTPException as exc:
