@@ -210,3 +210,24 @@ def test_sigkill_mid_run_then_restart(fake: FakeUpstream, tmp_path: Path) -> Non
         assert sum(e["type"] == "response.failed" for e in log) == 1
     finally:
         survivor.stop()
+
+
+def test_graceful_shutdown_fails_the_running_run(fake: FakeUpstream, tmp_path: Path) -> None:
+    db = tmp_path / "shutdown.db"
+    server = ParleyServer(tmp_path / "one", _config(fake, db))
+    server.start()
+    with _client(server) as client:
+        created = client.responses.create(model="slow", input=LONG, background=True)
+        _wait_status(client, created.id, {"in_progress"})
+    server.stop()  # SIGTERM: uvicorn shuts down, the runner stops its runs
+    again = ParleyServer(tmp_path / "two", _config(fake, db))
+    again.start()
+    try:
+        with _client(again) as client:
+            ended = client.responses.retrieve(created.id)
+            assert ended.status == "failed" and ended.error is not None and "shut down" in ended.error.message
+        log = _replay(again.base_url, created.id)
+        assert log[-1]["type"] == "response.failed"
+        assert [e["sequence_number"] for e in log] == list(range(len(log)))
+    finally:
+        again.stop()

@@ -87,6 +87,7 @@ class BackgroundRunner:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     def start(self, factory: RunFactory, finished: FinishHook) -> None:
         self._factory = factory
@@ -112,6 +113,7 @@ class BackgroundRunner:
             self.hub.poke(response_id)
 
     async def stop(self) -> None:
+        self._stopping = True  # runs cancelled from here on fail (shut down), they were not cancelled by a user
         for task in self._loops:
             task.cancel()
         for task in list(self._running.values()):
@@ -203,9 +205,14 @@ class BackgroundRunner:
                 message = f"The background response exceeded the time limit of {self._limits.time_limit_s:g} s."
                 await log_writer.add(run.builder.fail("server_error", message), run.builder.response, final=True)
         except asyncio.CancelledError:
-            # Cancelled through the API (the status is already `cancelled`) or the server is stopping:
-            # keep what was produced (items closed as incomplete); the status guard keeps `cancelled`.
-            if run is not None:
+            if run is not None and self._stopping:
+                # The server is shutting down: the run cannot go on here (its events are already logged,
+                # so it cannot start over elsewhere); it fails with a terminal event followers will see.
+                message = "The server shut down before the background response finished."
+                await log_writer.add(run.builder.fail("server_error", message), run.builder.response, final=True)
+            elif run is not None:
+                # Cancelled through the API: the status is already `cancelled` (the update below cannot
+                # change it back); keep what was produced, its items closed as incomplete.
                 run.builder.cancel()
                 await log_writer.flush_final(run.builder.response)
             raise
