@@ -10,14 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
 from openai import AsyncOpenAI
 
-from parley.app import create_app
 from parley.config import EmbeddedConfig, ModelConfig, Settings
 from parley.testing.fake_upstream import FakeUpstream
+from parley.testing.in_process import in_process
 
 
 class Env:
@@ -33,11 +32,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     await fake.start()
     data_dir: Path = tmp_path_factory.mktemp("agents")
     models = [ModelConfig(id="agent-model", base_url=fake.base_url, upstream_model="tools")]
-    app = create_app(Settings(data_dir=data_dir, models=models, embedded=EmbeddedConfig(enabled=False)))
-    async with app.router.lifespan_context(app):
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-        yield Env(AsyncOpenAI(base_url="http://parley/v1", api_key="local", http_client=http, max_retries=0), fake)
-        await http.aclose()
+    async with in_process(Settings(data_dir=data_dir, models=models, embedded=EmbeddedConfig(enabled=False))) as p:
+        yield Env(p.sdk(), fake)
     await fake.stop()
 
 

@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from openai import AsyncOpenAI
 
-from parley.app import create_app
 from parley.config import BackgroundConfig, EmbeddedConfig, ModelConfig, Settings
 from parley.testing.fake_upstream import FakeUpstream
+from parley.testing.in_process import in_process
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +25,8 @@ async def client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Asyn
     models = [ModelConfig(id=m, base_url=fake.base_url, upstream_model=m) for m in ("echo", "slow")]
     settings = Settings(data_dir=data_dir, models=models, embedded=EmbeddedConfig(enabled=False),
                         background=BackgroundConfig(max_concurrent=1, poll_s=0.05))
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-        yield AsyncOpenAI(base_url="http://parley/v1", api_key="local", http_client=http, max_retries=0)
-        await http.aclose()
+    async with in_process(settings) as parley:
+        yield parley.sdk()
     await fake.stop()
 
 

@@ -12,10 +12,10 @@ from openai import AsyncOpenAI
 from openai.types.responses import CompactedResponse, Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from parley.app import create_app
 from parley.config import EmbeddedConfig, ModelConfig, ProfileOverrides, Settings
 from parley.services.compaction import SUMMARY_PREFIX
 from parley.testing.fake_upstream import FakeUpstream
+from parley.testing.in_process import in_process
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
 # What the fake upstream's `summary` model answers a summarisation request (the transcript has 11 words),
@@ -50,12 +50,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     ]
     settings = Settings(data_dir=tmp_path_factory.mktemp("compaction"), models=models,
                         embedded=EmbeddedConfig(enabled=False))
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parley")
-        client = AsyncOpenAI(base_url="http://parley/v1", api_key="local", http_client=http, max_retries=0)
-        yield Env(http, client, fake)
-        await http.aclose()
+    async with in_process(settings) as parley:
+        yield Env(parley.http, parley.sdk(), fake)
     await fake.stop()
 
 

@@ -15,9 +15,9 @@ from openai import AsyncOpenAI
 from openai.types.conversations import Conversation, ConversationItem, ConversationItemList
 from pydantic import TypeAdapter
 
-from parley.app import create_app
 from parley.config import EmbeddedConfig, ModelConfig, Settings
 from parley.testing.fake_upstream import FakeUpstream
+from parley.testing.in_process import in_process
 
 ITEM = TypeAdapter(ConversationItem)
 
@@ -51,12 +51,8 @@ async def fake() -> AsyncIterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> AsyncIterator[Env]:
-    app = create_app(_settings(tmp_path_factory.mktemp("conversations"), fake))
-    async with app.router.lifespan_context(app):
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parley")
-        client = AsyncOpenAI(base_url="http://parley/v1", api_key="local", http_client=http, max_retries=0)
-        yield Env(http, client, fake)
-        await http.aclose()
+    async with in_process(_settings(tmp_path_factory.mktemp("conversations"), fake)) as parley:
+        yield Env(parley.http, parley.sdk(), fake)
 
 
 def _error(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -252,30 +248,25 @@ async def test_concurrent_responses_never_interleave(env: Env) -> None:
 
 
 async def test_conversations_are_invisible_to_other_projects(tmp_path: Path, fake: FakeUpstream) -> None:
-    app = create_app(_settings(tmp_path, fake, auth_cache_ttl_s=0))
-    async with app.router.lifespan_context(app):
-        store = app.state.runtime.store
+    async with in_process(_settings(tmp_path, fake, auth_cache_ttl_s=0)) as parley:
+        store = parley.app.state.runtime.store
         _, key_a = await store.create_key("project-a", "a")
         _, key_b = await store.create_key("project-b", "b")
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parley")
-        a = AsyncOpenAI(base_url="http://parley/v1", api_key=key_a, http_client=http, max_retries=0)
-        b = AsyncOpenAI(base_url="http://parley/v1", api_key=key_b, http_client=http, max_retries=0)
-        try:
-            conv = await a.conversations.create(items=[{"role": "user", "content": "secret"}])
-            item_id = (await a.conversations.items.list(conv.id)).data[0].id
-            for call in (
-                b.conversations.retrieve(conv.id),
-                b.conversations.update(conv.id, metadata={"x": "y"}),
-                b.conversations.items.list(conv.id),
-                b.conversations.items.retrieve(item_id, conversation_id=conv.id),
-                b.conversations.items.create(conv.id, items=[{"role": "user", "content": "intruder"}]),
-                b.conversations.items.delete(item_id, conversation_id=conv.id),
-                b.responses.create(model="echo", conversation=conv.id, input="leak?"),
-                b.conversations.delete(conv.id),
-            ):
-                with pytest.raises(openai.NotFoundError):
-                    await call
-            assert [i.id async for i in a.conversations.items.list(conv.id)] == [item_id]
-            assert (await a.conversations.retrieve(conv.id)).metadata == {}
-        finally:
-            await http.aclose()
+        a, b = parley.sdk(key_a), parley.sdk(key_b)
+        conv = await a.conversations.create(items=[{"role": "user", "content": "secret"}])
+        item_id = (await a.conversations.items.list(conv.id)).data[0].id
+        for call in (
+            b.conversations.retrieve(conv.id),
+            b.conversations.update(conv.id, metadata={"x": "y"}),
+            b.conversations.items.list(conv.id),
+            b.conversations.items.retrieve(item_id, conversation_id=conv.id),
+            b.conversations.items.create(conv.id, items=[{"role": "user", "content": "intruder"}]),
+            b.conversations.items.delete(item_id, conversation_id=conv.id),
+            b.responses.create(model="echo", conversation=conv.id, input="leak?"),
+            b.conversations.delete(conv.id),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                await call
+        assert [i.id async for i in a.conversations.items.list(conv.id)] == [item_id]
+        assert (await a.conversations.retrieve(conv.id)).metadata == {}
+

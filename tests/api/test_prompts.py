@@ -15,9 +15,9 @@ from openai.types.responses import Response as SdkResponse
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from parley.app import create_app
 from parley.config import EmbeddedConfig, ModelConfig, Settings
 from parley.testing.fake_upstream import FakeUpstream
+from parley.testing.in_process import in_process
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
 IMAGE_URL = "https://example.com/cat.png"
@@ -69,12 +69,8 @@ async def fake() -> AsyncIterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> AsyncIterator[Env]:
-    app = create_app(_settings(tmp_path_factory.mktemp("prompts"), fake))
-    async with app.router.lifespan_context(app):
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parley")
-        client = AsyncOpenAI(base_url="http://parley/v1", api_key="local", http_client=http, max_retries=0)
-        yield Env(http, client, fake)
-        await http.aclose()
+    async with in_process(_settings(tmp_path_factory.mktemp("prompts"), fake)) as parley:
+        yield Env(parley.http, parley.sdk(), fake)
 
 
 def _error(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -258,12 +254,11 @@ async def test_empty_body_is_a_400(env: Env) -> None:
 
 
 async def test_prompts_are_invisible_to_other_projects(tmp_path: Path, fake: FakeUpstream) -> None:
-    app = create_app(_settings(tmp_path, fake, auth_cache_ttl_s=0))
-    async with app.router.lifespan_context(app):
-        store = app.state.runtime.store
+    async with in_process(_settings(tmp_path, fake, auth_cache_ttl_s=0)) as parley:
+        store = parley.app.state.runtime.store
         _, key_a = await store.create_key("project-a", "a")
         _, key_b = await store.create_key("project-b", "b")
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=parley.app)
         a = httpx.AsyncClient(transport=transport, base_url="http://parley",
                               headers={"authorization": f"Bearer {key_a}"})
         b = httpx.AsyncClient(transport=transport, base_url="http://parley",

@@ -7,16 +7,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import ResponseStreamEvent
 from pydantic import BaseModel, TypeAdapter
 
-from parley.app import create_app
 from parley.config import EmbeddedConfig, ModelConfig, ProfileOverrides, Settings
 from parley.testing.fake_upstream import FakeUpstream
+from parley.testing.in_process import in_process
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
 WEATHER = {
@@ -51,12 +50,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         ]
     ]
     data_dir: Path = tmp_path_factory.mktemp("semantics")
-    app = create_app(Settings(data_dir=data_dir, models=models, embedded=EmbeddedConfig(enabled=False)))
-    async with app.router.lifespan_context(app):
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-        client = AsyncOpenAI(base_url="http://parley/v1", api_key="local", http_client=http, max_retries=0)
-        yield Env(client, fake)
-        await http.aclose()
+    async with in_process(Settings(data_dir=data_dir, models=models, embedded=EmbeddedConfig(enabled=False))) as p:
+        yield Env(p.sdk(), fake)
     await fake.stop()
 
 

@@ -12,9 +12,9 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from parley.app import create_app
 from parley.config import EmbeddedConfig, ModelConfig, ProfileOverrides, Settings
 from parley.testing.fake_upstream import FakeUpstream
+from parley.testing.in_process import in_process
 
 WINDOW = 4096
 TIKTOKEN = ProfileOverrides(tokenizer="tiktoken:o200k_base")
@@ -52,12 +52,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         ModelConfig(id="vllm", base_url=fake.base_url, upstream_model="echo", context_window=WINDOW, profile="vllm"),
     ]
     data_dir: Path = tmp_path_factory.mktemp("truncation")
-    app = create_app(Settings(data_dir=data_dir, models=models, embedded=EmbeddedConfig(enabled=False)))
-    async with app.router.lifespan_context(app):
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parley")
-        client = AsyncOpenAI(base_url="http://parley/v1", api_key="local", http_client=http, max_retries=0)
-        yield Env(client, http, fake)
-        await http.aclose()
+    async with in_process(Settings(data_dir=data_dir, models=models, embedded=EmbeddedConfig(enabled=False))) as p:
+        yield Env(p.sdk(), p.http, fake)
     await fake.stop()
 
 
