@@ -234,10 +234,10 @@ class Response:
 class Http1Pool:
     """Keep-alive connections per (scheme, host, port). Owned by the app; closed at shutdown."""
 
-    def __init__(self, idle_per_host: int = 256) -> None:
+    def __init__(self, idle_per_host: int = 256, ssl_context: ssl.SSLContext | None = None) -> None:
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._idle_per_host = idle_per_host
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # default: the system's trusted CAs, hostname checked
 
     async def request(
         self, endpoint: Endpoint, method: str, headers: dict[str, str], body: bytes, *,
