@@ -59,6 +59,7 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0  # committed write transactions, for tests and diagnostics
         self._sync: Engine | None = None
+        self._sync_conn: Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         if engine.dialect.name == "sqlite":
             self._sync = create_engine(engine.url.set(drivername="sqlite"), pool_size=1, max_overflow=0)
@@ -78,6 +79,9 @@ class GroupCommitWriter:
             await self._task
         self._task = None
         if self._thread is not None and self._sync is not None:
+            if self._sync_conn is not None:
+                await asyncio.get_running_loop().run_in_executor(self._thread, self._sync_conn.close)
+                self._sync_conn = None
             self._thread.shutdown(wait=True)
             self._sync.dispose()
 
@@ -132,8 +136,13 @@ class GroupCommitWriter:
         return self._sync
 
     def _commit_sync(self, writes: list[Write]) -> None:
-        assert self._sync is not None
-        with self._sync.begin() as conn:
+        # One connection held by the writer thread for its lifetime: a pool checkout, return and reset
+        # per transaction cost more than the inserts of a small batch.
+        if self._sync_conn is None:
+            assert self._sync is not None
+            self._sync_conn = self._sync.connect()
+        conn = self._sync_conn
+        with conn.begin():
             _apply(conn, writes)
 
 
