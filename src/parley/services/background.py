@@ -18,7 +18,7 @@ from typing import Any
 
 from parley.engine.run import TERMINAL_EVENTS, ResponseRun
 from parley.engine.stream import StreamBuilder, sse_frame
-from parley.errors import ParleyError
+from parley.errors import InternalError, ParleyError, UpstreamError
 from parley.ids import new_id
 from parley.store.sql_background import BackgroundJob, SqlBackground
 
@@ -180,7 +180,7 @@ class BackgroundRunner:
         try:
             await self._run(job)
         except Exception:
-            log.exception("background response %s crashed", job.response_id)
+            log.exception("background response %s could not be ended", job.response_id)
         finally:
             self._running.pop(job.response_id, None)
             self.hub.close(job.response_id)
@@ -201,9 +201,8 @@ class BackgroundRunner:
             if self._finished is not None and not log_writer.cancelled:
                 await self._finished(job, run.builder.response)
         except TimeoutError:
-            if run is not None:
-                message = f"The background response exceeded the time limit of {self._limits.time_limit_s:g} s."
-                await log_writer.add(run.builder.fail("server_error", message), run.builder.response, final=True)
+            message = f"The background response exceeded the time limit of {self._limits.time_limit_s:g} s."
+            await log_writer.end_failed(run, job, UpstreamError.timeout(message))
         except asyncio.CancelledError:
             if run is not None and self._stopping:
                 # The server is shutting down: the run cannot go on here (its events are already logged,
@@ -216,6 +215,11 @@ class BackgroundRunner:
                 run.builder.cancel()
                 await log_writer.flush_final(run.builder.response)
             raise
+        except Exception:
+            # A bug or a broken store: the response must still end (a failed run never stays in progress).
+            log.exception("background response %s crashed", job.response_id)
+            with contextlib.suppress(Exception):
+                await log_writer.end_failed(run, job, InternalError())
         finally:
             if run is not None:
                 with contextlib.suppress(Exception):
@@ -281,6 +285,13 @@ class _EventLog:
             self._hub.publish(self._job.response_id, events)
             if not ok:
                 self.cancelled = True
+
+    async def end_failed(self, run: ResponseRun | None, job: BackgroundJob, err: ParleyError) -> None:
+        """End the response as failed with `err`, whether or not its run had started."""
+        if run is None:
+            await self.fail_before_start(job, err)
+        else:
+            await self.add(run.builder.fail("server_error", err.message), run.builder.response, final=True)
 
     async def fail_before_start(self, job: BackgroundJob, err: ParleyError) -> None:
         """The upstream refused the call: the response fails with the error (events 2.. of the log)."""
