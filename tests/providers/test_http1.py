@@ -113,6 +113,28 @@ async def test_chunked_stream_arrives_in_parts(serve) -> None:  # type: ignore[n
     await pool.close()
 
 
+async def test_chunks_that_arrive_together_come_out_together(serve) -> None:  # type: ignore[no-untyped-def]
+    # A server writing many small HTTP chunks at once (one per SSE event, like vLLM): the client gets
+    # what one read brought as one piece, so Parley relays a burst of tokens in one socket write.
+    parts = [b"data: %d\n\n" % i for i in range(20)]
+
+    async def burst(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                     + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    server = await serve(burst)
+    pool = Http1Pool()
+    resp = await pool.request(Endpoint.parse(server.url), "POST", {}, b"", connect_timeout=1, read_timeout=2)
+    pieces = [chunk async for chunk in resp.iter_chunks()]
+    resp.release()
+    assert b"".join(pieces) == b"".join(parts)
+    assert len(pieces) == 1
+    await pool.close()
+
+
 async def test_timeouts(serve) -> None:  # type: ignore[no-untyped-def]
     async def stall_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)

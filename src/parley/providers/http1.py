@@ -142,9 +142,11 @@ class _Connection(asyncio.Protocol):
         return self._headers_done
 
     async def next_chunk(self, wait_s: float) -> bytes | None:
-        """Body bytes as they arrive; None at the end of the response; ReadTimeout after `wait_s` without
-        data. One watchdog timer per response, re-armed lazily, rather than a timer (or, with
-        asyncio.wait_for, a task) for every chunk of a stream."""
+        """All body bytes received so far (joined: a server's HTTP chunks that arrived in one read come out
+        as one piece, so a stream is handled and relayed one read at a time, not one chunk at a time);
+        None at the end of the response; ReadTimeout after `wait_s` without data. One watchdog timer
+        per response, re-armed lazily, rather than a timer (or, with asyncio.wait_for, a task) for
+        every chunk of a stream."""
         while not self._chunks:
             if self.complete:
                 return None
@@ -158,7 +160,12 @@ class _Connection(asyncio.Protocol):
                 await waiter
             finally:
                 self._waiter = None
-        return self._chunks.popleft()
+        chunks = self._chunks
+        if len(chunks) == 1:
+            return chunks.popleft()
+        data = b"".join(chunks)
+        chunks.clear()
+        return data
 
     def _check_idle(self, wait_s: float) -> None:
         self._watchdog = None
