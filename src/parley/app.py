@@ -19,6 +19,7 @@ from parley.api.routes import http_exception, routes
 from parley.api.runtime import Runtime
 from parley.config import Settings
 from parley.engine.sealing import ReasoningSealer, new_key
+from parley.gc_tuning import freeze_startup_objects
 from parley.providers.embedded import (
     EmbeddedProvider,
     EmbeddedServer,
@@ -142,7 +143,10 @@ class ParleyApp:
             await response(scope, receive, send)
 
 
-def create_app(settings: Settings) -> ParleyApp:
+def create_app(settings: Settings, *, serving: bool = False) -> ParleyApp:
+    """`serving`: this process exists to serve the app (`parley serve`), so it may tune process-wide
+    settings once the app is built (parley/gc_tuning.py); tests and tools leave them alone."""
+
     @asynccontextmanager
     async def lifespan(app: ParleyApp) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -153,6 +157,8 @@ def create_app(settings: Settings) -> ParleyApp:
                     "no API keys exist: local development mode, any key is accepted "
                     "(create one with `parley keys create`)"
                 )
+            if serving:
+                freeze_startup_objects()
             yield
 
     return ParleyApp(lifespan)
@@ -162,4 +168,4 @@ def app_from_settings() -> ParleyApp:
     """The app of one worker process when serving with several (`parley serve --workers N`)."""
     from parley.config import load_settings
 
-    return create_app(load_settings())
+    return create_app(load_settings(), serving=True)

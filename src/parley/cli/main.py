@@ -82,7 +82,7 @@ def serve(
         # Each worker process builds its own app from the same flags (passed down as PARLEY_* variables);
         # they share the database, and background runs are claimed by whichever worker is free.
         export_flags(flags)
-    target: Any = "parley.app:app_from_settings" if settings.workers > 1 else create_app(settings)
+    target: Any = "parley.app:app_from_settings" if settings.workers > 1 else create_app(settings, serving=True)
     uvicorn.run(
         target, factory=settings.workers > 1, workers=settings.workers if settings.workers > 1 else None,
         host=settings.host, port=settings.port, log_level=settings.log_level,
