@@ -173,7 +173,8 @@ def _targets(opts: Options, srv: Servers, stream: bool) -> dict[str, Target]:
 
 
 def _cpu_now(pids: dict[str, int]) -> dict[str, float]:
-    now = {name: sample(pid).cpu_s for name, pid in pids.items()}
+    # The load generator is this process, whose descendants are the upstream and Parley: count it alone.
+    now = {name: sample(pid, descendants=name != "load_generator").cpu_s for name, pid in pids.items()}
     now["machine"] = machine_cpu_s()
     return now
 

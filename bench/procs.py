@@ -57,10 +57,11 @@ def _descendants(pid: int) -> list[int]:
     return tree
 
 
-def sample(pid: int) -> ProcSample:
-    """CPU (utime + stime) and memory (VmRSS, VmHWM) of pid and its live descendants, from /proc."""
+def sample(pid: int, descendants: bool = True) -> ProcSample:
+    """CPU (utime + stime) and memory (VmRSS, VmHWM) of pid and (unless told not to) its live descendants,
+    from /proc."""
     cpu_s = rss = hwm = 0.0
-    for member in _descendants(pid):
+    for member in _descendants(pid) if descendants else [pid]:
         try:
             fields = _stat_fields(member)  # utime/stime are fields 14/15
             status = Path(f"/proc/{member}/status").read_text()
