@@ -8,8 +8,12 @@ written out in full here (CREATE, or ALTER of an earlier table), and tables.py i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy import (
     BigInteger,
@@ -139,8 +143,29 @@ def _apply(conn: Connection) -> list[int]:
 
 async def migrate(engine: AsyncEngine) -> list[int]:
     """Bring the schema up to date; returns the versions applied now."""
-    async with engine.begin() as conn:
+    async with _sqlite_startup_lock(engine), engine.begin() as conn:
         return await conn.run_sync(_apply)
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_startup_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """On a SQLite file, one start-up at a time (processes of `--workers N`, or several engines).
+
+    The first connection of a new database switches it to WAL, which needs an exclusive lock. Start-ups
+    racing for that lock while another holds BEGIN IMMEDIATE could wait on each other until the busy
+    timeout ran out ("database is locked", seen about once in ten runs of the concurrent-migration test).
+    An advisory flock on a file next to the database (held per open file, so it also orders engines of
+    one process) makes each start-up open its first connection and migrate alone."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    fd = os.open(database + "-startup.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def latest_version() -> int:
