@@ -1,9 +1,10 @@
 """Group commit: writes from concurrent requests are merged into one transaction.
 
 Each caller awaits its own write; the writer task takes everything queued, inserts rows of the same
-table with one executemany, and commits once. If a merged batch fails, each write is retried in its
-own transaction so one bad write cannot fail the others. A write that was queued completes even if
-the caller is cancelled meanwhile, so nothing is half-written when a client disconnects.
+table together (multi-row INSERTs on SQLite, executemany elsewhere), and commits once. If a merged
+batch fails, each write is retried in its own transaction so one bad write cannot fail the others. A
+write that was queued completes even if the caller is cancelled meanwhile, so nothing is half-written
+when a client disconnects.
 
 On SQLite the whole transaction runs in one hop to a dedicated writer thread with the synchronous
 driver, instead of one event-loop/thread round trip per statement through aiosqlite: that was most of a
