@@ -15,6 +15,7 @@ from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from parley.api.auth import Authenticator
+from parley.api.http import FieldPolicy
 from parley.api.routes import http_exception, routes
 from parley.api.runtime import Runtime
 from parley.config import Settings
@@ -105,7 +106,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     background.start()
     stack.push_async_callback(runner.stop)  # before the store closes (the stack unwinds in reverse)
     return Runtime(settings, store, http, models, auth, responses, prompts, conversations=conversations,
-                   background=background)
+                   background=background, fields=FieldPolicy(reject=settings.unknown_fields == "reject"))
 
 
 class ParleyApp:

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         default=False, description="Allow a non-loopback bind with no API keys (not recommended)"
     )
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    body_timeout_s: float = Field(default=30.0, gt=0, description="A request body must arrive within this time (408)")
+    header_timeout_s: float = Field(default=30.0, gt=0, description="A request's headers must arrive within this")
+    unknown_fields: Literal["ignore", "reject"] = Field(
+        default="ignore",
+        description="Unknown top-level body fields: ignored (each name logged once) or a 400 unknown_parameter",
+    )
     auth_cache_ttl_s: float = Field(default=2.0, ge=0)
     obfuscation_default: bool = True
     reasoning_keys: list[SecretStr] = Field(

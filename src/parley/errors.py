@@ -48,6 +48,11 @@ class PayloadTooLarge(ParleyError):
         super().__init__(message, None, "request_too_large", 413, "invalid_request_error")
 
 
+class RequestTimeout(ParleyError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, None, "request_timeout", 408, "invalid_request_error")
+
+
 class UpstreamError(ParleyError):
     """The model upstream failed. 502 by default; the constructor helpers pick the right status."""
 

@@ -71,7 +71,11 @@ async def _compact(env: Env, **params: Any) -> tuple[CompactedResponse, list[dic
     """responses.compact through the SDK; also the raw output items (the SDK types `output` as output items,
     so the user messages it holds would not round-trip through model_dump unchanged)."""
     raw = await env.client.responses.with_raw_response.compact(**params)
-    output: list[dict[str, Any]] = raw.http_response.json()["output"]
+    body = raw.http_response.json()
+    output: list[dict[str, Any]] = body["output"]
+    # The SDK's parse() does not validate: validate the wire body against the SDK type itself (all but the
+    # user messages, which its output-item union does not admit).
+    CompactedResponse.model_validate({**body, "output": [o for o in output if o["type"] != "message"]})
     return raw.parse(), output
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from parley.api.http import endpoint, json_response, parse_model, read_body
-from parley.api.runtime import runtime_of
+from parley.api.http import endpoint, json_response
+from parley.api.runtime import parse_body, runtime_of
 from parley.schema.compaction import CompactRequest
 
 
@@ -14,5 +14,5 @@ from parley.schema.compaction import CompactRequest
 async def compact_response(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
     project = await rt.auth.project_of(request)
-    body = parse_model(CompactRequest, await read_body(request, rt.settings.max_body_bytes))
+    body = await parse_body(request, CompactRequest)
     return json_response(await rt.responses.compact(project, body), rid)

@@ -8,8 +8,8 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from parley.api.http import endpoint, json_response, list_body, page_query, parse_model, query_list, read_body
-from parley.api.runtime import runtime_of
+from parley.api.http import endpoint, json_response, list_body, page_query, query_list
+from parley.api.runtime import parse_body, runtime_of
 from parley.errors import InvalidRequest
 from parley.schema.conversations import AddItemsRequest, CreateConversationRequest, UpdateConversationRequest
 from parley.schema.requests import IncludeValue
@@ -19,7 +19,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 async def _body(request: Request, model: type[M]) -> M:
-    return parse_model(model, await read_body(request, runtime_of(request).settings.max_body_bytes))
+    return await parse_body(request, model)
 
 
 def _check_include(request: Request) -> None:

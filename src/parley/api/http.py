@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from parley.engine.stream import sse_frame
-from parley.errors import InternalError, InvalidRequest, ParleyError, PayloadTooLarge
-from parley.schema.requests import cross_field_param, param_from_loc
+from parley.errors import InternalError, InvalidRequest, ParleyError, PayloadTooLarge, RequestTimeout
+from parley.schema.json_limits import INT_MAX, check_json_numbers
+from parley.schema.requests import cross_field_param, most_specific, param_from_loc
 from parley.store.base import PageQuery
 
 log = logging.getLogger("parley.api")
@@ -85,41 +88,121 @@ def endpoint(handler: Callable[[Request, str], Awaitable[Response]]) -> Endpoint
     return Endpoint(handler)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The whole body, at most `limit` bytes (413 beyond), within `timeout_s` (408 after: a client sending
+    slowly must not hold the request open). A client that disconnects mid-body ends the request quietly."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"The request body was not received within {timeout_s:g} seconds.") from None
+    except ClientDisconnect:
+        raise ClientGoneError from None
     return b"".join(chunks)
 
 
-def parse_model(model: type[M], body: bytes) -> M:
+class FieldPolicy:
+    """What happens to top-level body fields Parley does not know (`unknown_fields` in the settings):
+    `ignore` (the default: clients newer than the server keep working; each name is logged once at warning
+    level) or `reject` (400 `unknown_parameter` naming the field, as OpenAI answers)."""
+
+    def __init__(self, reject: bool) -> None:
+        self.reject = reject
+        self._logged: set[str] = set()
+
+    def unknown(self, model: BaseModel) -> None:
+        extra = model.__pydantic_extra__
+        if not extra:
+            return
+        names = sorted(extra)
+        extra.clear()  # never reaches the service (nor a stored background request)
+        if self.reject:
+            raise InvalidRequest(f"Unknown parameter: '{names[0]}'.", param=names[0], code="unknown_parameter")
+        fresh = [name for name in names if name not in self._logged]
+        if fresh and len(self._logged) < 1000:
+            self._logged.update(fresh)
+            log.warning("ignoring unknown request field(s) %s (set unknown_fields = \"reject\" to refuse them)",
+                        ", ".join(repr(name[:64]) for name in fresh))
+
+
+def parse_model(model: type[M], body: bytes, fields: FieldPolicy | None = None) -> M:
+    """Validate a JSON body into `model`: every failure is a 400 naming the parameter. Numbers no later step
+    can carry (NaN, Infinity, 1e999, integers beyond 64 bits) are refused first (schema/json_limits.py)."""
     if not body.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
+    check_json_numbers(body)
     try:
-        return model.model_validate_json(body)
+        parsed = model.model_validate_json(body)
     except ValidationError as err:
-        first = err.errors(include_url=False)[0]
-        if first["type"] == "json_invalid":
-            raise InvalidRequest(
-                "We could not parse the JSON body of your request. The body must be valid JSON.",
-                code="invalid_json",
-            ) from None
-        if first["type"] == "model_type" and not first["loc"]:
-            raise InvalidRequest("The request body must be a JSON object.", code="invalid_type") from None
-        cause = (first.get("ctx") or {}).get("error")
-        param = cross_field_param(cause) if cause is not None else None
-        if param is not None:
-            raise InvalidRequest(str(cause), param=param) from None
-        param = param_from_loc(first["loc"], orjson.loads(body))
-        message = first["msg"]
-        raise InvalidRequest(f"Invalid value for '{param}': {message}." if param else message, param=param) from None
+        raise _invalid(err, body) from None
+    if fields is not None:
+        fields.unknown(parsed)
+    return parsed
+
+
+def _invalid(err: ValidationError, body: bytes) -> InvalidRequest:
+    first = most_specific(err)
+    if first["type"] == "json_invalid":
+        return InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be valid JSON.", code="invalid_json"
+        )
+    if first["type"] == "model_type" and not first["loc"]:
+        return InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    cause = (first.get("ctx") or {}).get("error")
+    param = cross_field_param(cause) if cause is not None else None
+    if param is not None:
+        return InvalidRequest(str(cause), param=param)
+    param = param_from_loc(first["loc"], _loads(body), missing=first["type"] == "missing")
+    message = first["msg"]
+    return InvalidRequest(f"Invalid value for '{param}': {message}." if param else message, param=param)
+
+
+def _loads(body: bytes) -> Any:
+    """The body as data, for naming a parameter: it parsed as JSON already, but orjson is stricter than
+    pydantic's parser (lone surrogates), so fall back to the standard library."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+
+
+def query_bool(request: Request, name: str, default: bool = False) -> bool:
+    """`true`/`false` (any case; also 1/0); anything else is a 400 naming the parameter."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    value = raw.lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise InvalidRequest(f"Invalid value for '{name}': expected 'true' or 'false'.", param=name)
+
+
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
+def query_int(request: Request, name: str, default: int, minimum: int = 0, maximum: int = INT_MAX) -> int:
+    """An integer query parameter within [minimum, maximum]; anything else is a 400 naming it."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if _INTEGER.fullmatch(raw) is None or not minimum <= int(raw) <= maximum:
+        raise InvalidRequest(f"Invalid value for '{name}': expected an integer between {minimum} and {maximum}.",
+                             param=name)
+    return int(raw)
 
 
 def query_list(request: Request, name: str) -> list[str]:
@@ -130,12 +213,7 @@ def query_list(request: Request, name: str) -> list[str]:
 
 def page_query(request: Request, default_limit: int = 20, max_limit: int = 100) -> PageQuery:
     params = request.query_params
-    raw_limit = params.get("limit")
-    limit = default_limit
-    if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= max_limit:
-            raise InvalidRequest(f"'limit' must be an integer between 1 and {max_limit}.", param="limit")
-        limit = int(raw_limit)
+    limit = query_int(request, "limit", default_limit, 1, max_limit)
     order = params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise InvalidRequest("'order' must be 'asc' or 'desc'.", param="order")

@@ -9,13 +9,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from parley.api.http import endpoint, json_response, list_body, page_query, parse_model, read_body
-from parley.api.runtime import runtime_of
+from parley.api.http import endpoint, json_response, list_body, page_query
+from parley.api.runtime import parse_body, runtime_of
 from parley.schema.prompts import PromptBody
 
 
 async def _body(request: Request) -> PromptBody:
-    return parse_model(PromptBody, await read_body(request, runtime_of(request).settings.max_body_bytes))
+    return await parse_body(request, PromptBody)
 
 
 @endpoint

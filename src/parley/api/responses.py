@@ -16,12 +16,12 @@ from parley.api.http import (
     json_response,
     list_body,
     page_query,
-    parse_model,
-    read_body,
+    query_bool,
+    query_int,
     sse_frames,
     sse_response,
 )
-from parley.api.runtime import runtime_of
+from parley.api.runtime import parse_body, runtime_of
 from parley.errors import InvalidRequest
 from parley.schema.requests import CreateResponseRequest, IncludeValue
 from parley.services.background import follow
@@ -65,7 +65,7 @@ async def _cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[A
 async def create_response(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
     project = await rt.auth.project_of(request)
-    req = parse_model(CreateResponseRequest, await read_body(request, rt.settings.max_body_bytes))
+    req = await parse_body(request, CreateResponseRequest)
     if req.background:
         # The run is recorded before answering and goes on without this client: a dropped stream
         # can be resumed with GET /v1/responses/{id}?stream=true.
@@ -92,7 +92,7 @@ async def count_input_tokens(request: Request, rid: str) -> Response:
     """POST /v1/responses/input_tokens: the same body as create; counts the input without generating."""
     rt = runtime_of(request)
     project = await rt.auth.project_of(request)
-    req = parse_model(CreateResponseRequest, await read_body(request, rt.settings.max_body_bytes))
+    req = await parse_body(request, CreateResponseRequest)
     return json_response(await rt.responses.input_tokens(project, req), rid)
 
 
@@ -109,15 +109,14 @@ async def retrieve_response(request: Request, rid: str) -> Response:
     project = await rt.auth.project_of(request)
     _check_include(request)
     response_id = request.path_params["response_id"]
-    if request.query_params.get("stream", "false").lower() != "true":
-        return json_response(await rt.responses.retrieve(project, response_id), rid)
+    stream = query_bool(request, "stream")
     # Replay the event log from response.created (the SDK helper filters client-side), or after
     # `starting_after`, then follow the run live until its terminal event (api-surface.md §6.6).
-    raw_after = request.query_params.get("starting_after", "-1")
-    if not raw_after.lstrip("-").isdigit():
-        raise InvalidRequest("'starting_after' must be an integer.", param="starting_after")
+    after = query_int(request, "starting_after", -1, minimum=-1)
+    if not stream:
+        return json_response(await rt.responses.retrieve(project, response_id), rid)
     await rt.background.check_streamable(project, response_id)
-    return sse_frames(follow(rt.store, rt.background.runner, project, response_id, int(raw_after),
+    return sse_frames(follow(rt.store, rt.background.runner, project, response_id, after,
                              rt.settings.background.poll_s), rid)
 
 

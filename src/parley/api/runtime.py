@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
+from pydantic import BaseModel
 from starlette.requests import Request
 
 from parley.api.auth import Authenticator
+from parley.api.http import FieldPolicy, parse_model, read_body
 from parley.config import Settings
 from parley.providers.http1 import Http1Pool
 from parley.providers.registry import ModelRegistry
@@ -28,8 +31,20 @@ class Runtime:
     prompts: PromptsService
     conversations: ConversationsService
     background: BackgroundResponses
+    fields: FieldPolicy
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """The request's JSON body as `model`, read within the configured size and time limits, its unknown
+    top-level fields handled by the configured policy."""
+    rt = runtime_of(request)
+    body = await read_body(request, rt.settings.max_body_bytes, rt.settings.body_timeout_s)
+    return parse_model(model, body, rt.fields)

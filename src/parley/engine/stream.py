@@ -37,6 +37,18 @@ def sse_frame(event: Event) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
+def usage_object(usage: Usage | None) -> dict[str, Any]:
+    """The wire `usage` (ResponseUsage: every field the SDK requires), for responses and compactions alike."""
+    u = usage or Usage(0, 0)
+    return {
+        "input_tokens": u.input_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": u.cache_write_tokens},
+        "output_tokens": u.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.input_tokens + u.output_tokens,
+    }
+
+
 def _obfuscation(pad: str, delta: str) -> str:
     # Pads each delta event to a multiple of 16 characters of delta text, so an event's size does not
     # reveal the exact length of its text (api-surface.md §6.5). The padding is random per response.
@@ -326,14 +338,7 @@ class StreamBuilder:
     # -- terminal --------------------------------------------------------------------------------
 
     def usage_object(self) -> dict[str, Any]:
-        u = self._usage or Usage(0, 0)
-        return {
-            "input_tokens": u.input_tokens,
-            "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": 0},
-            "output_tokens": u.output_tokens,
-            "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-            "total_tokens": u.input_tokens + u.output_tokens,
-        }
+        return usage_object(self._usage)
 
     def finish(self, reason: FinishReason) -> list[Event]:
         events = self.close_turn(reason)

@@ -46,6 +46,7 @@ class Usage:
     output_tokens: int
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 ModelEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage

@@ -28,11 +28,12 @@ def _part(part: dict[str, Any], path: str) -> dict[str, Any]:
         url = part.get("image_url")
         if not url:
             raise InvalidRequest(
-                "input_image with file_id is not supported yet; send image_url (https or data URL).",
-                param=f"{path}.file_id",
+                "input_image with file_id is not supported by this server yet; send image_url (https or data URL).",
+                param=f"{path}.file_id", code="unsupported_value",
             )
         return {"type": "image_url", "image_url": {"url": url, "detail": part.get("detail", "auto")}}
-    raise InvalidRequest(f"Content part type '{kind}' is not supported by this model.", param=f"{path}.type")
+    raise InvalidRequest(f"Content part type '{kind}' is not supported by this server yet.", param=f"{path}.type",
+                         code="unsupported_value")
 
 
 def _content(parts: list[dict[str, Any]], path: str, profile: Profile) -> str | list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from parley.schema.requests import ServiceTier, Short64
 class CompactRequest(BaseModel):
     """`model` is required; there is no `conversation` field (an unknown field, ignored like any other)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")  # unknown fields: api.http.FieldPolicy
 
     model: str
     input: str | list[dict[str, Any]] | None = None

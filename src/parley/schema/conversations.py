@@ -13,7 +13,7 @@ MAX_ITEMS_PER_CALL = 20
 
 
 class CreateConversationRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")  # unknown fields: api.http.FieldPolicy
 
     items: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_ITEMS_PER_CALL)
     metadata: dict[str, str] | None = None
@@ -24,7 +24,7 @@ class CreateConversationRequest(BaseModel):
 class UpdateConversationRequest(BaseModel):
     """`metadata` is required (it may be null) and replaces the whole map."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")  # unknown fields: api.http.FieldPolicy
 
     metadata: dict[str, str] | None
 
@@ -32,6 +32,6 @@ class UpdateConversationRequest(BaseModel):
 
 
 class AddItemsRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")  # unknown fields: api.http.FieldPolicy
 
     items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ITEMS_PER_CALL)

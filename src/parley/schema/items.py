@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 
 from parley.errors import InvalidRequest
 from parley.ids import new_id
-from parley.schema.requests import param_from_loc
+from parley.schema.requests import most_specific, param_from_loc
 
 Item = dict[str, Any]
 
@@ -124,6 +124,8 @@ def _item_tag(value: Any) -> str | None:
     kind = value.get("type")
     if kind is None:
         return "item_reference" if "role" not in value and "id" in value else "message"
+    if not isinstance(kind, str):  # a discriminator is checked to be a string before any lookup
+        return None
     if kind in ITEM_TAGS and kind != "other":
         return str(kind)
     return "other" if kind in OTHER_ITEM_TYPES else None
@@ -146,8 +148,8 @@ _INPUT_ADAPTER: TypeAdapter[list[InputItem]] = TypeAdapter(list[InputItem])
 
 
 def validation_to_invalid_request(err: ValidationError, prefix: str, data: Any) -> InvalidRequest:
-    first = err.errors(include_url=False)[0]
-    param = param_from_loc(first["loc"], data, prefix)
+    first = most_specific(err)
+    param = param_from_loc(first["loc"], data, prefix, missing=first["type"] == "missing")
     loc_text = f" at '{param}'" if param else ""
     return InvalidRequest(f"Invalid value{loc_text}: {first['msg']}", param=param)
 

@@ -24,9 +24,9 @@ _TEXT_PARTS = frozenset({"input_text", "output_text"})
 
 
 class PromptBody(BaseModel):
-    """POST /v1/prompts and POST /v1/prompts/{id}/versions. Unknown keys are ignored, as everywhere."""
+    """POST /v1/prompts and POST /v1/prompts/{id}/versions. Unknown keys: api.http.FieldPolicy."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     instructions: str | None = None
     input: str | list[dict[str, Any]] | None = None
@@ -38,7 +38,7 @@ class PromptBody(BaseModel):
     def template(self) -> dict[str, Any]:
         """The stored body. `input` is kept as sent (validated): ids are assigned afresh at each render."""
         normalize_input(self.input)  # 400 naming input[i]... if an item is invalid
-        return self.model_dump()
+        return self.model_dump(include={"instructions", "input", "model", "metadata"})
 
 
 Variable = Annotated[InputText | InputImage | InputFile, Field(discriminator="type")]

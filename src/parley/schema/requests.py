@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 IncludeValue = Literal[
     "file_search_call.results",
@@ -121,7 +132,23 @@ class ToolChoiceOther(Passthrough):
     name: str | None = None
 
 
-ToolChoice = Literal["none", "auto", "required"] | ToolChoiceFunction | ToolChoiceAllowed | ToolChoiceOther
+def _tool_choice_tag(value: Any) -> str | None:
+    # The discriminator is checked to be a string first; "allowed_tools" without its fields must fail as
+    # allowed_tools, not pass as some other tool choice.
+    kind = value.get("type") if isinstance(value, dict) else None
+    if not isinstance(kind, str):
+        return None
+    return kind if kind in ("function", "allowed_tools") else "other"
+
+
+ToolChoiceObject = Annotated[
+    Annotated[ToolChoiceFunction, Tag("function")]
+    | Annotated[ToolChoiceAllowed, Tag("allowed_tools")]
+    | Annotated[ToolChoiceOther, Tag("other")],
+    Discriminator(_tool_choice_tag, custom_error_type="invalid_value",
+                  custom_error_message="Invalid tool_choice: unknown or missing 'type'"),
+]
+ToolChoice = Literal["none", "auto", "required"] | ToolChoiceObject
 
 
 def _check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
@@ -140,7 +167,7 @@ def _check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
 class CreateResponseRequest(BaseModel):
     """POST /v1/responses. Items in `input` are validated separately by schema.items."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")  # unknown fields: api.http.FieldPolicy
 
     model: str | None = None
     input: str | list[dict[str, Any]] | None = None
@@ -206,11 +233,12 @@ class _CrossFieldError(ValueError):
         self.param = param
 
 
-def param_from_loc(loc: tuple[int | str, ...], data: Any, prefix: str = "") -> str | None:
+def param_from_loc(loc: tuple[int | str, ...], data: Any, prefix: str = "", missing: bool = False) -> str | None:
     """('input', 2, 'content', 0, 'text') -> 'input[2].content[0].text', walking the submitted data.
 
     Segments pydantic adds that are not in the data (union member names, discriminator tags such as
-    'json_schema') are dropped; a missing key at the end of the path is kept (it is the missing field).
+    'json_schema') are dropped; when the error is a missing field (`missing`), the key at the end of the
+    path is kept (it is the missing field).
     """
     out = prefix
     node = data
@@ -219,10 +247,18 @@ def param_from_loc(loc: tuple[int | str, ...], data: Any, prefix: str = "") -> s
         if isinstance(seg, int) and isinstance(node, list) and 0 <= seg < len(node):
             out += f"[{seg}]"
             node = node[seg]
-        elif isinstance(seg, str) and isinstance(node, dict) and (seg in node or last):
+        elif isinstance(seg, str) and isinstance(node, dict) and (seg in node or (last and missing)):
             out += f".{seg}" if out else seg
             node = node.get(seg)
     return out or None
+
+
+def most_specific(err: ValidationError) -> ErrorDetails:
+    """The error to report: the deepest location wins (a union reports every member's failure, and the
+    member that got furthest into the data is the one the client meant); the first among equals."""
+    errors = err.errors(include_url=False)
+    # Among equals, a failed literal (one union member's fixed values) says least about what was meant.
+    return max(errors, key=lambda e: (len(e["loc"]), e["type"] != "literal_error"))
 
 
 def cross_field_param(error: Exception) -> str | None:

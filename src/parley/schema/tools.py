@@ -145,7 +145,7 @@ def build_toolset(req: CreateResponseRequest) -> ToolSet:
     for index, raw in enumerate(req.tools or ()):
         kind = raw.get("type")
         path = f"tools[{index}]"
-        if kind not in KNOWN_TOOL_TYPES:
+        if not isinstance(kind, str) or kind not in KNOWN_TOOL_TYPES:
             raise InvalidRequest(f"Invalid tool type '{kind}'.", param=f"{path}.type")
         if kind in ("function", "custom"):
             tools.append(_client_tool(raw, path, None))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from parley.engine.sealing import ReasoningSealer
+from parley.engine.stream import usage_object
 from parley.errors import InvalidRequest
 from parley.ids import new_id
 from parley.providers.base import ModelCall, TextDelta, Usage
@@ -78,17 +79,6 @@ def transcript(items: list[Item]) -> str:
         elif kind in ("function_call_output", "custom_tool_call_output"):
             lines.append(f"tool result: {_output_text(item.get('output'))}")
     return "\n\n".join(lines)
-
-
-def usage_object(usage: Usage | None) -> dict[str, Any]:
-    u = usage or Usage(0, 0)
-    return {
-        "input_tokens": u.input_tokens,
-        "input_tokens_details": {"cached_tokens": u.cached_tokens},
-        "output_tokens": u.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-        "total_tokens": u.input_tokens + u.output_tokens,
-    }
 
 
 def compact_threshold(entries: list[ContextManagement] | None, entry: ModelEntry) -> int | None:

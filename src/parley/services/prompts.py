@@ -88,7 +88,7 @@ class PromptsService:
         number: int | None = None
         if version is not None:
             # Not a version number (or beyond any INTEGER column): looked up as -1, which never exists.
-            number = int(version) if version.isdigit() and len(version) <= 9 else -1
+            number = int(version) if version.isascii() and version.isdigit() and len(version) <= 9 else -1
         record = await self._store.get_prompt(project_id, prompt_id, number)
         if record is not None:
             return record

@@ -1,0 +1,185 @@
+"""Hostile request bodies and query strings: each observed 500 of issue 16 §1 (and issue 8 #2, #4) is a 400 in
+the OpenAI error shape naming the parameter, before anything reaches the upstream or the store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from parley.config import EmbeddedConfig, ModelConfig, Settings
+from parley.testing.fake_upstream import FakeUpstream
+from parley.testing.in_process import in_process
+
+BIG = 2**64
+ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+@pytest.fixture(scope="module")
+async def fake() -> AsyncIterator[FakeUpstream]:
+    upstream = FakeUpstream()
+    await upstream.start()
+    yield upstream
+    await upstream.stop()
+
+
+def _settings(data_dir: Path, fake: FakeUpstream, **extra: Any) -> Settings:
+    return Settings(data_dir=data_dir, models=[ModelConfig(id="fake", base_url=fake.base_url, upstream_model="echo")],
+                    embedded=EmbeddedConfig(enabled=False), **extra)
+
+
+@pytest.fixture(scope="module")
+async def http(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
+    async with in_process(_settings(tmp_path_factory.mktemp("hostile"), fake)) as app:
+        yield app.http
+
+
+def _error(response: httpx.Response, status: int = 400) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
+    assert "Traceback" not in response.text
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def _raw(**fields: str) -> bytes:
+    """A body whose values are raw JSON text (so NaN, Infinity and huge integers can be written)."""
+    inner = ", ".join(f'"{k}": {v}' for k, v in {"model": '"fake"', "input": '"hi"', **fields}.items())
+    return ("{" + inner + "}").encode()
+
+
+NUMBER_CASES: list[tuple[bytes, str]] = [
+    (_raw(temperature="NaN"), "temperature"),
+    (_raw(temperature="Infinity"), "temperature"),
+    (_raw(top_p="-Infinity"), "top_p"),
+    (_raw(max_output_tokens="1e999"), "max_output_tokens"),
+    (_raw(max_tool_calls=str(BIG)), "max_tool_calls"),
+    (_raw(max_tool_calls=str(2**63)), "max_tool_calls"),
+    (_raw(tools=f'[{{"type": "function", "name": "f", "parameters": {{"type": "object", "maximum": {BIG}}}}}]'),
+     "tools[0].parameters.maximum"),
+    (_raw(tools='[{"type": "function", "name": "f", "parameters": {"maximum": NaN}}]'), "tools[0].parameters.maximum"),
+    (_raw(tools='[{"type": "function", "name": "f", "parameters": {"maximum": 1e999}}]'),
+     "tools[0].parameters.maximum"),
+    (_raw(text=f'{{"format": {{"type": "json_schema", "name": "x", "schema": {{"minimum": {BIG}}}}}}}'),
+     "text.format.schema.minimum"),
+    (_raw(input=f'[{{"role": "user", "content": [{{"type": "input_text", "text": "x", "n": {BIG}}}]}}]'),
+     "input[0].content[0].n"),
+    (_raw(input=f'[{{"type": "function_call_output", "call_id": "c", "output": "x", "extra": {BIG}}}]'),
+     "input[0].extra"),
+    (_raw(input='"\\ud800 lone surrogate"'), "input"),
+]
+
+
+@pytest.mark.parametrize(("body", "param"), NUMBER_CASES)
+async def test_numbers_no_later_step_can_carry_are_a_400(http: httpx.AsyncClient, fake: FakeUpstream,
+                                                         body: bytes, param: str) -> None:
+    sent = len(fake.requests)
+    for path in ("/v1/responses", "/v1/responses/input_tokens"):
+        error = _error(await http.post(path, content=body))
+        assert error["param"] == param and error["code"] == "invalid_value", error
+    assert len(fake.requests) == sent  # refused before the upstream was called
+
+
+async def test_a_big_number_inside_a_string_is_fine(http: httpx.AsyncClient) -> None:
+    body = _raw(input=f'"the number {BIG} and the word NaN and 1e999"', metadata='{"n": "NaN"}')
+    assert (await http.post("/v1/responses", content=body)).status_code == 200
+    paired = _raw(input='"an emoji \\ud83d\\ude00 is a valid surrogate pair"')
+    assert (await http.post("/v1/responses", content=paired)).status_code == 200
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/conversations", f'{{"items": [{{"role": "user", "content": "x", "n": {BIG}}}]}}', "items[0].n"),
+    ("/v1/conversations", '{"metadata": {"a": "b"}, "x": NaN}', "x"),
+    ("/v1/prompts", f'{{"instructions": "x", "input": [{{"role": "user", "content": "y", "n": {BIG}}}]}}',
+     "input[0].n"),
+    ("/v1/responses/compact", f'{{"model": "fake", "input": [{{"role": "user", "content": "y", "n": {BIG}}}]}}',
+     "input[0].n"),
+])
+async def test_numbers_are_checked_on_every_json_endpoint(http: httpx.AsyncClient, path: str, body: str,
+                                                          param: str) -> None:
+    assert _error(await http.post(path, content=body.encode()))["param"] == param
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"input": [{"type": ["message"], "role": "user", "content": "x"}]}, "input[0]"),
+    ({"input": [{"type": {"a": 1}}]}, "input[0]"),
+    ({"input": [{"role": "user", "content": [{"type": ["input_text"], "text": "x"}]}]}, "input[0].content[0]"),
+    ({"tools": [{"type": ["function"], "name": "f"}]}, "tools[0].type"),
+    ({"tools": [{"type": {"function": 1}, "name": "f"}]}, "tools[0].type"),
+    ({"tools": [{"type": "namespace", "name": "ns", "tools": [{"type": ["function"], "name": "f"}]}]},
+     "tools[0].tools[0].type"),
+    ({"tool_choice": {"type": "allowed_tools", "mode": "auto"}}, "tool_choice.tools"),
+    ({"tool_choice": {"type": ["function"], "name": "f"}}, "tool_choice"),
+])
+async def test_discriminators_must_be_strings(http: httpx.AsyncClient, body: dict[str, Any], param: str) -> None:
+    error = _error(await http.post("/v1/responses", json={"model": "fake", "input": "hi", **body}))
+    assert error["param"] == param, error
+
+
+async def test_input_file_is_a_server_limitation(http: httpx.AsyncClient) -> None:
+    body = {"model": "fake", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "read this"}, {"type": "input_file", "file_id": "file_1"}]}]}
+    error = _error(await http.post("/v1/responses", json=body))
+    assert error["code"] == "unsupported_value" and error["param"] == "input[0].content[1].type"
+    assert "not supported by this server yet" in error["message"]
+
+
+@pytest.mark.parametrize(("query", "param"), [
+    ("stream=maybe", "stream"),
+    ("stream=true&starting_after=9223372036854775808", "starting_after"),
+    ("stream=true&starting_after=-5", "starting_after"),
+    ("stream=true&starting_after=1.5", "starting_after"),
+    ("stream=true&starting_after=%C2%B2", "starting_after"),
+])
+async def test_retrieve_query_parameters(http: httpx.AsyncClient, query: str, param: str) -> None:
+    created = (await http.post("/v1/responses", json={"model": "fake", "input": "hi"})).json()
+    error = _error(await http.get(f"/v1/responses/{created['id']}?{query}"))
+    assert error["param"] == param
+
+
+@pytest.mark.parametrize("query", ["limit=%C2%B2", "limit=0", "limit=101", "limit=99999999999999999999999", "order=up"])
+async def test_list_query_parameters(http: httpx.AsyncClient, query: str) -> None:
+    conversation = (await http.post("/v1/conversations", json={})).json()
+    error = _error(await http.get(f"/v1/conversations/{conversation['id']}/items?{query}"))
+    assert error["param"] in ("limit", "order")
+
+
+async def test_starting_after_at_the_top_of_the_range_ends_cleanly(http: httpx.AsyncClient) -> None:
+    created = (await http.post("/v1/responses", json={"model": "fake", "input": "hi", "background": True})).json()
+    response = await http.get(f"/v1/responses/{created['id']}?stream=true&starting_after={2**63 - 1}")
+    assert response.status_code == 200 and response.text.endswith("data: [DONE]\n\n")
+
+
+async def test_unknown_top_level_fields_are_ignored_and_logged_once(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="parley.api"):
+        for _ in range(3):
+            response = await http.post("/v1/responses", json={"model": "fake", "input": "hi", "frobnicate": 1})
+            assert response.status_code == 200
+            assert "frobnicate" not in response.json()
+    assert sum("frobnicate" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_unknown_top_level_fields_rejected_when_configured(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    async with in_process(_settings(tmp_path, fake, unknown_fields="reject")) as app:
+        error = _error(await app.http.post("/v1/responses", json={"model": "fake", "input": "hi", "foo": 1}))
+        assert error == {**error, "param": "foo", "code": "unknown_parameter"}
+        assert (await app.http.post("/v1/conversations", json={"bar": 1})).json()["error"]["param"] == "bar"
+        # Nested objects stay lenient: only top-level fields are checked.
+        ok = await app.http.post("/v1/responses", json={"model": "fake", "input": "hi", "text": {"x": 1}})
+        assert ok.status_code == 200
+        # The official SDK's own requests carry no unknown field.
+        sdk = app.sdk()
+        response = await sdk.responses.create(model="fake", input="hi", temperature=0.5, metadata={"a": "b"},
+                                              store=True, parallel_tool_calls=True, truncation="auto")
+        assert response.status == "completed"
+        async with sdk.responses.stream(model="fake", input="hi") as stream:
+            assert (await stream.get_final_response()).status == "completed"

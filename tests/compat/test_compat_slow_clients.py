@@ -1,0 +1,108 @@
+"""Slow and vanishing clients against a real `parley serve` (issue 16 §1 and §4): request headers and bodies
+have deadlines, and a client that disconnects mid-body is not an error with a traceback in the log."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from compat_support import ParleyServer, model_toml
+
+from parley.testing.fake_upstream import FakeUpstream
+
+
+@pytest.fixture(scope="module")
+def slow_server(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ParleyServer]:
+    config = "body_timeout_s = 1.0\nheader_timeout_s = 1.0\n" + model_toml("echo", fake.base_url, "echo")
+    config += "[embedded]\nenabled = false\n"
+    server = ParleyServer(tmp_path_factory.mktemp("parley-slow"), config)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _connect(server: ParleyServer) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_body_trickled_slowly_gets_a_408(slow_server: ParleyServer) -> None:
+    body = b'{"model": "echo", "input": "hello there"}'
+    with _connect(slow_server) as sock:
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: " + str(len(body)).encode() + b"\r\n\r\n")
+        started = time.monotonic()
+        answer = b""
+        for byte in body:  # one byte every 0.3 s: 12 s for the whole body, far past the 1 s deadline
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            sock.settimeout(0.3)
+            try:
+                answer = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if answer:
+                break
+        sock.settimeout(10)
+        answer += _read_all(sock)
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"code":"request_timeout"' in answer
+    assert elapsed < 8  # answered long before the body could have been complete
+
+
+def test_headers_trickled_slowly_are_cut(slow_server: ParleyServer) -> None:
+    with _connect(slow_server) as sock:
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nhost: x\r\n")
+        started = time.monotonic()
+        for _ in range(40):
+            try:
+                sock.sendall(b"x-slow: 1\r\n")
+            except OSError:
+                break
+            time.sleep(0.25)
+            if sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT) if _readable(sock) else b"":
+                break
+        answer = _read_all(sock)
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert elapsed < 8
+
+
+def test_an_idle_connection_is_cut(slow_server: ParleyServer) -> None:
+    with _connect(slow_server) as sock:
+        answer = _read_all(sock)  # sends nothing at all
+    assert answer.startswith(b"HTTP/1.1 408")
+
+
+def _readable(sock: socket.socket) -> bool:
+    import select
+
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def test_a_client_leaving_mid_body_is_not_an_error(slow_server: ParleyServer) -> None:
+    for _ in range(3):
+        with _connect(slow_server) as sock:
+            sock.sendall(b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         b"content-length: 1000\r\n\r\n{\"model\": \"echo\", ")
+            time.sleep(0.1)
+    time.sleep(0.3)
+    # The server still answers, and logged no error (nor a traceback) for the clients that left.
+    response = httpx.post(slow_server.base_url + "/responses", json={"model": "echo", "input": "hi"}, timeout=10)
+    assert response.status_code == 200
+    log = slow_server.log()
+    assert "ERROR" not in log and "Traceback" not in log, log
