@@ -21,6 +21,9 @@ from pydantic_settings import (
 )
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+# The endpoint profiles of providers/profiles.py (a test keeps the two in step): an unknown name is a
+# configuration error at load time, naming the key and the known values.
+ProfileName = Literal["generic", "openai", "vllm", "ollama", "llamacpp", "openrouter", "deepseek"]
 TokenizerName = Literal["estimate", "vllm", "llamacpp", "tiktoken:o200k_base", "tiktoken:cl100k_base"]
 
 
@@ -60,7 +63,7 @@ class ModelConfig(BaseModel):
     api_key: SecretStr | None = Field(default=None, description="Key given inline (prefer api_key_env)")
     upstream_model: str | None = Field(default=None, description="Model name sent upstream; default: id")
     context_window: int = Field(default=8192, ge=256)
-    profile: str = "generic"
+    profile: ProfileName = "generic"
     quirks: ProfileOverrides = Field(default_factory=ProfileOverrides)
     owned_by: str = "parley"
     connect_timeout_s: float = Field(default=10.0, gt=0)

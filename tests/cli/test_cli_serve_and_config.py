@@ -59,3 +59,28 @@ def test_keys_and_remote_bind_refusal(tmp_path: Path) -> None:
     assert key["key"] not in _run("keys", "list", "--data-dir", data_dir, env=env).stdout  # only the prefix
     assert _run("keys", "revoke", key["id"], "--data-dir", data_dir, env=env).returncode == 0
     assert _run("keys", "revoke", key["id"], "--data-dir", data_dir, env=env).returncode == 1
+
+
+def test_version() -> None:
+    out = _run("--version", env=_env())
+    assert out.returncode == 0 and out.stdout.startswith("parley ") and out.stdout.strip().split()[1][0].isdigit()
+
+
+def test_an_unknown_profile_is_one_clear_line_at_load(tmp_path: Path) -> None:
+    config = tmp_path / "parley.toml"
+    config.write_text('[[models]]\nid = "m"\nbase_url = "http://127.0.0.1:1/v1"\nprofile = "nosuchprofile"\n')
+    for command in (["config", "show"], ["serve", "--port", "0"]):
+        out = _run(*command, "--config", str(config), env=_env())
+        assert out.returncode == 2, out
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+        assert "models.0.profile" in lines[0] and "'vllm'" in lines[0] and "'generic'" in lines[0]
+
+
+def test_profile_names_match_the_profiles() -> None:
+    from typing import get_args
+
+    from parley.config import ProfileName
+    from parley.providers.profiles import PROFILES
+
+    assert set(get_args(ProfileName)) == set(PROFILES)

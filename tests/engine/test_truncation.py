@@ -122,3 +122,21 @@ async def test_a_failing_tokenizer_only_blocks_auto() -> None:
     assert fitted.call is call and fitted.count is None  # the upstream's own context check decides
     with pytest.raises(UpstreamError):
         await fit_context(call, broken, "auto", 200)
+
+
+async def test_auto_that_cannot_fit_says_what_does_not_fit() -> None:
+    # truncation=auto already dropped everything it may: the message must not advise truncation='auto'.
+    call = ModelCall(upstream_model="m", items=[_msg("user", "u1"), _msg("assistant", "a1"), _msg("user", "u2")])
+    with pytest.raises(InvalidRequest) as caught:
+        await fit_context(call, Counter(), "auto", context_window=50)
+    message = caught.value.message
+    assert "truncation='auto'" in message and "Shorten the input or use" not in message
+    assert "newest user message" in message and caught.value.param == "input"
+
+
+async def test_max_output_tokens_larger_than_the_window_names_it() -> None:
+    call = ModelCall(upstream_model="m", items=[_msg("user", "u1")], max_output_tokens=10**6)
+    for mode in ("auto", "disabled"):
+        with pytest.raises(InvalidRequest) as caught:
+            await fit_context(call, Counter(), mode, context_window=8192)
+        assert caught.value.param == "max_output_tokens" and "1000000" in caught.value.message

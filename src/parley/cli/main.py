@@ -6,10 +6,12 @@ import asyncio
 import functools
 import json
 import logging
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from parley.config import Settings, export_flags, load_settings, redacted
 
@@ -31,9 +33,28 @@ DbOpt = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy UR
 def _settings(**flags: Any) -> Settings:
     try:
         return load_settings(**flags)
-    except Exception as exc:  # configuration errors are the operator's: print them plainly
+    except ValidationError as exc:  # configuration errors are the operator's: one plain line each
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(part) for part in error["loc"]) or "configuration"
+            typer.echo(f"parley: invalid configuration: {where}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:
         typer.echo(f"parley: invalid configuration: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"parley {package_version('parley')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Parley: an OpenAI Responses API server."""
 
 
 async def _any_key(settings: Settings) -> bool:

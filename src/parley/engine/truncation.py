@@ -90,9 +90,24 @@ def cut_points(items: list[Item]) -> list[int]:
     return cuts
 
 
-def context_length_exceeded(tokens: int, call: ModelCall, context_window: int) -> InvalidRequest:
+def context_length_exceeded(
+    tokens: int, call: ModelCall, context_window: int, *, truncated: bool = False
+) -> InvalidRequest:
+    """The 400 for a context that does not fit. With truncation='auto' (`truncated`), `tokens` is what is left
+    after dropping every item that may be dropped (the newest user message and what follows it stay)."""
     reserve = call.max_output_tokens or 0
     reserved = f" with {reserve} tokens reserved for max_output_tokens" if reserve else ""
+    if reserve >= context_window:
+        advice = f"max_output_tokens ({reserve}) leaves no room for input in the context window of {context_window}"
+        return InvalidRequest(f"Your input cannot fit: {advice}. Lower max_output_tokens.",
+                              param="max_output_tokens", code="context_length_exceeded")
+    if truncated:
+        return InvalidRequest(
+            f"Your input exceeds the context window of this model even after truncation='auto' dropped every "
+            f"earlier item it may drop: the newest user message and what follows it take {tokens} tokens, which "
+            f"do not fit in {context_window} tokens{reserved}. Shorten that message or lower max_output_tokens.",
+            param="input", code="context_length_exceeded",
+        )
     return InvalidRequest(
         f"Your input exceeds the context window of this model: {tokens} input tokens do not fit in "
         f"{context_window} tokens{reserved}. Shorten the input or use truncation='auto'.",
@@ -127,11 +142,11 @@ async def _drop_oldest(
     count only shrinks as items are dropped."""
     cuts = cut_points(call.items)[1:]  # cut 0 (the whole context) is known not to fit
     if not cuts:
-        raise context_length_exceeded(whole.tokens, call, context_window)
+        raise context_length_exceeded(whole.tokens, call, context_window, truncated=True)
     shortest = replace(call, items=call.items[cuts[-1]:])
     best = await count(shortest)
     if best.tokens > budget:
-        raise context_length_exceeded(best.tokens, shortest, context_window)
+        raise context_length_exceeded(best.tokens, shortest, context_window, truncated=True)
     best_call, low, high = shortest, 0, len(cuts) - 1  # invariant: cuts[high] fits
     while low < high:
         middle = (low + high) // 2

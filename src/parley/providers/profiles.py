@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from parley.config import ProfileOverrides, TokenizerName
+from parley.config import ProfileName, ProfileOverrides, TokenizerName
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,7 @@ class Profile:
         return dataclasses.replace(self, **changes)
 
 
-PROFILES: dict[str, Profile] = {
+PROFILES: dict[ProfileName, Profile] = {
     "generic": Profile(),
     # https://platform.openai.com/docs/api-reference/chat/create
     "openai": Profile(
@@ -81,9 +81,5 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def resolve_profile(name: str, overrides: ProfileOverrides) -> Profile:
-    try:
-        base = PROFILES[name]
-    except KeyError:
-        raise ValueError(f"unknown profile {name!r}; known: {', '.join(sorted(PROFILES))}") from None
-    return base.with_overrides(overrides)
+def resolve_profile(name: ProfileName, overrides: ProfileOverrides) -> Profile:
+    return PROFILES[name].with_overrides(overrides)
