@@ -22,11 +22,13 @@ async def _body(request: Request, model: type[M]) -> M:
     return await parse_body(request, model)
 
 
-def _check_include(request: Request) -> None:
-    """`include[]` is validated; stored items already carry everything it can add."""
-    for value in query_list(request, "include"):
+def _include(request: Request) -> list[str]:
+    """`include[]`, validated: what it adds to the items shown (schema/present.py)."""
+    values = query_list(request, "include")
+    for value in values:
         if value not in _INCLUDE_VALUES:
             raise InvalidRequest(f"Invalid value for 'include': '{value}'.", param="include")
+    return values
 
 
 @endpoint
@@ -63,7 +65,7 @@ async def delete_conversation(request: Request, rid: str) -> Response:
 async def create_items(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
     project = await rt.auth.project_of(request)
-    _check_include(request)
+    _include(request)
     body = await _body(request, AddItemsRequest)
     items = await rt.conversations.add_items(project, request.path_params["conversation_id"], body)
     return json_response(list_body(items, False), rid)
@@ -73,8 +75,9 @@ async def create_items(request: Request, rid: str) -> Response:
 async def list_items(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
     project = await rt.auth.project_of(request)
-    _check_include(request)
-    page = await rt.conversations.list_items(project, request.path_params["conversation_id"], page_query(request))
+    include = _include(request)
+    page = await rt.conversations.list_items(project, request.path_params["conversation_id"], page_query(request),
+                                             include)
     return json_response(list_body(page.data, page.has_more), rid)
 
 
@@ -82,9 +85,9 @@ async def list_items(request: Request, rid: str) -> Response:
 async def retrieve_item(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
     project = await rt.auth.project_of(request)
-    _check_include(request)
+    include = _include(request)
     conversation_id, item_id = request.path_params["conversation_id"], request.path_params["item_id"]
-    return json_response(await rt.conversations.retrieve_item(project, conversation_id, item_id), rid)
+    return json_response(await rt.conversations.retrieve_item(project, conversation_id, item_id, include), rid)
 
 
 @endpoint

@@ -18,6 +18,7 @@ from parley.api.http import (
     page_query,
     query_bool,
     query_int,
+    query_list,
     sse_frames,
     sse_response,
 )
@@ -96,25 +97,27 @@ async def count_input_tokens(request: Request, rid: str) -> Response:
     return json_response(await rt.responses.input_tokens(project, req), rid)
 
 
-def _check_include(request: Request) -> None:
-    for value in request.query_params.getlist("include[]") + request.query_params.getlist("include"):
-        for part in value.split(","):
-            if part and part not in _INCLUDE_VALUES:
-                raise InvalidRequest(f"Invalid value for 'include': '{part}'.", param="include")
+def _include(request: Request) -> list[str]:
+    """`include[]` of a GET: validated; what it adds to the items shown (schema/present.py)."""
+    values = query_list(request, "include")
+    for part in values:
+        if part not in _INCLUDE_VALUES:
+            raise InvalidRequest(f"Invalid value for 'include': '{part}'.", param="include")
+    return values
 
 
 @endpoint
 async def retrieve_response(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
     project = await rt.auth.project_of(request)
-    _check_include(request)
+    include = _include(request)
     response_id = request.path_params["response_id"]
     stream = query_bool(request, "stream")
     # Replay the event log from response.created (the SDK helper filters client-side), or after
     # `starting_after`, then follow the run live until its terminal event (api-surface.md §6.6).
     after = query_int(request, "starting_after", -1, minimum=-1)
     if not stream:
-        return json_response(await rt.responses.retrieve(project, response_id), rid)
+        return json_response(await rt.responses.retrieve(project, response_id, include), rid)
     await rt.background.check_streamable(project, response_id)
     return sse_frames(follow(rt.store, rt.background.runner, project, response_id, after,
                              rt.settings.background.poll_s), rid)
@@ -138,6 +141,7 @@ async def cancel_response(request: Request, rid: str) -> Response:
 async def list_input_items(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
     project = await rt.auth.project_of(request)
-    _check_include(request)
-    page = await rt.responses.input_items(project, request.path_params["response_id"], page_query(request))
+    include = _include(request)
+    page = await rt.responses.input_items(project, request.path_params["response_id"], page_query(request),
+                                          include)
     return json_response(list_body(page.data, page.has_more), rid)

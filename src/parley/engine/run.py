@@ -12,10 +12,14 @@ from collections.abc import AsyncIterator, Sequence
 from parley.engine.budget import ToolCallBudget
 from parley.engine.checks import TurnCheck
 from parley.engine.stream import Event, StreamBuilder
+from parley.engine.tool_loop import Dispatch, Toolbox
+from parley.engine.turns import Turns
 from parley.errors import ParleyError, UpstreamError
-from parley.providers.base import Finish, Item, ModelStream
+from parley.providers.base import Finish, FinishReason, Item, ModelStream
+from parley.tools.base import function_pair
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_CLIENT_CALLS = frozenset({"function_call", "custom_tool_call"})
 
 
 def _response_error_code(error: ParleyError) -> str:
@@ -26,13 +30,17 @@ def _response_error_code(error: ParleyError) -> str:
 class ResponseRun:
     def __init__(
         self, builder: StreamBuilder, stream: ModelStream, checks: Sequence[TurnCheck] = (),
-        leading: Sequence[Item] = (), budget: ToolCallBudget | None = None,
+        leading: Sequence[Item] = (), budget: ToolCallBudget | None = None, *,
+        first_turn_checks: Sequence[TurnCheck] = (), toolbox: Toolbox | None = None, turns: Turns | None = None,
     ) -> None:
         self.builder = builder
         self._stream = stream
-        self._checks = checks
+        self._checks = checks  # on the final turn (text.format)
+        self._first_turn_checks = first_turn_checks  # on the first turn (tool_choice)
         self._leading = leading  # items complete before the model turn (an automatic compaction)
         self.budget = budget or ToolCallBudget()  # max_tool_calls, for built-in tool dispatch
+        self._toolbox = toolbox or Toolbox()
+        self._turns = turns  # how to open the next model turn after built-in tools ran
         self.finished = False
 
     async def events(self) -> AsyncIterator[Event]:
@@ -41,7 +49,9 @@ class ResponseRun:
                 yield event
 
     async def batches(self) -> AsyncIterator[list[Event]]:
-        """The run's events, grouped by what one upstream read produced (to be written together)."""
+        """The run's events, grouped by what one upstream read produced (to be written together). A response
+        may take several model turns: while a turn calls built-in tools, they run and the model is asked again
+        (engine/tool_loop.py, engine/turns.py)."""
         builder = self.builder
         start = builder.start() + builder.in_progress()
         for item in self._leading:
@@ -49,28 +59,65 @@ class ResponseRun:
         if start:
             yield start
         try:
-            async for model_events in self._stream:
+            turn = 0
+            while True:
+                turn_start = len(builder.output)
                 out: list[Event] = []
-                for model_event in model_events:
-                    if isinstance(model_event, Finish):
-                        out += builder.close_turn(model_event.reason)
-                        if model_event.reason != "length":
-                            self._check_turn()
-                        self.finished = True
-                        out += builder.finish(model_event.reason)
+                reason: FinishReason | None = None
+                async for model_events in self._stream:
+                    for model_event in model_events:
+                        if isinstance(model_event, Finish):
+                            reason = model_event.reason
+                            break
+                        out += builder.feed(model_event)
+                    if reason is not None:
+                        break
+                    if out:
                         yield out
-                        return
-                    out += builder.feed(model_event)
+                        out = []
+                if reason is None:
+                    raise UpstreamError.bad_gateway("the upstream ended the stream without finishing the turn.")
+                out += builder.close_turn(reason)
+                cut_short = reason in ("length", "content_filter")
+                if turn == 0 and not cut_short:
+                    self._check(self._first_turn_checks)
+                calls = builder.take_builtin_calls()
+                if not calls or self._turns is None:
+                    if not cut_short:
+                        self._check(self._checks)
+                    self.finished = True
+                    out += builder.finish(reason)
+                    yield out
+                    return
                 if out:
                     yield out
+                turn_items = builder.output[turn_start:]
+                dispatch = Dispatch(self._toolbox, builder, self.budget, calls)
+                async for batch in dispatch.events():
+                    yield batch
+                new_items = list(turn_items)
+                for ran in dispatch.ran:
+                    builder.add_sources(ran.outcome.sources)
+                    new_items += function_pair(ran.call.call_id, ran.call.name, ran.call.arguments,
+                                               ran.outcome.model_text)
+                if any(item["type"] in _CLIENT_CALLS for item in turn_items):
+                    # The turn also called client tools: the response ends and they go back to the client.
+                    self.finished = True
+                    yield builder.finish("tool_calls")
+                    return
+                turn += 1
+                final = (turn + 1 >= self._toolbox.max_turns or self.budget.remaining == 0
+                         or dispatch.ignored > 0)
+                await self._stream.aclose()
+                self._stream = await self._turns.open_next(new_items, final=final)
         except ParleyError as err:
             if not builder.emit:
                 raise
             self.finished = True
             yield builder.fail(_response_error_code(err), err.message)
 
-    def _check_turn(self) -> None:
-        for check in self._checks:
+    def _check(self, checks: Sequence[TurnCheck]) -> None:
+        for check in checks:
             problem = check(self.builder)
             if problem is not None:
                 raise UpstreamError.bad_gateway(f"The response was rejected: {problem}.", code="model_output_invalid")

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from parley.engine.citations import CitationFilter
 from parley.ids import new_id
 from parley.providers.base import (
     Finish,
@@ -25,6 +26,7 @@ from parley.providers.base import (
     Usage,
 )
 from parley.schema.tools import ClientTool
+from parley.tools.base import BuiltinCall, Source
 
 Event = dict[str, Any]
 Item = dict[str, Any]
@@ -47,6 +49,14 @@ def usage_object(usage: Usage | None) -> dict[str, Any]:
         "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.input_tokens + u.output_tokens,
     }
+
+
+def _add_usage(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens, output_tokens=a.output_tokens + b.output_tokens,
+        cached_tokens=a.cached_tokens + b.cached_tokens, reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
+        cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
+    )
 
 
 def _obfuscation(pad: str, delta: str) -> str:
@@ -81,17 +91,36 @@ class _OpenCall:
         return bool(self.item["type"] == "custom_tool_call")
 
 
+class _PendingBuiltin:
+    __slots__ = ("call_id", "chunks", "name")
+
+    def __init__(self, name: str, call_id: str) -> None:
+        self.name = name
+        self.call_id = call_id
+        self.chunks: list[str] = []
+
+
 class StreamBuilder:
     """Turns canonical model events into Responses stream events and keeps the snapshot."""
 
     def __init__(
         self, response: dict[str, Any], *, emit: bool, obfuscate: bool,
         tools: Mapping[str, ClientTool] | None = None, parallel_tool_calls: bool = True,
-        seal: Callable[[Item], str] | None = None,
+        seal: Callable[[Item], str] | None = None, builtin_names: frozenset[str] = frozenset(),
+        present: Callable[[Item], Item] | None = None,
     ) -> None:
         self.response = response
         self._seal = seal
         self._tools = tools or {}
+        # Upstream function names of built-in tools: their calls are collected for the engine to run, not
+        # emitted as function_call items (engine/tool_loop.py).
+        self._builtin_names = builtin_names
+        self._builtin_calls: dict[int, _PendingBuiltin] = {}
+        # How an item is shown to the client (e.g. file_search_call results only with include[]); the
+        # snapshot keeps the whole item, which is what is stored.
+        self._present = present
+        self._citations: dict[int, Source] = {}
+        self._cite: CitationFilter | None = None
         self._parallel = parallel_tool_calls
         self.called: list[str] = []
         self.emit = emit
@@ -141,7 +170,8 @@ class StreamBuilder:
         if isinstance(event, ReasoningDelta):
             return self._reasoning_delta(event)
         if isinstance(event, Usage):
-            self._usage = event
+            # A response of several model turns reports the sum of their usage.
+            self._usage = event if self._usage is None else _add_usage(self._usage, event)
             return []
         if isinstance(event, Finish):
             return []
@@ -154,7 +184,8 @@ class StreamBuilder:
         self.output.append(item)
         if self.emit:
             events.append(
-                self._event({"type": "response.output_item.added", "output_index": output_index, "item": dict(item)})
+                self._event({"type": "response.output_item.added", "output_index": output_index,
+                             "item": self._shown(item)})
             )
         return output_index
 
@@ -178,18 +209,40 @@ class StreamBuilder:
                 part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
                 events.append(self._part_event("response.content_part.added", self._message, part))
         msg = self._message
-        msg.chunks.append(delta.text)
         if delta.logprobs:
             msg.logprobs.extend(delta.logprobs)
+        if self._cite is None:
+            self._text_delta(msg, delta.text, delta.logprobs, events)
+            return events
+        visible, annotations = self._cite.feed(delta.text)
+        self._text_delta(msg, visible, delta.logprobs, events)
+        self._annotations(msg, annotations, events)
+        return events
+
+    def _text_delta(self, msg: _OpenText, text: str, logprobs: list[dict[str, Any]] | None,
+                    events: list[Event]) -> None:
+        if not text:
+            return
+        msg.chunks.append(text)
         if self.emit:
             ev: Event = {
                 "type": "response.output_text.delta", "item_id": msg.item["id"], "output_index": msg.output_index,
-                "content_index": 0, "delta": delta.text, "logprobs": delta.logprobs or [],
+                "content_index": 0, "delta": text, "logprobs": logprobs or [],
             }
             if self.obfuscate:
-                ev["obfuscation"] = _obfuscation(self._pad, delta.text)
+                ev["obfuscation"] = _obfuscation(self._pad, text)
             events.append(self._event(ev))
-        return events
+
+    def _annotations(self, msg: _OpenText, annotations: list[dict[str, Any]], events: list[Event]) -> None:
+        if not self.emit:
+            return
+        first = len(self._cite.annotations) - len(annotations) if self._cite is not None else 0
+        for offset, annotation in enumerate(annotations):
+            events.append(self._event({
+                "type": "response.output_text.annotation.added", "item_id": msg.item["id"],
+                "output_index": msg.output_index, "content_index": 0, "annotation_index": first + offset,
+                "annotation": annotation,
+            }))
 
     def _part_event(self, kind: str, open_text: _OpenText, part: dict[str, Any]) -> Event:
         return self._event(
@@ -203,9 +256,14 @@ class StreamBuilder:
         msg = self._message
         if msg is None:
             return
+        annotations: list[dict[str, Any]] = []
+        if self._cite is not None:
+            self._text_delta(msg, self._cite.flush(), None, events)
+            annotations = self._cite.annotations
+            self._cite = CitationFilter(self._citations)  # a later message of the response starts afresh
         self._message = None
         text = "".join(msg.chunks)
-        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": msg.logprobs}
+        part = {"type": "output_text", "text": text, "annotations": annotations, "logprobs": msg.logprobs}
         msg.item["content"] = [part]
         msg.item["status"] = status
         if self.emit:
@@ -216,7 +274,17 @@ class StreamBuilder:
             events.append(self._item_done(msg.item, msg.output_index))
 
     def _item_done(self, item: Item, output_index: int) -> Event:
-        return self._event({"type": "response.output_item.done", "output_index": output_index, "item": dict(item)})
+        return self._event({"type": "response.output_item.done", "output_index": output_index,
+                            "item": self._shown(item)})
+
+    def _shown(self, item: Item) -> Item:
+        return self._present(item) if self._present is not None else dict(item)
+
+    def client_response(self) -> dict[str, Any]:
+        """The response as the client sees it (items presented as `include` says); `response` is what is stored."""
+        if self._present is None:
+            return self.response
+        return {**self.response, "output": [self._present(item) for item in self.output]}
 
     def _reasoning_delta(self, delta: ReasoningDelta) -> list[Event]:
         events: list[Event] = []
@@ -273,9 +341,19 @@ class StreamBuilder:
 
     def _call(self, delta: ToolCallDelta) -> list[Event]:
         events: list[Event] = []
+        pending = self._builtin_calls.get(delta.index)
+        if pending is None and delta.index not in self._calls and (delta.name or "") in self._builtin_names:
+            if (self._calls or self._builtin_calls) and not self._parallel:
+                return events
+            pending = _PendingBuiltin(delta.name or "", delta.call_id or new_id("call"))
+            self._builtin_calls[delta.index] = pending
+            self.called.append(pending.name)
+        if pending is not None:
+            pending.chunks.append(delta.arguments)
+            return events
         call = self._calls.get(delta.index)
         if call is None:
-            if self._calls and not self._parallel:
+            if (self._calls or self._builtin_calls) and not self._parallel:
                 # parallel_tool_calls=false: the response carries at most one call per turn.
                 return events
             self._close_message(events, "completed")
@@ -327,13 +405,53 @@ class StreamBuilder:
             events.append(self._item_done(call.item, call.output_index))
 
     def close_turn(self, reason: FinishReason) -> list[Event]:
-        """Close every open item at the end of one model turn."""
+        """Close every open item at the end of one model turn. Built-in tool calls of a turn cut short
+        (`length`, `content_filter`) are dropped: their arguments may be truncated."""
         events: list[Event] = []
         status = "incomplete" if reason in ("length", "content_filter") else "completed"
         self._close_reasoning(events)
         self._close_message(events, status)
         self._close_calls(events, status)
+        if status == "incomplete":
+            self._builtin_calls.clear()
         return events
+
+    def take_builtin_calls(self) -> list[BuiltinCall]:
+        """The built-in tool calls of the turn just closed, in the order the model made them."""
+        calls = [BuiltinCall(p.call_id, p.name, "".join(p.chunks))
+                 for _, p in sorted(self._builtin_calls.items())]
+        self._builtin_calls.clear()
+        return calls
+
+    # -- items of built-in tools (engine/tool_loop.py) ------------------------------------------
+
+    def add_tool_item(self, item: Item) -> tuple[int, list[Event]]:
+        """A built-in tool's item starts: `output_item.added`."""
+        events: list[Event] = []
+        return self._add_item(item, events), events
+
+    def tool_event(self, output_index: int, kind: str, fields: dict[str, Any] | None = None) -> list[Event]:
+        """One of the item's own events (`response.file_search_call.searching`, ...)."""
+        if not self.emit:
+            return []
+        item_id = self.output[output_index]["id"]
+        return [self._event({"type": kind, "item_id": item_id, "output_index": output_index, **(fields or {})})]
+
+    def update_tool_item(self, output_index: int, item: Item) -> None:
+        self.output[output_index] = item
+
+    def finish_tool_item(self, output_index: int, item: Item) -> list[Event]:
+        """The item is final: `output_item.done`."""
+        self.output[output_index] = item
+        return [self._item_done(item, output_index)] if self.emit else []
+
+    def add_sources(self, sources: dict[int, Source]) -> None:
+        """Sources the model may cite from now on: its markers become annotations (engine/citations.py)."""
+        if not sources:
+            return
+        self._citations.update(sources)
+        if self._cite is None:
+            self._cite = CitationFilter(self._citations)
 
     # -- terminal --------------------------------------------------------------------------------
 
@@ -354,7 +472,7 @@ class StreamBuilder:
             self.response["completed_at"] = int(time.time())
             kind = "response.completed"
         if self.emit:
-            events.append(self._event({"type": kind, "response": self.response}))
+            events.append(self._event({"type": kind, "response": self.client_response()}))
         return events
 
     def fail(self, code: str, message: str) -> list[Event]:
@@ -364,7 +482,7 @@ class StreamBuilder:
         self.response["error"] = {"code": code, "message": message}
         self.response["usage"] = self.usage_object() if self._usage else None
         if self.emit:
-            events.append(self._event({"type": "response.failed", "response": self.response}))
+            events.append(self._event({"type": "response.failed", "response": self.client_response()}))
         return events
 
     def cancel(self) -> None:

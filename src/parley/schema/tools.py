@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from parley.errors import InvalidRequest
+from parley.schema.builtin_tools import BUILTIN_PARAMS
 from parley.schema.items import validation_to_invalid_request
 from parley.schema.requests import KNOWN_TOOL_TYPES, CreateResponseRequest, FunctionTool
 
@@ -83,22 +84,40 @@ class ToolChoicePlan:
 
 
 @dataclass(frozen=True, slots=True)
+class BuiltinSpec:
+    """A built-in (server-run) tool as declared in `tools[index]`, its parameters validated."""
+
+    type: str  # the tool type as sent (file_search, ...)
+    kind: str  # the tool it is (aliases such as web_search_preview share one)
+    index: int
+    params: BaseModel
+    upstream_name: str  # the function name the model calls it by
+
+    @property
+    def param(self) -> str:
+        return f"tools[{self.index}]"
+
+
+@dataclass(frozen=True, slots=True)
 class ToolSet:
     tools: tuple[ClientTool, ...] = ()
     plan: ToolChoicePlan = field(default_factory=ToolChoicePlan)
+    builtins: tuple[BuiltinSpec, ...] = ()
 
     def by_upstream_name(self) -> dict[str, ClientTool]:
         return {t.upstream_name: t for t in self.tools}
 
-    def offered(self) -> list[dict[str, Any]]:
-        """The functions sent upstream: none for tool_choice 'none', the allowed subset if restricted."""
+    def offered(self, builtin_functions: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """The functions sent upstream (client tools, then the built-in tools' functions): none for
+        tool_choice 'none', the allowed subset if restricted."""
         if self.plan.mode == "none":
             return []
         allowed = self.plan.allowed
-        return [t.upstream_function() for t in self.tools if allowed is None or t.upstream_name in allowed]
+        functions = [t.upstream_function() for t in self.tools] + list(builtin_functions or ())
+        return [f for f in functions if allowed is None or f["name"] in allowed]
 
     def upstream_choice(self) -> str | dict[str, Any] | None:
-        if not self.tools or self.plan.mode == "none":
+        if (not self.tools and not self.builtins) or self.plan.mode == "none":
             return None
         if self.plan.forced is not None:
             return {"type": "function", "name": self.plan.forced}
@@ -142,12 +161,15 @@ def build_toolset(req: CreateResponseRequest) -> ToolSet:
     if not req.tools and req.tool_choice is None:
         return _NO_TOOLS  # the common case, kept off the hot path
     tools: list[ClientTool] = []
+    builtins: list[BuiltinSpec] = []
     for index, raw in enumerate(req.tools or ()):
         kind = raw.get("type")
         path = f"tools[{index}]"
         if not isinstance(kind, str) or kind not in KNOWN_TOOL_TYPES:
             raise InvalidRequest(f"Invalid tool type '{kind}'.", param=f"{path}.type")
-        if kind in ("function", "custom"):
+        if kind in BUILTIN_PARAMS:
+            builtins.append(_builtin(raw, kind, index))
+        elif kind in ("function", "custom"):
             tools.append(_client_tool(raw, path, None))
         elif kind == "namespace":
             try:
@@ -162,11 +184,20 @@ def build_toolset(req: CreateResponseRequest) -> ToolSet:
                 code="unsupported_tool",
             )
     seen: set[str] = set()
-    for tool in tools:
-        if tool.upstream_name in seen:
-            raise InvalidRequest(f"Duplicate tool name '{tool.upstream_name}'.", param="tools")
-        seen.add(tool.upstream_name)
-    return ToolSet(tuple(tools), _plan(req, tools))
+    for name in [t.upstream_name for t in tools] + [b.upstream_name for b in builtins]:
+        if name in seen:
+            raise InvalidRequest(f"Duplicate tool name '{name}'.", param="tools")
+        seen.add(name)
+    return ToolSet(tuple(tools), _plan(req, tools, builtins), tuple(builtins))
+
+
+def _builtin(raw: dict[str, Any], kind: str, index: int) -> BuiltinSpec:
+    tool_kind, name, model = BUILTIN_PARAMS[kind]
+    try:
+        params = model.model_validate(raw)
+    except ValidationError as err:
+        raise validation_to_invalid_request(err, f"tools[{index}]", raw) from None
+    return BuiltinSpec(kind, tool_kind, index, params, name)
 
 
 def _resolve(tools: list[ClientTool], kind: str, name: str, namespace: str | None, param: str) -> str:
@@ -176,12 +207,19 @@ def _resolve(tools: list[ClientTool], kind: str, name: str, namespace: str | Non
     raise InvalidRequest(f"Tool choice '{name}' not found in 'tools' parameter.", param=param)
 
 
-def _plan(req: CreateResponseRequest, tools: list[ClientTool]) -> ToolChoicePlan:
+def _builtin_named(builtins: list[BuiltinSpec], kind: str, param: str) -> str:
+    for spec in builtins:
+        if spec.type == kind or spec.kind == kind:
+            return spec.upstream_name
+    raise InvalidRequest(f"Tool choice '{kind}' not found in 'tools' parameter.", param=param)
+
+
+def _plan(req: CreateResponseRequest, tools: list[ClientTool], builtins: list[BuiltinSpec]) -> ToolChoicePlan:
     choice = req.tool_choice
     if choice is None:
         return ToolChoicePlan()
     if isinstance(choice, str):
-        if choice == "required" and not tools:
+        if choice == "required" and not tools and not builtins:
             raise InvalidRequest("tool_choice 'required' needs at least one tool.", param="tool_choice")
         return ToolChoicePlan(mode=choice)
     data = choice.model_dump(exclude_none=True)
@@ -196,11 +234,16 @@ def _plan(req: CreateResponseRequest, tools: list[ClientTool]) -> ToolChoicePlan
         allowed: set[str] = set()
         for index, ref in enumerate(data["tools"]):
             ref_kind = ref.get("type")
+            if isinstance(ref_kind, str) and ref_kind in BUILTIN_PARAMS:
+                allowed.add(_builtin_named(builtins, ref_kind, f"tool_choice.tools[{index}].type"))
+                continue
             if ref_kind not in ("function", "custom"):
                 raise InvalidRequest(f"allowed_tools entry of type '{ref_kind}' is not supported by this server yet.",
                                      param=f"tool_choice.tools[{index}].type", code="unsupported_value")
             allowed.add(_resolve(tools, ref_kind, str(ref.get("name")), ref.get("namespace"),
                                  f"tool_choice.tools[{index}].name"))
         return ToolChoicePlan(mode=data["mode"], allowed=frozenset(allowed))
+    if kind in BUILTIN_PARAMS:  # a hosted tool's choice, e.g. {"type": "file_search"}: forces the first turn
+        return ToolChoicePlan(mode="required", forced=_builtin_named(builtins, kind, "tool_choice.type"))
     raise InvalidRequest(f"tool_choice of type '{kind}' is not supported by this server yet.",
                          param="tool_choice.type", code="unsupported_value")

@@ -13,6 +13,7 @@ from typing import Any
 from parley.errors import InvalidRequest, NotFound
 from parley.schema.conversations import AddItemsRequest, CreateConversationRequest, UpdateConversationRequest
 from parley.schema.items import Item, normalize_input
+from parley.schema.present import presenter
 from parley.services.compaction import Compactor, check_compaction_trigger
 from parley.store.base import ConversationRecord, ConversationStore, Page, PageQuery, ResponseStore
 
@@ -67,19 +68,22 @@ class ConversationsService:
             raise _not_found(conversation_id)
         return items
 
-    async def list_items(self, project_id: str, conversation_id: str, page: PageQuery) -> Page:
+    async def list_items(self, project_id: str, conversation_id: str, page: PageQuery,
+                         include: list[str] | None = None) -> Page:
         result = await self._store.list_conversation_items(project_id, conversation_id, page)
         if result is None:
             raise _not_found(conversation_id)
-        return result
+        present = presenter(include)
+        return Page([present(item) for item in result.data], result.has_more)
 
-    async def retrieve_item(self, project_id: str, conversation_id: str, item_id: str) -> Item:
+    async def retrieve_item(self, project_id: str, conversation_id: str, item_id: str,
+                            include: list[str] | None = None) -> Item:
         await self.retrieve(project_id, conversation_id)
         item = await self._store.get_conversation_item(project_id, conversation_id, item_id)
         if item is None:
             raise NotFound(f"Item with id '{item_id}' not found in conversation '{conversation_id}'.",
                            param="item_id")
-        return item
+        return presenter(include)(item)
 
     async def delete_item(self, project_id: str, conversation_id: str, item_id: str) -> dict[str, Any]:
         """Returns the conversation (api-surface.md §1.3), not a deleted marker."""

@@ -13,20 +13,25 @@ from parley.engine.checks import TurnCheck, json_format_check, tool_choice_check
 from parley.engine.run import TERMINAL_EVENTS, ResponseRun
 from parley.engine.sealing import ReasoningSealer
 from parley.engine.stream import Event, StreamBuilder
+from parley.engine.tool_loop import Toolbox
 from parley.engine.truncation import fit_context
+from parley.engine.turns import Turns
 from parley.errors import InvalidRequest, NotFound
 from parley.ids import new_id
 from parley.providers.base import ModelCall
 from parley.providers.registry import ModelEntry, ModelRegistry
 from parley.schema.compaction import CompactRequest
 from parley.schema.items import Item, normalize_input
+from parley.schema.present import present_response, presenter
 from parley.schema.requests import CreateResponseRequest
 from parley.schema.response import new_response
 from parley.schema.tools import ToolSet, build_toolset
+from parley.services.builtin_tools import BuiltinTools, ToolLimits
 from parley.services.compaction import Compactor, check_compaction_trigger, compact_threshold
 from parley.services.conversations import ConversationsService
 from parley.services.prompts import PromptsService
 from parley.store.base import Page, PageQuery, ResponseStore
+from parley.tools.replay import replay_items
 
 
 @dataclass(slots=True)
@@ -56,15 +61,19 @@ class BuiltCall:
     store: bool
     response: dict[str, Any]
     call: ModelCall
-    checks: list[TurnCheck]
+    checks: list[TurnCheck]  # on the final turn (text.format)
     conversation_input: list[Item] = field(default_factory=list)
+    first_turn_checks: list[TurnCheck] = field(default_factory=list)  # tool_choice
+    toolbox: Toolbox = field(default_factory=Toolbox)  # the built-in tools, ready to run
 
 
 class ResponsesService:
     def __init__(
         self, store: ResponseStore, models: ModelRegistry, sealer: ReasoningSealer, *, prompts: PromptsService,
         conversations: ConversationsService, compactor: Compactor, obfuscation_default: bool,
+        tools: BuiltinTools | None = None,
     ) -> None:
+        self._tools = tools or BuiltinTools(None, ToolLimits())
         self._conversations = conversations
         self._compactor = compactor
         self._store = store
@@ -90,18 +99,29 @@ class ResponsesService:
         threshold = compact_threshold(req.context_management, entry)
         if threshold is not None:  # context_management: compact first, before truncation looks at it
             call, leading = await self._compactor.auto_compact(project_id, entry, call, threshold)
-        fitted = await fit_context(call, entry.provider.count_tokens, req.truncation or "disabled",
-                                   entry.context_window)
+        truncation = req.truncation or "disabled"
+        fitted = await fit_context(call, entry.provider.count_tokens, truncation, entry.context_window)
         stream = await entry.provider.open(fitted.call)
         obfuscate = self._obfuscation_default
         if req.stream_options is not None and req.stream_options.include_obfuscation is not None:
             obfuscate = req.stream_options.include_obfuscation
+        toolbox = built.toolbox
+        builtin_names = frozenset(toolbox.tools)
         builder = StreamBuilder(
             response, emit=emit, obfuscate=obfuscate, tools=toolset.by_upstream_name(),
             parallel_tool_calls=req.parallel_tool_calls is not False,
             seal=self._sealer_for(project_id) if "reasoning.encrypted_content" in (req.include or ()) else None,
+            builtin_names=builtin_names, present=presenter(req.include) if toolbox else None,
         )
-        return ResponseRun(builder, stream, built.checks, leading, ToolCallBudget(req.max_tool_calls))
+        turns = None
+        if toolbox:
+            async def fit(next_call: ModelCall) -> ModelCall:
+                return (await fit_context(next_call, entry.provider.count_tokens, truncation,
+                                          entry.context_window)).call
+
+            turns = Turns(entry.provider, fitted.call, builtin_names, fit)
+        return ResponseRun(builder, stream, built.checks, leading, ToolCallBudget(req.max_tool_calls),
+                           first_turn_checks=built.first_turn_checks, toolbox=toolbox, turns=turns)
 
     async def append_to_conversation(
         self, project_id: str, conversation_id: str | None, response: dict[str, Any], items: list[Item]
@@ -146,7 +166,8 @@ class ResponsesService:
         self._compactor.check_input(project_id, input_items, "input")
         new_items = prompt_items + input_items
         toolset = build_toolset(req)
-        _check_include(req)
+        _check_include(req, toolset)
+        toolbox = await self._tools.toolbox(project_id, toolset.builtins) if toolset.builtins else Toolbox()
         context: list[Item] = []
         if req.conversation_id is not None:
             context = await self._conversations.history(project_id, req.conversation_id)
@@ -161,7 +182,8 @@ class ResponsesService:
         model_items = await self._resolve_references(project_id, context + new_items)
         _check_call_outputs(model_items, len(context))
         conversation_input = model_items[len(context):]
-        model_items = self._compactor.expand(project_id, model_items)
+        # Built-in tool items of earlier turns go upstream as the function calls they were (tools/replay.py).
+        model_items = replay_items(self._compactor.expand(project_id, model_items))
         if not model_items:
             raise InvalidRequest("Missing required parameter: 'input'.", param="input",
                                  code="missing_required_parameter")
@@ -171,7 +193,7 @@ class ResponsesService:
             upstream_model=entry.upstream_model,
             items=model_items,
             instructions=req.instructions,
-            tools=toolset.offered(),
+            tools=toolset.offered(toolbox.functions()),
             tool_choice=toolset.upstream_choice(),
             parallel_tool_calls=req.parallel_tool_calls,
             temperature=req.temperature,
@@ -189,11 +211,12 @@ class ResponsesService:
             text_format=response["text"]["format"],
             stream=bool(req.stream),
         )
-        checks: list[TurnCheck] = [tool_choice_check(toolset.plan)]
+        checks: list[TurnCheck] = []
         json_check = json_format_check(call.text_format or {})
         if json_check is not None:
             checks.append(json_check)
-        return BuiltCall(req, entry, toolset, new_items, store, response, call, checks, conversation_input)
+        return BuiltCall(req, entry, toolset, new_items, store, response, call, checks, conversation_input,
+                         first_turn_checks=[tool_choice_check(toolset.plan)], toolbox=toolbox)
 
     async def complete(self, prepared: PreparedResponse) -> dict[str, Any]:
         """Fold the run (non-streaming create) and store it."""
@@ -203,7 +226,7 @@ class ResponsesService:
         finally:
             await prepared.run.aclose()
         await self._persist(prepared)
-        return prepared.response
+        return prepared.run.builder.client_response()
 
     async def stream(self, prepared: PreparedResponse) -> AsyncIterator[list[Event]]:
         """Stream the run in batches (one per upstream read). The response is stored before its terminal
@@ -260,26 +283,28 @@ class ResponsesService:
 
     # -- read / delete ---------------------------------------------------------------------------
 
-    async def retrieve(self, project_id: str, response_id: str) -> dict[str, Any]:
+    async def retrieve(self, project_id: str, response_id: str, include: list[str] | None = None) -> dict[str, Any]:
         response = await self._store.get_response(project_id, response_id)
         if response is None:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
-        return response
+        return present_response(response, include)
 
     async def delete(self, project_id: str, response_id: str) -> dict[str, Any]:
         if not await self._store.delete_response(project_id, response_id):
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         return {"id": response_id, "object": "response.deleted", "deleted": True}
 
-    async def input_items(self, project_id: str, response_id: str, page: PageQuery) -> Page:
+    async def input_items(self, project_id: str, response_id: str, page: PageQuery,
+                          include: list[str] | None = None) -> Page:
         result = await self._store.list_input_items(project_id, response_id, page)
         if result is None:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+        present = presenter(include)
         data = await self._resolve_references(project_id, result.data)
-        return Page(data, result.has_more)
+        return Page([present(item) for item in data], result.has_more)
 
 
-# include[] values that only make sense with a built-in tool Parley does not run yet.
+# include[] values that only make sense with a built-in tool the request declares.
 _TOOL_INCLUDES = {
     "file_search_call.results": "file_search",
     "web_search_call.results": "web_search",
@@ -289,10 +314,11 @@ _TOOL_INCLUDES = {
 }
 
 
-def _check_include(req: CreateResponseRequest) -> None:
+def _check_include(req: CreateResponseRequest, toolset: ToolSet) -> None:
+    declared = {spec.kind for spec in toolset.builtins}
     for index, value in enumerate(req.include or ()):
         tool = _TOOL_INCLUDES.get(value)
-        if tool is not None:
+        if tool is not None and tool not in declared:
             raise InvalidRequest(
                 f"include value '{value}' needs the '{tool}' tool, which this request does not have.",
                 param=f"include[{index}]",

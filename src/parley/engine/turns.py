@@ -1,0 +1,35 @@
+"""The model turns after the first: the same call, grown by what the last turn produced.
+
+A turn that called built-in tools is followed by another: the context is the previous turn's call plus its
+output (the assistant's text and calls, each built-in call as a function call with the tool's text as its
+output) and goes to the same provider. `tool_choice` forces the first turn only (later turns are `auto`);
+the final turn allowed (`max_turns`, or no `max_tool_calls` budget left) is offered no built-in tool, so the
+model answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from parley.providers.base import Item, ModelCall, ModelStream, Provider
+
+Fit = Callable[[ModelCall], Awaitable[ModelCall]]
+
+
+@dataclass(slots=True)
+class Turns:
+    provider: Provider
+    call: ModelCall  # the call of the turn just made, as sent (after truncation)
+    builtin_names: frozenset[str]
+    fit: Fit  # `truncation` applied to each later turn as to the first
+
+    async def open_next(self, new_items: list[Item], *, final: bool) -> ModelStream:
+        tools = self.call.tools
+        if final:
+            tools = [tool for tool in tools if tool["name"] not in self.builtin_names]
+        call = replace(self.call, items=self.call.items + new_items, tools=tools,
+                       tool_choice="auto" if tools else None)
+        call = await self.fit(call)
+        self.call = call
+        return await self.provider.open(call)

@@ -1,0 +1,69 @@
+"""The built-in tools of one request: each declared tool (`tools[i]`, validated by schema/tools.py) becomes a
+runnable tool object with the services it needs, checked against the caller's project first (an unknown or
+foreign vector store is a 404 naming the parameter, before anything is sent upstream)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from parley.engine.tool_loop import Toolbox
+from parley.errors import InvalidRequest
+from parley.schema.builtin_tools import FileSearchParams
+from parley.schema.tools import BuiltinSpec
+from parley.tools.base import BuiltinTool
+from parley.tools.file_search import DEFAULT_MAX_RESULTS, FileSearchTool, SearchHit
+
+
+class VectorStoreAccess(Protocol):
+    """What file_search needs from the vector stores service."""
+
+    async def require_stores(self, project_id: str, vector_store_ids: list[str], param: str) -> None:
+        """NotFound (naming `param`) unless every store exists in the project."""
+        ...
+
+    def check_filters(self, filters: dict[str, Any] | None, param: str) -> None:
+        """InvalidRequest (naming the offending part of `param`) for a malformed filter."""
+        ...
+
+    async def search(
+        self, project_id: str, vector_store_ids: list[str], queries: list[str], *, max_num_results: int,
+        filters: dict[str, Any] | None, ranking_options: dict[str, Any] | None,
+    ) -> Sequence[SearchHit]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ToolLimits:
+    max_concurrent: int = 4
+    timeout_s: float = 60.0
+    max_turns: int = 8
+
+
+class BuiltinTools:
+    def __init__(self, vector_stores: VectorStoreAccess | None, limits: ToolLimits) -> None:
+        self._vector_stores = vector_stores
+        self._limits = limits
+
+    async def toolbox(self, project_id: str, specs: Sequence[BuiltinSpec]) -> Toolbox:
+        tools: dict[str, BuiltinTool] = {}
+        for spec in specs:
+            if isinstance(spec.params, FileSearchParams):
+                tools[spec.upstream_name] = await self._file_search(project_id, spec, spec.params)
+            else:  # pragma: no cover - schema/builtin_tools.py and this factory list the same tools
+                raise InvalidRequest(f"Tool type '{spec.type}' is not supported by this server yet.",
+                                     param=f"{spec.param}.type", code="unsupported_tool")
+        limits = self._limits
+        return Toolbox(tools, max_concurrent=limits.max_concurrent, timeout_s=limits.timeout_s,
+                       max_turns=limits.max_turns)
+
+    async def _file_search(self, project_id: str, spec: BuiltinSpec, params: FileSearchParams) -> FileSearchTool:
+        stores = self._vector_stores
+        if stores is None:
+            raise InvalidRequest("file_search needs vector stores, which this server has not enabled.",
+                                 param=f"{spec.param}.type", code="unsupported_tool")
+        await stores.require_stores(project_id, params.vector_store_ids, f"{spec.param}.vector_store_ids")
+        stores.check_filters(params.filters, f"{spec.param}.filters")
+        ranking = params.ranking_options.model_dump(exclude_none=True) if params.ranking_options else None
+        return FileSearchTool(project_id, list(params.vector_store_ids), stores,
+                              params.max_num_results or DEFAULT_MAX_RESULTS, params.filters, ranking)

@@ -1,0 +1,96 @@
+"""The protocol of a built-in tool: how it is offered to the model, how it runs, what it reports.
+
+A built-in tool runs on the server between model turns (DESIGN.md, "Built-in tools"). The model sees it
+as a function whose schema the tool chooses; a call becomes the tool's own output item (`file_search_call`,
+`web_search_call`, ...), whose progress the tool reports through an `ItemEmitter` (the engine turns that into
+stream events through the one stream builder), and whose result goes back to the model as text. On later
+turns (and along `previous_response_id` chains) the stored item is replayed to the upstream as a function
+call and its output (`tools/replay.py`), so providers never see built-in item types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Item = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinCall:
+    """One call of a built-in tool by the model, as the upstream sent it."""
+
+    call_id: str
+    name: str  # the upstream function name
+    arguments: str  # JSON text, as written by the model (may be invalid)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Something the model may cite (a retrieved file chunk, a web page), by the marker number it was given."""
+
+    annotation: dict[str, Any]  # without its position fields (file_citation, url_citation, ...)
+    inline: str | None = None  # text that replaces the marker (the annotation then spans it)
+
+
+@dataclass(slots=True)
+class ToolOutcome:
+    """What a finished call produced: its final item, the text the model sees, and citable sources."""
+
+    item: Item
+    model_text: str
+    sources: dict[int, Source] = field(default_factory=dict)
+
+
+class ItemEmitter(Protocol):
+    """The engine's side of one call's output item. Every method emits the matching stream events."""
+
+    def start(self, item: Item) -> None:
+        """`response.output_item.added` with the item (status in_progress), then its `.in_progress` event."""
+        ...
+
+    def progress(self, kind: str, fields: dict[str, Any] | None = None) -> None:
+        """A tool-specific event of this item, e.g. `response.file_search_call.searching`."""
+        ...
+
+    def update(self, item: Item) -> None:
+        """Replace the item's snapshot (no event)."""
+        ...
+
+
+class Citations(Protocol):
+    """Numbers sources across a response's tool calls, so markers stay unique."""
+
+    def next_marker(self) -> int: ...
+
+
+class BuiltinTool(Protocol):
+    """One built-in tool as configured in a request (its `tools[i]` entry, validated)."""
+
+    @property
+    def upstream_name(self) -> str:
+        """The function name the model calls."""
+        ...
+
+    def function(self) -> dict[str, Any]:
+        """`{"name", "description", "parameters"}`: how the tool is offered to the model."""
+        ...
+
+    async def run(self, call: BuiltinCall, emit: ItemEmitter, citations: Citations) -> ToolOutcome:
+        """Run one call. Failures are outcomes (a failed item and an error text for the model), never
+        exceptions; the engine still guards against both exceptions and the time limit."""
+        ...
+
+    def failed(self, call: BuiltinCall, message: str, item: Item | None) -> ToolOutcome:
+        """The outcome of a call that raised or timed out (`item`: what it had started, if anything)."""
+        ...
+
+
+def function_pair(call_id: str, name: str, arguments: str, output: str) -> list[Item]:
+    """A function call and its output, as canonical items (never stored: built for the upstream only)."""
+    return [
+        {"type": "function_call", "id": f"fc_{call_id}", "call_id": call_id, "name": name, "arguments": arguments,
+         "status": "completed"},
+        {"type": "function_call_output", "id": f"fco_{call_id}", "call_id": call_id, "output": output,
+         "status": "completed"},
+    ]

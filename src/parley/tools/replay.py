@@ -1,0 +1,37 @@
+"""Stored items of built-in tools -> what an upstream can take: a function call and its output.
+
+Providers know only messages, reasoning and function/custom calls. Before a context goes upstream (the next
+turn of a response, or a later request along `previous_response_id` or a conversation), every built-in tool
+item is replaced by the function call the model made and the text it was given back, rebuilt
+deterministically from the stored item by the tool that made it. Items of unknown types pass unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from parley.tools import file_search as file_search
+
+Item = dict[str, Any]
+Replay = Callable[[Item], list[Item]]
+
+REPLAYS: Mapping[str, Replay] = MappingProxyType({
+    "file_search_call": file_search.replay,
+})
+
+
+def replay_items(items: list[Item]) -> list[Item]:
+    """`items` with every built-in tool item replaced by its function call and output (a new list)."""
+    if not any(item["type"] in REPLAYS for item in items):
+        return items
+    out: list[Item] = []
+    for item in items:
+        replay = REPLAYS.get(item["type"])
+        if replay is None:
+            out.append(item)
+        else:
+            out.extend(replay(item))
+    return out
+
