@@ -32,10 +32,12 @@ from parley.providers.registry import ModelEntry, ModelRegistry, configured_entr
 from parley.providers.tokens import Encodings
 from parley.services.background import BackgroundLimits, BackgroundRunner
 from parley.services.background_responses import BackgroundResponses
+from parley.services.builtin_tools import BuiltinTools, ToolLimits
 from parley.services.compaction import Compactor
 from parley.services.conversations import ConversationsService
 from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
+from parley.services.web_search import WebSearchService, build_provider
 from parley.store.sql import SqlStore
 
 log = logging.getLogger("parley")
@@ -93,9 +95,12 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     prompts = PromptsService(store)
     compactor = Compactor(sealer)
     conversations = ConversationsService(store, store, compactor)
+    # Page fetches go through the SSRF guard (retrieval/fetch.py) once it is wired in; until then the tool
+    # reads pages from its cache only.
+    web_search = WebSearchService(settings.web_search, build_provider(settings.web_search, http), store, None)
     responses = ResponsesService(
         store, models, sealer, prompts=prompts, conversations=conversations, compactor=compactor,
-        obfuscation_default=settings.obfuscation_default,
+        obfuscation_default=settings.obfuscation_default, tools=BuiltinTools(None, ToolLimits(), web=web_search),
     )
     limits = settings.background
     runner = BackgroundRunner(store, BackgroundLimits(

@@ -104,6 +104,37 @@ class BackgroundConfig(BaseModel):
     poll_s: float = Field(default=0.2, gt=0, description="How often other processes' runs are polled")
 
 
+SearchProviderName = Literal["none", "searxng", "brave", "tavily", "ddgs"]
+
+
+class WebSearchConfig(BaseModel):
+    """The `web_search` tool: which search provider answers live searches, and how pages are fetched."""
+
+    model_config = {"extra": "forbid"}
+
+    provider: SearchProviderName = Field(
+        default="none", description="Live search provider; 'none': only external_web_access=false works"
+    )
+    base_url: str | None = Field(default=None, description="Provider API root; default: the provider's public API")
+    api_key_env: str | None = Field(default=None, description="Environment variable holding the provider's key")
+    timeout_s: float = Field(default=10.0, gt=0, description="A search must answer within this")
+    max_results: int = Field(default=8, ge=1, le=20, description="Results asked of the provider per query")
+    proxy: str | None = Field(default=None, description="ddgs only: HTTP(S)/SOCKS proxy for its requests")
+    ca_file: Path | None = Field(default=None, description="ddgs only: PEM CA bundle to verify TLS against")
+    backend: str = Field(default="auto", description="ddgs only: its engines, e.g. 'duckduckgo' or 'auto'")
+    page_timeout_s: float = Field(default=10.0, gt=0, description="A page fetch must end within this")
+    page_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Larger pages are cut here")
+    page_cache_ttl_s: float = Field(default=3600.0, ge=0, description="A cached page this fresh is not re-fetched")
+    page_cache_keep_days: float = Field(default=30.0, gt=0, description="Cached pages older than this are dropped")
+    allowed_private_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts page fetches may reach although they resolve to loopback/private addresses (tests)",
+    )
+
+    def resolved_api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
 class Settings(BaseSettings):
     """Everything Parley can be told. `parley config show` prints it with secrets redacted."""
 
@@ -138,6 +169,7 @@ class Settings(BaseSettings):
     models: list[ModelConfig] = Field(default_factory=list)
     embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
+    web_search: WebSearchConfig = Field(default_factory=WebSearchConfig)
 
     @field_validator("reasoning_keys")
     @classmethod

@@ -14,7 +14,7 @@ from parley.errors import InvalidRequest
 from parley.ids import new_id
 from parley.store import tables
 from parley.store.base import Item, PageQuery
-from parley.store.migrations import MIGRATIONS, latest_version, migrate
+from parley.store.migrations import MIGRATIONS, migrate
 from parley.store.sql import SqlStore, hash_key, make_engine
 
 PROJECT = "proj_a"
@@ -489,7 +489,7 @@ async def test_migrations_are_idempotent(db_url: str) -> None:
         assert await second.get_response(PROJECT, resp["id"]) == resp
         async with second.engine.connect() as conn:
             versions = (await conn.execute(text("SELECT version FROM schema_migrations"))).scalars().all()
-        assert sorted(versions) == list(range(1, latest_version() + 1))
+        assert sorted(versions) == [version for version, _, _ in MIGRATIONS]  # numbers may leave gaps
     finally:
         await second.close()
 

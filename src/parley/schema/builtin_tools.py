@@ -7,11 +7,12 @@ known ones are validated. Tool types absent here are refused with `unsupported_t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
 
 
 class _Lenient(BaseModel):
@@ -37,7 +38,66 @@ class FileSearchParams(_Lenient):
     ranking_options: RankingOptions | None = None
 
 
+# Free text that is sent on to search providers (some as HTTP headers): printable, bounded.
+_LocationText = Annotated[str, StringConstraints(max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+class UserLocation(_Lenient):
+    type: Literal["approximate"] | None = None
+    city: _LocationText | None = None
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | None = None  # ISO 3166-1 alpha-2
+    region: _LocationText | None = None
+    timezone: _LocationText | None = None  # IANA, e.g. "Europe/Paris"
+
+
+class PreviewUserLocation(UserLocation):
+    type: Literal["approximate"]  # required by web_search_preview
+
+
+# Host names only (IDNs in their punycode form): labels of letters, digits and hyphens.
+_HOST = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?$")
+
+
+def _domain_problem(domain: str) -> str | None:
+    if "://" in domain or "/" in domain:
+        return "must be a domain such as 'example.com', without a scheme or path"
+    if not _HOST.match(domain.lower()):
+        return "must be a domain such as 'example.com'"
+    return None
+
+
+class WebSearchFilters(_Lenient):
+    allowed_domains: list[str] | None = Field(default=None, max_length=100)
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _domains(cls, domains: list[str] | None) -> list[str] | None:
+        for domain in domains or ():
+            problem = _domain_problem(domain)
+            if problem is not None:
+                raise ValueError(f"allowed_domains entry {domain!r} {problem}")
+        return [domain.lower().rstrip(".") for domain in domains] if domains is not None else None
+
+
+class WebSearchParams(_Lenient):
+    type: Literal["web_search", "web_search_2025_08_26"]
+    external_web_access: StrictBool | None = None  # default true; false: only the local page cache
+    filters: WebSearchFilters | None = None
+    search_context_size: Literal["low", "medium", "high"] | None = None
+    user_location: UserLocation | None = None
+
+
+class WebSearchPreviewParams(_Lenient):
+    type: Literal["web_search_preview", "web_search_preview_2025_03_11"]
+    search_context_size: Literal["low", "medium", "high"] | None = None
+    user_location: PreviewUserLocation | None = None
+    search_content_types: list[Literal["text", "image"]] | None = None
+
 # tool type -> (the tool it is, the function name the model calls, its parameters)
 BUILTIN_PARAMS: Mapping[str, tuple[str, str, type[BaseModel]]] = MappingProxyType({
     "file_search": ("file_search", "file_search", FileSearchParams),
+    "web_search": ("web_search", "web_search", WebSearchParams),
+    "web_search_2025_08_26": ("web_search", "web_search", WebSearchParams),
+    "web_search_preview": ("web_search", "web_search", WebSearchPreviewParams),
+    "web_search_preview_2025_03_11": ("web_search", "web_search", WebSearchPreviewParams),
 })

@@ -11,10 +11,32 @@ from typing import Any
 
 Item = dict[str, Any]
 
-# item type -> (field shown only when included, the include value, the value shown otherwise)
-_OPTIONAL: dict[str, tuple[str, str, Any]] = {
-    "file_search_call": ("results", "file_search_call.results", None),
+_ABSENT = object()  # "otherwise" value: the key is left out (the SDK's item type has no such field)
+
+# item type -> [(path of the field shown only when included, the include value, the value shown otherwise)]
+_OPTIONAL: dict[str, list[tuple[tuple[str, ...], str, Any]]] = {
+    "file_search_call": [(("results",), "file_search_call.results", None)],
+    # `results`: what the model was given (kept for later turns); not a field of the SDK's web_search_call.
+    "web_search_call": [(("action", "sources"), "web_search_call.action.sources", _ABSENT),
+                        (("results",), "web_search_call.results", _ABSENT)],
 }
+
+
+def _hide(shown: Item, path: tuple[str, ...], otherwise: Any) -> Item:
+    """`shown` with the field at `path` replaced (copies along the path; the stored item is untouched)."""
+    head, rest = path[0], path[1:]
+    if head not in shown:
+        return shown
+    out = dict(shown)
+    if rest:
+        inner = out[head]
+        if isinstance(inner, dict):
+            out[head] = _hide(inner, rest, otherwise)
+    elif otherwise is _ABSENT:
+        del out[head]
+    else:
+        out[head] = otherwise
+    return out
 
 
 def presenter(include: Iterable[str] | None) -> Callable[[Item], Item]:
@@ -23,11 +45,9 @@ def presenter(include: Iterable[str] | None) -> Callable[[Item], Item]:
 
     def present(item: Item) -> Item:
         shown = dict(item)
-        optional = _OPTIONAL.get(item.get("type", ""))
-        if optional is not None:
-            field, value, otherwise = optional
-            if value not in wanted and field in shown:
-                shown[field] = otherwise
+        for path, value, otherwise in _OPTIONAL.get(item.get("type", ""), ()):
+            if value not in wanted:
+                shown = _hide(shown, path, otherwise)
         return shown
 
     return present

@@ -208,8 +208,9 @@ def _resolve(tools: list[ClientTool], kind: str, name: str, namespace: str | Non
 
 
 def _builtin_named(builtins: list[BuiltinSpec], kind: str, param: str) -> str:
+    tool = BUILTIN_PARAMS[kind][0] if kind in BUILTIN_PARAMS else kind  # any alias names the tool it is
     for spec in builtins:
-        if spec.type == kind or spec.kind == kind:
+        if spec.type == kind or spec.kind == tool:
             return spec.upstream_name
     raise InvalidRequest(f"Tool choice '{kind}' not found in 'tools' parameter.", param=param)
 

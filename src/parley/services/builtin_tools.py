@@ -10,10 +10,11 @@ from typing import Any, Protocol
 
 from parley.engine.tool_loop import Toolbox
 from parley.errors import InvalidRequest
-from parley.schema.builtin_tools import FileSearchParams
+from parley.schema.builtin_tools import FileSearchParams, WebSearchParams, WebSearchPreviewParams
 from parley.schema.tools import BuiltinSpec
 from parley.tools.base import BuiltinTool
 from parley.tools.file_search import DEFAULT_MAX_RESULTS, FileSearchTool, SearchHit
+from parley.tools.web_search import WebSearchTool
 
 
 class VectorStoreAccess(Protocol):
@@ -33,6 +34,14 @@ class VectorStoreAccess(Protocol):
     ) -> Sequence[SearchHit]: ...
 
 
+class WebSearchAccess(Protocol):
+    """What web_search needs from the web search service (services/web_search.py)."""
+
+    def tool(self, project_id: str, spec: BuiltinSpec) -> WebSearchTool:
+        """The request's tool; InvalidRequest (naming the tool) if it asks for what the server cannot do."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ToolLimits:
     max_concurrent: int = 4
@@ -41,16 +50,20 @@ class ToolLimits:
 
 
 class BuiltinTools:
-    def __init__(self, vector_stores: VectorStoreAccess | None, limits: ToolLimits) -> None:
+    def __init__(self, vector_stores: VectorStoreAccess | None, limits: ToolLimits,
+                 web: WebSearchAccess | None = None) -> None:
         self._vector_stores = vector_stores
         self._limits = limits
+        self._web = web
 
     async def toolbox(self, project_id: str, specs: Sequence[BuiltinSpec]) -> Toolbox:
         tools: dict[str, BuiltinTool] = {}
         for spec in specs:
             if isinstance(spec.params, FileSearchParams):
                 tools[spec.upstream_name] = await self._file_search(project_id, spec, spec.params)
-            else:  # pragma: no cover - schema/builtin_tools.py and this factory list the same tools
+            elif isinstance(spec.params, WebSearchParams | WebSearchPreviewParams) and self._web is not None:
+                tools[spec.upstream_name] = self._web.tool(project_id, spec)
+            else:  # a built-in tool this server was set up without
                 raise InvalidRequest(f"Tool type '{spec.type}' is not supported by this server yet.",
                                      param=f"{spec.param}.type", code="unsupported_tool")
         limits = self._limits

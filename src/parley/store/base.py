@@ -29,6 +29,16 @@ class PromptRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class WebPageRecord:
+    """A page in the web_search page cache: its readable text, fetched at `fetched_at` (Unix seconds)."""
+
+    url: str
+    title: str
+    text: str
+    fetched_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class PageQuery:
     limit: int = 20
     order: Literal["asc", "desc"] = "desc"

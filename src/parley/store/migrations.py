@@ -112,11 +112,30 @@ def _v4(conn: Connection) -> None:
     frozen.create_all(conn)
 
 
+def _v7(conn: Connection) -> None:
+    # The web_search page cache. (5 and 6 belong to other tables; versions are applied in list order and
+    # each creates only its own tables, so they do not depend on one another.)
+    frozen = MetaData()
+    pages = Table(
+        "web_pages",
+        frozen,
+        Column("project_id", String(128), primary_key=True),
+        Column("url_hash", String(64), primary_key=True),
+        Column("url", Text, nullable=False),
+        Column("title", Text, nullable=False),
+        Column("text", Text, nullable=False),
+        Column("fetched_at", BigInteger, nullable=False),
+    )
+    Index("ix_web_pages_fetched", pages.c.project_id, pages.c.fetched_at)
+    frozen.create_all(conn)
+
+
 MIGRATIONS: list[Migration] = [
     (1, "api keys, responses and their items", _v1),
     (2, "prompt templates", _v2),
     (3, "conversations and their items", _v3),
     (4, "background jobs and response event logs", _v4),
+    (7, "the web_search page cache", _v7),
 ]
 
 
@@ -169,4 +188,4 @@ async def _sqlite_startup_lock(engine: AsyncEngine) -> AsyncIterator[None]:
 
 
 def latest_version() -> int:
-    return MIGRATIONS[-1][0]
+    return max(version for version, _, _ in MIGRATIONS)

@@ -21,6 +21,7 @@ from parley.store.rows import item_rows, response_row
 from parley.store.sql_background import SqlBackground
 from parley.store.sql_conversations import SqlConversations
 from parley.store.sql_prompts import SqlPrompts
+from parley.store.sql_web_pages import SqlWebPages
 from parley.store.writer import GroupCommitWriter, Write, sqlite_pragmas
 
 _CHAIN_SQL = text(
@@ -51,8 +52,8 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False)
 
 
-class SqlStore(SqlPrompts, SqlConversations, SqlBackground):
-    """Responses, items, API keys, prompt templates and conversations in one SQL database."""
+class SqlStore(SqlPrompts, SqlConversations, SqlBackground, SqlWebPages):
+    """Responses, items, API keys, prompt templates, conversations and the page cache in one SQL database."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

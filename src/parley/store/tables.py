@@ -133,3 +133,18 @@ conversation_items = Table(
 )
 
 Index("ix_conversation_items_item", conversation_items.c.conversation_id, conversation_items.c.item_id)
+
+# The web_search tool's page cache (migration 7): the readable text of pages fetched for a project, by the
+# SHA-256 of the URL. What `external_web_access: false` searches (tools/web/pages.py).
+web_pages = Table(
+    "web_pages",
+    metadata,
+    Column("project_id", String(128), primary_key=True),
+    Column("url_hash", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("fetched_at", BigInteger, nullable=False),
+)
+
+Index("ix_web_pages_fetched", web_pages.c.project_id, web_pages.c.fetched_at)

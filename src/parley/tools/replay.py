@@ -13,12 +13,14 @@ from types import MappingProxyType
 from typing import Any
 
 from parley.tools import file_search as file_search
+from parley.tools import web_search as web_search
 
 Item = dict[str, Any]
 Replay = Callable[[Item], list[Item]]
 
 REPLAYS: Mapping[str, Replay] = MappingProxyType({
     "file_search_call": file_search.replay,
+    "web_search_call": web_search.replay,
 })
 
 

@@ -1,0 +1,141 @@
+"""Agent-like models for the fake Chat Completions upstream: they call the tools a client offers and answer
+from the results (for the web_search tool loop and for driving agent CLIs such as Codex).
+
+`AgentUpstream` is `fake_upstream.FakeUpstream` with these models added (every other model behaves as there):
+
+  web-agent    calls `web_search`. The last user text is either plain text (one search for it) or a JSON list
+               of steps, each a list of argument objects (one call each, made in parallel), e.g.
+               [[{"query": "paris"}], [{"action": "open_page", "url": "..."}]]. After the last step it answers
+               "The answer is here [n]." citing the first marker of the last tool result (or "Nothing to cite.").
+  shell-agent  calls `exec_command` (Codex's shell tool) with {"cmd": <the text after "run:" in the last user
+               text>}; after the tool result it answers "done: <result>". Without such a tool it echoes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from parley.testing.fake_upstream import FakeUpstream
+
+AGENT_MODELS = frozenset({"web-agent", "shell-agent"})
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(p.get("text", "") for p in content or () if isinstance(p, dict))
+
+
+def _last_user(messages: list[dict[str, Any]]) -> tuple[int, str]:
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "user":
+            return index, _text(messages[index].get("content"))
+    return -1, ""
+
+
+def _offered(body: dict[str, Any], name: str) -> bool:
+    return any((t.get("function") or {}).get("name") == name for t in body.get("tools") or ())
+
+
+def _steps(prompt: str) -> list[list[dict[str, Any]]]:
+    try:
+        steps = orjson.loads(prompt)
+    except orjson.JSONDecodeError:
+        return [[{"query": prompt}]]
+    if isinstance(steps, list) and all(isinstance(step, list) for step in steps):
+        return steps
+    return [[{"query": prompt}]]
+
+
+def plan(model: str, body: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
+    """(answer text, tool calls) for one request to an agent model."""
+    messages = body.get("messages") or []
+    at, prompt = _last_user(messages)
+    rounds = sum(1 for m in messages[at + 1:] if m.get("role") == "assistant" and m.get("tool_calls"))
+    last_tool = _text(messages[-1].get("content")) if messages and messages[-1].get("role") == "tool" else None
+    if model == "shell-agent":
+        if last_tool is not None:
+            return "done: " + last_tool, []
+        if _offered(body, "exec_command") and "run:" in prompt:
+            command = prompt.split("run:", 1)[1].strip()
+            return "", [{"name": "exec_command", "arguments": orjson.dumps({"cmd": command}).decode()}]
+        return "echo: " + prompt, []
+    steps = _steps(prompt)
+    if rounds < len(steps) and _offered(body, "web_search"):
+        return "", [{"name": "web_search", "arguments": orjson.dumps(args).decode()} for args in steps[rounds]]
+    marker = re.search(r"\[(\d+)\]", last_tool or "")
+    return (f"The answer is here [{marker.group(1)}]." if marker else "Nothing to cite."), []
+
+
+def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    chunk = {"id": "chatcmpl-agent", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _usage(body: dict[str, Any], text: str) -> dict[str, int]:
+    prompt = sum(len(_text(m.get("content")).split()) for m in body.get("messages") or ()) + 3
+    completion = len(text.split()) + 1
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class AgentUpstream(FakeUpstream):
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json(loads=orjson.loads)
+        model = str(body.get("model", ""))
+        if model not in AGENT_MODELS:
+            return await super()._chat(request)  # aiohttp keeps the body: it can be read again
+        self.requests.append(body)
+        text, calls = plan(model, body)
+        finish = "tool_calls" if calls else "stop"
+        tool_calls = [{"id": f"call_agent{len(self.requests)}_{i}", "type": "function",
+                       "function": {"name": c["name"], "arguments": c["arguments"]}} for i, c in enumerate(calls)]
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if tool_calls:
+                message["tool_calls"] = tool_calls
+            return web.json_response({
+                "id": "chatcmpl-agent", "object": "chat.completion", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                "usage": _usage(body, text)})
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        await resp.prepare(request)
+        await resp.write(_chunk(model, {"role": "assistant", "content": ""}))
+        for word in re.findall(r"\S+\s*", text):
+            await resp.write(_chunk(model, {"content": word}))
+        for index, call in enumerate(tool_calls):
+            await resp.write(_chunk(model, {"tool_calls": [{"index": index, **call}]}))
+        await resp.write(_chunk(model, {}, finish))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"id": "chatcmpl-agent", "object": "chat.completion.chunk", "created": int(time.time()),
+                     "model": model, "choices": [], "usage": _usage(body, text)}
+            await resp.write(b"data: " + orjson.dumps(usage) + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+
+class ThreadedAgentUpstream:
+    """`AgentUpstream` on its own event loop in a daemon thread (for servers in other processes)."""
+
+    def __init__(self) -> None:
+        self.fake = AgentUpstream()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-agent")
+
+    def __enter__(self) -> AgentUpstream:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(10)
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
