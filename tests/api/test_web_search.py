@@ -239,3 +239,27 @@ async def test_preview_alias_and_a_forced_first_turn(env: Env) -> None:
     first_turn = env.upstream.requests[-2]
     assert first_turn["tool_choice"] == {"type": "function", "function": {"name": "web_search"}}
     assert env.upstream.requests[-1].get("tool_choice") in (None, "auto")
+
+
+async def test_the_agents_sdk_web_search_tool(env: Env) -> None:
+    from agents import (
+        Agent,
+        OpenAIResponsesModel,
+        Runner,
+        WebSearchTool,
+        set_tracing_disabled,
+    )
+    from agents.items import ToolCallItem
+
+    set_tracing_disabled(True)  # the SDK would otherwise try to export traces to OpenAI
+    answers = []
+    for tool, client in ((WebSearchTool(search_context_size="low"), env.live),
+                         (WebSearchTool(external_web_access=False), env.bare)):
+        agent = Agent(name="researcher", instructions="Search, then answer with a citation.", tools=[tool],
+                      model=OpenAIResponsesModel(model="web-agent", openai_client=client))
+        result = await Runner.run(agent, "paris capital")
+        calls = [item.raw_item for item in result.new_items if isinstance(item, ToolCallItem)]
+        assert [call.type for call in calls] == ["web_search_call"]  # type: ignore[union-attr]
+        assert calls[0].action.query == "paris capital"  # type: ignore[union-attr]
+        answers.append(result.final_output)
+    assert answers[0] == "The answer is here ([en.example.org](https://en.example.org/wiki/Paris))."
