@@ -131,7 +131,7 @@ def test_plain_text_of_snippets() -> None:
     assert plain("a <b>bold</b> &amp; <i>it</i>\n  x") == "a bold & it x"
 
 
-# -- ddgs: it reaches public search engines only, so here only its answers and errors are mapped ----------
+# -- ddgs: every exception it raises, mapped (test_web_ddgs.py runs the real package through a proxy) ------
 
 
 class _FakeDDGS:
