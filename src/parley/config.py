@@ -160,6 +160,15 @@ class Settings(BaseSettings):
         description="Unknown top-level body fields: ignored (each name logged once) or a 400 unknown_parameter",
     )
     auth_cache_ttl_s: float = Field(default=2.0, ge=0)
+    max_upstream_reply_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024,
+        description="Bytes read from one upstream reply (a whole body or stream); past it the reply is cut (502)",
+    )
+    max_output_chars: int = Field(
+        default=4_000_000, ge=1000,
+        description="Characters of text, reasoning and tool arguments one upstream reply may produce; past "
+        "it the reply is cut (502 / response.failed)",
+    )
     obfuscation_default: bool = True
     reasoning_keys: list[SecretStr] = Field(
         default_factory=list,

@@ -54,7 +54,13 @@ class RequestTimeout(ParleyError):
 
 
 class UpstreamError(ParleyError):
-    """The model upstream failed. 502 by default; the constructor helpers pick the right status."""
+    """The model upstream failed. 502 by default; the constructor helpers pick the right status.
+
+    `upstream_status` and `upstream_text` (what the upstream said, credentials masked) are for the server
+    log only (providers/upstream_http.py): they never reach a body."""
+
+    upstream_status: int | None = None
+    upstream_text: str = ""
 
     @classmethod
     def bad_gateway(cls, message: str, code: str = "upstream_error") -> UpstreamError:

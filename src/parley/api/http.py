@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from parley.engine.stream import sse_frame
 from parley.errors import InternalError, InvalidRequest, ParleyError, PayloadTooLarge, RequestTimeout
+from parley.log_context import set_request_id
 from parley.schema.json_limits import INT_MAX, check_json_numbers
 from parley.schema.requests import cross_field_param, most_specific, param_from_loc
 from parley.store.base import PageQuery
@@ -72,6 +73,7 @@ class Endpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
         rid = request_id()
+        set_request_id(rid)  # for log lines below this request (parley/log_context.py)
         try:
             response = await self.handler(request, rid)
         except ClientGoneError:

@@ -2,11 +2,14 @@
 
 The upstream call is opened by the caller first (so errors before any output are plain HTTP errors);
 then `events()` yields Responses events. Errors after the start end a streamed response with
-`response.failed`; a non-streamed one re-raises them so the client gets an HTTP error.
+`response.failed`; a non-streamed one re-raises them so the client gets an HTTP error. Any other exception
+(a bug) is logged with its traceback and handled the same way with a generic message: a run never ends in
+a cut stream.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 
 from parley.engine.budget import ToolCallBudget
@@ -14,9 +17,11 @@ from parley.engine.checks import TurnCheck
 from parley.engine.stream import Event, StreamBuilder
 from parley.engine.tool_loop import Dispatch, Toolbox
 from parley.engine.turns import Turns
-from parley.errors import ParleyError, UpstreamError
+from parley.errors import InternalError, ParleyError, UpstreamError
 from parley.providers.base import Finish, FinishReason, Item, ModelStream
 from parley.tools.base import function_pair
+
+log = logging.getLogger("parley.engine")
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _CLIENT_CALLS = frozenset({"function_call", "custom_tool_call"})
@@ -115,6 +120,13 @@ class ResponseRun:
                 raise
             self.finished = True
             yield builder.fail(_response_error_code(err), err.message)
+        except Exception as exc:
+            log.exception("response %s failed with an unexpected error", builder.response.get("id"))
+            internal = InternalError()
+            if not builder.emit:
+                raise internal from exc
+            self.finished = True
+            yield builder.fail("server_error", internal.message)
 
     def _check(self, checks: Sequence[TurnCheck]) -> None:
         for check in checks:

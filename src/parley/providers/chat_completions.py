@@ -3,122 +3,64 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from parley.errors import UpstreamError
-from parley.providers.base import (
-    Finish,
-    FinishReason,
-    ModelCall,
-    ModelEvent,
-    ReasoningDelta,
-    TextDelta,
-    TokenCount,
-    ToolCallDelta,
-    Usage,
-)
+from parley.providers.base import Finish, ModelCall, ModelEvent, TokenCount, Usage
+from parley.providers.chat_chunks import ChunkParser, MalformedReply, TooMuchOutput
 from parley.providers.chat_request import chat_body
-from parley.providers.http1 import Endpoint, Http1Pool, HttpError, Response
+from parley.providers.http1 import BodyTooLarge, Endpoint, Http1Pool, HttpError, Response
 from parley.providers.profiles import Profile
+from parley.providers.redact import SecretMasker
 from parley.providers.tokens import Encodings, count_chat_tokens
-from parley.providers.upstream_http import TRANSPORT_ERRORS, status_error, transport_error
+from parley.providers.upstream_http import (
+    TRANSPORT_ERRORS,
+    error_report,
+    log_failure,
+    reply_too_large,
+    reported_error,
+    status_error,
+    transport_error,
+)
 
-_FINISH: dict[str, FinishReason] = {
-    "stop": "stop",
-    "length": "length",
-    "tool_calls": "tool_calls",
-    "function_call": "tool_calls",
-    "content_filter": "content_filter",
-}
-
-
-def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """Chat Completions logprobs.content[] -> Responses output_text logprobs (token, bytes, logprob, top)."""
-    lp = choice.get("logprobs")
-    content = lp.get("content") if isinstance(lp, dict) else None
-    if not content:
-        return None
-    return [
-        {
-            "token": entry["token"],
-            "bytes": entry.get("bytes") or list(entry["token"].encode()),
-            "logprob": entry["logprob"],
-            "top_logprobs": [
-                {"token": t["token"], "bytes": t.get("bytes") or list(t["token"].encode()), "logprob": t["logprob"]}
-                for t in entry.get("top_logprobs") or ()
-            ],
-        }
-        for entry in content
-    ]
+_ERROR_BODY_BYTES = 64 * 1024  # of a non-200 answer: its start says what went wrong
 
 
-def _usage(data: dict[str, Any]) -> Usage:
-    prompt_details = data.get("prompt_tokens_details") or {}
-    completion_details = data.get("completion_tokens_details") or {}
-    return Usage(
-        input_tokens=int(data.get("prompt_tokens") or 0),
-        output_tokens=int(data.get("completion_tokens") or 0),
-        cached_tokens=int(prompt_details.get("cached_tokens") or 0),
-        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
-    )
+@dataclass(frozen=True, slots=True)
+class ReplyLimits:
+    """How much of one upstream reply Parley takes (config: max_upstream_reply_bytes, max_output_chars).
+    Past either, the reply is cut with a 502 / `response.failed`: memory stays bounded whatever the upstream
+    sends (and the terminal events, which repeat the whole text by spec, stay bounded with it)."""
+
+    max_bytes: int = 64 * 1024 * 1024  # read from the wire: a whole body, or a whole stream
+    max_output_chars: int = 4_000_000  # of text, reasoning and tool-call arguments
 
 
-class _ChunkParser:
-    """Folds the fields of one choice's delta into canonical events."""
+@dataclass(frozen=True, slots=True)
+class _CallContext:
+    """What a stream needs to know about its call besides the response: for errors and the log."""
 
-    def __init__(self, profile: Profile) -> None:
-        self.reasoning_field = profile.reasoning_field
-        self.finish: FinishReason | None = None
-        self.usage: Usage | None = None
-        self.deltas = 0
-
-    def events(self, chunk: dict[str, Any]) -> list[ModelEvent]:
-        out: list[ModelEvent] = []
-        usage = chunk.get("usage")
-        if usage:
-            self.usage = _usage(usage)
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or choice.get("message") or {}
-            self._delta(delta, choice, out)
-            reason = choice.get("finish_reason")
-            if reason:
-                self.finish = _FINISH.get(reason, "stop")
-        self.deltas += len(out)
-        return out
-
-    def _delta(self, delta: dict[str, Any], choice: dict[str, Any], out: list[ModelEvent]) -> None:
-        if self.reasoning_field:
-            reasoning = delta.get(self.reasoning_field)
-            if reasoning:
-                out.append(ReasoningDelta(reasoning))
-        content = delta.get("content")
-        if content:
-            out.append(TextDelta(content, _logprobs(choice)))
-        for position, call in enumerate(delta.get("tool_calls") or ()):
-            function = call.get("function") or {}
-            out.append(
-                ToolCallDelta(
-                    index=call.get("index", position),
-                    arguments=function.get("arguments") or "",
-                    call_id=call.get("id"),
-                    name=function.get("name"),
-                )
-            )
+    model: str
+    profile: Profile
+    limits: ReplyLimits
+    masker: SecretMasker
+    started: float  # time.monotonic() when the request was sent
 
 
 class _UpstreamStream:
     """Iterates the events of one open upstream response; closing it releases the connection."""
 
-    def __init__(self, resp: Response, call: ModelCall, profile: Profile, model: str) -> None:
+    def __init__(self, resp: Response, call: ModelCall, context: _CallContext) -> None:
         self._resp = resp
         self._call = call
-        self._parser = _ChunkParser(profile)
-        self._model = model
+        self._context = context
+        self._parser = ChunkParser(context.profile, context.limits.max_output_chars)
+        self._model = context.model
 
     async def aclose(self) -> None:
         self._resp.close()
@@ -127,30 +69,58 @@ class _UpstreamStream:
         return self._events()
 
     async def _events(self) -> AsyncIterator[list[ModelEvent]]:
-        try:
-            if self._call.stream:
-                async for batch in self._sse():
-                    yield batch
-            else:
-                body = await self._resp.read()
-                yield self._parser.events(orjson.loads(body))
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(self._model, exc) from None
-        except orjson.JSONDecodeError:
-            raise UpstreamError.bad_gateway(f"the upstream for model '{self._model}' sent invalid JSON.") from None
-        finally:
-            self._resp.release()
         parser = self._parser
-        if parser.finish is None:
-            raise UpstreamError.bad_gateway(f"the upstream for model '{self._model}' ended the stream early.")
+        try:
+            try:
+                if self._call.stream:
+                    async for batch in self._sse():
+                        yield batch
+                else:
+                    body = orjson.loads(await self._resp.read(self._context.limits.max_bytes))
+                    self._check_error(body)
+                    yield parser.events(body)
+            except TRANSPORT_ERRORS as exc:
+                raise transport_error(self._model, exc) from None
+            except orjson.JSONDecodeError:
+                raise UpstreamError.bad_gateway(
+                    f"The upstream for model '{self._model}' sent invalid JSON.") from None
+            except MalformedReply as exc:
+                err = UpstreamError.bad_gateway(
+                    f"The upstream for model '{self._model}' sent a reply of the wrong shape: {exc}.")
+                raise err from None
+            except TooMuchOutput:
+                limit = self._context.limits.max_output_chars
+                raise reply_too_large(self._model, f"more than {limit} characters of output "
+                                                   "(max_output_chars)") from None
+            finally:
+                self._resp.release()
+            if parser.finish is None:
+                raise UpstreamError.bad_gateway(
+                    f"The upstream for model '{self._model}' ended the stream early.")
+        except UpstreamError as err:
+            log_failure(self._model, err, self._context.started)
+            raise
         yield [parser.usage or self._estimated_usage(), Finish(parser.finish)]
+
+    def _check_error(self, chunk: object) -> None:
+        """An error the upstream reports in a 200 reply (mid-stream, or as the whole body)."""
+        if isinstance(chunk, dict) and chunk.get("error") is not None:
+            report = error_report(chunk)
+            if report is not None:
+                raise reported_error(self._model, report, self._context.masker)
 
     async def _sse(self) -> AsyncIterator[list[ModelEvent]]:
         """One batch of events per network read: chunks that arrive together are handled (and written to the
-        client) together, instead of one line, one event and one socket write at a time."""
+        client) together, instead of one line, one event and one socket write at a time. At most
+        `max_bytes` are read in all (a stream that never ends, or a line that never does, is cut)."""
         parser = self._parser
         pending = b""
+        received = 0
+        max_bytes = self._context.limits.max_bytes
         async for data in self._resp.iter_chunks():
+            received += len(data)
+            if received > max_bytes:
+                raise BodyTooLarge(max_bytes)
             *lines, pending = (pending + data).split(b"\n")
             batch: list[ModelEvent] = []
             for raw in lines:
@@ -162,11 +132,8 @@ class _UpstreamStream:
                         yield batch
                     return
                 chunk = orjson.loads(payload)
-                if chunk.get("error"):
-                    raise UpstreamError.bad_gateway(
-                        f"the upstream for model '{self._model}' failed mid-stream: "
-                        f"{str(chunk['error'].get('message', chunk['error']))[:300]}"
-                    )
+                if isinstance(chunk, dict) and "error" in chunk:
+                    self._check_error(chunk)
                 batch.extend(parser.events(chunk))
             if batch:
                 yield batch
@@ -184,6 +151,7 @@ class ChatCompletionsProvider:
     def __init__(
         self, *, model_id: str, base_url: str, api_key: str | None, profile: Profile, http: Http1Pool,
         connect_timeout_s: float = 10.0, read_timeout_s: float = 600.0, encodings: Encodings | None = None,
+        limits: ReplyLimits | None = None, masker: SecretMasker | None = None,
     ) -> None:
         self._model_id = model_id
         self._endpoint = Endpoint.parse(base_url.rstrip("/") + "/chat/completions")
@@ -198,6 +166,9 @@ class ChatCompletionsProvider:
         self._read_timeout = read_timeout_s
         # The app passes its shared cache; a provider built alone (tests, tools) gets its own.
         self._encodings = encodings or Encodings()
+        self._limits = limits or ReplyLimits()
+        # Masks what the upstream says before anyone sees it: every configured key, this one included.
+        self._masker = (masker or SecretMasker()).with_secrets(api_key)
 
     async def _post(self, endpoint: Endpoint, body: bytes) -> Response:
         try:
@@ -208,17 +179,25 @@ class ChatCompletionsProvider:
 
     async def _error_body(self, resp: Response) -> bytes:
         try:
-            return await resp.read()
+            return await resp.read_prefix(_ERROR_BODY_BYTES)
         except HttpError:
             return b""
         finally:
             resp.release()
 
     async def open(self, call: ModelCall) -> _UpstreamStream:
-        resp = await self._post(self._endpoint, orjson.dumps(chat_body(call, self.profile)))
-        if resp.status != 200:
-            raise status_error(self._model_id, resp.status, await self._error_body(resp), resp.headers)
-        return _UpstreamStream(resp, call, self.profile, self._model_id)
+        body = orjson.dumps(chat_body(call, self.profile))
+        started = time.monotonic()
+        try:
+            resp = await self._post(self._endpoint, body)
+            if resp.status != 200:
+                raise status_error(self._model_id, resp.status, await self._error_body(resp), resp.headers,
+                                   self._masker)
+        except UpstreamError as err:
+            log_failure(self._model_id, err, started)
+            raise
+        context = _CallContext(self._model_id, self.profile, self._limits, self._masker, started)
+        return _UpstreamStream(resp, call, context)
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
         body = chat_body(dataclasses.replace(call, stream=False), self.profile)
@@ -226,16 +205,22 @@ class ChatCompletionsProvider:
 
     async def _post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         """POST to the server root; None when the server has no such endpoint (404/405)."""
-        resp = await self._post(Endpoint.parse(self._root + path), orjson.dumps(payload))
-        body = await self._error_body(resp)
-        if resp.status in (404, 405):
-            return None
-        if resp.status != 200:
-            raise status_error(self._model_id, resp.status, body, resp.headers)
+        started = time.monotonic()
         try:
-            answer = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            answer = None
-        if not isinstance(answer, dict) or not isinstance(answer.get("count"), int):
-            raise UpstreamError.bad_gateway(f"the upstream for model '{self._model_id}' sent an invalid token count.")
+            resp = await self._post(Endpoint.parse(self._root + path), orjson.dumps(payload))
+            body = await self._error_body(resp)
+            if resp.status in (404, 405):
+                return None
+            if resp.status != 200:
+                raise status_error(self._model_id, resp.status, body, resp.headers, self._masker)
+            try:
+                answer = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                answer = None
+            if not isinstance(answer, dict) or type(answer.get("count")) is not int:
+                raise UpstreamError.bad_gateway(
+                    f"The upstream for model '{self._model_id}' sent an invalid token count.")
+        except UpstreamError as err:
+            log_failure(self._model_id, err, started)
+            raise
         return answer

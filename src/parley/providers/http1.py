@@ -36,6 +36,14 @@ class Disconnected(HttpError):
     """The server closed the connection (or sent something unparseable) before the response ended."""
 
 
+class BodyTooLarge(HttpError):
+    """The response body passed the size the caller would read (an upstream reply past its cap)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the response body is larger than {limit} bytes")
+        self.limit = limit
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     scheme: str
@@ -209,9 +217,38 @@ class Response:
         self.status = conn.status
         self.headers = conn.headers
 
-    async def read(self) -> bytes:
-        parts = [chunk async for chunk in self.iter_chunks()]
-        return b"".join(parts)
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body: at most `limit` bytes (BodyTooLarge past it, also when the declared length says
+        so), and within the read timeout as a whole, not only between reads (ReadTimeout: a body trickling
+        in forever must end too)."""
+        if limit is not None:
+            declared = self.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise BodyTooLarge(limit)
+        body = await self._collect(limit)
+        if limit is not None and len(body) > limit:
+            raise BodyTooLarge(limit)
+        return body
+
+    async def read_prefix(self, limit: int) -> bytes:
+        """At most the first `limit` bytes of the body (an error body: its start says what went wrong);
+        the rest is left unread, so release() closes the connection."""
+        return (await self._collect(limit))[:limit]
+
+    async def _collect(self, limit: int | None) -> bytes:
+        """Body bytes until the end, or until more than `limit` arrived, within the read timeout overall."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        parts: list[bytes] = []
+        size = 0
+        while (chunk := await self._conn.next_chunk(self._timeout)) is not None:
+            parts.append(chunk)
+            size += len(chunk)
+            if limit is not None and size > limit:
+                break
+            if loop.time() > deadline:
+                raise ReadTimeout("the upstream did not send its whole body in time")
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         while (chunk := await self._conn.next_chunk(self._timeout)) is not None:

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from parley.config import ModelConfig, Settings
 from parley.errors import InvalidRequest
 from parley.providers.base import Provider
-from parley.providers.chat_completions import ChatCompletionsProvider
+from parley.providers.chat_completions import ChatCompletionsProvider, ReplyLimits
 from parley.providers.http1 import Http1Pool
 from parley.providers.profiles import resolve_profile
+from parley.providers.redact import SecretMasker
 from parley.providers.tokens import Encodings
 
 
@@ -43,8 +44,22 @@ class ModelRegistry:
         return list(self._entries.values())
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamPolicy:
+    """What every configured upstream shares: how much of a reply is taken, which secrets are masked."""
+
+    limits: ReplyLimits
+    masker: SecretMasker
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UpstreamPolicy:
+        limits = ReplyLimits(settings.max_upstream_reply_bytes, settings.max_output_chars)
+        # Every configured upstream key is masked in every upstream's errors (one may quote another's).
+        return cls(limits, SecretMasker(cfg.resolved_api_key() for cfg in settings.models))
+
+
 def chat_provider(
-    cfg: ModelConfig, http: Http1Pool, encodings: Encodings | None = None
+    cfg: ModelConfig, http: Http1Pool, encodings: Encodings | None = None, policy: UpstreamPolicy | None = None
 ) -> ChatCompletionsProvider:
     return ChatCompletionsProvider(
         model_id=cfg.id,
@@ -55,12 +70,15 @@ def chat_provider(
         connect_timeout_s=cfg.connect_timeout_s,
         read_timeout_s=cfg.read_timeout_s,
         encodings=encodings,
+        limits=policy.limits if policy else None,
+        masker=policy.masker if policy else None,
     )
 
 
 def configured_entries(
     settings: Settings, http: Http1Pool, created: int, encodings: Encodings | None = None
 ) -> list[ModelEntry]:
+    policy = UpstreamPolicy.from_settings(settings)
     return [
         ModelEntry(
             id=cfg.id,
@@ -68,7 +86,7 @@ def configured_entries(
             created=created,
             upstream_model=cfg.upstream_model or cfg.id,
             context_window=cfg.context_window,
-            provider=chat_provider(cfg, http, encodings),
+            provider=chat_provider(cfg, http, encodings, policy),
         )
         for cfg in settings.models
     ]

@@ -20,6 +20,7 @@ from parley.engine.run import TERMINAL_EVENTS, ResponseRun
 from parley.engine.stream import StreamBuilder, sse_frame
 from parley.errors import InternalError, ParleyError, UpstreamError
 from parley.ids import new_id
+from parley.log_context import set_request_id
 from parley.store.sql_background import BackgroundJob, SqlBackground
 
 log = logging.getLogger("parley.background")
@@ -177,6 +178,7 @@ class BackgroundRunner:
     # -- one run ---------------------------------------------------------------------------------
 
     async def _execute(self, job: BackgroundJob) -> None:
+        set_request_id(job.response_id)  # this task's log lines name the response it runs
         try:
             await self._run(job)
         except Exception:
