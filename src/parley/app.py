@@ -90,7 +90,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     entries = configured_entries(settings, http, created, encodings)
     entries += await _embedded_entries(settings, http, stack, created, encodings)
     models = ModelRegistry(entries)
-    auth = Authenticator(store, settings.auth_cache_ttl_s)
+    auth = Authenticator(store, settings.auth_cache_ttl_s, settings.auth)
     sealer = ReasoningSealer(_reasoning_keys(settings))
     prompts = PromptsService(store)
     compactor = Compactor(sealer)
@@ -112,6 +112,18 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     stack.push_async_callback(runner.stop)  # before the store closes (the stack unwinds in reverse)
     return Runtime(settings, store, http, models, auth, responses, prompts, conversations=conversations,
                    background=background, fields=FieldPolicy(reject=settings.unknown_fields == "reject"))
+
+
+async def _log_auth_mode(runtime: Runtime) -> None:
+    mode = runtime.settings.auth
+    if mode == "none":
+        log.warning("auth = \"none\": local development mode, no API key is checked")
+    elif await runtime.auth.open_mode():
+        log.warning("no API keys exist: local development mode, any key is accepted until one is created "
+                    "(`parley keys create`; set auth = \"keys\" to always require one)")
+    elif mode == "keys" and not await runtime.store.any_active_key():
+        log.warning("auth = \"keys\" and no API key exists: every request is refused until one is created "
+                    "(`parley keys create`)")
 
 
 class ParleyApp:
@@ -158,11 +170,7 @@ def create_app(settings: Settings, *, serving: bool = False) -> ParleyApp:
         async with AsyncExitStack() as stack:
             runtime = await build_runtime(settings, stack)
             app.state.runtime = runtime
-            if await runtime.auth.open_mode():
-                log.warning(
-                    "no API keys exist: local development mode, any key is accepted "
-                    "(create one with `parley keys create`)"
-                )
+            await _log_auth_mode(runtime)
             if serving:
                 freeze_startup_objects()
             yield
@@ -173,5 +181,8 @@ def create_app(settings: Settings, *, serving: bool = False) -> ParleyApp:
 def app_from_settings() -> ParleyApp:
     """The app of one worker process when serving with several (`parley serve --workers N`)."""
     from parley.config import load_settings
+    from parley.log_setup import configure_logging
 
-    return create_app(load_settings(), serving=True)
+    settings = load_settings()
+    configure_logging(settings.log_level)  # a worker process configures its own logging
+    return create_app(settings, serving=True)

@@ -159,6 +159,12 @@ class Settings(BaseSettings):
         default="ignore",
         description="Unknown top-level body fields: ignored (each name logged once) or a 400 unknown_parameter",
     )
+    auth: Literal["auto", "keys", "none"] = Field(
+        default="auto",
+        description="keys: every request needs an API key; none: no key is checked (local development, "
+        "refused on a non-loopback address); auto: none while no key exists, keys from when one does "
+        "(at start-up or later) until the server stops, also if every key is revoked",
+    )
     auth_cache_ttl_s: float = Field(default=2.0, ge=0)
     max_upstream_reply_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024,

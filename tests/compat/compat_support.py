@@ -59,6 +59,11 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
 
 
+def run_parley(*args: str) -> subprocess.CompletedProcess[str]:
+    """`parley <args>` as a child process, without the developer's PARLEY_* settings."""
+    return subprocess.run([*_parley_command(), *args], capture_output=True, text=True, env=_clean_env(), timeout=60)
+
+
 def create_key(data_dir: Path, project: str) -> str:
     out = subprocess.run(
         [*_parley_command(), "keys", "create", "--project", project, "--data-dir", str(data_dir)],
@@ -80,6 +85,7 @@ class ParleyServer:
     config: str
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    log_level: str = "warning"
 
     @property
     def root(self) -> str:
@@ -105,7 +111,7 @@ class ParleyServer:
         config_path = self.workdir / "parley.toml"
         config_path.write_text(self.config)
         cmd = [*_parley_command(), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
-               "--config", str(config_path), "--log-level", "warning"]
+               "--config", str(config_path), "--log-level", self.log_level]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_clean_env())
         deadline = time.monotonic() + timeout

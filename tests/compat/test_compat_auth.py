@@ -1,13 +1,27 @@
-"""API keys through the SDK: a key sees only its own project's responses; a missing or wrong key is a 401."""
+"""API keys through the SDK: a key sees only its own project's responses; a missing or wrong key is a 401; the
+`auth` setting, not whether keys exist at the moment, decides whether keys are required."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
-from compat_support import KeyedServer, check_error_body, create_checked
+from compat_support import (
+    KeyedServer,
+    ParleyServer,
+    check_error_body,
+    create_checked,
+    free_port,
+    model_toml,
+    run_parley,
+)
 from openai import AsyncOpenAI, AuthenticationError, NotFoundError, OpenAI
+
+from parley.testing.fake_upstream import FakeUpstream
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +82,53 @@ async def test_async_client_with_key(keyed_server: KeyedServer) -> None:
         assert (await client_b.responses.retrieve(response.id)).id == response.id
         with pytest.raises(NotFoundError):
             await client_a.responses.retrieve(response.id)
+
+
+# -- auth is decided by configuration (api/auth.py) --------------------------------------------------------
+
+
+def _status(server: ParleyServer, key: str | None) -> int:
+    headers = {"authorization": f"Bearer {key}"} if key is not None else {}
+    return httpx.post(server.base_url + "/responses", json={"model": "echo", "input": "hi"}, headers=headers,
+                      timeout=10).status_code
+
+
+def test_revoking_the_last_key_leaves_the_server_closed(fake: FakeUpstream, tmp_path: Path) -> None:
+    config = "auth_cache_ttl_s = 0.2\n" + model_toml("echo", fake.base_url, "echo") + "[embedded]\nenabled = false\n"
+    server = ParleyServer(tmp_path, config)
+    created = run_parley("keys", "create", "--project", "solo", "--data-dir", str(server.data_dir))
+    record = json.loads(created.stdout.strip().splitlines()[-1])
+    server.start()
+    try:
+        assert _status(server, record["key"]) == 200
+        assert _status(server, None) == 401
+        revoked = run_parley("keys", "revoke", record["id"], "--data-dir", str(server.data_dir))
+        assert revoked.returncode == 0, revoked.stderr
+        time.sleep(1.0)  # several auth_cache_ttl_s: the server has seen that no key is left
+        for key in (None, record["key"], "sk-any-key-at-all"):
+            assert _status(server, key) == 401, key
+        resp = httpx.get(server.base_url + "/models", timeout=10)
+        assert resp.status_code == 401
+        check_error_body(resp.json(), 401)
+    finally:
+        server.stop()
+
+
+def test_auth_keys_without_any_key_refuses_everyone(fake: FakeUpstream, tmp_path: Path) -> None:
+    config = 'auth = "keys"\n' + model_toml("echo", fake.base_url, "echo") + "[embedded]\nenabled = false\n"
+    server = ParleyServer(tmp_path, config)
+    server.start()
+    try:
+        assert _status(server, None) == 401 and _status(server, "sk-whatever") == 401
+    finally:
+        server.stop()
+    assert "every request is refused" in server.log()
+
+
+def test_auth_none_is_refused_on_a_non_loopback_address(tmp_path: Path) -> None:
+    config = tmp_path / "parley.toml"
+    config.write_text('auth = "none"\n[embedded]\nenabled = false\n')
+    out = run_parley("serve", "--host", "0.0.0.0", "--port", str(free_port()), "--data-dir", str(tmp_path / "data"),
+                  "--config", str(config))
+    assert out.returncode == 2
+    assert 'auth = "none"' in out.stderr and "refusing to listen on 0.0.0.0" in out.stderr

@@ -1,13 +1,20 @@
 """Bearer-key authentication: a key resolves to its project. Keys are looked up by hash, cached briefly.
 
-Local development mode: when no key exists at all, any bearer (or none) maps to the `default`
-project. The CLI refuses to bind a non-loopback address in that mode unless explicitly allowed.
+Whether keys are required is the `auth` setting, not whether keys happen to exist right now:
+- `keys`: every request needs an active key (with none yet, every request is a 401);
+- `none`: local development mode, any bearer (or none) maps to the `default` project (the CLI refuses it on
+  a non-loopback address unless explicitly allowed);
+- `auto` (default): `none` while no key exists, `keys` from the moment one exists (at start-up, or created
+  later; checked every `auth_cache_ttl_s` while open) until the server stops. Revoking every key never
+  reopens a server that required keys.
+A key is never logged, nor its hash: only its id or its first characters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Literal
 
 from starlette.requests import Request
 
@@ -16,38 +23,45 @@ from parley.store.base import KeyStore
 from parley.store.sql import hash_key
 
 DEFAULT_PROJECT = "default"
+AuthMode = Literal["auto", "keys", "none"]
 
 
 class Authenticator:
-    def __init__(self, keys: KeyStore, cache_ttl_s: float) -> None:
+    def __init__(self, keys: KeyStore, cache_ttl_s: float, mode: AuthMode = "auto") -> None:
         self._keys = keys
         self._ttl = cache_ttl_s
+        self._mode = mode
         self._cache: dict[str, tuple[str | None, float]] = {}
-        self._open_mode: tuple[bool, float] = (False, 0.0)
+        # auto: open until a key is seen, then closed for good (a latch: never back to open).
+        self._required = mode == "keys"
+        self._next_check = 0.0
         self._refresh: asyncio.Future[bool] | None = None
 
     async def open_mode(self) -> bool:
-        """True while no API key exists (local development mode). One refresh at a time: when the cached
-        answer expires under load, concurrent requests share a single query instead of each sending one."""
-        is_open, expires = self._open_mode
-        if time.monotonic() < expires:
-            return is_open
+        """True while no key is required. In `auto` mode, while open, whether a key exists is checked at
+        most every `auth_cache_ttl_s`, one query at a time: when the cached answer expires under load,
+        concurrent requests share a single query instead of each sending one."""
+        if self._required or self._mode == "none":
+            return not self._required
+        if time.monotonic() < self._next_check:
+            return True
         if self._refresh is None:
-            self._refresh = asyncio.ensure_future(self._load_open_mode())
+            self._refresh = asyncio.ensure_future(self._look_for_keys())
         refresh = self._refresh
         try:
-            return await asyncio.shield(refresh)
+            return not await asyncio.shield(refresh)
         finally:
             if refresh.done() and self._refresh is refresh:
                 self._refresh = None
 
-    async def _load_open_mode(self) -> bool:
-        is_open = not await self._keys.any_active_key()
-        self._open_mode = (is_open, time.monotonic() + self._ttl)
-        return is_open
+    async def _look_for_keys(self) -> bool:
+        if await self._keys.any_active_key():
+            self._required = True
+        self._next_check = time.monotonic() + self._ttl
+        return self._required
 
     async def project_of(self, request: Request) -> str:
-        if await self.open_mode():
+        if not self._required and await self.open_mode():
             return DEFAULT_PROJECT
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from parley.config import Settings, export_flags, load_settings, redacted
+from parley.log_setup import configure_logging
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Parley: an OpenAI Responses API server.")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored hashed, one project each).")
@@ -87,12 +87,14 @@ def serve(
         typer.echo("parley: the embedded model runs in a single process; use --workers 1, or set "
                    "[embedded] enabled = false (PARLEY_EMBEDDED__ENABLED=false).", err=True)
         raise typer.Exit(2)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)  # also keeps key hashes out of third-party debug logs
     if not settings.binds_loopback and not settings.allow_unauthenticated_remote:
-        if not asyncio.run(_any_key(settings)):
+        # auth "none", or "auto" with no key yet, would serve this address to anyone (api/auth.py).
+        if settings.auth == "none" or (settings.auth == "auto" and not asyncio.run(_any_key(settings))):
             typer.echo(
-                f"parley: refusing to listen on {settings.host} with no API keys; create one with "
-                "`parley keys create`, bind 127.0.0.1, or set PARLEY_ALLOW_UNAUTHENTICATED_REMOTE=true.",
+                f"parley: refusing to listen on {settings.host} without API keys (auth = \"{settings.auth}\"); "
+                "create one with `parley keys create`, set auth = \"keys\", bind 127.0.0.1, or set "
+                "PARLEY_ALLOW_UNAUTHENTICATED_REMOTE=true.",
                 err=True,
             )
             raise typer.Exit(2)

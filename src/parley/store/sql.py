@@ -45,11 +45,13 @@ def hash_key(secret: str) -> str:
 
 
 def make_engine(url: str) -> AsyncEngine:
+    # hide_parameters: statement parameters (API key hashes among them) never reach a log line or an
+    # error's text, whatever the log level.
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, pool_size=4, max_overflow=4)
+        engine = create_async_engine(url, pool_size=4, max_overflow=4, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False)
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False, hide_parameters=True)
 
 
 class SqlStore(SqlPrompts, SqlConversations, SqlBackground, SqlWebPages):
