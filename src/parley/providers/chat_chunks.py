@@ -136,11 +136,9 @@ class ChunkParser:
         if not isinstance(choice, dict):
             raise MalformedReply("a choice that is not an object")
         index = choice.get("index")
-        if index is None:  # absent (or null, as some servers send it): the only choice
-            index = 0
-        elif type(index) is not int:
-            raise MalformedReply("a choice index that is not an integer")
-        if index != 0:
+        if index:  # absent, null (as some servers send it) or 0: the only choice
+            if type(index) is not int:
+                raise MalformedReply("a choice index that is not an integer")
             return
         delta = choice.get("delta") or choice.get("message")
         if delta:
@@ -160,8 +158,10 @@ class ChunkParser:
                 out.append(ReasoningDelta(reasoning))
         content = delta.get("content")
         if content:
-            chars += len(_text(content, "content"))
-            out.append(TextDelta(content, _logprobs(choice)))
+            if type(content) is not str:
+                raise MalformedReply("content is not a string")
+            chars += len(content)
+            out.append(TextDelta(content, _logprobs(choice) if choice.get("logprobs") else None))
         tool_calls = delta.get("tool_calls")
         if tool_calls:
             if not isinstance(tool_calls, list):
