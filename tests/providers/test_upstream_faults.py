@@ -15,6 +15,7 @@ import pytest
 from parley.errors import UpstreamError
 from parley.log_context import set_request_id
 from parley.providers.base import ModelCall, ModelEvent, TextDelta
+from parley.providers.chat_chunks import ChunkParser
 from parley.providers.chat_completions import ChatCompletionsProvider, ReplyLimits
 from parley.providers.http1 import Http1Pool
 from parley.providers.profiles import PROFILES
@@ -208,3 +209,14 @@ async def test_each_failure_is_logged_once_at_warning(faulty: FaultyUpstream,
         assert "request=req_test_upstream_log" in line
         assert UPSTREAM_KEY not in line
     set_request_id("-")
+
+
+def test_logprobs_without_alternatives_are_not_malformed() -> None:
+    # `top_logprobs` absent, null or empty (top_logprobs: 0) is a well-formed reply.
+    parser = ChunkParser(PROFILES["generic"], 1000)
+    for top in ({}, {"top_logprobs": None}, {"top_logprobs": []}):
+        entry = {"token": "hi", "logprob": -0.5, **top}
+        chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}, "logprobs": {"content": [entry]}}]}
+        [delta] = parser.events(chunk)
+        assert isinstance(delta, TextDelta) and delta.logprobs is not None
+        assert delta.logprobs[0]["top_logprobs"] == [] and delta.logprobs[0]["bytes"] == [104, 105]

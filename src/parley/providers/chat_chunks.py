@@ -89,7 +89,9 @@ def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
     out = []
     for entry in content:
         converted = _logprob(entry)
-        top = entry.get("top_logprobs") or ()
+        top = entry.get("top_logprobs")
+        if top is None:
+            top = []
         if not isinstance(top, list):
             raise MalformedReply("top_logprobs is not a list")
         converted["top_logprobs"] = [_logprob(t) for t in top]
