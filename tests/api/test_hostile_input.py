@@ -183,3 +183,54 @@ async def test_unknown_top_level_fields_rejected_when_configured(
         assert response.status == "completed"
         async with sdk.responses.stream(model="fake", input="hi") as stream:
             assert (await stream.get_final_response()).status == "completed"
+
+
+@pytest.mark.parametrize(("schema", "fragment"), [
+    ({"pattern": "a{99999999999}"}, "Invalid JSON schema"),
+    ({"$ref": "#/$defs/missing"}, "does not resolve"),
+    ({"$ref": "https://example.com/schema.json"}, "does not resolve"),
+])
+async def test_schemas_that_cannot_be_evaluated_are_a_400(http: httpx.AsyncClient, schema: dict[str, Any],
+                                                           fragment: str) -> None:
+    body = {"model": "fake", "input": "hi", "text": {"format": {"type": "json_schema", "name": "x", "schema": schema}}}
+    for stream in (False, True):
+        error = _error(await http.post("/v1/responses", json={**body, "stream": stream}))
+        assert error["param"] == "text.format.schema" and fragment in error["message"]
+
+
+@pytest.mark.parametrize(("item", "param"), [
+    ({"type": "custom_tool_call_output", "output": "x"}, "input[0].call_id"),
+    ({"type": "custom_tool_call", "call_id": "c", "name": "f"}, "input[0].input"),
+    ({"type": "file_search_call", "id": "fs_1", "queries": [1], "status": "completed"}, "input[0].queries[0]"),
+    ({"type": "file_search_call", "id": "fs_1", "queries": ["q"], "status": "completed", "results": [{"score": "x"}]},
+     "input[0].results[0].score"),
+    ({"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "teleport"}},
+     "input[0].action"),
+])
+async def test_tool_items_are_validated(http: httpx.AsyncClient, item: dict[str, Any], param: str) -> None:
+    error = _error(await http.post("/v1/responses", json={"model": "fake", "input": [item]}))
+    assert error["param"] == param, error
+    conversation = await http.post("/v1/conversations", json={"items": [item]})
+    assert _error(conversation)["param"] == "items" + param.removeprefix("input")
+
+
+async def test_a_resent_file_search_call_with_partial_results_works(http: httpx.AsyncClient) -> None:
+    item = {"type": "file_search_call", "id": "fs_1", "queries": ["q"], "status": "completed", "results": [{}]}
+    body = {"model": "fake", "input": [item, {"role": "user", "content": "go"}]}
+    response = await http.post("/v1/responses", json=body)
+    assert response.status_code == 200, response.text
+
+
+async def test_prompt_cache_options_are_validated_and_echoed_whole(http: httpx.AsyncClient) -> None:
+    assert _error(await http.post("/v1/responses", json={"model": "fake", "input": "hi",
+                                                          "prompt_cache_options": {"mode": 5}}))["param"] == (
+        "prompt_cache_options.mode")
+    ok = await http.post("/v1/responses", json={"model": "fake", "input": "hi", "prompt_cache_options": {}})
+    assert ok.json()["prompt_cache_options"] == {"mode": "implicit", "ttl": "30m", "comparison_response_id": None}
+
+
+async def test_logprobs_without_alternatives(http: httpx.AsyncClient) -> None:
+    body = {"model": "fake", "input": "hi", "include": ["message.output_text.logprobs"]}
+    response = await http.post("/v1/responses", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["output"][0]["content"][0]["logprobs"]

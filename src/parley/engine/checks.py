@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from parley.engine.stream import StreamBuilder
 from parley.errors import InvalidRequest
@@ -43,13 +45,7 @@ def json_format_check(text_format: dict[str, Any]) -> TurnCheck | None:
     kind = text_format.get("type")
     if kind not in ("json_object", "json_schema"):
         return None
-    validator = None
-    if kind == "json_schema":
-        try:
-            Draft202012Validator.check_schema(text_format["schema"])
-        except SchemaError as err:
-            raise InvalidRequest(f"Invalid JSON schema: {err.message}", param="text.format.schema") from None
-        validator = Draft202012Validator(text_format["schema"])
+    validator = _validator(text_format["schema"]) if kind == "json_schema" else None
 
     def check(builder: StreamBuilder) -> str | None:
         for text in _message_text(builder):
@@ -61,10 +57,54 @@ def json_format_check(text_format: dict[str, Any]) -> TurnCheck | None:
                 if not isinstance(value, dict):
                     return "the model's output is not a JSON object"
                 continue
-            error = next(iter(validator.iter_errors(value)), None)
+            try:
+                error = next(iter(validator.iter_errors(value)), None)
+            except Exception:  # a schema that cannot be evaluated (refused up front where it can be seen)
+                return "the model's output could not be checked against the JSON schema"
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path) or "(root)"
                 return f"the model's output does not match the JSON schema at {where}: {error.message}"
         return None
 
     return check
+
+
+_PARAM = "text.format.schema"
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    """A validator for a client's schema, refused with a 400 when it is not one: invalid keywords, patterns
+    the regex engine cannot compile (or whose repeat counts overflow), and `$ref`s that do not resolve
+    within the schema (nothing is fetched)."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as err:
+        raise InvalidRequest(f"Invalid JSON schema: {err.message}", param=_PARAM) from None
+    except Exception as err:  # e.g. OverflowError from a pattern such as a{99999999999}
+        raise InvalidRequest(f"Invalid JSON schema: {type(err).__name__}", param=_PARAM) from None
+    resolver = Registry().with_resource(
+        "urn:parley:schema", Resource.from_contents(schema, default_specification=DRAFT202012)
+    ).resolver(base_uri="urn:parley:schema")
+    for ref in _refs(schema):
+        try:
+            resolver.lookup(ref)
+        except Exception:
+            raise InvalidRequest(f"Invalid JSON schema: $ref '{ref[:100]}' does not resolve within the schema.",
+                                 param=_PARAM) from None
+    return Draft202012Validator(schema)
+
+
+def _refs(schema: Any) -> list[str]:
+    found: list[str] = []
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                    found.append(value)
+                else:
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from parley.schema.requests import ServiceTier, Short64
+from parley.schema.requests import PromptCacheOptions, ServiceTier, Short64
 
 
 class CompactRequest(BaseModel):
@@ -19,6 +19,6 @@ class CompactRequest(BaseModel):
     instructions: str | None = None
     previous_response_id: str | None = None
     prompt_cache_key: Short64 | None = None
-    prompt_cache_options: dict[str, Any] | None = None
+    prompt_cache_options: PromptCacheOptions | None = None
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None
     service_tier: ServiceTier | None = None

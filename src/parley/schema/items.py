@@ -99,6 +99,70 @@ class Reasoning(_Keep):
     encrypted_content: str | None = None
 
 
+class CustomToolCall(_Keep):
+    type: Literal["custom_tool_call"]
+    id: str | None = None
+    call_id: Annotated[str, Field(min_length=1, max_length=64)]
+    name: str
+    input: str
+    namespace: str | None = None
+
+
+class CustomToolCallOutput(_Keep):
+    type: Literal["custom_tool_call_output"]
+    id: str | None = None
+    call_id: Annotated[str, Field(min_length=1, max_length=64)]
+    output: str | list[ContentPart]
+
+
+class FileSearchResult(_Keep):
+    """Every field is optional in the SDK's type; the ones present are typed."""
+
+    file_id: str | None = None
+    filename: str | None = None
+    score: float | None = None
+    text: str | None = None
+    attributes: dict[str, str | float | bool] | None = None
+
+
+class FileSearchCall(_Keep):
+    type: Literal["file_search_call"]
+    id: str | None = None
+    queries: list[str]
+    status: Literal["in_progress", "searching", "completed", "incomplete", "failed"]
+    results: list[FileSearchResult] | None = None
+
+
+class WebSearchSource(_Keep):
+    type: Literal["url"]
+    url: str
+
+
+class WebSearchSearch(_Keep):
+    type: Literal["search"]
+    query: str | None = None
+    queries: list[str] | None = None
+    sources: list[WebSearchSource] | None = None
+
+
+class WebSearchOpenPage(_Keep):
+    type: Literal["open_page"]
+    url: str | None = None
+
+
+class WebSearchFind(_Keep):
+    type: Literal["find_in_page"]
+    url: str
+    pattern: str
+
+
+class WebSearchCall(_Keep):
+    type: Literal["web_search_call"]
+    id: str | None = None
+    status: Literal["in_progress", "searching", "completed", "failed", "incomplete"]
+    action: Annotated[WebSearchSearch | WebSearchOpenPage | WebSearchFind, Field(discriminator="type")]
+
+
 class OtherItem(_Keep):
     """Item types Parley stores and echoes but does not interpret yet."""
 
@@ -108,14 +172,14 @@ class OtherItem(_Keep):
 
 OTHER_ITEM_TYPES = frozenset(
     {
-        "custom_tool_call", "custom_tool_call_output", "compaction", "file_search_call", "web_search_call",
-        "code_interpreter_call", "image_generation_call", "computer_call", "computer_call_output",
+        "compaction", "code_interpreter_call", "image_generation_call", "computer_call", "computer_call_output",
         "local_shell_call", "local_shell_call_output", "shell_call", "shell_call_output", "apply_patch_call",
         "apply_patch_call_output", "mcp_list_tools", "mcp_approval_request", "mcp_approval_response",
         "mcp_call", "tool_search_call", "tool_search_output", "additional_tools", "program", "program_output",
     }
 )
-ITEM_TAGS = frozenset({"message", "item_reference", "function_call", "function_call_output", "reasoning", "other"})
+ITEM_TAGS = frozenset({"message", "item_reference", "function_call", "function_call_output", "reasoning",
+                       "custom_tool_call", "custom_tool_call_output", "file_search_call", "web_search_call", "other"})
 
 
 def _item_tag(value: Any) -> str | None:
@@ -137,6 +201,10 @@ InputItem = Annotated[
     | Annotated[FunctionCall, Tag("function_call")]
     | Annotated[FunctionCallOutput, Tag("function_call_output")]
     | Annotated[Reasoning, Tag("reasoning")]
+    | Annotated[CustomToolCall, Tag("custom_tool_call")]
+    | Annotated[CustomToolCallOutput, Tag("custom_tool_call_output")]
+    | Annotated[FileSearchCall, Tag("file_search_call")]
+    | Annotated[WebSearchCall, Tag("web_search_call")]
     | Annotated[OtherItem, Tag("other")],
     Discriminator(
         _item_tag,
@@ -200,7 +268,8 @@ def _canonical(item: BaseModel) -> Item:
     return data
 
 
-_ID_PREFIX = {"custom_tool_call": "ctc", "custom_tool_call_output": "ctco", "compaction": "cmp"}
+_ID_PREFIX = {"custom_tool_call": "ctc", "custom_tool_call_output": "ctco", "compaction": "cmp",
+              "file_search_call": "fs", "web_search_call": "ws"}
 
 
 def _message_from(msg: Message) -> Item:

@@ -92,6 +92,15 @@ class PromptRef(Passthrough):
     variables: dict[str, Any] | None = None
 
 
+class PromptCacheOptions(Lenient):
+    """Echoed with its defaults filled in, as the Response type requires `mode` and `ttl`."""
+
+    mode: Literal["implicit", "explicit"] = "implicit"
+    ttl: Literal["30m", "12h"] = "30m"
+    comparison_response_id: str | None = None
+    prewarm: bool | None = None
+
+
 class ContextManagement(Lenient):
     type: Literal["compaction"]
     compact_threshold: int | None = Field(default=None, ge=1)
@@ -197,7 +206,7 @@ class CreateResponseRequest(BaseModel):
     safety_identifier: Short64 | None = None
     prompt_cache_key: Short64 | None = None
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None
-    prompt_cache_options: dict[str, Any] | None = None
+    prompt_cache_options: PromptCacheOptions | None = None
     service_tier: ServiceTier | None = None
     context_management: list[ContextManagement] | None = None
     moderation: dict[str, Any] | None = None

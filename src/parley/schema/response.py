@@ -74,7 +74,8 @@ def new_response(
         "previous_response_id": req.previous_response_id,
         "prompt": req.prompt.model_dump(exclude_none=True) if req.prompt else None,
         "prompt_cache_key": req.prompt_cache_key,
-        "prompt_cache_options": req.prompt_cache_options,
+        "prompt_cache_options": (req.prompt_cache_options.model_dump(exclude={"prewarm"}) if req.prompt_cache_options
+                                 else None),
         "prompt_cache_retention": req.prompt_cache_retention,
         "reasoning": _reasoning_echo(req),
         "safety_identifier": req.safety_identifier,

@@ -136,10 +136,14 @@ def model_text(queries: list[str], results: list[dict[str, Any]], markers: list[
         return f"File search for {asked!r} found nothing in the user's files."
     lines = [f"File search results for {asked!r}:"]
     for marker, result in zip(markers, results, strict=True):
-        text = result["text"]
+        # Results resent by a client may lack fields (all are optional in the SDK's type).
+        text = str(result.get("text") or "")
         if len(text) > _MAX_PASSAGE_CHARS:
             text = text[:_MAX_PASSAGE_CHARS] + " [...]"
-        lines.append(f"\n[{marker}] file: {result['filename']} (score {result['score']:.2f})\n{text}")
+        name = result.get("filename") or result.get("file_id") or "unknown file"
+        score = result.get("score")
+        scored = f" (score {score:.2f})" if isinstance(score, int | float) else ""
+        lines.append(f"\n[{marker}] file: {name}{scored}\n{text}")
     lines.append("\nWhen you use a passage, cite it with its marker right after the statement, e.g. [1].")
     return "\n".join(lines)
 
