@@ -10,11 +10,12 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from parley.engine.citations import CitationFilter
+from parley.errors import UpstreamError
 from parley.ids import new_id
 from parley.providers.base import (
     Finish,
@@ -25,6 +26,8 @@ from parley.providers.base import (
     ToolCallDelta,
     Usage,
 )
+from parley.schema.client_tool_items import ID_PREFIX
+from parley.schema.client_tools import CALL_TYPES, BadCall, ClientToolKind, call_item
 from parley.schema.tools import ClientTool
 from parley.tools.base import BuiltinCall, Source
 
@@ -116,6 +119,7 @@ class StreamBuilder:
         # emitted as function_call items (engine/tool_loop.py).
         self._builtin_names = builtin_names
         self._builtin_calls: dict[int, _PendingBuiltin] = {}
+        self._held_calls: dict[int, _PendingBuiltin] = {}  # client tools with their own item type
         # How an item is shown to the client (e.g. file_search_call results only with include[]); the
         # snapshot keeps the whole item, which is what is stored.
         self._present = present
@@ -341,19 +345,23 @@ class StreamBuilder:
 
     def _call(self, delta: ToolCallDelta) -> list[Event]:
         events: list[Event] = []
-        pending = self._builtin_calls.get(delta.index)
-        if pending is None and delta.index not in self._calls and (delta.name or "") in self._builtin_names:
-            if (self._calls or self._builtin_calls) and not self._parallel:
-                return events
-            pending = _PendingBuiltin(delta.name or "", delta.call_id or new_id("call"))
-            self._builtin_calls[delta.index] = pending
-            self.called.append(pending.name)
+        pending = self._builtin_calls.get(delta.index) or self._held_calls.get(delta.index)
+        if pending is None and delta.index not in self._calls:
+            name = delta.name or ""
+            tool = self._tools.get(name)
+            held = tool is not None and tool.kind in CALL_TYPES
+            if held or name in self._builtin_names:
+                if self._has_calls() and not self._parallel:
+                    return events
+                pending = _PendingBuiltin(name, delta.call_id or new_id("call"))
+                (self._held_calls if held else self._builtin_calls)[delta.index] = pending
+                self.called.append(pending.name)
         if pending is not None:
             pending.chunks.append(delta.arguments)
             return events
         call = self._calls.get(delta.index)
         if call is None:
-            if (self._calls or self._builtin_calls) and not self._parallel:
+            if self._has_calls() and not self._parallel:
                 # parallel_tool_calls=false: the response carries at most one call per turn.
                 return events
             self._close_message(events, "completed")
@@ -374,7 +382,47 @@ class StreamBuilder:
                 events.append(self._event(ev))
         return events
 
+    def _has_calls(self) -> bool:
+        return bool(self._calls or self._builtin_calls or self._held_calls)
+
+    def _close_held(self, events: list[Event], status: str) -> None:
+        """Calls of client tools with their own item type (computer, shell, ...): the item is made from the
+        whole arguments, so it is added and done together at the end of the turn (a turn cut short drops them:
+        their arguments may be truncated)."""
+        held, self._held_calls = self._held_calls, {}
+        if status != "completed":
+            return
+        for _, pending in sorted(held.items()):
+            tool = self._tools[pending.name]
+            kind = cast(ClientToolKind, tool.kind)
+            try:
+                item = call_item(kind, tool.preview, new_id(ID_PREFIX[CALL_TYPES[kind]]), pending.call_id,
+                                 "".join(pending.chunks))
+            except BadCall as err:
+                raise UpstreamError.bad_gateway(
+                    f"The response was rejected: the model's {tool.name} call is unusable ({err}).",
+                    code="model_output_invalid") from None
+            output_index = len(self.output)
+            self.output.append(item)
+            if self.emit:
+                started = {**item, "status": "in_progress"}
+                if kind == "shell":  # its commands arrive by the shell_call_command events
+                    started["action"] = {**item["action"], "commands": []}
+                events.append(self._event({"type": "response.output_item.added", "output_index": output_index,
+                                           "item": self._shown(started)}))
+            if self.emit and kind == "shell":
+                for index, command in enumerate(item["action"]["commands"]):
+                    base = {"output_index": output_index, "command_index": index}
+                    events.append(self._event({"type": "response.shell_call_command.added", **base, "command": ""}))
+                    events.append(self._event({"type": "response.shell_call_command.delta", **base,
+                                               "delta": command}))
+                    events.append(self._event({"type": "response.shell_call_command.done", **base,
+                                               "command": command}))
+            if self.emit:
+                events.append(self._item_done(item, output_index))
+
     def _close_calls(self, events: list[Event], status: str) -> None:
+        self._close_held(events, status)
         for call in sorted(self._calls.values(), key=lambda c: c.output_index):
             args = "".join(call.chunks)
             if call.custom:

@@ -18,13 +18,16 @@ Message = dict[str, Any]
 _STATE_ONLY_ITEMS = frozenset({"reasoning"})
 
 
-def _part(part: dict[str, Any], path: str) -> dict[str, Any]:
+def _part(part: dict[str, Any], path: str, profile: Profile) -> dict[str, Any]:
     kind = part["type"]
     if kind in ("input_text", "output_text"):
         return {"type": "text", "text": part["text"]}
     if kind == "refusal":
         return {"type": "text", "text": part["refusal"]}
     if kind == "input_image":
+        if not profile.vision:
+            raise InvalidRequest("This model does not accept images (its profile says vision = false).",
+                                 param=path, code="unsupported_value")
         url = part.get("image_url")
         if not url:
             raise InvalidRequest(
@@ -37,7 +40,7 @@ def _part(part: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def _content(parts: list[dict[str, Any]], path: str, profile: Profile) -> str | list[dict[str, Any]]:
-    converted = [_part(p, f"{path}[{i}]") for i, p in enumerate(parts)]
+    converted = [_part(p, f"{path}[{i}]", profile) for i, p in enumerate(parts)]
     if profile.text_parts_as_string and all(p["type"] == "text" for p in converted):
         return "\n".join(p["text"] for p in converted)
     return converted

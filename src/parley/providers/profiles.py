@@ -38,6 +38,8 @@ class Profile:
     # Send text-only content as a plain string (some servers reject content arrays).
     text_parts_as_string: bool = True
     logprobs: bool = True
+    # Whether the model takes images (input_image parts, computer-use screenshots); without, they are a 400.
+    vision: bool = True
     json_schema: bool = True
     # How a JSON schema is requested: OpenAI's {"type":"json_schema","json_schema":{...}} or the
     # {"type":"json_object","schema":{...}} form that llama-cpp-python turns into a decoding grammar.

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 
 from parley.errors import InvalidRequest
 from parley.ids import new_id
+from parley.schema.client_tool_items import ID_PREFIX as CLIENT_TOOL_ID_PREFIX
+from parley.schema.client_tool_items import MODELS as CLIENT_TOOL_ITEMS
 from parley.schema.requests import most_specific, param_from_loc
 
 Item = dict[str, Any]
@@ -264,12 +266,18 @@ def _canonical(item: BaseModel) -> Item:
         data.setdefault("id", new_id("rs"))
         data.setdefault("summary", [])
     else:
+        model = CLIENT_TOOL_ITEMS.get(data["type"])
+        if model is not None:  # client-executed tool items: typed like the SDK's (schema/client_tool_items.py)
+            try:
+                data = model.model_validate(data).model_dump(exclude_none=True)
+            except ValidationError as err:
+                raise validation_to_invalid_request(err, "", data) from None
         data.setdefault("id", new_id(_ID_PREFIX.get(data["type"], "item")))
     return data
 
 
-_ID_PREFIX = {"custom_tool_call": "ctc", "custom_tool_call_output": "ctco", "compaction": "cmp",
-              "file_search_call": "fs", "web_search_call": "ws"}
+_ID_PREFIX = {**CLIENT_TOOL_ID_PREFIX, "custom_tool_call": "ctc", "custom_tool_call_output": "ctco",
+              "compaction": "cmp", "file_search_call": "fs", "web_search_call": "ws"}
 
 
 def _message_from(msg: Message) -> Item:

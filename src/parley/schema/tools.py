@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from parley.errors import InvalidRequest
 from parley.schema.builtin_tools import BUILTIN_PARAMS
+from parley.schema.client_tools import TOOL_KINDS, function_for
 from parley.schema.items import validation_to_invalid_request
 from parley.schema.requests import KNOWN_TOOL_TYPES, CreateResponseRequest, FunctionTool
 
@@ -46,15 +47,18 @@ class NamespaceTool(BaseModel):
 class ClientTool:
     """A tool the client executes, as declared, plus the name the upstream sees."""
 
-    kind: Literal["function", "custom"]
+    kind: Literal["function", "custom", "computer", "local_shell", "shell", "apply_patch"]
     name: str
     upstream_name: str
     namespace: str | None = None
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    preview: bool = False  # computer_use_preview (one `action` per call) rather than computer (`actions`)
 
     def upstream_function(self) -> dict[str, Any]:
+        if self.kind != "function" and self.kind != "custom":
+            return {**function_for(self.kind, self.parameters or {}), "name": self.upstream_name}
         description = self.description
         if self.kind == "custom":
             parameters: dict[str, Any] | None = CUSTOM_INPUT_SCHEMA
@@ -171,6 +175,8 @@ def build_toolset(req: CreateResponseRequest) -> ToolSet:
             builtins.append(_builtin(raw, kind, index))
         elif kind in ("function", "custom"):
             tools.append(_client_tool(raw, path, None))
+        elif kind in TOOL_KINDS:
+            tools.append(_own_item_tool(raw, kind, path))
         elif kind == "namespace":
             try:
                 group = NamespaceTool.model_validate(raw)
@@ -189,6 +195,33 @@ def build_toolset(req: CreateResponseRequest) -> ToolSet:
             raise InvalidRequest(f"Duplicate tool name '{name}'.", param="tools")
         seen.add(name)
     return ToolSet(tuple(tools), _plan(req, tools, builtins), tuple(builtins))
+
+
+class _ComputerPreview(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    display_width: int = Field(ge=1, le=100_000)
+    display_height: int = Field(ge=1, le=100_000)
+    environment: Literal["windows", "mac", "linux", "ubuntu", "browser"]
+
+
+def _own_item_tool(raw: dict[str, Any], tool_type: str, path: str) -> ClientTool:
+    """computer, computer_use_preview, local_shell, shell (local) and apply_patch: executed by the client, with
+    their own item types (schema/client_tools.py)."""
+    kind = TOOL_KINDS[tool_type]
+    params: dict[str, Any] = {}
+    if tool_type == "computer_use_preview":
+        try:
+            params = _ComputerPreview.model_validate(raw).model_dump()
+        except ValidationError as err:
+            raise validation_to_invalid_request(err, path, raw) from None
+    if kind == "shell":
+        environment = raw.get("environment")
+        env_type = environment.get("type") if isinstance(environment, dict) else None
+        if environment is not None and env_type != "local":
+            raise InvalidRequest(f"shell with a '{env_type}' environment is not supported by this server yet; "
+                                 "use a local environment (the client runs the commands).",
+                                 param=f"{path}.environment", code="unsupported_tool")
+    return ClientTool(kind, kind, kind, parameters=params, preview=tool_type == "computer_use_preview")
 
 
 def _builtin(raw: dict[str, Any], kind: str, index: int) -> BuiltinSpec:
@@ -215,6 +248,13 @@ def _builtin_named(builtins: list[BuiltinSpec], kind: str, param: str) -> str:
     raise InvalidRequest(f"Tool choice '{kind}' not found in 'tools' parameter.", param=param)
 
 
+def _own_item_named(tools: list[ClientTool], tool_type: str, param: str) -> str:
+    for tool in tools:
+        if tool.kind == TOOL_KINDS[tool_type]:
+            return tool.upstream_name
+    raise InvalidRequest(f"Tool choice '{tool_type}' not found in 'tools' parameter.", param=param)
+
+
 def _plan(req: CreateResponseRequest, tools: list[ClientTool], builtins: list[BuiltinSpec]) -> ToolChoicePlan:
     choice = req.tool_choice
     if choice is None:
@@ -238,6 +278,9 @@ def _plan(req: CreateResponseRequest, tools: list[ClientTool], builtins: list[Bu
             if isinstance(ref_kind, str) and ref_kind in BUILTIN_PARAMS:
                 allowed.add(_builtin_named(builtins, ref_kind, f"tool_choice.tools[{index}].type"))
                 continue
+            if isinstance(ref_kind, str) and ref_kind in TOOL_KINDS:
+                allowed.add(_own_item_named(tools, ref_kind, f"tool_choice.tools[{index}].type"))
+                continue
             if ref_kind not in ("function", "custom"):
                 raise InvalidRequest(f"allowed_tools entry of type '{ref_kind}' is not supported by this server yet.",
                                      param=f"tool_choice.tools[{index}].type", code="unsupported_value")
@@ -246,5 +289,7 @@ def _plan(req: CreateResponseRequest, tools: list[ClientTool], builtins: list[Bu
         return ToolChoicePlan(mode=data["mode"], allowed=frozenset(allowed))
     if kind in BUILTIN_PARAMS:  # a hosted tool's choice, e.g. {"type": "file_search"}: forces the first turn
         return ToolChoicePlan(mode="required", forced=_builtin_named(builtins, kind, "tool_choice.type"))
+    if kind in TOOL_KINDS:  # {"type": "computer"}, {"type": "shell"}, {"type": "apply_patch"}, ...
+        return ToolChoicePlan(mode="required", forced=_own_item_named(tools, kind, "tool_choice.type"))
     raise InvalidRequest(f"tool_choice of type '{kind}' is not supported by this server yet.",
                          param="tool_choice.type", code="unsupported_value")

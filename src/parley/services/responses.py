@@ -315,7 +315,7 @@ _TOOL_INCLUDES = {
 
 
 def _check_include(req: CreateResponseRequest, toolset: ToolSet) -> None:
-    declared = {spec.kind for spec in toolset.builtins}
+    declared = {spec.kind for spec in toolset.builtins} | {tool.kind for tool in toolset.tools}
     for index, value in enumerate(req.include or ()):
         tool = _TOOL_INCLUDES.get(value)
         if tool is not None and tool not in declared:
@@ -325,15 +325,24 @@ def _check_include(req: CreateResponseRequest, toolset: ToolSet) -> None:
             )
 
 
+_CALLS = frozenset({"function_call", "custom_tool_call", "computer_call", "local_shell_call", "shell_call",
+                    "apply_patch_call"})
+_OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output", "computer_call_output",
+                      "local_shell_call_output", "shell_call_output", "apply_patch_call_output"})
+
+
 def _check_call_outputs(items: list[Item], first_new: int) -> None:
-    """A function_call_output must answer a function_call earlier in the context (OpenAI rejects it too)."""
+    """A tool call's output must answer a call earlier in the context (OpenAI rejects it too)."""
     calls: set[str] = set()
     for index, item in enumerate(items):
         kind = item["type"]
-        if kind in ("function_call", "custom_tool_call"):
+        if kind in _CALLS:
             calls.add(item["call_id"])
-        elif kind in ("function_call_output", "custom_tool_call_output") and item["call_id"] not in calls:
-            raise InvalidRequest(
-                f"No tool call found for function call output with call_id {item['call_id']}.",
-                param=f"input[{max(index - first_new, 0)}].call_id",
-            )
+        elif kind in _OUTPUTS:
+            # local_shell_call_output names its call by `id` in the SDK's type (the Agents SDK: `call_id`).
+            call_id = item.get("call_id") or item["id"]
+            if call_id not in calls:
+                raise InvalidRequest(
+                    f"No tool call found for {kind.removesuffix('_output')} output with call_id {call_id}.",
+                    param=f"input[{max(index - first_new, 0)}].call_id",
+                )

@@ -9,6 +9,9 @@ from the results (for the web_search tool loop and for driving agent CLIs such a
                "The answer is here [n]." citing the first marker of the last tool result (or "Nothing to cite.").
   shell-agent  calls `exec_command` (Codex's shell tool) with {"cmd": <the text after "run:" in the last user
                text>}; after the tool result it answers "done: <result>". Without such a tool it echoes.
+  call-agent   the last user text is {"call": <function name>, "arguments": {...}}: it calls that function (if
+               offered) with those arguments; once a tool result came back it answers "done: <result>", adding
+               " (with an image)" when an image follows the result (a computer-use screenshot).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from aiohttp import web
 
 from parley.testing.fake_upstream import FakeUpstream
 
-AGENT_MODELS = frozenset({"web-agent", "shell-agent"})
+AGENT_MODELS = frozenset({"web-agent", "shell-agent", "call-agent"})
 
 
 def _text(content: Any) -> str:
@@ -60,6 +63,8 @@ def plan(model: str, body: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
     at, prompt = _last_user(messages)
     rounds = sum(1 for m in messages[at + 1:] if m.get("role") == "assistant" and m.get("tool_calls"))
     last_tool = _text(messages[-1].get("content")) if messages and messages[-1].get("role") == "tool" else None
+    if model == "call-agent":
+        return _call_agent(body, messages, at, prompt)
     if model == "shell-agent":
         if last_tool is not None:
             return "done: " + last_tool, []
@@ -72,6 +77,27 @@ def plan(model: str, body: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
         return "", [{"name": "web_search", "arguments": orjson.dumps(args).decode()} for args in steps[rounds]]
     marker = re.search(r"\[(\d+)\]", last_tool or "")
     return (f"The answer is here [{marker.group(1)}]." if marker else "Nothing to cite."), []
+
+
+def _call_agent(body: dict[str, Any], messages: list[dict[str, Any]], at: int,
+                prompt: str) -> tuple[str, list[dict[str, str]]]:
+    # The screenshot after a computer call is a user message without text: the request is the last one with text.
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "user" and _text(messages[index].get("content")).strip():
+            at, prompt = index, _text(messages[index].get("content"))
+            break
+    results = [m for m in messages[at + 1:] if m.get("role") == "tool"]
+    if results:
+        image = any(isinstance(p, dict) and p.get("type") == "image_url"
+                    for m in messages[at + 1:] if m.get("role") == "user" for p in m.get("content") or ())
+        return "done: " + _text(results[-1].get("content")) + (" (with an image)" if image else ""), []
+    try:
+        ask = orjson.loads(prompt)
+    except orjson.JSONDecodeError:
+        return "echo: " + prompt, []
+    if not isinstance(ask, dict) or not _offered(body, str(ask.get("call"))):
+        return "no such tool", []
+    return "", [{"name": str(ask["call"]), "arguments": orjson.dumps(ask.get("arguments") or {}).decode()}]
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from parley.schema.client_tools import REPLAYS as CLIENT_TOOL_REPLAYS
 from parley.tools import file_search as file_search
 from parley.tools import web_search as web_search
 
@@ -21,11 +22,13 @@ Replay = Callable[[Item], list[Item]]
 REPLAYS: Mapping[str, Replay] = MappingProxyType({
     "file_search_call": file_search.replay,
     "web_search_call": web_search.replay,
+    # client-executed tools with their own items (computer, shell, apply_patch): calls and their outputs
+    **CLIENT_TOOL_REPLAYS,
 })
 
 
 def replay_items(items: list[Item]) -> list[Item]:
-    """`items` with every built-in tool item replaced by its function call and output (a new list)."""
+    """`items` with every tool item replaced by the function call and output it was for the model (a new list)."""
     if not any(item["type"] in REPLAYS for item in items):
         return items
     out: list[Item] = []

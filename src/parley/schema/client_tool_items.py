@@ -1,0 +1,157 @@
+"""Input items of the client-executed tools (computer, local shell, shell, apply_patch), validated as the SDK
+types them: a client resending history or returning a tool's output gets a 400 naming the field, never a
+malformed item stored and failing later turns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Keep(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+CallId = Annotated[str, Field(min_length=1, max_length=64)]
+Status = Literal["in_progress", "completed", "incomplete"]
+
+
+class SafetyCheck(_Keep):
+    id: str
+    code: str | None = None
+    message: str | None = None
+
+
+class ComputerCall(_Keep):
+    type: Literal["computer_call"]
+    id: str | None = None
+    call_id: CallId
+    pending_safety_checks: list[SafetyCheck] = Field(default_factory=list)
+    status: Status = "completed"
+    action: dict[str, Any] | None = None
+    actions: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _has_action(self) -> ComputerCall:
+        if self.action is None and not self.actions:
+            raise ValueError("a computer_call needs 'action' or 'actions'")
+        return self
+
+
+class Screenshot(_Keep):
+    type: Literal["computer_screenshot"]
+    image_url: str | None = None
+    file_id: str | None = None
+
+
+class ComputerCallOutput(_Keep):
+    type: Literal["computer_call_output"]
+    id: str | None = None
+    call_id: CallId
+    output: Screenshot
+    acknowledged_safety_checks: list[SafetyCheck] | None = None
+    status: Literal["completed", "incomplete", "failed", "in_progress"] = "completed"
+
+
+class LocalShellAction(_Keep):
+    type: Literal["exec"]
+    command: list[str]
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_ms: int | None = None
+    user: str | None = None
+    working_directory: str | None = None
+
+
+class LocalShellCall(_Keep):
+    type: Literal["local_shell_call"]
+    id: str | None = None
+    call_id: CallId
+    action: LocalShellAction
+    status: Status = "completed"
+
+
+class LocalShellCallOutput(_Keep):
+    """The SDK's input type names the call by `id`; the Agents SDK sends `call_id`: either is accepted."""
+
+    type: Literal["local_shell_call_output"]
+    id: str | None = None
+    call_id: str | None = None
+    output: str
+    status: Status | None = None
+
+    @model_validator(mode="after")
+    def _names_its_call(self) -> LocalShellCallOutput:
+        if not self.id and not self.call_id:
+            raise ValueError("a local_shell_call_output needs the call's id ('call_id' or 'id')")
+        return self
+
+
+class ShellAction(_Keep):
+    commands: list[str]
+    max_output_length: int | None = None
+    timeout_ms: int | None = None
+
+
+class ShellCall(_Keep):
+    type: Literal["shell_call"]
+    id: str | None = None
+    call_id: CallId
+    action: ShellAction
+    status: Status = "completed"
+
+
+class ShellOutcome(_Keep):
+    type: Literal["exit", "timeout"]
+    exit_code: int | None = None
+
+
+class ShellOutput(_Keep):
+    stdout: str
+    stderr: str
+    outcome: ShellOutcome
+
+
+class ShellCallOutput(_Keep):
+    type: Literal["shell_call_output"]
+    id: str | None = None
+    call_id: CallId
+    output: list[ShellOutput]
+    max_output_length: int | None = None
+    status: Status = "completed"
+
+
+class PatchOperation(_Keep):
+    type: Literal["create_file", "update_file", "delete_file"]
+    path: str
+    diff: str | None = None
+
+
+class ApplyPatchCall(_Keep):
+    type: Literal["apply_patch_call"]
+    id: str | None = None
+    call_id: CallId
+    operation: PatchOperation
+    status: Literal["in_progress", "completed"] = "completed"
+
+
+class ApplyPatchCallOutput(_Keep):
+    type: Literal["apply_patch_call_output"]
+    id: str | None = None
+    call_id: CallId
+    status: Literal["completed", "failed"]
+    output: str | None = None
+
+
+MODELS: Mapping[str, type[BaseModel]] = MappingProxyType({
+    "computer_call": ComputerCall, "computer_call_output": ComputerCallOutput,
+    "local_shell_call": LocalShellCall, "local_shell_call_output": LocalShellCallOutput,
+    "shell_call": ShellCall, "shell_call_output": ShellCallOutput,
+    "apply_patch_call": ApplyPatchCall, "apply_patch_call_output": ApplyPatchCallOutput,
+})
+ID_PREFIX: Mapping[str, str] = MappingProxyType({
+    "computer_call": "cu", "computer_call_output": "cuo", "local_shell_call": "lsh", "local_shell_call_output": "lsho",
+    "shell_call": "sh", "shell_call_output": "sho", "apply_patch_call": "apc", "apply_patch_call_output": "apco",
+})
