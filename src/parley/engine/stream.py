@@ -533,6 +533,19 @@ class StreamBuilder:
             events.append(self._event({"type": "response.failed", "response": self.client_response()}))
         return events
 
+    def refail_terminal(self, code: str, message: str) -> list[Event]:
+        """Replace the terminal event just built (not sent) with `response.failed`, reusing its sequence
+        number: the response could not be stored, so it must not be reported as finished."""
+        if self.emit:
+            self._seq -= 1
+        self.response["status"] = "failed"
+        self.response["completed_at"] = None
+        self.response["incomplete_details"] = None
+        self.response["error"] = {"code": code, "message": message}
+        if not self.emit:
+            return []
+        return [self._event({"type": "response.failed", "response": self.client_response()})]
+
     def cancel(self) -> None:
         """The client went away (or a background run was cancelled): close items, no events."""
         emit, self.emit = self.emit, False

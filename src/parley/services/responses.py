@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ from parley.services.conversations import ConversationsService
 from parley.services.prompts import PromptsService
 from parley.store.base import Page, PageQuery, ResponseStore
 from parley.tools.replay import replay_items
+
+log = logging.getLogger("parley.responses")
 
 
 @dataclass(slots=True)
@@ -236,7 +239,7 @@ class ResponsesService:
         try:
             async for batch in run.batches():
                 if batch[-1]["type"] in TERMINAL_EVENTS:
-                    await self._persist(prepared)
+                    batch = await self._persist_or_fail(prepared, batch)
                 yield batch
         finally:
             with anyio.CancelScope(shield=True):
@@ -244,6 +247,18 @@ class ResponsesService:
                 if not run.finished:
                     run.builder.cancel()
                     await self._persist(prepared)
+
+    async def _persist_or_fail(self, prepared: PreparedResponse, batch: list[Event]) -> list[Event]:
+        """Store the finished response; if that fails, the client must not be told it completed (it could not
+        be retrieved or continued): the terminal event becomes `response.failed`, and the stream still ends
+        cleanly."""
+        try:
+            await self._persist(prepared)
+        except Exception:
+            log.exception("storing response %s failed", prepared.response.get("id"))
+            failed = prepared.run.builder.refail_terminal("server_error", "The response could not be stored.")
+            return batch[:-1] + failed
+        return batch
 
     async def _persist(self, prepared: PreparedResponse) -> None:
         if prepared.store:
