@@ -136,6 +136,27 @@ class WebSearchConfig(BaseModel):
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
+FileStorageName = Literal["auto", "disk", "database"]
+
+
+class FilesConfig(BaseModel):
+    """The Files API (`/v1/files`): upload limits, where the bytes live, and how expired files are removed."""
+
+    model_config = {"extra": "forbid"}
+
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="Largest file accepted (413 beyond)")
+    storage: FileStorageName = Field(
+        default="auto",
+        description="Where file bytes live. auto: the data dir on SQLite, the database on PostgreSQL (so every "
+        "replica reads them); disk: data_dir/files; database: a file_chunks table",
+    )
+    # An upload of hundreds of MB cannot meet body_timeout_s (a whole-body deadline), so an upload is bounded
+    # by the gap between two reads instead, and by an overall deadline.
+    upload_idle_timeout_s: float = Field(default=30.0, gt=0, description="No upload byte for this long: 408")
+    upload_timeout_s: float = Field(default=3600.0, gt=0, description="An upload must end within this (408)")
+    sweep_interval_s: float = Field(default=300.0, gt=0, description="How often expired files are deleted")
+
+
 class Settings(BaseSettings):
     """Everything Parley can be told. `parley config show` prints it with secrets redacted."""
 
@@ -186,6 +207,7 @@ class Settings(BaseSettings):
     embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     web_search: WebSearchConfig = Field(default_factory=WebSearchConfig)
+    files: FilesConfig = Field(default_factory=FilesConfig)
 
     @field_validator("reasoning_keys")
     @classmethod

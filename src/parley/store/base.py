@@ -137,3 +137,58 @@ class ConversationStore(Protocol):
     async def get_conversation_item(self, project_id: str, conversation_id: str, item_id: str) -> Item | None: ...
 
     async def delete_conversation_item(self, project_id: str, conversation_id: str, item_id: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """An uploaded file; its bytes live in blob storage under `id`. Times are Unix seconds. `status` is
+    `uploading` until its bytes are all stored (such a row is invisible, and expires at the upload's
+    deadline so that an upload cut short by a crash is swept), then `processed`."""
+
+    id: str
+    project_id: str
+    filename: str
+    purpose: str
+    bytes: int
+    created_at: int
+    expires_at: int | None
+    content_type: str
+    status: str = "processed"
+    status_details: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FilePage:
+    data: list[FileRecord]
+    has_more: bool
+
+
+class FileStore(Protocol):
+    """File rows (store/sql_files.py). Reads return only finished files whose `expires_at` has not passed."""
+
+    async def insert_file(self, record: FileRecord) -> None: ...
+
+    async def complete_file(self, record: FileRecord) -> bool:
+        """The `uploading` row becomes `record` (its name, purpose, size, type, real expiry and status); False
+        if the row is gone (swept after the upload's deadline)."""
+
+    async def get_file(self, project_id: str, file_id: str, now: int) -> FileRecord | None: ...
+
+    async def list_files(self, project_id: str, purpose: str | None, page: PageQuery, now: int) -> FilePage:
+        """Cursors are file ids; the order is the upload order."""
+
+    async def delete_file(self, project_id: str, file_id: str) -> FileRecord | None:
+        """The deleted row (whatever its state), or None if there was none: exactly one caller gets it."""
+
+    async def expired_files(self, now: int, limit: int) -> list[FileRecord]:
+        """Rows of every project whose `expires_at` is at or before `now` (stale uploads included)."""
+
+
+class FileChunkStore(Protocol):
+    """File bytes in the database, in numbered blocks (table `file_chunks`)."""
+
+    async def put_file_chunk(self, file_id: str, seq: int, data: bytes) -> None: ...
+
+    async def get_file_chunk(self, file_id: str, seq: int) -> bytes | None: ...
+
+    async def delete_file_chunks(self, file_id: str) -> None: ...

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Connection,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -112,6 +113,36 @@ def _v4(conn: Connection) -> None:
     frozen.create_all(conn)
 
 
+def _v5(conn: Connection) -> None:
+    # Files and their bytes (the bytes only when they live in the database; services/files.py).
+    frozen = MetaData()
+    files = Table(
+        "files",
+        frozen,
+        Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+        Column("id", String(64), nullable=False, unique=True),
+        Column("project_id", String(128), nullable=False),
+        Column("filename", Text, nullable=False),
+        Column("purpose", String(32), nullable=False),
+        Column("bytes", BigInteger, nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("expires_at", BigInteger, nullable=True),
+        Column("status", String(16), nullable=False),
+        Column("status_details", Text, nullable=True),
+        Column("content_type", Text, nullable=False),
+    )
+    Index("ix_files_project", files.c.project_id, files.c.seq)
+    Index("ix_files_expires", files.c.expires_at)
+    Table(
+        "file_chunks",
+        frozen,
+        Column("file_id", String(64), primary_key=True),
+        Column("seq", Integer, primary_key=True, autoincrement=False),
+        Column("data", LargeBinary, nullable=False),
+    )
+    frozen.create_all(conn)
+
+
 def _v7(conn: Connection) -> None:
     # The web_search page cache. (5 and 6 belong to other tables; versions are applied in list order and
     # each creates only its own tables, so they do not depend on one another.)
@@ -135,6 +166,7 @@ MIGRATIONS: list[Migration] = [
     (2, "prompt templates", _v2),
     (3, "conversations and their items", _v3),
     (4, "background jobs and response event logs", _v4),
+    (5, "files and their bytes", _v5),
     (7, "the web_search page cache", _v7),
 ]
 

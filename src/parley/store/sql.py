@@ -20,6 +20,7 @@ from parley.store.pages import keyset_page
 from parley.store.rows import item_rows, response_row
 from parley.store.sql_background import SqlBackground
 from parley.store.sql_conversations import SqlConversations
+from parley.store.sql_files import SqlFiles
 from parley.store.sql_prompts import SqlPrompts
 from parley.store.sql_web_pages import SqlWebPages
 from parley.store.writer import GroupCommitWriter, Write, sqlite_pragmas
@@ -54,8 +55,9 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False, hide_parameters=True)
 
 
-class SqlStore(SqlPrompts, SqlConversations, SqlBackground, SqlWebPages):
-    """Responses, items, API keys, prompt templates, conversations and the page cache in one SQL database."""
+class SqlStore(SqlPrompts, SqlConversations, SqlBackground, SqlWebPages, SqlFiles):
+    """Responses, items, API keys, prompt templates, conversations, the page cache and files in one SQL
+    database."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

@@ -11,7 +11,19 @@ tests/store/test_schema_drift.py fails when a migrated database and these defini
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 metadata = MetaData()
 
@@ -148,3 +160,34 @@ web_pages = Table(
 )
 
 Index("ix_web_pages_fetched", web_pages.c.project_id, web_pages.c.fetched_at)
+
+# Files (migration 5): one row per uploaded file. `seq` orders the listing (insertion = upload order); the
+# bytes live on disk (data_dir/files) or in `file_chunks`, by the file's id (services/files.py).
+files = Table(
+    "files",
+    metadata,
+    Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("project_id", String(128), nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("status_details", Text, nullable=True),
+    Column("content_type", Text, nullable=False),
+)
+
+Index("ix_files_project", files.c.project_id, files.c.seq)
+Index("ix_files_expires", files.c.expires_at)
+
+# A file's bytes in blocks of 1 MiB, `seq` 0, 1, 2, ... (migration 5), when they live in the database: what
+# every replica of a PostgreSQL deployment reads (store/blobs.py).
+file_chunks = Table(
+    "file_chunks",
+    metadata,
+    Column("file_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("data", LargeBinary, nullable=False),
+)
