@@ -81,6 +81,15 @@ class UpstreamError(ParleyError):
         return cls(message, param, code or "invalid_request", 400, "invalid_request_error")
 
 
+class UnreadableFile(ParleyError):
+    """A file whose text cannot be extracted (retrieval/extract.py): `unsupported_file` for a type Parley cannot
+    read, `invalid_file` for one that is damaged or not what it claims to be. The codes are those of a vector
+    store file's `last_error`; as a request error it is a 400 naming `param` when the caller knows it."""
+
+    def __init__(self, message: str, code: str = "unsupported_file", param: str | None = None) -> None:
+        super().__init__(message, param, code, 400, "invalid_request_error")
+
+
 class InternalError(ParleyError):
     def __init__(self, message: str = "The server had an error while processing your request.") -> None:
         super().__init__(message, None, "server_error", 500, "server_error")
