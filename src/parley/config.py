@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -157,6 +158,42 @@ class FilesConfig(BaseModel):
     sweep_interval_s: float = Field(default=300.0, gt=0, description="How often expired files are deleted")
 
 
+class FetchConfig(BaseModel):
+    """Server-side fetches of URLs (file_url, image URLs, web pages, MCP servers) through the SSRF guard."""
+
+    model_config = {"extra": "forbid"}
+
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Hosts or CIDRs fetches may reach although they are loopback, link-local, private or reserved "
+        "(e.g. [\"127.0.0.1/32\", \"files.internal\"])",
+    )
+    timeout_s: float = Field(default=30.0, gt=0, description="A whole fetch (redirects included) must end within this")
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest body a fetch reads")
+    max_redirects: int = Field(default=5, ge=0, le=20)
+
+    @field_validator("allow")
+    @classmethod
+    def _hosts_or_networks(cls, entries: list[str]) -> list[str]:
+        for index, entry in enumerate(entries):
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"allow[{index}] {entry!r} is not a CIDR network") from None
+            elif not (_is_ip(entry) or re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?", entry)):
+                raise ValueError(f"allow[{index}] {entry!r} is not a host name, an IP address or a CIDR network")
+        return entries
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class Settings(BaseSettings):
     """Everything Parley can be told. `parley config show` prints it with secrets redacted."""
 
@@ -208,6 +245,7 @@ class Settings(BaseSettings):
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     web_search: WebSearchConfig = Field(default_factory=WebSearchConfig)
     files: FilesConfig = Field(default_factory=FilesConfig)
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
 
     @field_validator("reasoning_keys")
     @classmethod

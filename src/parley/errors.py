@@ -90,6 +90,14 @@ class UnreadableFile(ParleyError):
         super().__init__(message, param, code, 400, "invalid_request_error")
 
 
+class UrlFetchFailed(ParleyError):
+    """A server-side fetch of a URL the client gave (retrieval/fetch.py) was refused by the SSRF guard
+    (`url_refused`) or failed (`url_fetch_failed`, `url_too_large`, `url_timeout`): the client's input, a 400."""
+
+    def __init__(self, message: str, code: str = "url_fetch_failed", param: str | None = None) -> None:
+        super().__init__(message, param, code, 400, "invalid_request_error")
+
+
 class InternalError(ParleyError):
     def __init__(self, message: str = "The server had an error while processing your request.") -> None:
         super().__init__(message, None, "server_error", 500, "server_error")
