@@ -30,14 +30,17 @@ from parley.providers.embedded import (
 from parley.providers.http1 import Http1Pool
 from parley.providers.registry import ModelEntry, ModelRegistry, configured_entries
 from parley.providers.tokens import Encodings
+from parley.retrieval.fetch import FetchLimits, FetchPolicy, UrlFetcher
 from parley.services.background import BackgroundLimits, BackgroundRunner
 from parley.services.background_responses import BackgroundResponses
 from parley.services.builtin_tools import BuiltinTools, ToolLimits
 from parley.services.compaction import Compactor
 from parley.services.conversations import ConversationsService
+from parley.services.files import FileLimits, FilesService
 from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
 from parley.services.web_search import WebSearchService, build_provider
+from parley.store.blobs import blob_storage
 from parley.store.sql import SqlStore
 
 log = logging.getLogger("parley")
@@ -110,8 +113,24 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     background = BackgroundResponses(store, responses, runner)
     background.start()
     stack.push_async_callback(runner.stop)  # before the store closes (the stack unwinds in reverse)
+    files = _files(settings, store)
+    stack.push_async_callback(files.stop)
+    fetch = settings.fetch
+    fetcher = UrlFetcher(FetchPolicy.from_entries(fetch.allow),
+                         FetchLimits(fetch.timeout_s, fetch.max_bytes, fetch.max_redirects))
+    stack.push_async_callback(fetcher.close)
     return Runtime(settings, store, http, models, auth, responses, prompts, conversations=conversations,
-                   background=background, fields=FieldPolicy(reject=settings.unknown_fields == "reject"))
+                   background=background, fields=FieldPolicy(reject=settings.unknown_fields == "reject"),
+                   files=files, fetcher=fetcher)
+
+
+def _files(settings: Settings, store: SqlStore) -> FilesService:
+    """The Files service over this server's blob storage, its sweeper of expired files running."""
+    cfg = settings.files
+    files = FilesService(store, blob_storage(settings, store),
+                         FileLimits(cfg.max_bytes, cfg.upload_timeout_s, cfg.sweep_interval_s))
+    files.start()
+    return files
 
 
 async def _log_auth_mode(runtime: Runtime) -> None:

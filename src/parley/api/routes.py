@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from parley.api import compaction, conversations, models, prompts, responses
+from parley.api import compaction, conversations, files, models, prompts, responses
 from parley.api.http import error_response, json_response, request_id
 from parley.errors import NotFound, ParleyError
 
@@ -37,6 +37,11 @@ def routes() -> list[Route]:
         Route("/v1/conversations/{conversation_id}/items/{item_id}", conversations.retrieve_item, methods=["GET"]),
         Route("/v1/conversations/{conversation_id}/items/{item_id}", conversations.delete_item,
               methods=["DELETE"]),
+        Route("/v1/files", files.create_file, methods=["POST"]),
+        Route("/v1/files", files.list_files, methods=["GET"]),
+        Route("/v1/files/{file_id}", files.retrieve_file, methods=["GET"]),
+        Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", files.retrieve_file_content, methods=["GET"]),
         Route("/v1/prompts", prompts.create_prompt, methods=["POST"]),
         Route("/v1/prompts", prompts.list_prompts, methods=["GET"]),
         Route("/v1/prompts/{prompt_id}", prompts.retrieve_prompt, methods=["GET"]),

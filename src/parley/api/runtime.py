@@ -13,8 +13,10 @@ from parley.api.http import FieldPolicy, parse_model, read_body
 from parley.config import Settings
 from parley.providers.http1 import Http1Pool
 from parley.providers.registry import ModelRegistry
+from parley.retrieval.fetch import UrlFetcher
 from parley.services.background_responses import BackgroundResponses
 from parley.services.conversations import ConversationsService
+from parley.services.files import FilesService
 from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
 from parley.store.sql import SqlStore
@@ -32,6 +34,8 @@ class Runtime:
     conversations: ConversationsService
     background: BackgroundResponses
     fields: FieldPolicy
+    files: FilesService
+    fetcher: UrlFetcher  # the SSRF guard: every server-side fetch of a client's or model's URL
 
 
 M = TypeVar("M", bound=BaseModel)
