@@ -1,13 +1,15 @@
-"""`parley serve`, `parley keys ...`, `parley prompts ...`, `parley db ...`, `parley config show`."""
+"""`parley serve`, `parley keys ...`, `parley prompts ...`, `parley files upload`, `parley db ...`,
+`parley config show`."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import json
+from collections.abc import AsyncIterator
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
@@ -18,10 +20,12 @@ from parley.log_setup import configure_logging
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Parley: an OpenAI Responses API server.")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored hashed, one project each).")
 prompts_app = typer.Typer(no_args_is_help=True, help="Manage prompt templates (per project, versioned).")
+files_app = typer.Typer(no_args_is_help=True, help="Files (as POST /v1/files stores them, per project).")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(files_app, name="files")
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 
@@ -241,6 +245,60 @@ def prompts_show(
 ) -> None:
     settings = _settings(data_dir=data_dir, database_url=database_url, config_file=config)
     typer.echo(json.dumps(_prompts_call(settings, "retrieve", project, prompt_id, version), indent=2))
+
+
+UploadPurpose = Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
+
+
+@files_app.command("upload")
+def files_upload(
+    paths: Annotated[list[Path], typer.Argument(help="Files to upload", exists=True, dir_okay=False,
+                                                readable=True)],
+    purpose: Annotated[UploadPurpose, typer.Option(help="The files' purpose")] = "assistants",
+    project: Annotated[str, typer.Option(help="Project the files belong to")] = "default",
+    expires_after: Annotated[int | None, typer.Option(
+        "--expires-after", min=3600, max=2592000, help="Seconds until the files expire (default: never)")] = None,
+    data_dir: DataDirOpt = None, database_url: DbOpt = None, config: ConfigOpt = None,
+) -> None:
+    """Upload files straight into the configured storage (no server needed); prints one file object per line."""
+    settings = _settings(data_dir=data_dir, database_url=database_url, config_file=config)
+    failed = asyncio.run(_upload_files(settings, paths, project, purpose, expires_after))
+    if failed:
+        raise typer.Exit(1)
+
+
+async def _upload_files(settings: Settings, paths: list[Path], project: str, purpose: str,
+                        expires_after: int | None) -> int:
+    """Upload each path as POST /v1/files would, reading it in 1 MiB pieces; returns how many failed."""
+    from parley.errors import ParleyError
+    from parley.services.files import FileLimits, FilesService, FileUpload, file_object
+    from parley.store.blobs import CHUNK_BYTES, blob_storage
+    from parley.store.sql import SqlStore
+
+    async def pieces(path: Path) -> AsyncIterator[bytes]:
+        with path.open("rb") as source:
+            while piece := await asyncio.to_thread(source.read, CHUNK_BYTES):
+                yield piece
+
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await SqlStore.open(settings.effective_database_url)
+    failed = 0
+    try:
+        cfg = settings.files
+        files = FilesService(store, blob_storage(settings, store), FileLimits(cfg.max_bytes, cfg.upload_timeout_s))
+        for path in paths:
+            upload = FileUpload(path.name, purpose, expires_after)
+            try:
+                record = await files.create(project, pieces(path), upload)
+            except (ParleyError, OSError) as err:
+                typer.echo(f"parley: {path}: {getattr(err, 'message', None) or err}", err=True)
+                failed += 1
+                continue
+            typer.echo(json.dumps(file_object(record)))
+    finally:
+        await store.close()
+    return failed
 
 
 @db_app.command("migrate")
