@@ -36,12 +36,14 @@ from parley.services.background_responses import BackgroundResponses
 from parley.services.builtin_tools import BuiltinTools, ToolLimits
 from parley.services.compaction import Compactor
 from parley.services.conversations import ConversationsService
+from parley.services.file_inputs import FileInputLimits, FileInputs
 from parley.services.files import FileLimits, FilesService
 from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
 from parley.services.web_search import WebSearchService, build_provider
 from parley.store.blobs import blob_storage
 from parley.store.sql import SqlStore
+from parley.tools.web.pages import GuardedFetcher
 
 log = logging.getLogger("parley")
 
@@ -98,12 +100,21 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     prompts = PromptsService(store)
     compactor = Compactor(sealer)
     conversations = ConversationsService(store, store, compactor)
-    # Page fetches go through the SSRF guard (retrieval/fetch.py) once it is wired in; until then the tool
-    # reads pages from its cache only.
-    web_search = WebSearchService(settings.web_search, build_provider(settings.web_search, http), store, None)
+    files = _files(settings, store)
+    stack.push_async_callback(files.stop)
+    fetch = settings.fetch
+    # Every server-side fetch of a URL a client gave (file_url inputs, web pages) goes through this guard.
+    fetcher = UrlFetcher(FetchPolicy.from_entries(fetch.allow),
+                         FetchLimits(fetch.timeout_s, fetch.max_bytes, fetch.max_redirects))
+    stack.push_async_callback(fetcher.close)
+    web_search = WebSearchService(settings.web_search, build_provider(settings.web_search, http), store,
+                                  GuardedFetcher(fetcher))
+    file_inputs = FileInputs(files, fetcher, FileInputLimits())
+    files.on_delete(file_inputs.forget_record)
     responses = ResponsesService(
         store, models, sealer, prompts=prompts, conversations=conversations, compactor=compactor,
         obfuscation_default=settings.obfuscation_default, tools=BuiltinTools(None, ToolLimits(), web=web_search),
+        file_inputs=file_inputs,
     )
     limits = settings.background
     runner = BackgroundRunner(store, BackgroundLimits(
@@ -113,12 +124,6 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     background = BackgroundResponses(store, responses, runner)
     background.start()
     stack.push_async_callback(runner.stop)  # before the store closes (the stack unwinds in reverse)
-    files = _files(settings, store)
-    stack.push_async_callback(files.stop)
-    fetch = settings.fetch
-    fetcher = UrlFetcher(FetchPolicy.from_entries(fetch.allow),
-                         FetchLimits(fetch.timeout_s, fetch.max_bytes, fetch.max_redirects))
-    stack.push_async_callback(fetcher.close)
     return Runtime(settings, store, http, models, auth, responses, prompts, conversations=conversations,
                    background=background, fields=FieldPolicy(reject=settings.unknown_fields == "reject"),
                    files=files, fetcher=fetcher)

@@ -121,12 +121,11 @@ async def test_discriminators_must_be_strings(http: httpx.AsyncClient, body: dic
     assert error["param"] == param, error
 
 
-async def test_input_file_is_a_server_limitation(http: httpx.AsyncClient) -> None:
+async def test_input_file_of_an_unknown_file_is_a_404_naming_it(http: httpx.AsyncClient) -> None:
     body = {"model": "fake", "input": [{"role": "user", "content": [
         {"type": "input_text", "text": "read this"}, {"type": "input_file", "file_id": "file_1"}]}]}
-    error = _error(await http.post("/v1/responses", json=body))
-    assert error["code"] == "unsupported_value" and error["param"] == "input[0].content[1].type"
-    assert "not supported by this server yet" in error["message"]
+    error = _error(await http.post("/v1/responses", json=body), 404)
+    assert error["param"] == "input[0].content[1].file_id"
 
 
 @pytest.mark.parametrize(("query", "param"), [

@@ -35,6 +35,10 @@ def _part(part: dict[str, Any], path: str, profile: Profile) -> dict[str, Any]:
                 param=f"{path}.file_id", code="unsupported_value",
             )
         return {"type": "image_url", "image_url": {"url": url, "detail": part.get("detail", "auto")}}
+    if kind == "input_file" and "text" in part:  # resolved by services/file_inputs.py
+        if profile.files:
+            return {"type": "file", "file": {"filename": part["filename"], "file_data": part["file_data"]}}
+        return {"type": "text", "text": f"[Contents of the file {part['filename']}]\n{part['text']}"}
     raise InvalidRequest(f"Content part type '{kind}' is not supported by this server yet.", param=f"{path}.type",
                          code="unsupported_value")
 

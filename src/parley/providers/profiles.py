@@ -40,6 +40,9 @@ class Profile:
     logprobs: bool = True
     # Whether the model takes images (input_image parts, computer-use screenshots); without, they are a 400.
     vision: bool = True
+    # Whether file inputs go as Chat Completions `file` parts (base64 `file_data`, OpenAI's form); otherwise the
+    # model gets the file's extracted text (services/file_inputs.py).
+    files: bool = False
     json_schema: bool = True
     # How a JSON schema is requested: OpenAI's {"type":"json_schema","json_schema":{...}} or the
     # {"type":"json_object","schema":{...}} form that llama-cpp-python turns into a decoding grammar.
@@ -59,6 +62,8 @@ PROFILES: dict[ProfileName, Profile] = {
     "openai": Profile(
         developer_role="developer", max_tokens_field="max_completion_tokens", reasoning_field=None,
         reasoning_effort=True, service_tier=True, prompt_cache_key=True, text_parts_as_string=False,
+        # https://platform.openai.com/docs/guides/pdf-files (Chat Completions `file` parts with file_data)
+        files=True,
         # https://github.com/openai/tiktoken (gpt-4o, gpt-4.1, o-series, gpt-5 use o200k_base)
         tokenizer="tiktoken:o200k_base",
     ),

@@ -30,6 +30,7 @@ from parley.schema.tools import ToolSet, build_toolset
 from parley.services.builtin_tools import BuiltinTools, ToolLimits
 from parley.services.compaction import Compactor, check_compaction_trigger, compact_threshold
 from parley.services.conversations import ConversationsService
+from parley.services.file_inputs import FileInputLimits, FileInputs
 from parley.services.prompts import PromptsService
 from parley.store.base import Page, PageQuery, ResponseStore
 from parley.tools.replay import replay_items
@@ -74,9 +75,10 @@ class ResponsesService:
     def __init__(
         self, store: ResponseStore, models: ModelRegistry, sealer: ReasoningSealer, *, prompts: PromptsService,
         conversations: ConversationsService, compactor: Compactor, obfuscation_default: bool,
-        tools: BuiltinTools | None = None,
+        tools: BuiltinTools | None = None, file_inputs: FileInputs | None = None,
     ) -> None:
         self._tools = tools or BuiltinTools(None, ToolLimits())
+        self._file_inputs = file_inputs or FileInputs(None, None, FileInputLimits())
         self._conversations = conversations
         self._compactor = compactor
         self._store = store
@@ -187,6 +189,8 @@ class ResponsesService:
         conversation_input = model_items[len(context):]
         # Built-in tool items of earlier turns go upstream as the function calls they were (tools/replay.py).
         model_items = replay_items(self._compactor.expand(project_id, model_items))
+        # Files in messages: their bytes and extracted text, for whichever form the upstream takes.
+        model_items = await self._file_inputs.resolve(project_id, model_items, len(context))
         if not model_items:
             raise InvalidRequest("Missing required parameter: 'input'.", param="input",
                                  code="missing_required_parameter")

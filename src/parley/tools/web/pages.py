@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
+from parley.errors import UrlFetchFailed
+from parley.retrieval.fetch import UrlFetcher
 from parley.tools.web.domains import allowed
 
 log = logging.getLogger("parley.web_search")
@@ -54,6 +56,21 @@ class PageFetcher(Protocol):
     async def fetch(self, url: str, *, max_bytes: int, timeout_s: float) -> Fetched:
         """GET `url` through the SSRF guard; FetchFailed when refused or failed (or not 200)."""
         ...
+
+
+class GuardedFetcher:
+    """PageFetcher over the SSRF guard (retrieval/fetch.py): refused addresses and failed fetches become
+    FetchFailed with the guard's reason."""
+
+    def __init__(self, fetcher: UrlFetcher) -> None:
+        self._fetcher = fetcher
+
+    async def fetch(self, url: str, *, max_bytes: int, timeout_s: float) -> Fetched:
+        try:
+            got = await self._fetcher.fetch(url, max_bytes=max_bytes, timeout_s=timeout_s, truncate=True)
+        except UrlFetchFailed as err:
+            raise FetchFailed(err.message) from None
+        return Fetched(got.url, got.content_type, got.body, got.truncated)
 
 
 class PageCache(Protocol):
