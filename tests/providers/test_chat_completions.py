@@ -22,6 +22,18 @@ def _msg(role: str, text: str) -> dict[str, Any]:
     return {"id": "m", "type": "message", "role": role, "content": [{"type": kind, "text": text}]}
 
 
+def test_tool_call_only_assistant_message_content_follows_the_profile() -> None:
+    items = [_msg("user", "weather?"),
+             {"id": "fc1", "type": "function_call", "call_id": "c1", "name": "get", "arguments": "{}"},
+             {"id": "o1", "type": "function_call_output", "call_id": "c1", "output": "sunny"}]
+    call = ModelCall("up", items)
+    openai_form = chat_body(call, PROFILES["generic"])["messages"][1]
+    assert openai_form["content"] is None and openai_form["tool_calls"][0]["id"] == "c1"
+    # llama-cpp-python's server types the content as a string: `null` there is an error.
+    llamacpp = chat_body(call, PROFILES["llamacpp"])["messages"][1]
+    assert llamacpp["content"] == "" and llamacpp["tool_calls"] == openai_form["tool_calls"]
+
+
 def test_history_translation() -> None:
     items = [
         _msg("developer", "be brief"),

@@ -78,7 +78,7 @@ def chat_messages(call: ModelCall, profile: Profile) -> list[Message]:
             pending_reasoning = ""
         elif kind in ("function_call", "custom_tool_call"):
             fresh = not messages or messages[-1]["role"] != "assistant"
-            _append_tool_call(messages, item)
+            _append_tool_call(messages, item, profile)
             if fresh and pending_reasoning:
                 messages[-1][str(profile.reasoning_field)] = pending_reasoning
             pending_reasoning = ""
@@ -103,7 +103,7 @@ def upstream_tool_name(name: str, namespace: str | None) -> str:
     return f"{namespace}__{name}" if namespace else name
 
 
-def _append_tool_call(messages: list[Message], item: Item) -> None:
+def _append_tool_call(messages: list[Message], item: Item, profile: Profile) -> None:
     if item["type"] == "custom_tool_call":
         arguments = orjson.dumps({"input": item["input"]}).decode()
     else:
@@ -117,7 +117,8 @@ def _append_tool_call(messages: list[Message], item: Item) -> None:
     if last is not None and last["role"] == "assistant":
         last.setdefault("tool_calls", []).append(tool_call)
     else:
-        messages.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
+        content = None if profile.tool_call_content_null else ""
+        messages.append({"role": "assistant", "content": content, "tool_calls": [tool_call]})
 
 
 def _tool(tool: dict[str, Any]) -> dict[str, Any]:

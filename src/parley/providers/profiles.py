@@ -43,6 +43,9 @@ class Profile:
     # Whether file inputs go as Chat Completions `file` parts (base64 `file_data`, OpenAI's form); otherwise the
     # model gets the file's extracted text (services/file_inputs.py).
     files: bool = False
+    # An assistant message that only carries tool_calls says `"content": null` (OpenAI's form). Servers whose
+    # request schema types content as a string (llama-cpp-python: `content: NotRequired[str]`) get "" instead.
+    tool_call_content_null: bool = True
     json_schema: bool = True
     # How a JSON schema is requested: OpenAI's {"type":"json_schema","json_schema":{...}} or the
     # {"type":"json_object","schema":{...}} form that llama-cpp-python turns into a decoding grammar.
@@ -76,8 +79,11 @@ PROFILES: dict[ProfileName, Profile] = {
     # llama.cpp server / llama-cpp-python: no usage chunk when streaming; grammar-backed json_schema.
     # llama-cpp-python's server tokenizes raw text at POST /extras/tokenize[/count] (no chat template).
     # (llama-cpp-python enforces a named tool_choice and json_object+schema with a grammar, but not "required")
+    # (llama-cpp-python's ChatCompletionRequestAssistantMessage types content as str: null was a 500 listing
+    # seven validation errors, one per message type of the union)
     "llamacpp": Profile(stream_usage=False, reasoning_field="reasoning_content", tokenizer="llamacpp",
-                        tool_choice_required=False, json_schema_format="json_object_schema"),
+                        tool_choice_required=False, json_schema_format="json_object_schema",
+                        tool_call_content_null=False),
     # https://openrouter.ai/docs/api-reference/chat-completion (reasoning in `reasoning`)
     "openrouter": Profile(reasoning_field="reasoning", reasoning_effort=True),
     # https://api-docs.deepseek.com/guides/reasoning_model (reasoning_content; no tool_choice=required)
