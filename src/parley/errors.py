@@ -81,6 +81,14 @@ class UpstreamError(ParleyError):
         return cls(message, param, code or "invalid_request", 400, "invalid_request_error")
 
 
+class ModelUnavailable(ParleyError):
+    """A model Parley runs itself (the embedded model) cannot answer now: 503, saying why."""
+
+    def __init__(self, message: str, retry_after: str | None = None) -> None:
+        headers = {"retry-after": retry_after} if retry_after else {}
+        super().__init__(message, "model", "model_unavailable", 503, "server_error", headers)
+
+
 class UnreadableFile(ParleyError):
     """A file whose text cannot be extracted (retrieval/extract.py): `unsupported_file` for a type Parley cannot
     read, `invalid_file` for one that is damaged or not what it claims to be. The codes are those of a vector

@@ -1,14 +1,21 @@
-"""The embedded local model (SmolLM2-135M via a llama.cpp child process) through the SDK: one round trip, one stream."""
+"""The embedded local model (SmolLM2-135M via a llama.cpp child process) through the SDK: a round trip, a
+stream, structured output and tool calls under grammar, a function-call round trip, and generation that stops
+when the client goes away."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from compat_support import ParleyServer, check_events, check_response, fold_text, post_stream
-from openai import APIConnectionError, APIStatusError, OpenAI
+from openai import APIConnectionError, APIStatusError, AsyncOpenAI, OpenAI
 from pydantic import BaseModel
 
 pytestmark = pytest.mark.slow
@@ -110,3 +117,129 @@ def test_embedded_forced_tool_call_under_grammar(embedded_client: OpenAI) -> Non
     call = response.output[-1]
     assert call.type == "function_call" and call.name == "get_weather"
     assert isinstance(json.loads(call.arguments)["city"], str)
+
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                          "required": ["city"], "additionalProperties": False}, "strict": True}
+
+
+def test_embedded_function_call_round_trip(embedded_client: OpenAI) -> None:
+    # The assistant message carrying the call goes back with content "" (profile tool_call_content_null):
+    # llama-cpp-python's server refuses `"content": null` there.
+    first = embedded_client.responses.create(
+        model=MODEL, input="What is the weather in Rome?", tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice="required", max_output_tokens=60, temperature=0,
+    )
+    call = first.output[-1]
+    assert call.type == "function_call" and call.name == "get_weather"
+    final = embedded_client.responses.create(
+        model=MODEL, previous_response_id=first.id, tools=[WEATHER],  # type: ignore[list-item]
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 25 degrees Celsius."}],
+        max_output_tokens=120, temperature=0,
+    )
+    assert final.status == "completed", final.incomplete_details
+    assert final.output_text.strip()
+
+
+def test_embedded_logprobs_on_request(embedded_client: OpenAI) -> None:
+    # The child keeps logits only for requests asking for logprobs (its `+logprobs` alias).
+    response = embedded_client.responses.create(
+        model=MODEL, input="Say hello.", max_output_tokens=16, top_logprobs=2,
+        include=["message.output_text.logprobs"],
+    )
+    part = response.output[-1].content[0]  # type: ignore[union-attr]
+    assert part.type == "output_text" and part.logprobs
+    assert len(part.logprobs[0].top_logprobs) == 2
+    plain = embedded_client.responses.create(model=MODEL, input="Say hello.", max_output_tokens=16)
+    assert plain.output_text
+
+
+async def test_embedded_concurrent_streams_both_finish(embedded_server: ParleyServer) -> None:
+    # llama-cpp-python's default (interrupt_requests) ended a running stream as soon as another request came.
+    async with AsyncOpenAI(base_url=embedded_server.base_url, api_key="sk-local", max_retries=0,
+                           timeout=120) as sdk:
+        async def story(topic: str) -> str:
+            async with sdk.responses.stream(model=MODEL, input=f"Write about {topic}.",
+                                            max_output_tokens=48) as stream:
+                return [event.type async for event in stream][-1]
+
+        endings = await asyncio.gather(story("the sea"), story("the mountains"))
+    assert set(endings) <= {"response.completed", "response.incomplete"}, endings
+
+
+# Under this grammar the model cannot end its answer before 20,000 characters (thousands of tokens): had
+# the child gone on generating after its client left, the next request would have waited for all of them.
+STORY_FORMAT = {"type": "json_schema", "name": "story", "strict": False, "schema": {
+    "type": "object", "properties": {"story": {"type": "string", "minLength": 20000}},
+    "required": ["story"], "additionalProperties": False}}
+LONG = {"model": MODEL, "input": "Tell a long story.", "text": {"format": STORY_FORMAT}, "max_output_tokens": 7000}
+LONG_CHARS = 20000
+
+
+def _child_pid(server: ParleyServer) -> int:
+    """The embedded model's process: the serving Parley's only child."""
+    assert server.process is not None
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat[stat.rindex(")") + 2:].split()[1]) == server.process.pid:
+                    children.append(int(entry.name))
+    [pid] = children
+    return pid
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process used so far: work done, whatever else runs on the machine."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _assert_child_freed(sdk: OpenAI, pid: int, since_cpu: float, cpu_per_char: float, chars_done: float) -> None:
+    """The next request is answered after far less child CPU than the rest of the long answer would cost."""
+    short = sdk.responses.create(model=MODEL, input="Say hi.", max_output_tokens=16)
+    assert short.status in ("completed", "incomplete") and short.output_text
+    spent = _cpu_s(pid) - since_cpu
+    rest = cpu_per_char * (LONG_CHARS - chars_done)
+    assert spent < rest / 4, f"the child spent {spent:.1f} CPU s before answering; the rest would cost {rest:.1f}"
+
+
+def test_embedded_generation_stops_when_the_client_goes_away(
+    embedded_server: ParleyServer, embedded_client: OpenAI
+) -> None:
+    pid = _child_pid(embedded_server)
+    base = embedded_server.base_url
+
+    # Streamed: read 300 characters (measuring what they cost the child), then leave.
+    chars, first_cpu = 0, 0.0
+    with httpx.stream("POST", base + "/responses", json={**LONG, "stream": True}, timeout=120) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: ") and '"response.output_text.delta"' in line:
+                if not first_cpu:
+                    first_cpu = _cpu_s(pid)  # from the first token on: generation only
+                    continue
+                chars += len(json.loads(line[6:])["delta"])
+                if chars >= 300:
+                    break
+        left_cpu = _cpu_s(pid)
+    cpu_per_char = (left_cpu - first_cpu) / chars
+    _assert_child_freed(embedded_client, pid, left_cpu, cpu_per_char, chars)
+
+    # Not streamed: the client gives up waiting (every CPU second so far counted as generated text).
+    start_cpu = _cpu_s(pid)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(base + "/responses", json=LONG, timeout=httpx.Timeout(60, read=2))
+    left_cpu = _cpu_s(pid)
+    _assert_child_freed(embedded_client, pid, left_cpu, cpu_per_char, (left_cpu - start_cpu) / cpu_per_char)
+
+    # Background, cancelled through the API once its first text arrived.
+    start_cpu = _cpu_s(pid)
+    background = embedded_client.responses.create(**LONG, background=True)  # type: ignore[call-overload]
+    with httpx.stream("GET", f"{base}/responses/{background.id}", params={"stream": "true"}, timeout=120) as resp:
+        next(line for line in resp.iter_lines() if '"response.output_text.delta"' in line)
+    assert embedded_client.responses.cancel(background.id).status == "cancelled"
+    left_cpu = _cpu_s(pid)
+    _assert_child_freed(embedded_client, pid, left_cpu, cpu_per_char, (left_cpu - start_cpu) / cpu_per_char)

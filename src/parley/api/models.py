@@ -14,7 +14,13 @@ from parley.providers.registry import ModelEntry
 
 
 def _model(entry: ModelEntry) -> dict[str, Any]:
-    return {"id": entry.id, "object": "model", "created": entry.created, "owned_by": entry.owned_by}
+    model: dict[str, Any] = {"id": entry.id, "object": "model", "created": entry.created, "owned_by": entry.owned_by}
+    if entry.status is not None:
+        # Parley's own fields (the SDK's Model type keeps extras): whether the embedded model can answer now.
+        status = entry.status()
+        model["status"] = status.state
+        model["status_reason"] = status.reason
+    return model
 
 
 @endpoint

@@ -52,6 +52,17 @@ class Usage:
 ModelEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage
 
 
+ModelState = Literal["not_started", "starting", "ready", "unavailable", "stopped"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """Whether a model Parley runs itself (the embedded one) can answer now, and if not, why."""
+
+    state: ModelState
+    reason: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class TokenCount:
     """Input tokens of a model call. `exact` is False when the count is an approximation (a heuristic,

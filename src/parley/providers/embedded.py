@@ -1,8 +1,9 @@
 """The embedded local model: llama.cpp's OpenAI-compatible server run as a supervised child process.
 
-The child speaks Chat Completions on a loopback port, so the local model goes through the same
-provider code as any upstream and never blocks Parley's event loop. It is started at start-up (or on
-first use), restarted with back-off if it dies, and stopped with Parley.
+The child speaks Chat Completions on a loopback port, so the local model goes through the same provider
+code as any upstream and never blocks Parley's event loop. It is started at start-up (or on first use),
+restarted with back-off when it dies, given up on (status `unavailable`, one error logged with its exit
+signal and last output lines) when it keeps dying before answering, and stopped with Parley.
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ import contextlib
 import importlib.util
 import logging
 import socket
-import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 from parley.config import EmbeddedConfig
-from parley.errors import UpstreamError
-from parley.providers.base import ModelCall, ModelStream, TokenCount
-from parley.providers.chat_completions import ChatCompletionsProvider
+from parley.errors import ModelUnavailable, ParleyError
+from parley.providers.base import ModelState, ModelStatus
+from parley.providers.embedded_launch import OutputTail, child_command, child_config, describe_exit
 from parley.providers.http1 import Endpoint, Http1Pool, HttpError
-from parley.providers.profiles import PROFILES
-from parley.providers.tokens import Encodings
 
 log = logging.getLogger("parley.embedded")
+
+_CRASH_GRACE_S = 1.0  # after a failed request: how long the child's exit may take to be noticed
 
 
 def default_model_path() -> Path | None:
@@ -48,68 +53,174 @@ def _free_port() -> int:
         return port
 
 
+@dataclass(eq=False)
+class Child:
+    """One start of the child process: its address, and (once it ended) how it ended."""
+
+    process: asyncio.subprocess.Process
+    base_url: str
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    exit: str = ""  # describe_exit() of its status, once exited
+    served: bool = False  # it answered at least one request to the end
+
+
 class EmbeddedServer:
-    """Supervises one `python -m llama_cpp.server` child."""
+    """Supervises the child: starts it, watches it, restarts it with back-off, or gives up and says why."""
 
     def __init__(self, cfg: EmbeddedConfig, model_path: Path, http: Http1Pool) -> None:
         self._cfg = cfg
         self._model_path = model_path
         self._http = http
-        self._process: asyncio.subprocess.Process | None = None
+        self._child: Child | None = None
+        self._output = OutputTail(cfg.output_lines)
         self._supervisor: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
+        self._settled = asyncio.Event()  # set while the state is `ready` or `unavailable`
+        self._status = ModelStatus("not_started", "starts on first use")
+        self._failures = 0  # crashes in a row without a request answered in between
         self._stopping = False
-        self.base_url = ""
         self.restarts = 0
 
-    def start(self) -> None:
-        if self._supervisor is None:
-            self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="parley-embedded")
-
-    async def ready_url(self) -> str:
-        self.start()
-        try:
-            await asyncio.wait_for(self._ready.wait(), self._cfg.ready_timeout_s)
-        except TimeoutError:
-            raise UpstreamError.timeout("The embedded model did not become ready in time.") from None
-        return self.base_url
+    @property
+    def status(self) -> ModelStatus:
+        return self._status
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+        return self._child.process.pid if self._child else None
+
+    def start(self) -> None:
+        if self._supervisor is None and not self._stopping:
+            self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="parley-embedded")
+
+    async def ready(self) -> Child:
+        """The running child, once it serves; ModelUnavailable (503) if it is given up on or still starting."""
+        self.start()
+        deadline = time.monotonic() + self._cfg.ready_timeout_s
+        while True:
+            child, state = self._child, self._status.state
+            if state == "ready" and child is not None and not child.exited.is_set():
+                return child
+            if state in ("unavailable", "stopped"):
+                raise self.unavailable()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ModelUnavailable(
+                    f"The embedded model '{self._cfg.model_id}' is still starting "
+                    f"({self._status.reason}); try again shortly.", retry_after="5",
+                )
+            if self._settled.is_set():  # `ready` but that child just ended: the supervisor is about to say so
+                await asyncio.sleep(0.05)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), remaining)
+
+    def unavailable(self) -> ModelUnavailable:
+        return ModelUnavailable(f"The embedded model '{self._cfg.model_id}' is unavailable: {self._status.reason}.")
+
+    def note_served(self, child: Child) -> None:
+        """A request was answered to the end: the child works, earlier crashes no longer count."""
+        child.served = True
+        self._failures = 0
+
+    async def explain(self, err: ParleyError, child: Child) -> ParleyError:
+        """A request to `child` failed with `err`: if the child died meanwhile, the error says that instead."""
+        if err.status < 500:
+            return err
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(child.exited.wait(), _CRASH_GRACE_S)
+        if not child.exited.is_set() or self._stopping:
+            return err
+        crashed = f"The embedded model '{self._cfg.model_id}' crashed while answering (its process {child.exit})"
+        if self._status.state == "unavailable":
+            return ModelUnavailable(f"{crashed}; it is unavailable: {self._status.reason}.")
+        return ModelUnavailable(f"{crashed}; it is being restarted.", retry_after="5")
+
+    def _set_status(self, state: ModelState, reason: str | None = None) -> None:
+        self._status = ModelStatus(state, reason)
+        if state in ("ready", "unavailable", "stopped"):
+            self._settled.set()
+        else:
+            self._settled.clear()
 
     async def _supervise(self) -> None:
-        backoff = 0.5
-        while not self._stopping:
-            port = _free_port()
-            self.base_url = f"http://127.0.0.1:{port}/v1"
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "llama_cpp.server",
-                "--model", str(self._model_path), "--host", "127.0.0.1", "--port", str(port),
-                "--n_ctx", str(self._cfg.context_window), "--n_threads", str(self._cfg.threads),
-                "--model_alias", self._cfg.model_id,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            )
-            log.info("embedded model starting (pid %s, port %s)", self._process.pid, port)
-            if await self._wait_until_serving(self._process):
-                self._ready.set()
-                backoff = 0.5
-                log.info("embedded model %s ready at %s", self._cfg.model_id, self.base_url)
-            code = await self._process.wait()
-            self._ready.clear()
-            if self._stopping:
-                return
-            self.restarts += 1
-            log.warning("embedded model exited with code %s; restarting in %.1fs", code, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+        with tempfile.TemporaryDirectory(prefix="parley-embedded-") as folder:
+            config_path = Path(folder) / "llama_cpp_server.json"
+            while not self._stopping:
+                failure, served = await self._run_once(config_path)
+                if self._stopping:
+                    return
+                # Only crashes before any answer count: a child that works and crashes later is restarted.
+                self._failures = 0 if served else self._failures + 1
+                self.restarts += 1
+                if self._failures >= self._cfg.max_failures:
+                    self._give_up(failure)
+                    return
+                backoff = min(self._cfg.restart_backoff_s * 2 ** max(self._failures - 1, 0),
+                              self._cfg.restart_backoff_max_s)
+                count = f" (failure {self._failures} of {self._cfg.max_failures})" if self._failures else ""
+                log.warning("embedded model %s: its process %s; restarting in %.1f s%s",
+                            self._cfg.model_id, failure, backoff, count)
+                self._set_status("starting", f"restarting after its process {failure}")
+                await asyncio.sleep(backoff)
 
-    async def _wait_until_serving(self, process: asyncio.subprocess.Process) -> bool:
-        url = self.base_url + "/models"
-        while process.returncode is None:
+    async def _run_once(self, config_path: Path) -> tuple[str, bool]:
+        """Start the child and wait for its end: what went wrong, in words, and whether it answered a request."""
+        port = _free_port()
+        await asyncio.to_thread(config_path.write_bytes, orjson.dumps(child_config(self._cfg, self._model_path, port)))
+        self._set_status("starting", "loading the model")
+        self._output.clear()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *child_command(self._cfg, config_path), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as exc:
+            return f"could not be started ({exc})", False
+        child = Child(process, f"http://127.0.0.1:{port}/v1")
+        self._child = child
+        assert process.stdout is not None
+        reader = asyncio.create_task(self._output.follow(process.stdout), name="parley-embedded-output")
+        log.info("embedded model starting (pid %s, port %s)", process.pid, port)
+        try:
+            if await self._wait_until_serving(child):
+                self._set_status("ready")
+                log.info("embedded model %s ready at %s", self._cfg.model_id, child.base_url)
+            elif process.returncode is None:
+                await self._kill(process)
+                child.exit = f"did not answer within {self._cfg.ready_timeout_s:g} s (ready_timeout_s)"
+                return child.exit, False
+            code = await process.wait()
+            child.exit = describe_exit(code)
+            if not self._stopping:
+                self._set_status("starting", f"its process {child.exit}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), 2)  # the last lines, once the pipe closes
+            return child.exit + ("" if child.served else " before answering a request"), child.served
+        finally:
+            child.exited.set()
+            reader.cancel()
+            if self._stopping:
+                await self._kill(process)
+
+    def _give_up(self, failure: str) -> None:
+        lines = self._output.lines()
+        times = "once" if self._failures == 1 else f"{self._failures} times in a row"
+        reason = f"its process {failure}, {times}"
+        tail = lines[-1] if lines else "no output"
+        self._set_status("unavailable", f"{reason}; last output: {tail}")
+        log.error(
+            "embedded model %s is unavailable and will not be restarted: %s (max_failures = %d). "
+            "Requests to it get 503. Last %d lines of its output:\n%s",
+            self._cfg.model_id, reason, self._cfg.max_failures, len(lines), "\n".join(lines) or "(none)",
+        )
+
+    async def _wait_until_serving(self, child: Child) -> bool:
+        """Poll `GET /v1/models` until it answers 200 (True), the child exits or ready_timeout_s passes (False)."""
+        endpoint = Endpoint.parse(child.base_url + "/models")
+        deadline = time.monotonic() + self._cfg.ready_timeout_s
+        while child.process.returncode is None and time.monotonic() < deadline:
             try:
-                resp = await self._http.request(Endpoint.parse(url), "GET", {}, b"", connect_timeout=2,
-                                                read_timeout=2)
+                resp = await self._http.request(endpoint, "GET", {}, b"", connect_timeout=2, read_timeout=2)
                 await resp.read()
                 resp.release()
                 if resp.status == 200:
@@ -119,47 +230,23 @@ class EmbeddedServer:
             await asyncio.sleep(0.1)
         return False
 
+    @staticmethod
+    async def _kill(process: asyncio.subprocess.Process) -> None:
+        if process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
     async def stop(self) -> None:
         self._stopping = True
-        if self._process is not None and self._process.returncode is None:
-            self._process.terminate()
-            try:
-                await asyncio.wait_for(self._process.wait(), 10)
-            except TimeoutError:
-                self._process.kill()
-                await self._process.wait()
+        if self._child is not None:
+            await self._kill(self._child.process)
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
-
-
-class EmbeddedProvider:
-    """Chat Completions to the embedded child, once it is ready."""
-
-    def __init__(
-        self, server: EmbeddedServer, http: Http1Pool, encodings: Encodings | None = None
-    ) -> None:
-        self._server = server
-        self._http = http
-        self._encodings = encodings
-        self._delegate: ChatCompletionsProvider | None = None
-        self._delegate_url = ""
-
-    async def open(self, call: ModelCall) -> ModelStream:
-        return await (await self._provider(call)).open(call)
-
-    async def count_tokens(self, call: ModelCall) -> TokenCount:
-        """The child's own tokenizer (llama-cpp-python's /extras/tokenize/count), see providers/tokens.py."""
-        return await (await self._provider(call)).count_tokens(call)
-
-    async def _provider(self, call: ModelCall) -> ChatCompletionsProvider:
-        url = await self._server.ready_url()
-        if self._delegate is None or self._delegate_url != url:
-            self._delegate = ChatCompletionsProvider(
-                model_id=call.upstream_model, base_url=url, api_key=None, profile=PROFILES["llamacpp"],
-                http=self._http, connect_timeout_s=5, read_timeout_s=600,
-                encodings=self._encodings,
-            )
-            self._delegate_url = url
-        return self._delegate
+        self._set_status("stopped", "the server is shutting down")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from parley.config import ModelConfig, Settings
 from parley.errors import InvalidRequest
-from parley.providers.base import Provider
+from parley.providers.base import ModelStatus, Provider
 from parley.providers.chat_completions import ChatCompletionsProvider, ReplyLimits
 from parley.providers.http1 import Http1Pool
 from parley.providers.profiles import resolve_profile
@@ -22,6 +23,8 @@ class ModelEntry:
     upstream_model: str
     context_window: int
     provider: Provider
+    # Models Parley runs itself (the embedded one) say whether they can answer now; upstreams are not probed.
+    status: Callable[[], ModelStatus] | None = None
 
 
 class ModelRegistry:

@@ -1,0 +1,101 @@
+"""Chat Completions to the embedded child: the model's own defaults, always streamed, crashes told as 503s.
+
+- A request that leaves `max_output_tokens`, `temperature` or `top_p` unset gets the configured defaults
+  (a 135M model rambles for minutes at the server's temperature 1.0 and no cap).
+- The child is always asked to stream; a non-streaming response folds the same events. llama-cpp-python
+  stops a *streamed* generation when its client goes away, while a non-streamed one runs to the end in a
+  worker thread (server/app.py `create_chat_completion`), holding the one model: closing the connection on
+  a client disconnect or a background cancel only frees the model when the child streams.
+- `logprobs` requests go to the child's second alias, loaded with logits for every token
+  (embedded_launch.py); the others never pay that memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+
+from parley.config import EmbeddedConfig
+from parley.errors import ParleyError
+from parley.providers.base import Finish, ModelCall, ModelEvent, ModelStream, TokenCount
+from parley.providers.chat_completions import ChatCompletionsProvider, ReplyLimits
+from parley.providers.embedded import Child, EmbeddedServer
+from parley.providers.embedded_launch import LOGPROBS_ALIAS_SUFFIX
+from parley.providers.http1 import Http1Pool
+from parley.providers.profiles import PROFILES
+from parley.providers.tokens import Encodings
+
+
+def child_call(call: ModelCall, cfg: EmbeddedConfig) -> ModelCall:
+    """The call as the child gets it: defaults where the request set none, streamed, the right alias."""
+    return dataclasses.replace(
+        call,
+        upstream_model=call.upstream_model + (LOGPROBS_ALIAS_SUFFIX if call.logprobs else ""),
+        max_output_tokens=call.max_output_tokens or cfg.max_output_tokens,
+        temperature=cfg.temperature if call.temperature is None else call.temperature,
+        top_p=cfg.top_p if call.top_p is None else call.top_p,
+        stream=True,
+    )
+
+
+class _ChildStream:
+    """The delegate's stream; tells the server when the child answered to the end, and explains a crash."""
+
+    def __init__(self, stream: ModelStream, server: EmbeddedServer, child: Child) -> None:
+        self._stream = stream
+        self._server = server
+        self._child = child
+
+    def __aiter__(self) -> AsyncIterator[list[ModelEvent]]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[list[ModelEvent]]:
+        try:
+            async for batch in self._stream:
+                if any(isinstance(event, Finish) for event in batch):
+                    self._server.note_served(self._child)
+                yield batch
+        except ParleyError as err:
+            raise await self._server.explain(err, self._child) from None
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class EmbeddedProvider:
+    """The embedded model as a provider: the Chat Completions provider (profile `llamacpp`) on the child."""
+
+    def __init__(
+        self, server: EmbeddedServer, http: Http1Pool, cfg: EmbeddedConfig, encodings: Encodings | None = None,
+        limits: ReplyLimits | None = None,
+    ) -> None:
+        self._server = server
+        self._http = http
+        self._cfg = cfg
+        self._encodings = encodings
+        self._limits = limits
+        self._delegate: ChatCompletionsProvider | None = None
+        self._delegate_url = ""
+
+    async def open(self, call: ModelCall) -> ModelStream:
+        child = await self._server.ready()
+        try:
+            stream = await self._provider(child, call).open(child_call(call, self._cfg))
+        except ParleyError as err:
+            raise await self._server.explain(err, child) from None
+        return _ChildStream(stream, self._server, child)
+
+    async def count_tokens(self, call: ModelCall) -> TokenCount:
+        """The child's own tokenizer (llama-cpp-python's /extras/tokenize/count), see providers/tokens.py."""
+        child = await self._server.ready()
+        return await self._provider(child, call).count_tokens(call)
+
+    def _provider(self, child: Child, call: ModelCall) -> ChatCompletionsProvider:
+        if self._delegate is None or self._delegate_url != child.base_url:
+            self._delegate = ChatCompletionsProvider(
+                model_id=self._cfg.model_id, base_url=child.base_url, api_key=None, profile=PROFILES["llamacpp"],
+                http=self._http, connect_timeout_s=5, read_timeout_s=600, encodings=self._encodings,
+                limits=self._limits,
+            )
+            self._delegate_url = child.base_url
+        return self._delegate
