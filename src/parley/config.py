@@ -48,6 +48,7 @@ class ProfileOverrides(BaseModel):
     logprobs: bool | None = None
     vision: bool | None = None
     files: bool | None = None
+    tool_call_content_null: bool | None = None
     json_schema: bool | None = None
     json_schema_format: Literal["json_schema", "json_object_schema"] | None = None
     # How input tokens are counted (input_tokens endpoint, truncation); see providers/tokens.py.

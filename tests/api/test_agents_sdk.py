@@ -32,7 +32,10 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     await fake.start()
     data_dir: Path = tmp_path_factory.mktemp("agents")
     models = [ModelConfig(id="agent-model", base_url=fake.base_url, upstream_model="tools")]
-    async with in_process(Settings(data_dir=data_dir, models=models, embedded=EmbeddedConfig(enabled=False))) as p:
+    # unknown_fields = "reject" (OpenAI's behaviour): everything the Agents SDK sends is a field Parley knows.
+    settings = Settings(data_dir=data_dir, models=models, embedded=EmbeddedConfig(enabled=False),
+                        unknown_fields="reject")
+    async with in_process(settings) as p:
         yield Env(p.sdk(), fake)
     await fake.stop()
 

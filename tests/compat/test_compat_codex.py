@@ -244,3 +244,16 @@ def test_full_access_sends_live_web_search(codex_binary: Path, agent: AgentUpstr
     assert run.items("web_search")[0]["action"]["query"] == "paris capital"
     assert run.answer.startswith("The answer is here ([")
     assert search.requests[-1]["params"]["q"] == "paris capital"
+
+
+def test_codex_against_a_server_that_rejects_unknown_fields(codex_binary: Path, agent: AgentUpstream,
+                                                            tmp_path: Path) -> None:
+    """`unknown_fields = "reject"` (OpenAI's behaviour): what Codex sends must all be fields Parley knows."""
+    with _serving(tmp_path / "strict-parley", 'unknown_fields = "reject"\n' + _models(agent)) as strict:
+        workdir = tmp_path / "work"
+        workdir.mkdir()
+        client = Codex(codex_binary, tmp_path / "home", workdir)
+        client.configure(strict)
+        run = client.exec("Say hello to Parley")
+        assert run.returncode == 0, str(run.events)[-3000:]
+        assert run.answer == "echo: Say hello to Parley"

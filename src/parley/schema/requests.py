@@ -211,6 +211,9 @@ class CreateResponseRequest(BaseModel):
     context_management: list[ContextManagement] | None = None
     moderation: dict[str, Any] | None = None
     user: str | None = None
+    # Sent by Codex on every request (OpenAI's API accepts it; no SDK type has it): known, so that
+    # unknown_fields = "reject" does not refuse Codex; not used.
+    client_metadata: dict[str, Any] | None = None
 
     _check_md = field_validator("metadata")(_check_metadata)
 
