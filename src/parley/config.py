@@ -55,6 +55,51 @@ class ProfileOverrides(BaseModel):
     tokenizer: TokenizerName | None = None
 
 
+class ModelPrice(BaseModel):
+    """What a model costs, in USD: per 1M tokens, and per built-in tool call by item type (services/usage.py)."""
+
+    model_config = {"extra": "forbid"}
+
+    input: float = Field(default=0.0, ge=0, description="USD per 1M input tokens not read from the cache")
+    cached_input: float | None = Field(default=None, ge=0, description="USD per 1M cached input tokens; "
+                                       "default: the input price")
+    cache_write: float | None = Field(default=None, ge=0, description="USD per 1M input tokens written to the "
+                                      "cache; default: the input price")
+    output: float = Field(default=0.0, ge=0, description="USD per 1M output tokens (reasoning included)")
+    tool_calls: dict[str, float] = Field(
+        default_factory=dict, description="USD per call, by output item type (e.g. web_search_call = 0.01)"
+    )
+
+
+class RateLimits(BaseModel):
+    """Limits of a project or of a key (services/limits.py); a missing one does not apply."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    spend_per_day_usd: float | None = Field(default=None, ge=0)
+    spend_per_month_usd: float | None = Field(default=None, ge=0)
+
+    @property
+    def empty(self) -> bool:
+        return (self.requests_per_minute is None and self.tokens_per_minute is None
+                and self.spend_per_day_usd is None and self.spend_per_month_usd is None)
+
+
+class LimitsConfig(BaseModel):
+    """Per-project rate limits and budgets (per-key ones are stored with the key: `parley keys`)."""
+
+    model_config = {"extra": "forbid"}
+
+    default: RateLimits = Field(default_factory=RateLimits, description="Every project without its own entry")
+    projects: dict[str, RateLimits] = Field(default_factory=dict, description="By project id")
+    sync_interval_s: float = Field(
+        default=1.0, gt=0, description="How often each process adds its counts to the shared counters and "
+        "reads everyone's back (the bound on how far processes sharing a database can overshoot a limit)",
+    )
+
+
 class ModelConfig(BaseModel):
     """A public model id and the upstream that serves it."""
 
@@ -72,6 +117,7 @@ class ModelConfig(BaseModel):
     owned_by: str = "parley"
     connect_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=600.0, gt=0)
+    price: ModelPrice = Field(default_factory=ModelPrice, description="For usage costs; default: free")
 
     def resolved_api_key(self) -> str | None:
         if self.api_key is not None:
@@ -269,6 +315,7 @@ class Settings(BaseSettings):
     web_search: WebSearchConfig = Field(default_factory=WebSearchConfig)
     files: FilesConfig = Field(default_factory=FilesConfig)
     fetch: FetchConfig = Field(default_factory=FetchConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @field_validator("reasoning_keys")
     @classmethod

@@ -2,20 +2,108 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from parley.config import RateLimits
+
 Item = dict[str, Any]
+KeyRole = Literal["project", "admin"]
 
 
 @dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
+    """A key as stored (never its secret). An admin key belongs to no project (`project_id` is "")."""
+
     id: str
     project_id: str
     name: str
     key_prefix: str
     created_at: int
     revoked_at: int | None
+    role: KeyRole = "project"
+    expires_at: int | None = None
+    allowed_models: tuple[str, ...] | None = None  # None: every model
+    limits: RateLimits | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """What a new key, or an update of one, sets (an update leaves the fields named in `keep` as they are)."""
+
+    name: str = ""
+    role: KeyRole = "project"
+    expires_at: int | None = None
+    allowed_models: tuple[str, ...] | None = None
+    limits: RateLimits | None = None
+    keep: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One response's usage (table usage_records; services/usage.py). Costs are in nano-USD."""
+
+    response_id: str
+    created_at: int
+    project_id: str
+    api_key_id: str | None
+    model: str
+    upstream_model: str
+    upstream_host: str
+    status: str
+    background: bool
+    input_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    tool_calls: dict[str, int]
+    input_cost: int
+    cached_cost: int
+    output_cost: int
+    tool_cost: int
+    latency_ms: int
+    ttft_ms: int | None
+
+    @property
+    def cost(self) -> int:
+        return self.input_cost + self.cached_cost + self.output_cost + self.tool_cost
+
+
+UsageGroup = Literal["project_id", "api_key_id", "model"]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """Usage records with `start <= created_at < end`, summed per bucket of `width` seconds counted from
+    `origin` (bucket n covers origin + n*width ...) and per value of the `group_by` columns."""
+
+    start: int
+    end: int
+    origin: int
+    width: int
+    group_by: tuple[UsageGroup, ...] = ()
+    project_ids: tuple[str, ...] = ()  # empty: every one
+    api_key_ids: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """The sums of one bucket and group (`group` holds the group_by columns' values)."""
+
+    bucket: int
+    group: dict[str, str | None]
+    requests: int
+    input_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    input_cost: int
+    cached_cost: int
+    output_cost: int
+    tool_cost: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +147,13 @@ class PromptPage:
 
 
 class ResponseStore(Protocol):
-    async def save_response(self, project_id: str, response: dict[str, Any], input_items: list[Item]) -> None:
-        """Store a finished response: its row, its new input items and its output items, atomically."""
+    async def save_response(self, project_id: str, response: dict[str, Any], input_items: list[Item],
+                            usage: UsageRecord | None = None) -> None:
+        """Store a finished response: its row, its new input items, its output items and its usage record,
+        atomically."""
+
+    def record_usage(self, record: UsageRecord) -> None:
+        """Queue a usage record for the next group commit (a response that stores nothing else)."""
 
     async def get_response(self, project_id: str, response_id: str) -> dict[str, Any] | None: ...
 
@@ -75,9 +168,15 @@ class ResponseStore(Protocol):
 
 
 class KeyStore(Protocol):
-    async def create_key(self, project_id: str, name: str) -> tuple[ApiKeyRecord, str]: ...
+    async def create_key(self, project_id: str, name: str, spec: KeySpec | None = None) -> tuple[ApiKeyRecord, str]:
+        """A new key and its secret (returned once, stored only hashed)."""
 
     async def list_keys(self, project_id: str | None = None) -> list[ApiKeyRecord]: ...
+
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    async def update_key(self, key_id: str, spec: KeySpec) -> ApiKeyRecord | None:
+        """Set name, expiry, allowed models and limits of an active key (fields named in `spec.keep` stay)."""
 
     async def revoke_key(self, key_id: str) -> bool: ...
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Index,
@@ -39,8 +40,22 @@ Migration = tuple[int, str, Callable[[Connection], None]]
 
 
 def _v1(conn: Connection) -> None:
-    # These three definitions in tables.py are frozen: change them only through a later migration.
-    tables.metadata.create_all(conn, tables=[tables.api_keys, tables.responses, tables.items])
+    # `responses` and `items` in tables.py are frozen: change them only through a later migration.
+    # `api_keys` changed in version 10, so its version-1 shape is written out here.
+    frozen = MetaData()
+    Table(
+        "api_keys",
+        frozen,
+        Column("id", String(64), primary_key=True),
+        Column("project_id", String(128), nullable=False),
+        Column("name", String(256), nullable=False),
+        Column("key_hash", String(64), nullable=False, unique=True),
+        Column("key_prefix", String(32), nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("revoked_at", BigInteger, nullable=True),
+    )
+    frozen.create_all(conn)
+    tables.metadata.create_all(conn, tables=[tables.responses, tables.items])
 
 
 def _v2(conn: Connection) -> None:
@@ -161,6 +176,53 @@ def _v7(conn: Connection) -> None:
     frozen.create_all(conn)
 
 
+def _v10(conn: Connection) -> None:
+    # Key roles, expiry, allowed models and limits; usage records; the shared rate-limit counters
+    # (services/usage.py, services/limits.py).
+    for column in ("role VARCHAR(16) DEFAULT 'project' NOT NULL", "expires_at BIGINT", "allowed_models TEXT",
+                   "limits TEXT"):
+        conn.execute(text(f"ALTER TABLE api_keys ADD COLUMN {column}"))
+    frozen = MetaData()
+    usage = Table(
+        "usage_records",
+        frozen,
+        Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+        Column("response_id", String(64), nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("project_id", String(128), nullable=False),
+        Column("api_key_id", String(64), nullable=True),
+        Column("model", Text, nullable=False),
+        Column("upstream_model", Text, nullable=False),
+        Column("upstream_host", Text, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("background", Boolean, nullable=False),
+        Column("input_tokens", BigInteger, nullable=False),
+        Column("cached_tokens", BigInteger, nullable=False),
+        Column("cache_write_tokens", BigInteger, nullable=False),
+        Column("output_tokens", BigInteger, nullable=False),
+        Column("reasoning_tokens", BigInteger, nullable=False),
+        Column("tool_calls", Text, nullable=False),
+        Column("input_cost", BigInteger, nullable=False),
+        Column("cached_cost", BigInteger, nullable=False),
+        Column("output_cost", BigInteger, nullable=False),
+        Column("tool_cost", BigInteger, nullable=False),
+        Column("latency_ms", Integer, nullable=False),
+        Column("ttft_ms", Integer, nullable=True),
+    )
+    Index("ix_usage_records_time", usage.c.created_at)
+    Table(
+        "rate_counters",
+        frozen,
+        Column("scope", String(200), primary_key=True),
+        Column("period", String(8), primary_key=True),
+        Column("window_start", BigInteger, primary_key=True, autoincrement=False),
+        Column("requests", BigInteger, nullable=False),
+        Column("tokens", BigInteger, nullable=False),
+        Column("cost", BigInteger, nullable=False),
+    )
+    frozen.create_all(conn)
+
+
 MIGRATIONS: list[Migration] = [
     (1, "api keys, responses and their items", _v1),
     (2, "prompt templates", _v2),
@@ -168,6 +230,7 @@ MIGRATIONS: list[Migration] = [
     (4, "background jobs and response event logs", _v4),
     (5, "files and their bytes", _v5),
     (7, "the web_search page cache", _v7),
+    (10, "key roles, expiry, allowed models and limits; usage records; rate-limit counters", _v10),
 ]
 
 

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import time
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, event, func, select, text, update
+from sqlalchemy import delete, event, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from parley.errors import InvalidRequest
-from parley.ids import new_id
 from parley.store import tables
-from parley.store.base import ApiKeyRecord, Item, Page, PageQuery
+from parley.store.base import Item, Page, PageQuery, UsageRecord
 from parley.store.migrations import migrate
 from parley.store.pages import keyset_page
 from parley.store.rows import item_rows, response_row
 from parley.store.sql_background import SqlBackground
 from parley.store.sql_conversations import SqlConversations
 from parley.store.sql_files import SqlFiles
+from parley.store.sql_keys import SqlKeys
+from parley.store.sql_keys import hash_key as hash_key  # where api/auth.py and tests find it
+from parley.store.sql_limits import SqlLimits
 from parley.store.sql_prompts import SqlPrompts
+from parley.store.sql_usage import SqlUsage, usage_row
 from parley.store.sql_web_pages import SqlWebPages
 from parley.store.writer import GroupCommitWriter, Write, sqlite_pragmas
 
@@ -40,11 +40,6 @@ _CHAIN_SQL = text(
 )
 
 
-def hash_key(secret: str) -> str:
-    # Keys are 256-bit random tokens, so a fast hash is enough (no password stretching needed).
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def make_engine(url: str) -> AsyncEngine:
     # hide_parameters: statement parameters (API key hashes among them) never reach a log line or an
     # error's text, whatever the log level.
@@ -55,9 +50,9 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False, hide_parameters=True)
 
 
-class SqlStore(SqlPrompts, SqlConversations, SqlBackground, SqlWebPages, SqlFiles):
-    """Responses, items, API keys, prompt templates, conversations, the page cache and files in one SQL
-    database."""
+class SqlStore(SqlPrompts, SqlConversations, SqlBackground, SqlWebPages, SqlFiles, SqlKeys, SqlUsage, SqlLimits):
+    """Responses, items, API keys, prompt templates, conversations, the page cache, files, usage records and
+    rate-limit counters in one SQL database."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -77,11 +72,14 @@ class SqlStore(SqlPrompts, SqlConversations, SqlBackground, SqlWebPages, SqlFile
 
     # -- responses -------------------------------------------------------------------------------
 
-    async def save_response(self, project_id: str, response: dict[str, Any], input_items: list[Item]) -> None:
+    async def save_response(self, project_id: str, response: dict[str, Any], input_items: list[Item],
+                            usage: UsageRecord | None = None) -> None:
         rows = item_rows(project_id, response["id"], 0, input_items)
         rows += item_rows(project_id, response["id"], 1, response["output"])
-        await self.writer.submit(Write(inserts=[(tables.responses, [response_row(project_id, response)]),
-                                                (tables.items, rows)]))
+        inserts = [(tables.responses, [response_row(project_id, response)]), (tables.items, rows)]
+        if usage is not None:  # in the same transaction: no write of its own
+            inserts.append((tables.usage_records, [usage_row(usage)]))
+        await self.writer.submit(Write(inserts=inserts))
 
     async def get_response(self, project_id: str, response_id: str) -> dict[str, Any] | None:
         r, i = tables.responses, tables.items
@@ -142,52 +140,6 @@ class SqlStore(SqlPrompts, SqlConversations, SqlBackground, SqlWebPages, SqlFile
 
             rows, has_more = await keyset_page(conn, query, i.c.position, page, locate)
         return Page([orjson.loads(row.data) for row in rows], has_more=has_more)
-
-    # -- API keys --------------------------------------------------------------------------------
-
-    async def create_key(self, project_id: str, name: str) -> tuple[ApiKeyRecord, str]:
-        secret = "sk-parley-" + secrets.token_urlsafe(32)
-        record = ApiKeyRecord(new_id("key"), project_id, name, secret[:14], int(time.time()), None)
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                tables.api_keys.insert().values(
-                    id=record.id, project_id=project_id, name=name, key_hash=hash_key(secret),
-                    key_prefix=record.key_prefix, created_at=record.created_at, revoked_at=None,
-                )
-            )
-        return record, secret
-
-    async def list_keys(self, project_id: str | None = None) -> list[ApiKeyRecord]:
-        k = tables.api_keys
-        query = select(k.c.id, k.c.project_id, k.c.name, k.c.key_prefix, k.c.created_at, k.c.revoked_at)
-        if project_id is not None:
-            query = query.where(k.c.project_id == project_id)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query.order_by(k.c.created_at, k.c.id))).all()
-        return [ApiKeyRecord(*row) for row in rows]
-
-    async def revoke_key(self, key_id: str) -> bool:
-        k = tables.api_keys
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(k).where(k.c.id == key_id, k.c.revoked_at.is_(None)).values(revoked_at=int(time.time()))
-            )
-        return bool(result.rowcount)
-
-    async def find_key(self, key_hash: str) -> ApiKeyRecord | None:
-        k = tables.api_keys
-        query = select(k.c.id, k.c.project_id, k.c.name, k.c.key_prefix, k.c.created_at, k.c.revoked_at).where(
-            k.c.key_hash == key_hash, k.c.revoked_at.is_(None)
-        )
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return ApiKeyRecord(*row) if row else None
-
-    async def any_active_key(self) -> bool:
-        k = tables.api_keys
-        async with self.engine.connect() as conn:
-            count = (await conn.execute(select(func.count()).where(k.c.revoked_at.is_(None)))).scalar_one()
-        return bool(count)
 
 
 async def _position_of(conn: AsyncConnection, response_id: str, item_id: str, param: str) -> int:

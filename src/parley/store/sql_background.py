@@ -17,7 +17,9 @@ from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from parley.store import tables
+from parley.store.base import UsageRecord
 from parley.store.rows import item_rows, response_row
+from parley.store.sql_usage import usage_row
 from parley.store.writer import GroupCommitWriter, Write
 
 Item = dict[str, Any]
@@ -95,9 +97,10 @@ class SqlBackground:
 
     async def append_events(
         self, project_id: str, response: dict[str, Any], events: list[tuple[int, bytes]], done_items: list[Item],
-        first_position: int,
+        first_position: int, usage: UsageRecord | None = None,
     ) -> bool:
-        """Append events and finished output items; update the response row unless it was cancelled.
+        """Append events and finished output items (and, with the last flush, the run's usage record); update
+        the response row unless it was cancelled.
 
         Returns False when the response was cancelled meanwhile (the worker should stop)."""
         r = tables.responses
@@ -115,10 +118,10 @@ class SqlBackground:
                 conn.execute(notify, {"channel": EVENTS_CHANNEL, "rid": response["id"]})
 
         item_data = item_rows(project_id, response["id"], 1, done_items, start=first_position)
-        await self.writer.submit(Write(
-            before=[update_status],
-            inserts=[(tables.response_events, rows), (tables.items, item_data)],
-        ))
+        inserts = [(tables.response_events, rows), (tables.items, item_data)]
+        if usage is not None:
+            inserts.append((tables.usage_records, [usage_row(usage)]))
+        await self.writer.submit(Write(before=[update_status], inserts=inserts))
         return outcome[0]
 
     async def listen_for_events(self, on_event: Callable[[str], None]) -> Callable[[], Awaitable[None]] | None:

@@ -44,6 +44,12 @@ api_keys = Table(
     Column("key_prefix", String(32), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
+    # Migration 10. role: "project" (the API of its project) or "admin" (the /v1/organization endpoints;
+    # project_id is ""). allowed_models: a JSON list, NULL for every model. limits: JSON of config.RateLimits.
+    Column("role", String(16), nullable=False, server_default="project"),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("allowed_models", Text, nullable=True),
+    Column("limits", Text, nullable=True),
 )
 
 responses = Table(
@@ -190,4 +196,50 @@ file_chunks = Table(
     Column("file_id", String(64), primary_key=True),
     Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("data", LargeBinary, nullable=False),
+)
+
+# One row per response that ran (migration 10; services/usage.py): who, which model and upstream, tokens,
+# built-in tool calls (JSON {item type: count}), cost in nano-USD by part, timings. `created_at` is the
+# response's (Unix seconds): what usage and cost buckets group by.
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+    Column("response_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("project_id", String(128), nullable=False),
+    Column("api_key_id", String(64), nullable=True),
+    Column("model", Text, nullable=False),
+    Column("upstream_model", Text, nullable=False),
+    Column("upstream_host", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("background", Boolean, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("tool_calls", Text, nullable=False),
+    Column("input_cost", BigInteger, nullable=False),
+    Column("cached_cost", BigInteger, nullable=False),
+    Column("output_cost", BigInteger, nullable=False),
+    Column("tool_cost", BigInteger, nullable=False),
+    Column("latency_ms", Integer, nullable=False),
+    Column("ttft_ms", Integer, nullable=True),
+)
+
+Index("ix_usage_records_time", usage_records.c.created_at)
+
+# Requests, tokens and spend (nano-USD) per scope ("project:<id>" or "key:<id>") and fixed window (period
+# "minute", "day" or "month", starting at `window_start`, Unix seconds, UTC): what every process adds its own
+# counts to and reads everyone's back from, off the request path (migration 10; services/limits.py).
+rate_counters = Table(
+    "rate_counters",
+    metadata,
+    Column("scope", String(200), primary_key=True),
+    Column("period", String(8), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True, autoincrement=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
+    Column("cost", BigInteger, nullable=False),
 )

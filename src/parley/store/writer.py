@@ -60,6 +60,7 @@ class GroupCommitWriter:
         self._queue: asyncio.Queue[tuple[Write, asyncio.Future[None]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0  # committed write transactions, for tests and diagnostics
+        self._detached: set[asyncio.Task[None]] = set()
         self._sync: Engine | None = None
         self._sync_conn: Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
@@ -95,6 +96,19 @@ class GroupCommitWriter:
         self._queue.put_nowait((write, future))
         # If the caller is cancelled, only its future is: the write itself stays queued and is committed.
         await future
+
+    def enqueue(self, write: Write) -> None:
+        """Queue a write nobody waits for (a usage record of a response that stores nothing else): it joins
+        the next group commit; a failure is logged. `stop()` still commits it."""
+        if self._task is None:  # not started: commit it in a task of its own, held until it ends
+            task = asyncio.ensure_future(self._commit([write]))
+            self._detached.add(task)
+            task.add_done_callback(self._detached.discard)
+            task.add_done_callback(_log_failure)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_log_failure)
+        self._queue.put_nowait((write, future))
 
     async def _run(self) -> None:
         while True:
@@ -146,6 +160,11 @@ class GroupCommitWriter:
         conn = self._sync_conn
         with conn.begin():
             _apply(conn, writes)
+
+
+def _log_failure(future: asyncio.Future[None] | asyncio.Task[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("a queued write failed", exc_info=future.exception())
 
 
 def _apply(conn: Connection, writes: list[Write]) -> None:
