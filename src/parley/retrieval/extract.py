@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import io
-import mimetypes
 import zipfile
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -28,7 +27,8 @@ HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 # A DOCX's document.xml may decompress to at most this (a zip bomb is refused, not inflated).
 MAX_DOCX_XML_BYTES = 256 * 1024 * 1024
 
-# Media types by extension where Python's built-in table has none or a wrong one (.ts is not MPEG-TS here).
+# Media types by extension: Parley's own table, so a name means the same type on every machine (Python's
+# `mimetypes` reads the system's files, lacks .md/.docx/.yaml and takes .ts for MPEG-TS).
 _EXTENSION_TYPES = MappingProxyType({
     ".md": "text/markdown", ".markdown": "text/markdown", ".rst": "text/x-rst", ".txt": "text/plain",
     ".csv": "text/csv", ".tsv": "text/tab-separated-values", ".json": "application/json",
@@ -44,6 +44,17 @@ _EXTENSION_TYPES = MappingProxyType({
     ".cfg": "text/plain", ".conf": "text/plain", ".log": "text/plain", ".r": "text/x-r", ".lua": "text/x-lua",
     ".pl": "text/x-perl", ".dart": "text/x-dart", ".ex": "text/x-elixir", ".hs": "text/x-haskell",
     ".vue": "text/plain", ".proto": "text/plain", ".graphql": "text/plain",
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp",
+    ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff", ".svg": "image/svg+xml",
+    ".ico": "image/vnd.microsoft.icon", ".heic": "image/heic", ".mp3": "audio/mpeg", ".wav": "audio/wav",
+    ".ogg": "audio/ogg", ".flac": "audio/flac", ".m4a": "audio/mp4", ".mp4": "video/mp4", ".webm": "video/webm",
+    ".mov": "video/quicktime", ".zip": "application/zip", ".gz": "application/gzip", ".tar": "application/x-tar",
+    ".7z": "application/x-7z-compressed", ".doc": "application/msword", ".xls": "application/vnd.ms-excel",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".ppt": "application/vnd.ms-powerpoint",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ".odt": "application/vnd.oasis.opendocument.text", ".rtf": "application/rtf", ".epub": "application/epub+zip",
+    ".parquet": "application/vnd.apache.parquet", ".wasm": "application/wasm",
 })
 # Types that are not text and that Parley does not read: refused by name rather than decoded as garbage.
 _UNSUPPORTED_PREFIXES = ("image/", "audio/", "video/", "font/")
@@ -76,14 +87,8 @@ class ExtractedText:
 
 
 def guess_media_type(filename: str | None) -> str | None:
-    """The media type a file name suggests (Parley's table, then Python's built-in one; no system files)."""
-    if not filename:
-        return None
-    extension = _extension(filename)
-    if extension in _EXTENSION_TYPES:
-        return _EXTENSION_TYPES[extension]
-    guessed, _ = mimetypes.MimeTypes().guess_type("x" + extension) if extension else (None, None)
-    return guessed
+    """The media type a file name's extension suggests (None when Parley's table does not know it)."""
+    return _EXTENSION_TYPES.get(_extension(filename)) if filename else None
 
 
 def extract_text(data: bytes, filename: str | None, mime: str | None, *, max_chars: int | None = None) -> ExtractedText:
