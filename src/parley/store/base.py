@@ -291,3 +291,58 @@ class FileChunkStore(Protocol):
     async def get_file_chunk(self, file_id: str, seq: int) -> bytes | None: ...
 
     async def delete_file_chunks(self, file_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRecord:
+    """A container of the code_interpreter tool (services/containers.py). Times are Unix seconds."""
+
+    id: str
+    project_id: str
+    name: str
+    created_at: int
+    last_active_at: int
+    expires_minutes: int
+    memory_limit: str
+    status: str = "running"  # running | expired
+    session_owner: str | None = None
+    files_generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerFileRecord:
+    id: str
+    container_id: str
+    project_id: str
+    path: str  # /mnt/data/...
+    bytes: int
+    source: str  # user | assistant
+    created_at: int
+
+
+class ContainerStore(Protocol):
+    """Containers and their file rows (store/sql_containers.py)."""
+
+    async def insert_container(self, record: ContainerRecord) -> None: ...
+    async def get_container(self, project_id: str, container_id: str) -> ContainerRecord | None: ...
+    async def list_containers(self, project_id: str, name: str | None,
+                              page: PageQuery) -> tuple[list[ContainerRecord], bool]: ...
+    async def count_containers(self, project_id: str | None, now: int) -> int:
+        """Running, unexpired containers of the project (or of every project)."""
+    async def delete_container(self, project_id: str, container_id: str) -> list[str] | None:
+        """Removes the container and its file rows; the ids of its files, or None if there was none."""
+    async def touch_container(self, container_id: str, now: int, owner: str | None) -> None:
+        """last_active_at = now (and session_owner = owner when given)."""
+    async def expire_containers(self, now: int, limit: int) -> list[tuple[str, list[str]]]:
+        """Marks running containers idle past their expiry as expired and removes their file rows: (id, file
+        ids) of each container this call expired."""
+    async def running_containers(self, container_ids: list[str], now: int) -> set[str]: ...
+    async def change_container_files(self, container_id: str, added: list[ContainerFileRecord],
+                                     removed: list[str]) -> tuple[int, list[str]]:
+        """Delete and insert file rows in one transaction, a row already at an added path replaced; the new
+        files_generation and the ids of the rows replaced so."""
+    async def list_container_files(self, project_id: str, container_id: str,
+                                   page: PageQuery) -> tuple[list[ContainerFileRecord], bool]: ...
+    async def all_container_files(self, container_id: str) -> list[ContainerFileRecord]: ...
+    async def get_container_file(self, project_id: str, container_id: str,
+                                 file_id: str) -> ContainerFileRecord | None: ...

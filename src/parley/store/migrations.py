@@ -176,6 +176,44 @@ def _v7(conn: Connection) -> None:
     frozen.create_all(conn)
 
 
+def _v9(conn: Connection) -> None:
+    # Containers of the code_interpreter tool and their files (services/containers.py); the bytes of a
+    # container file live in blob storage under its id.
+    frozen = MetaData()
+    containers = Table(
+        "containers",
+        frozen,
+        Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+        Column("id", String(64), nullable=False, unique=True),
+        Column("project_id", String(128), nullable=False),
+        Column("name", Text, nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("last_active_at", BigInteger, nullable=False),
+        Column("expires_minutes", Integer, nullable=False),
+        Column("memory_limit", String(8), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("session_owner", String(128), nullable=True),
+        Column("files_generation", BigInteger, nullable=False),
+    )
+    Index("ix_containers_project", containers.c.project_id, containers.c.seq)
+    Index("ix_containers_status", containers.c.status, containers.c.last_active_at)
+    container_files = Table(
+        "container_files",
+        frozen,
+        Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+        Column("id", String(64), nullable=False, unique=True),
+        Column("container_id", String(64), nullable=False),
+        Column("project_id", String(128), nullable=False),
+        Column("path", Text, nullable=False),
+        Column("bytes", BigInteger, nullable=False),
+        Column("source", String(16), nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        UniqueConstraint("container_id", "path", name="uq_container_files_path"),
+    )
+    Index("ix_container_files_container", container_files.c.container_id, container_files.c.seq)
+    frozen.create_all(conn)
+
+
 def _v10(conn: Connection) -> None:
     # Key roles, expiry, allowed models and limits; usage records; the shared rate-limit counters
     # (services/usage.py, services/limits.py).
@@ -230,6 +268,7 @@ MIGRATIONS: list[Migration] = [
     (4, "background jobs and response event logs", _v4),
     (5, "files and their bytes", _v5),
     (7, "the web_search page cache", _v7),
+    (9, "containers and their files", _v9),
     (10, "key roles, expiry, allowed models and limits; usage records; rate-limit counters", _v10),
 ]
 

@@ -15,6 +15,7 @@ from parley.store.migrations import migrate
 from parley.store.pages import keyset_page
 from parley.store.rows import item_rows, response_row
 from parley.store.sql_background import SqlBackground
+from parley.store.sql_containers import SqlContainers
 from parley.store.sql_conversations import SqlConversations
 from parley.store.sql_files import SqlFiles
 from parley.store.sql_keys import SqlKeys
@@ -50,9 +51,10 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False, hide_parameters=True)
 
 
-class SqlStore(SqlPrompts, SqlConversations, SqlBackground, SqlWebPages, SqlFiles, SqlKeys, SqlUsage, SqlLimits):
-    """Responses, items, API keys, prompt templates, conversations, the page cache, files, usage records and
-    rate-limit counters in one SQL database."""
+class SqlStore(SqlPrompts, SqlConversations, SqlBackground, SqlWebPages, SqlFiles, SqlKeys, SqlUsage, SqlLimits,
+               SqlContainers):
+    """Responses, items, API keys, prompt templates, conversations, the page cache, files, usage records,
+    rate-limit counters and containers in one SQL database."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

@@ -198,6 +198,45 @@ file_chunks = Table(
     Column("data", LargeBinary, nullable=False),
 )
 
+# Containers of the code_interpreter tool (migration 9; services/containers.py). `status` is running or expired;
+# `session_owner` names the process session that last ran code in it (another one finds its variables lost);
+# `files_generation` grows with every change of its files (a process holding a session reconciles its copy).
+containers = Table(
+    "containers",
+    metadata,
+    Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("project_id", String(128), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_active_at", BigInteger, nullable=False),
+    Column("expires_minutes", Integer, nullable=False),
+    Column("memory_limit", String(8), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("session_owner", String(128), nullable=True),
+    Column("files_generation", BigInteger, nullable=False),
+)
+
+Index("ix_containers_project", containers.c.project_id, containers.c.seq)
+Index("ix_containers_status", containers.c.status, containers.c.last_active_at)
+
+# A container's files (migration 9), one per path under /mnt/data; bytes in blob storage under `id`.
+container_files = Table(
+    "container_files",
+    metadata,
+    Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("container_id", String(64), nullable=False),
+    Column("project_id", String(128), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("container_id", "path", name="uq_container_files_path"),
+)
+
+Index("ix_container_files_container", container_files.c.container_id, container_files.c.seq)
+
 # One row per response that ran (migration 10; services/usage.py): who, which model and upstream, tokens,
 # built-in tool calls (JSON {item type: count}), cost in nano-USD by part, timings. `created_at` is the
 # response's (Unix seconds): what usage and cost buckets group by.
