@@ -1,7 +1,9 @@
 """One response run: drive the model stream through the stream builder.
 
 The upstream call is opened by the caller first (so errors before any output are plain HTTP errors);
-then `events()` yields Responses events. Errors after the start end a streamed response with
+then `events()` yields Responses events. The one exception: a response that starts with built-in calls the
+client approved earlier (`first_calls`, MCP approvals) runs them first and opens its first model turn after
+them, with their results, since the model must see them. Errors after the start end a streamed response with
 `response.failed`; a non-streamed one re-raises them so the client gets an HTTP error. Any other exception
 (a bug) is logged with its traceback and handled the same way with a generic message: a run never ends in
 a cut stream.
@@ -19,7 +21,7 @@ from parley.engine.tool_loop import Dispatch, Toolbox
 from parley.engine.turns import Turns
 from parley.errors import InternalError, ParleyError, UpstreamError
 from parley.providers.base import Finish, FinishReason, Item, ModelStream
-from parley.tools.base import function_pair
+from parley.tools.base import BuiltinCall, LeadingItem, function_pair
 
 log = logging.getLogger("parley.engine")
 
@@ -34,17 +36,21 @@ def _response_error_code(error: ParleyError) -> str:
 
 class ResponseRun:
     def __init__(
-        self, builder: StreamBuilder, stream: ModelStream, checks: Sequence[TurnCheck] = (),
-        leading: Sequence[Item] = (), budget: ToolCallBudget | None = None, *,
+        self, builder: StreamBuilder, stream: ModelStream | None, checks: Sequence[TurnCheck] = (),
+        leading: Sequence[Item | LeadingItem] = (), budget: ToolCallBudget | None = None, *,
         first_turn_checks: Sequence[TurnCheck] = (), toolbox: Toolbox | None = None, turns: Turns | None = None,
+        first_calls: Sequence[BuiltinCall] = (),
     ) -> None:
         self.builder = builder
+        # None only with `first_calls`: the first model turn is opened (by `turns`) once they ran.
         self._stream = stream
+        self._first_calls = first_calls
         self._checks = checks  # on the final turn (text.format)
         self._first_turn_checks = first_turn_checks  # on the first turn (tool_choice)
-        self._leading = leading  # items complete before the model turn (an automatic compaction)
+        # Items complete before the model turn (an automatic compaction, MCP tool lists).
+        self._leading = [entry if isinstance(entry, LeadingItem) else LeadingItem(entry) for entry in leading]
         self.budget = budget or ToolCallBudget()  # max_tool_calls, for built-in tool dispatch
-        self._toolbox = toolbox or Toolbox()
+        self._toolbox = toolbox if toolbox is not None else Toolbox()  # an empty one may still hold closers
         self._turns = turns  # how to open the next model turn after built-in tools ran
         self.finished = False
 
@@ -59,13 +65,17 @@ class ResponseRun:
         (engine/tool_loop.py, engine/turns.py)."""
         builder = self.builder
         start = builder.start() + builder.in_progress()
-        for item in self._leading:
-            start += builder.add_done_item(item)
+        for entry in self._leading:
+            start += builder.add_done_item(entry.item, entry.events)
         if start:
             yield start
         try:
+            if self._stream is None:
+                async for batch in self._run_first_calls():
+                    yield batch
             turn = 0
             while True:
+                assert self._stream is not None
                 turn_start = len(builder.output)
                 out: list[Event] = []
                 reason: FinishReason | None = None
@@ -105,8 +115,10 @@ class ResponseRun:
                     builder.add_sources(ran.outcome.sources)
                     new_items += function_pair(ran.call.call_id, ran.call.name, ran.call.arguments,
                                                ran.outcome.model_text)
-                if any(item["type"] in _CLIENT_CALLS for item in turn_items):
-                    # The turn also called client tools: the response ends and they go back to the client.
+                if (any(item["type"] in _CLIENT_CALLS for item in turn_items)
+                        or any(ran.outcome.ends_response for ran in dispatch.ran)):
+                    # The turn also called client tools (they go back to the client), or a call waits for the
+                    # client's approval: the response ends, completed.
                     self.finished = True
                     yield builder.finish("tool_calls")
                     return
@@ -128,6 +140,20 @@ class ResponseRun:
             self.finished = True
             yield builder.fail("server_error", internal.message)
 
+    async def _run_first_calls(self) -> AsyncIterator[list[Event]]:
+        """Calls the client approved run before the first model turn, which then opens with their results."""
+        if self._turns is None:
+            raise InternalError()  # a run with first calls always has its turns (services/responses.py)
+        dispatch = Dispatch(self._toolbox, self.builder, self.budget, list(self._first_calls))
+        async for batch in dispatch.events():
+            yield batch
+        new_items: list[Item] = []
+        for ran in dispatch.ran:
+            self.builder.add_sources(ran.outcome.sources)
+            new_items += function_pair(ran.call.call_id, ran.call.name, ran.call.arguments, ran.outcome.model_text)
+        final = self._toolbox.max_turns <= 1 or self.budget.remaining == 0 or dispatch.ignored > 0
+        self._stream = await self._turns.open_next(new_items, final=final, first=True)
+
     def _check(self, checks: Sequence[TurnCheck]) -> None:
         for check in checks:
             problem = check(self.builder)
@@ -135,4 +161,8 @@ class ResponseRun:
                 raise UpstreamError.bad_gateway(f"The response was rejected: {problem}.", code="model_output_invalid")
 
     async def aclose(self) -> None:
-        await self._stream.aclose()
+        try:
+            if self._stream is not None:
+                await self._stream.aclose()
+        finally:
+            await self._toolbox.aclose()

@@ -193,10 +193,13 @@ class StreamBuilder:
             )
         return output_index
 
-    def add_done_item(self, item: Item) -> list[Event]:
-        """Add an item that is complete before the model turn (a compaction): output_item.added, then .done."""
+    def add_done_item(self, item: Item, progress: tuple[str, ...] = ()) -> list[Event]:
+        """Add an item that is complete before the model turn (a compaction, an MCP tool list):
+        output_item.added, the item's own `progress` events (e.g. `response.mcp_list_tools.in_progress`), .done."""
         events: list[Event] = []
         output_index = self._add_item(item, events)
+        for kind in progress:
+            events += self.tool_event(output_index, kind)
         if self.emit:
             events.append(self._item_done(item, output_index))
         return events

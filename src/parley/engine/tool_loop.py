@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from parley.engine.budget import ToolCallBudget
 from parley.engine.stream import Event, StreamBuilder
-from parley.tools.base import BuiltinCall, BuiltinTool, Item, ToolOutcome
+from parley.tools.base import BuiltinCall, BuiltinTool, Item, LeadingItem, ToolOutcome
 
 log = logging.getLogger("parley.tools")
 
@@ -29,10 +29,24 @@ class Toolbox:
     max_concurrent: int = 4
     timeout_s: float = 60.0
     max_turns: int = 8  # model turns per response; the last one is offered no built-in tool
+    # What the tools hold open for the response (MCP sessions), closed when the run ends.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # What they prepared before the first model turn: items that lead the output (MCP tool lists) and calls the
+    # client approved, which run first (services/mcp.py; engine/run.py takes both as given to it).
+    leading: list[LeadingItem] = field(default_factory=list)
+    first_calls: list[BuiltinCall] = field(default_factory=list)
     _next_marker: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.tools)
+
+    async def aclose(self) -> None:
+        closers, self.closers = self.closers, []
+        for close in closers:
+            try:
+                await close()
+            except Exception:
+                log.exception("closing a built-in tool's resources failed")
 
     def next_marker(self) -> int:
         """Citation markers, unique across the response's calls (tools.base.Citations)."""
@@ -72,10 +86,12 @@ class _Emitter:
         if self.index is not None:
             self._builder.update_tool_item(self.index, item)
 
-    def finish(self, item: Item) -> None:
+    def finish(self, item: Item, closing_events: tuple[str, ...] = ()) -> None:
         if self.index is None:
             self.start(item)
         assert self.index is not None
+        for kind in closing_events:
+            self.progress(kind)
         self._put(self._builder.finish_tool_item(self.index, item))
 
     def _put(self, events: list[Event]) -> None:
@@ -124,7 +140,7 @@ class Dispatch:
         try:
             async with gate:
                 outcome = await self._run(call, emitter)
-            emitter.finish(outcome.item)
+            emitter.finish(outcome.item, outcome.closing_events)
             return Ran(call, outcome)
         finally:
             queue.put_nowait(None)

@@ -24,12 +24,15 @@ class Turns:
     builtin_names: frozenset[str]
     fit: Fit  # `truncation` applied to each later turn as to the first
 
-    async def open_next(self, new_items: list[Item], *, final: bool) -> ModelStream:
+    async def open_next(self, new_items: list[Item], *, final: bool, first: bool = False) -> ModelStream:
+        """`first`: this is the response's first model turn, after calls the client approved ran (its
+        `tool_choice` is the request's)."""
         tools = self.call.tools
         if final:
             tools = [tool for tool in tools if tool["name"] not in self.builtin_names]
+        choice = self.call.tool_choice if first and not final else "auto"
         call = replace(self.call, items=self.call.items + new_items, tools=tools,
-                       tool_choice="auto" if tools else None)
+                       tool_choice=choice if tools else None)
         call = await self.fit(call)
         self.call = call
         return await self.provider.open(call)

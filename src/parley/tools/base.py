@@ -23,6 +23,8 @@ class BuiltinCall:
     call_id: str
     name: str  # the upstream function name
     arguments: str  # JSON text, as written by the model (may be invalid)
+    # Set when the client approved this call in an earlier response (an MCP approval): it runs as it is.
+    approval_request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +37,27 @@ class Source:
 
 @dataclass(slots=True)
 class ToolOutcome:
-    """What a finished call produced: its final item, the text the model sees, and citable sources."""
+    """What a finished call produced: its final item, the text the model sees, and citable sources.
+
+    `ends_response`: the response ends after this turn instead of asking the model again (a call waiting for
+    the client's approval). `closing_events`: the item's own events the engine emits before its
+    `output_item.done` when it ended the call itself (`failed()` after a timeout, e.g. `response.mcp_call.failed`).
+    """
 
     item: Item
     model_text: str
     sources: dict[int, Source] = field(default_factory=dict)
+    ends_response: bool = False
+    closing_events: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeadingItem:
+    """An output item complete before the first model turn (an automatic compaction, an MCP server's tool list),
+    with its own events emitted between its `output_item.added` and `.done`."""
+
+    item: Item
+    events: tuple[str, ...] = ()
 
 
 class ItemEmitter(Protocol):
