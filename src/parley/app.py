@@ -34,8 +34,12 @@ from parley.services.compaction import Compactor
 from parley.services.conversations import ConversationsService
 from parley.services.file_inputs import FileInputLimits, FileInputs
 from parley.services.files import FileLimits, FilesService
+from parley.services.keys import KeysService
+from parley.services.limits import Limiter
 from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
+from parley.services.usage import Meter, deployments
+from parley.services.usage_reports import UsageReports
 from parley.services.web_search import WebSearchService, build_provider
 from parley.store.blobs import blob_storage
 from parley.store.sql import SqlStore
@@ -108,22 +112,27 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
                                   GuardedFetcher(fetcher))
     file_inputs = FileInputs(files, fetcher, FileInputLimits())
     files.on_delete(file_inputs.forget_record)
+    limiter = Limiter(store, settings.limits)  # counts shared through the database, synced in the background
+    limiter.start()
+    stack.push_async_callback(limiter.stop)
+    meter = Meter(deployments(settings), limiter)
     responses = ResponsesService(
         store, models, sealer, prompts=prompts, conversations=conversations, compactor=compactor,
         obfuscation_default=settings.obfuscation_default, tools=BuiltinTools(None, ToolLimits(), web=web_search),
-        file_inputs=file_inputs,
+        file_inputs=file_inputs, meter=meter,
     )
     limits = settings.background
     runner = BackgroundRunner(store, BackgroundLimits(
         max_concurrent=limits.max_concurrent, time_limit_s=limits.time_limit_s,
         lease_ms=int(limits.lease_s * 1000), poll_s=limits.poll_s,
     ))
-    background = BackgroundResponses(store, responses, runner)
+    background = BackgroundResponses(store, responses, runner, meter)
     background.start()
     stack.push_async_callback(runner.stop)  # before the store closes (the stack unwinds in reverse)
     return Runtime(settings, store, http, models, auth, responses, prompts, conversations=conversations,
                    background=background, fields=FieldPolicy(reject=settings.unknown_fields == "reject"),
-                   files=files, fetcher=fetcher)
+                   files=files, fetcher=fetcher, limiter=limiter, meter=meter, keys=KeysService(store),
+                   usage_reports=UsageReports(store))
 
 
 def _files(settings: Settings, store: SqlStore) -> FilesService:

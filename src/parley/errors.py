@@ -38,6 +38,22 @@ class Unauthorized(ParleyError):
         super().__init__(message, None, "invalid_api_key", 401, "invalid_request_error")
 
 
+class PermissionDenied(ParleyError):
+    """The key is valid but may not do this (an admin key on a project endpoint, a project key on an admin one)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, None, "insufficient_permissions", 403, "invalid_request_error")
+
+
+class RateLimited(ParleyError):
+    """A Parley rate limit or budget was reached (services/limits.py): a 429 in OpenAI's shape, whose `type` says
+    which limit (`requests`, `tokens`; `insufficient_quota` for a spend budget), with `retry-after`."""
+
+    def __init__(self, message: str, kind: str, headers: dict[str, str]) -> None:
+        code = "insufficient_quota" if kind == "insufficient_quota" else "rate_limit_exceeded"
+        super().__init__(message, None, code, 429, kind, headers)
+
+
 class Conflict(ParleyError):
     def __init__(self, message: str, param: str | None = None, code: str | None = "conflict") -> None:
         super().__init__(message, param, code, 409, "invalid_request_error")

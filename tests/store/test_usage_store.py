@@ -89,13 +89,16 @@ async def test_usage_goes_in_the_response_transaction(store: SqlStore) -> None:
     assert await _rows(store) == 1
 
 
-async def test_record_usage_is_queued_without_a_wait(store: SqlStore) -> None:
-    store.record_usage(usage(100))  # not awaited: the writer commits it with its next batch
+async def test_record_usage_is_deferred_and_batched(store: SqlStore) -> None:
+    before = store.writer.transactions
+    for _ in range(20):
+        store.record_usage(usage(100))  # not awaited: the writer inserts such rows together every 50 ms
     for _ in range(200):
-        if await _rows(store) == 1:
+        if await _rows(store) == 20:
             break
         await asyncio.sleep(0.01)
-    assert await _rows(store) == 1
+    assert await _rows(store) == 20
+    assert store.writer.transactions == before + 1
 
 
 async def test_record_usage_before_close_is_committed(store_url: str) -> None:
@@ -114,6 +117,7 @@ async def test_usage_totals_by_bucket_and_group(store: SqlStore) -> None:
     for record in (usage(day + 10), usage(day + 20, model="m2"), usage(day + 90, key=None),
                    usage(day + 3600, project="p2"), usage(day - 1)):
         store.record_usage(record)
+    store.writer.flush_deferred()  # queued now rather than within 50 ms
     await store.save_response("p1", {"id": "resp_x", "created_at": 1, "status": "completed", "model": "m",
                                       "output": []}, [])  # waits for the queued records too
     whole = await store.usage_totals(UsageQuery(start=day, end=day + 86400, origin=day, width=86400))

@@ -7,7 +7,9 @@ Whether keys are required is the `auth` setting, not whether keys happen to exis
 - `auto` (default): `none` while no key exists, `keys` from the moment one exists (at start-up, or created
   later; checked every `auth_cache_ttl_s` while open) until the server stops. Revoking every key never
   reopens a server that required keys.
-A key is never logged, nor its hash: only its id or its first characters.
+A key resolves to a `Caller` (services/keys.py): its project, or for an admin key the admin endpoints only;
+an expired key is refused like an unknown one. A key is never logged, nor its hash: only its id or its first
+characters.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import asyncio
 import time
 from typing import Literal
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from parley.errors import Unauthorized
-from parley.store.base import KeyStore
+from parley.services.keys import Caller
+from parley.store.base import ApiKeyRecord, KeyStore
 from parley.store.sql import hash_key
 
 DEFAULT_PROJECT = "default"
@@ -31,7 +34,8 @@ class Authenticator:
         self._keys = keys
         self._ttl = cache_ttl_s
         self._mode = mode
-        self._cache: dict[str, tuple[str | None, float]] = {}
+        # key hash -> (its caller, when the key expires, until when this entry holds); caller None: no such key
+        self._cache: dict[str, tuple[Caller | None, int | None, float]] = {}
         # auto: open until a key is seen, then closed for good (a latch: never back to open).
         self._required = mode == "keys"
         self._next_check = 0.0
@@ -60,9 +64,14 @@ class Authenticator:
         self._next_check = time.monotonic() + self._ttl
         return self._required
 
-    async def project_of(self, request: Request) -> str:
+    async def project_of(self, request: HTTPConnection) -> str:
+        """The project a request acts in (403 for an admin key)."""
+        return (await self.caller_of(request)).project
+
+    async def caller_of(self, request: HTTPConnection) -> Caller:
+        """The caller of an HTTP request, or of a WebSocket from its upgrade request's headers."""
         if not self._required and await self.open_mode():
-            return DEFAULT_PROJECT
+            return _OPEN
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip()
@@ -71,15 +80,25 @@ class Authenticator:
         digest = hash_key(token)
         now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is not None and now < cached[1]:
-            project = cached[0]
+        if cached is not None and now < cached[2]:
+            caller, expires_at = cached[0], cached[1]
         else:
             record = await self._keys.find_key(digest)
-            project = record.project_id if record else None
+            caller, expires_at = _caller(record)
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[digest] = (project, now + self._ttl)
-        if project is None:
+            self._cache[digest] = (caller, expires_at, now + self._ttl)
+        if caller is None:
             # Never echo the key back: show only its first characters, as OpenAI does.
             raise Unauthorized(f"Incorrect API key provided: {token[:8]}****.")
-        return project
+        if expires_at is not None and expires_at <= time.time():
+            raise Unauthorized(f"The API key {token[:8]}**** has expired.")
+        return caller
+
+
+def _caller(record: ApiKeyRecord | None) -> tuple[Caller | None, int | None]:
+    return (Caller.of_key(record), record.expires_at) if record is not None else (None, None)
+
+
+# Local development mode: the default project, allowed everything (admin endpoints included).
+_OPEN = Caller(DEFAULT_PROJECT, admin=True)

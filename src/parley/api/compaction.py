@@ -13,6 +13,7 @@ from parley.schema.compaction import CompactRequest
 @endpoint
 async def compact_response(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
-    project = await rt.auth.project_of(request)
+    caller = await rt.auth.caller_of(request)
+    headers = rt.limiter.admit(rt.meter.scopes(caller)).headers  # it calls the model: rate-limited too
     body = await parse_body(request, CompactRequest)
-    return json_response(await rt.responses.compact(project, body), rid)
+    return json_response(await rt.responses.compact(caller.project, body, caller), rid, headers=headers)

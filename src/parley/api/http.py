@@ -49,8 +49,10 @@ class JsonResponse(Response):
         ]
 
 
-def json_response(body: Any, rid: str, status: int = 200) -> Response:
-    return JsonResponse(orjson.dumps(body), status, {"x-request-id": rid})
+def json_response(body: Any, rid: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """`headers`: more headers (a rate-limited endpoint's x-ratelimit-*)."""
+    return JsonResponse(orjson.dumps(body), status, {"x-request-id": rid, **headers} if headers else
+                        {"x-request-id": rid})
 
 
 def error_response(err: ParleyError, rid: str) -> Response:
@@ -240,7 +242,7 @@ class SseResponse(Response):
     `receive`, instead of Starlette's StreamingResponse and its anyio task group per stream (measured
     on the streaming hot path, bench/README.md)."""
 
-    def __init__(self, chunks: AsyncGenerator[bytes, None], rid: str) -> None:
+    def __init__(self, chunks: AsyncGenerator[bytes, None], rid: str, headers: dict[str, str] | None = None) -> None:
         # Response.__init__ is not called: there is no body to render, only chunks to stream.
         self._chunks = chunks
         self._raw_headers = [
@@ -248,6 +250,7 @@ class SseResponse(Response):
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
             (b"x-request-id", rid.encode()),
+            *((name.encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -280,16 +283,17 @@ class SseResponse(Response):
                 await self._chunks.aclose()
 
 
-def sse_frames(frames: AsyncGenerator[bytes, None], rid: str) -> SseResponse:
+def sse_frames(frames: AsyncGenerator[bytes, None], rid: str, headers: dict[str, str] | None = None) -> SseResponse:
     """Already-framed events (a background response's log), then `[DONE]`."""
-    return SseResponse(frames, rid)
+    return SseResponse(frames, rid, headers)
 
 
-def sse_response(batches: AsyncIterator[list[dict[str, Any]]], rid: str) -> SseResponse:
+def sse_response(batches: AsyncIterator[list[dict[str, Any]]], rid: str,
+                 headers: dict[str, str] | None = None) -> SseResponse:
     """Each batch is written at once: whole events only, so no event straddles two writes."""
 
     async def body() -> AsyncGenerator[bytes, None]:
         async for batch in batches:
             yield b"".join(sse_frame(event) for event in batch)
 
-    return SseResponse(body(), rid)
+    return SseResponse(body(), rid, headers)

@@ -26,17 +26,20 @@ def _model(entry: ModelEntry) -> dict[str, Any]:
 @endpoint
 async def list_models(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
-    await rt.auth.project_of(request)
-    return json_response({"object": "list", "data": [_model(e) for e in rt.models.all()]}, rid)
+    caller = await rt.auth.caller_of(request)
+    caller.check_project()
+    entries = [e for e in rt.models.all() if caller.may_use(e.id)]
+    return json_response({"object": "list", "data": [_model(e) for e in entries]}, rid)
 
 
 @endpoint
 async def retrieve_model(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
-    await rt.auth.project_of(request)
+    caller = await rt.auth.caller_of(request)
+    caller.check_project()
     model_id = request.path_params["model"]
     entry = rt.models.find(model_id)
-    if entry is None:
+    if entry is None or not caller.may_use(model_id):
         raise NotFound(f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
     return json_response(_model(entry), rid)
 

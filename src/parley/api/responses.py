@@ -26,6 +26,7 @@ from parley.api.runtime import parse_body, runtime_of
 from parley.errors import InvalidRequest
 from parley.schema.requests import CreateResponseRequest, IncludeValue
 from parley.services.background import follow
+from parley.services.usage import UsageOrigin
 
 _INCLUDE_VALUES = frozenset(get_args(IncludeValue))
 
@@ -65,36 +66,41 @@ async def _cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[A
 @endpoint
 async def create_response(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
-    project = await rt.auth.project_of(request)
+    caller = await rt.auth.caller_of(request)
+    project = caller.project
+    # Rate limits and budgets: a 429 here, else the x-ratelimit-* headers of the answer (no I/O).
+    scopes = rt.meter.scopes(caller)
+    headers = rt.limiter.admit(scopes).headers
     req = await parse_body(request, CreateResponseRequest)
     if req.background:
         # The run is recorded before answering and goes on without this client: a dropped stream
         # can be resumed with GET /v1/responses/{id}?stream=true.
-        response = await rt.background.create(project, req)
+        response = await rt.background.create(project, req, caller)
         if not req.stream:
-            return json_response(response, rid)
+            return json_response(response, rid, headers=headers)
         return sse_frames(follow(rt.store, rt.background.runner, project, response["id"], -1,
-                                 rt.settings.background.poll_s), rid)
+                                 rt.settings.background.poll_s), rid, headers)
+    origin = UsageOrigin(caller, scopes)
     if req.stream:
-        prepared = await rt.responses.prepare(project, req)
-        return sse_response(rt.responses.stream(prepared), rid)
+        prepared = await rt.responses.prepare(project, req, caller, origin)
+        return sse_response(rt.responses.stream(prepared), rid, headers)
 
     async def prepare_and_complete() -> Any:
         # A non-streaming upstream sends its headers only when it has finished, so opening the call
         # (in prepare) is most of the work: it must be cancelled too when the client goes away.
-        return await rt.responses.complete(await rt.responses.prepare(project, req))
+        return await rt.responses.complete(await rt.responses.prepare(project, req, caller, origin))
 
     response = await _cancel_on_disconnect(request, prepare_and_complete)
-    return json_response(response, rid)
+    return json_response(response, rid, headers=headers)
 
 
 @endpoint
 async def count_input_tokens(request: Request, rid: str) -> Response:
     """POST /v1/responses/input_tokens: the same body as create; counts the input without generating."""
     rt = runtime_of(request)
-    project = await rt.auth.project_of(request)
+    caller = await rt.auth.caller_of(request)
     req = await parse_body(request, CreateResponseRequest)
-    return json_response(await rt.responses.input_tokens(project, req), rid)
+    return json_response(await rt.responses.input_tokens(caller.project, req, caller), rid)
 
 
 def _include(request: Request) -> list[str]:

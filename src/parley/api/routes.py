@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from parley.api import compaction, conversations, files, models, prompts, responses
+from parley.api import compaction, conversations, files, models, organization, prompts, responses
 from parley.api.http import error_response, json_response, request_id
 from parley.errors import NotFound, ParleyError
 
@@ -48,6 +48,13 @@ def routes() -> list[Route]:
         Route("/v1/prompts/{prompt_id}", prompts.delete_prompt, methods=["DELETE"]),
         Route("/v1/prompts/{prompt_id}/versions", prompts.create_prompt_version, methods=["POST"]),
         Route("/v1/prompts/{prompt_id}/versions/{version}", prompts.retrieve_prompt, methods=["GET"]),
+        Route("/v1/organization/usage/completions", organization.usage_completions, methods=["GET"]),
+        Route("/v1/organization/costs", organization.costs, methods=["GET"]),
+        Route("/v1/organization/keys", organization.create_key, methods=["POST"]),
+        Route("/v1/organization/keys", organization.list_keys, methods=["GET"]),
+        Route("/v1/organization/keys/{key_id}", organization.retrieve_key, methods=["GET"]),
+        Route("/v1/organization/keys/{key_id}", organization.update_key, methods=["POST"]),
+        Route("/v1/organization/keys/{key_id}", organization.delete_key, methods=["DELETE"]),
         Route("/v1/models/{model:path}", models.retrieve_model, methods=["GET"]),
         Route("/v1/models/{model:path}", models.delete_model, methods=["DELETE"]),
     ]

@@ -17,8 +17,12 @@ from parley.retrieval.fetch import UrlFetcher
 from parley.services.background_responses import BackgroundResponses
 from parley.services.conversations import ConversationsService
 from parley.services.files import FilesService
+from parley.services.keys import KeysService
+from parley.services.limits import Limiter
 from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
+from parley.services.usage import Meter
+from parley.services.usage_reports import UsageReports
 from parley.store.sql import SqlStore
 
 
@@ -36,6 +40,10 @@ class Runtime:
     fields: FieldPolicy
     files: FilesService
     fetcher: UrlFetcher  # the SSRF guard: every server-side fetch of a client's or model's URL
+    limiter: Limiter  # rate limits and budgets: every door admits model requests through it
+    meter: Meter  # usage records and the charges of finished responses
+    keys: KeysService
+    usage_reports: UsageReports
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -1,4 +1,4 @@
-"""`parley serve`, `parley keys ...`, `parley prompts ...`, `parley files upload`, `parley db ...`,
+"""`parley serve`, `parley keys ...`, `parley prompts ...`, `parley files upload`, `parley usage`, `parley db ...`,
 `parley config show`."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 from collections.abc import AsyncIterator
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -18,7 +19,7 @@ from parley.config import Settings, export_flags, load_settings, redacted
 from parley.log_setup import configure_logging
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Parley: an OpenAI Responses API server.")
-keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored hashed, one project each).")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored hashed; project or admin keys).")
 prompts_app = typer.Typer(no_args_is_help=True, help="Manage prompt templates (per project, versioned).")
 files_app = typer.Typer(no_args_is_help=True, help="Files (as POST /v1/files stores them, per project).")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -139,16 +140,63 @@ def _store_call(settings: Settings, method: str, *args: Any) -> Any:
     return asyncio.run(run())
 
 
+RoleOpt = Annotated[Literal["project", "admin"], typer.Option(
+    help="project: the API of its project; admin: only the /v1/organization endpoints (usage, costs, keys)")]
+ExpiresOpt = Annotated[float | None, typer.Option("--expires-in-days", min=0, help="Expires after this many days")]
+AllowOpt = Annotated[list[str] | None, typer.Option("--allow-model", help="Only these models (repeat; default: all)")]
+RpmOpt = Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute")]
+TpmOpt = Annotated[int | None, typer.Option("--tpm", min=1, help="Tokens per minute")]
+DayOpt = Annotated[float | None, typer.Option("--spend-per-day", min=0, help="USD per UTC day")]
+MonthOpt = Annotated[float | None, typer.Option("--spend-per-month", min=0, help="USD per UTC month")]
+
+
+def _key_json(record: Any, secret: str | None = None) -> str:
+    from parley.services.keys import key_object
+
+    body = key_object(record, secret)
+    # `project` and `key`: the names this command printed before roles existed (scripts read them).
+    line = {"id": body["id"], "project": record.project_id, "name": body["name"], "role": body["role"],
+            "prefix": record.key_prefix, "created_at": body["created_at"], "expires_at": body["expires_at"],
+            "state": "revoked" if record.revoked_at else "active", "allowed_models": body["allowed_models"],
+            "limits": body["limits"]}
+    if secret is not None:
+        line["key"] = secret
+    return json.dumps(line)
+
+
+def _limits(rpm: int | None, tpm: int | None, day: float | None, month: float | None, base: Any = None) -> Any:
+    """RateLimits from the options given, over `base` (a key's current limits); None if none is set."""
+    from parley.config import RateLimits
+
+    values = base.model_dump(exclude_none=True) if base is not None else {}
+    for name, value in (("requests_per_minute", rpm), ("tokens_per_minute", tpm), ("spend_per_day_usd", day),
+                        ("spend_per_month_usd", month)):
+        if value is not None:
+            values[name] = value
+    return RateLimits(**values) if values else None
+
+
 @keys_app.command("create")
 def keys_create(
     project: Annotated[str, typer.Option(help="Project the key belongs to")] = "default",
     name: Annotated[str, typer.Option(help="A label for the key")] = "",
+    role: RoleOpt = "project", expires_in_days: ExpiresOpt = None, allow_model: AllowOpt = None,
+    rpm: RpmOpt = None, tpm: TpmOpt = None, spend_per_day: DayOpt = None, spend_per_month: MonthOpt = None,
     data_dir: DataDirOpt = None, database_url: DbOpt = None, config: ConfigOpt = None,
 ) -> None:
     """Create a key; the secret is printed once and never stored."""
+    from parley.store.base import KeySpec
+
     settings = _settings(data_dir=data_dir, database_url=database_url, config_file=config)
-    record, secret = _store_call(settings, "create_key", project, name or project)
-    typer.echo(json.dumps({"id": record.id, "project": record.project_id, "name": record.name, "key": secret}))
+    limits = _limits(rpm, tpm, spend_per_day, spend_per_month)
+    if role == "admin" and (allow_model or limits is not None):
+        typer.echo("parley: an admin key makes no model requests: no --allow-model or limits", err=True)
+        raise typer.Exit(2)
+    expires = int(time.time() + expires_in_days * 86400) if expires_in_days is not None else None
+    spec = KeySpec(name or (project if role == "project" else "admin"), role, expires,
+                   tuple(allow_model) if allow_model else None, limits)
+    record, secret = _store_call(settings, "create_key", project, spec.name, spec)
+    typer.echo(_key_json(record, secret))
 
 
 @keys_app.command("list")
@@ -157,10 +205,45 @@ def keys_list(
     data_dir: DataDirOpt = None, database_url: DbOpt = None, config: ConfigOpt = None,
 ) -> None:
     settings = _settings(data_dir=data_dir, database_url=database_url, config_file=config)
-    for r in _store_call(settings, "list_keys", project):
-        state = "revoked" if r.revoked_at else "active"
-        typer.echo(json.dumps({"id": r.id, "project": r.project_id, "name": r.name, "prefix": r.key_prefix,
-                               "created_at": r.created_at, "state": state}))
+    for record in _store_call(settings, "list_keys", project):
+        typer.echo(_key_json(record))
+
+
+@keys_app.command("update")
+def keys_update(
+    key_id: str,
+    name: Annotated[str | None, typer.Option(help="A new label")] = None,
+    expires_in_days: ExpiresOpt = None,
+    never_expires: Annotated[bool, typer.Option("--never-expires", help="Remove the expiry")] = False,
+    allow_model: AllowOpt = None,
+    all_models: Annotated[bool, typer.Option("--all-models", help="Allow every model again")] = False,
+    rpm: RpmOpt = None, tpm: TpmOpt = None, spend_per_day: DayOpt = None, spend_per_month: MonthOpt = None,
+    no_limits: Annotated[bool, typer.Option("--no-limits", help="Remove every limit of the key")] = False,
+    data_dir: DataDirOpt = None, database_url: DbOpt = None, config: ConfigOpt = None,
+) -> None:
+    """Change an active key's name, expiry, allowed models or limits (the options given; limits given are set
+    and the key's other limits kept)."""
+    from parley.store.base import KeySpec
+
+    settings = _settings(data_dir=data_dir, database_url=database_url, config_file=config)
+    current = _store_call(settings, "get_key", key_id)
+    if current is None or current.revoked_at is not None:
+        typer.echo(f"parley: no active key with id {key_id}", err=True)
+        raise typer.Exit(1)
+    keep = {"name", "expires_at", "allowed_models", "limits"}
+    if name is not None:
+        keep.discard("name")
+    if expires_in_days is not None or never_expires:
+        keep.discard("expires_at")
+    if allow_model or all_models:
+        keep.discard("allowed_models")
+    limits = None if no_limits else _limits(rpm, tpm, spend_per_day, spend_per_month, current.limits)
+    if no_limits or limits != current.limits:
+        keep.discard("limits")
+    expires = int(time.time() + expires_in_days * 86400) if expires_in_days is not None else None
+    spec = KeySpec(name or "", current.role, expires, tuple(allow_model) if allow_model else None, limits,
+                   keep=frozenset(keep))
+    typer.echo(_key_json(_store_call(settings, "update_key", key_id, spec)))
 
 
 @keys_app.command("revoke")
@@ -172,6 +255,43 @@ def keys_revoke(
         typer.echo(f"parley: no active key with id {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
+
+
+@app.command("usage")
+def usage(
+    start: Annotated[str | None, typer.Option(help="Unix seconds or ISO date/time, UTC (default: 7 days ago)")] = None,
+    end: Annotated[str | None, typer.Option(help="Unix seconds or ISO date/time, exclusive (default: now)")] = None,
+    bucket_width: Annotated[Literal["1m", "1h", "1d"], typer.Option(help="Bucket width")] = "1d",
+    group_by: Annotated[list[str] | None, typer.Option(
+        help="project_id, api_key_id, model (and line_item with --costs); repeat")] = None,
+    project: Annotated[list[str] | None, typer.Option(help="Only these projects (repeat)")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="Only these models (repeat)")] = None,
+    costs: Annotated[bool, typer.Option("--costs", help="Costs in USD instead of tokens")] = False,
+    data_dir: DataDirOpt = None, database_url: DbOpt = None, config: ConfigOpt = None,
+) -> None:
+    """Print token usage (or costs) per time bucket as a table: what GET /v1/organization/usage/completions
+    (or /costs) returns, read from the configured database."""
+    from parley.cli.usage import collect, default_start, parse_time, table
+    from parley.errors import ParleyError
+    from parley.services.usage_reports import BUCKETS, COSTS_MAX_LIMIT, ReportRequest
+
+    settings = _settings(data_dir=data_dir, database_url=database_url, config_file=config)
+    try:
+        start_time = parse_time(start) if start else default_start()
+        end_time = parse_time(end) if end else None
+    except ValueError as exc:
+        typer.echo(f"parley: invalid time: {exc}", err=True)
+        raise typer.Exit(2) from None
+    groups = tuple(group_by or ())
+    req = ReportRequest(start_time, end_time, bucket_width, groups, tuple(project or ()), (), tuple(model or ()),
+                        limit=min(BUCKETS[bucket_width][2], COSTS_MAX_LIMIT) if costs else BUCKETS[bucket_width][2])
+    try:
+        buckets = asyncio.run(collect(settings, req, costs))
+    except ParleyError as err:
+        typer.echo(f"parley: {err.message}", err=True)
+        raise typer.Exit(2) from None
+    for line in table(buckets, groups, costs):
+        typer.echo(line)
 
 
 def _prompts_call(settings: Settings, method: str, *args: Any) -> Any:

@@ -21,6 +21,7 @@ from parley.engine.stream import StreamBuilder, sse_frame
 from parley.errors import InternalError, ParleyError, UpstreamError
 from parley.ids import new_id
 from parley.log_context import set_request_id
+from parley.store.base import UsageRecord
 from parley.store.sql_background import BackgroundJob, SqlBackground
 
 log = logging.getLogger("parley.background")
@@ -29,6 +30,8 @@ log = logging.getLogger("parley.background")
 RunFactory = Callable[[BackgroundJob], Awaitable[ResponseRun]]
 # Called with the final response once a run has ended and its log is complete.
 FinishHook = Callable[[BackgroundJob, dict[str, Any]], Awaitable[None]]
+# The usage record of a run that ended (however it ended), written with its final log flush.
+UsageHook = Callable[[BackgroundJob, dict[str, Any]], UsageRecord | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +88,16 @@ class BackgroundRunner:
         self.hub = EventHub()
         self._factory: RunFactory | None = None
         self._finished: FinishHook | None = None
+        self._usage: UsageHook | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
 
-    def start(self, factory: RunFactory, finished: FinishHook) -> None:
+    def start(self, factory: RunFactory, finished: FinishHook, usage: UsageHook | None = None) -> None:
         self._factory = factory
         self._finished = finished
+        self._usage = usage
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._dispatch(), name="parley-bg-dispatch"),
                        loop.create_task(self._leases(), name="parley-bg-leases"),
@@ -190,7 +195,9 @@ class BackgroundRunner:
 
     async def _run(self, job: BackgroundJob) -> None:
         assert self._factory is not None
-        log_writer = _EventLog(self._store, job, self.hub, self._limits.flush_ms)
+        usage = self._usage
+        log_writer = _EventLog(self._store, job, self.hub, self._limits.flush_ms,
+                               (lambda response: usage(job, response)) if usage is not None else None)
         run: ResponseRun | None = None
         try:
             async with asyncio.timeout(self._limits.time_limit_s):
@@ -233,8 +240,10 @@ class _EventLog:
     """Collects a run's events and writes them to the log at most `flush_ms` after they were produced
     (with the output items finished so far), then hands them to live followers."""
 
-    def __init__(self, store: SqlBackground, job: BackgroundJob, hub: EventHub, flush_ms: int) -> None:
+    def __init__(self, store: SqlBackground, job: BackgroundJob, hub: EventHub, flush_ms: int,
+                 usage: Callable[[dict[str, Any]], UsageRecord | None] | None = None) -> None:
         self._store = store
+        self._usage = usage  # the run's usage record, added to its final flush (once)
         self._job = job
         self._hub = hub
         self._flush_s = flush_ms / 1000
@@ -282,7 +291,11 @@ class _EventLog:
                 end += 1  # finished items in order; at the end, all of them
             events, self._pending = self._pending, []
             items = output[self._stored_items:end]
-            ok = await self._store.append_events(self._job.project_id, response, events, items, self._stored_items)
+            usage = None
+            if final and self._usage is not None:
+                usage, self._usage = self._usage(response), None
+            ok = await self._store.append_events(self._job.project_id, response, events, items, self._stored_items,
+                                                 usage)
             self._stored_items = end
             self._hub.publish(self._job.response_id, events)
             if not ok:

@@ -5,30 +5,38 @@ from __future__ import annotations
 
 from typing import Any
 
+from parley.config import RateLimits
 from parley.engine.run import ResponseRun
 from parley.engine.stream import StreamBuilder, sse_frame
 from parley.errors import InvalidRequest, NotFound
 from parley.schema.requests import CreateResponseRequest
 from parley.services.background import BackgroundRunner
+from parley.services.keys import Caller
 from parley.services.responses import ResponsesService
+from parley.services.usage import Meter, Timing, UsageOrigin
+from parley.store.base import UsageRecord
 from parley.store.sql_background import BackgroundJob, SqlBackground
 
 TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 
 
 class BackgroundResponses:
-    def __init__(self, store: SqlBackground, responses: ResponsesService, runner: BackgroundRunner) -> None:
+    def __init__(self, store: SqlBackground, responses: ResponsesService, runner: BackgroundRunner,
+                 meter: Meter | None = None) -> None:
         self._store = store
         self._responses = responses
         self.runner = runner
+        self._meter = meter
+        self._timings: dict[str, Timing] = {}  # of the runs started here, until their usage is recorded
 
     def start(self) -> None:
-        self.runner.start(self._build_run, self._finished)
+        self.runner.start(self._build_run, self._finished, self._usage if self._meter is not None else None)
 
-    async def create(self, project_id: str, req: CreateResponseRequest) -> dict[str, Any]:
+    async def create(self, project_id: str, req: CreateResponseRequest, caller: Caller | None = None) -> dict[str, Any]:
         """Validate, then record the queued response, its input, its first events and its job in one
-        transaction before answering; a worker (in any process) runs it from there."""
-        built = await self._responses.build_call(project_id, req)
+        transaction before answering; a worker (in any process) runs it from there. The job keeps the
+        caller's key and its limits, which the run's usage is charged to wherever it runs."""
+        built = await self._responses.build_call(project_id, req, caller)
         response = built.response
         response["status"] = "queued"
         first_events = StreamBuilder(response, emit=True, obfuscate=False).start()  # created, queued
@@ -39,6 +47,8 @@ class BackgroundResponses:
             "stream_options": req.stream_options.model_dump() if req.stream_options else None,
             "response": response,
             "conversation_input": built.conversation_input,
+            "caller": {"api_key_id": caller.key_id if caller else None,
+                       "limits": caller.limits.model_dump(exclude_none=True) if caller and caller.limits else None},
         }
         await self._store.enqueue_background(
             project_id, response, built.new_items, job,
@@ -54,9 +64,20 @@ class BackgroundResponses:
         data = {**job.request["request"], "input": job.input_items, "stream": True,
                 "stream_options": job.request.get("stream_options")}
         req = CreateResponseRequest.model_validate(data)
+        timing = self._timings[job.response_id] = Timing()
         built = await self._responses.build_call(job.project_id, req)
         built.response = dict(job.request["response"])
-        return await self._responses.open_run(job.project_id, built, emit=True)
+        return await self._responses.open_run(job.project_id, built, emit=True, timing=timing)
+
+    def _usage(self, job: BackgroundJob, response: dict[str, Any]) -> UsageRecord | None:
+        """The run's usage record, charged to the key and project that created it."""
+        assert self._meter is not None
+        saved = job.request.get("caller") or {}
+        limits = saved.get("limits")
+        caller = Caller(job.project_id, saved.get("api_key_id"),
+                        limits=RateLimits.model_validate(limits) if limits else None)
+        origin = UsageOrigin(caller, self._meter.scopes(caller), background=True)
+        return self._meter.record(origin, response, self._timings.pop(job.response_id, None))
 
     async def _finished(self, job: BackgroundJob, response: dict[str, Any]) -> None:
         if response["status"] in ("completed", "incomplete"):

@@ -31,7 +31,9 @@ from parley.services.builtin_tools import BuiltinTools, ToolLimits
 from parley.services.compaction import Compactor, check_compaction_trigger, compact_threshold
 from parley.services.conversations import ConversationsService
 from parley.services.file_inputs import FileInputLimits, FileInputs
+from parley.services.keys import Caller
 from parley.services.prompts import PromptsService
+from parley.services.usage import Meter, TimedStream, Timing, UsageOrigin
 from parley.store.base import Page, PageQuery, ResponseStore
 from parley.tools.replay import replay_items
 
@@ -48,6 +50,8 @@ class PreparedResponse:
     run: ResponseRun
     conversation_id: str | None = None
     conversation_input: list[Item] = field(default_factory=list)  # input_items, references resolved
+    origin: UsageOrigin | None = None  # for its usage record; None: none is recorded
+    timing: Timing | None = None
 
     @property
     def response(self) -> dict[str, Any]:
@@ -75,8 +79,9 @@ class ResponsesService:
     def __init__(
         self, store: ResponseStore, models: ModelRegistry, sealer: ReasoningSealer, *, prompts: PromptsService,
         conversations: ConversationsService, compactor: Compactor, obfuscation_default: bool,
-        tools: BuiltinTools | None = None, file_inputs: FileInputs | None = None,
+        tools: BuiltinTools | None = None, file_inputs: FileInputs | None = None, meter: Meter | None = None,
     ) -> None:
+        self._meter = meter
         self._tools = tools or BuiltinTools(None, ToolLimits())
         self._file_inputs = file_inputs or FileInputs(None, None, FileInputLimits())
         self._conversations = conversations
@@ -89,15 +94,22 @@ class ResponsesService:
 
     # -- create ----------------------------------------------------------------------------------
 
-    async def prepare(self, project_id: str, req: CreateResponseRequest) -> PreparedResponse:
-        """Validate everything, apply `truncation` and open the upstream call; every failure here is an HTTP error."""
-        built = await self.build_call(project_id, req)
-        run = await self.open_run(project_id, built, emit=bool(req.stream))
+    async def prepare(self, project_id: str, req: CreateResponseRequest, caller: Caller | None = None,
+                      origin: UsageOrigin | None = None) -> PreparedResponse:
+        """Validate everything, apply `truncation` and open the upstream call; every failure here is an HTTP error.
+        `caller` (default: the project without a key) limits the models; `origin` is what its usage record says
+        (default: the caller, charged to no limit)."""
+        timing = Timing()
+        caller = caller or Caller(project_id)
+        built = await self.build_call(project_id, req, caller)
+        run = await self.open_run(project_id, built, emit=bool(req.stream), timing=timing)
         return PreparedResponse(project_id, built.store, built.new_items, run, built.req.conversation_id,
-                                built.conversation_input)
+                                built.conversation_input, origin or UsageOrigin(caller, ()), timing)
 
-    async def open_run(self, project_id: str, built: BuiltCall, *, emit: bool) -> ResponseRun:
-        """Compact and truncate the context as asked, open the upstream call and set up the run."""
+    async def open_run(self, project_id: str, built: BuiltCall, *, emit: bool,
+                       timing: Timing | None = None) -> ResponseRun:
+        """Compact and truncate the context as asked, open the upstream call and set up the run (`timing`
+        notes when its first output arrives)."""
         req, entry, toolset, response = built.req, built.entry, built.toolset, built.response
         call = built.call
         leading: list[Item] = []
@@ -107,6 +119,8 @@ class ResponsesService:
         truncation = req.truncation or "disabled"
         fitted = await fit_context(call, entry.provider.count_tokens, truncation, entry.context_window)
         stream = await entry.provider.open(fitted.call)
+        if timing is not None:
+            stream = TimedStream(stream, timing)
         obfuscate = self._obfuscation_default
         if req.stream_options is not None and req.stream_options.include_obfuscation is not None:
             obfuscate = req.stream_options.include_obfuscation
@@ -135,11 +149,12 @@ class ResponsesService:
         if conversation_id is not None:
             await self._conversations.append_response(project_id, conversation_id, response, items)
 
-    async def input_tokens(self, project_id: str, req: CreateResponseRequest) -> dict[str, Any]:
+    async def input_tokens(self, project_id: str, req: CreateResponseRequest,
+                           caller: Caller | None = None) -> dict[str, Any]:
         """POST /v1/responses/input_tokens: the input tokens of the context create would send, without
         generating. With truncation=auto it is the context after truncation (a 400 if nothing fits); with
         `disabled` an oversized input is counted, not refused (the count is what the caller asks for)."""
-        built = await self.build_call(project_id, req)
+        built = await self.build_call(project_id, req, caller)
         entry, call, count = built.entry, built.call, None
         if built.req.truncation == "auto":
             fitted = await fit_context(call, entry.provider.count_tokens, "auto", entry.context_window)
@@ -148,19 +163,21 @@ class ResponsesService:
             count = await entry.provider.count_tokens(call)
         return {"object": "response.input_tokens", "input_tokens": count.tokens}
 
-    async def compact(self, project_id: str, body: CompactRequest) -> dict[str, Any]:
+    async def compact(self, project_id: str, body: CompactRequest, caller: Caller | None = None) -> dict[str, Any]:
         """POST /v1/responses/compact: the context create would build from `input` and
         `previous_response_id`, compacted into its user messages and one compaction item."""
         req = CreateResponseRequest(model=body.model, input=body.input, instructions=body.instructions,
                                     previous_response_id=body.previous_response_id)
-        built = await self.build_call(project_id, req)
+        built = await self.build_call(project_id, req, caller)
         return await self._compactor.compacted_response(project_id, built.entry, built.call.items)
 
-    async def build_call(self, project_id: str, req: CreateResponseRequest) -> BuiltCall:
+    async def build_call(self, project_id: str, req: CreateResponseRequest, caller: Caller | None = None) -> BuiltCall:
         """Validate the request and build the model call from its input and the stored context it names."""
         prompt_items: list[Item] = []
         if req.prompt is not None:  # first: the template may supply the model and instructions
             req, prompt_items = await self._prompts.apply(project_id, req)
+        if caller is not None and req.model:
+            caller.check_model(req.model)
         entry = self._models.get(req.model)
         for name in ("moderation",):
             if getattr(req, name) is not None:
@@ -265,8 +282,14 @@ class ResponsesService:
         return batch
 
     async def _persist(self, prepared: PreparedResponse) -> None:
+        # The usage record goes with the response's own write; with store=false, to the writer unawaited.
+        usage = None
+        if self._meter is not None and prepared.origin is not None:
+            usage = self._meter.record(prepared.origin, prepared.response, prepared.timing)
         if prepared.store:
-            await self._store.save_response(prepared.project_id, prepared.response, prepared.input_items)
+            await self._store.save_response(prepared.project_id, prepared.response, prepared.input_items, usage)
+        elif usage is not None:
+            self._store.record_usage(usage)
         # Also with store=false: the conversation keeps the turn.
         await self.append_to_conversation(prepared.project_id, prepared.conversation_id, prepared.response,
                                           prepared.conversation_input)

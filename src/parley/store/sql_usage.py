@@ -3,7 +3,8 @@ sums per time bucket and group for the usage and costs endpoints.
 
 A usage record never costs a write of its own on the request path: a stored response carries it in its
 own transaction (`save_response`), a background run in its final event-log flush, and a response that
-stores nothing hands it to the group-commit writer without waiting (`record_usage`).
+stores nothing hands it to the group-commit writer without waiting (`record_usage`), which inserts such
+rows together every 50 ms.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parley.store import tables
 from parley.store.base import UsageQuery, UsageRecord, UsageTotals
-from parley.store.writer import GroupCommitWriter, Write
+from parley.store.writer import GroupCommitWriter
 
 _SUMMED = ("input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
            "input_cost", "cached_cost", "output_cost", "tool_cost")
@@ -41,8 +42,8 @@ class SqlUsage:
     writer: GroupCommitWriter
 
     def record_usage(self, record: UsageRecord) -> None:
-        """Queue the record for the next group commit; nobody waits for it."""
-        self.writer.enqueue(Write(inserts=[(tables.usage_records, [usage_row(record)])]))
+        """Queue the record for a coming group commit; nobody waits for it."""
+        self.writer.defer(tables.usage_records, usage_row(record))
 
     async def usage_totals(self, query: UsageQuery) -> list[UsageTotals]:
         """Sums per bucket and group, in bucket order (one query)."""

@@ -54,9 +54,12 @@ class Write:
 
 
 class GroupCommitWriter:
-    def __init__(self, engine: AsyncEngine, max_batch: int = 512) -> None:
+    def __init__(self, engine: AsyncEngine, max_batch: int = 512, defer_s: float = 0.05) -> None:
         self._engine = engine
         self._max_batch = max_batch
+        self._defer_s = defer_s
+        self._deferred: dict[Table, list[dict[str, Any]]] = {}
+        self._defer_timer: asyncio.TimerHandle | None = None
         self._queue: asyncio.Queue[tuple[Write, asyncio.Future[None]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0  # committed write transactions, for tests and diagnostics
@@ -73,8 +76,11 @@ class GroupCommitWriter:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="parley-store-writer")
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop."""
+        """Finish what is queued (deferred rows too), then stop."""
+        self.flush_deferred()
         if self._task is None:
+            if self._detached:
+                await asyncio.wait(list(self._detached))
             return
         await self._queue.join()
         self._task.cancel()
@@ -97,9 +103,25 @@ class GroupCommitWriter:
         # If the caller is cancelled, only its future is: the write itself stays queued and is committed.
         await future
 
-    def enqueue(self, write: Write) -> None:
-        """Queue a write nobody waits for (a usage record of a response that stores nothing else): it joins
-        the next group commit; a failure is logged. `stop()` still commits it."""
+    def defer(self, table: Table, row: dict[str, Any]) -> None:
+        """Insert a row nobody waits for (the usage record of a response that stores nothing else). The rows
+        deferred within `defer_s` are queued together as one write, so they cost no transaction of their own
+        even when requests come one at a time; a failure is logged. `stop()` still commits them."""
+        self._deferred.setdefault(table, []).append(row)
+        if self._defer_timer is None:
+            self._defer_timer = asyncio.get_running_loop().call_later(self._defer_s, self.flush_deferred)
+
+    def flush_deferred(self) -> None:
+        """Queue the deferred rows now, as one write."""
+        if self._defer_timer is not None:
+            self._defer_timer.cancel()
+            self._defer_timer = None
+        if self._deferred:
+            write, self._deferred = Write(inserts=list(self._deferred.items())), {}
+            self._enqueue(write)
+
+    def _enqueue(self, write: Write) -> None:
+        """Queue a write nobody waits for: it joins the next group commit; a failure is logged."""
         if self._task is None:  # not started: commit it in a task of its own, held until it ends
             task = asyncio.ensure_future(self._commit([write]))
             self._detached.add(task)
