@@ -10,6 +10,7 @@ from starlette.routing import Route
 from parley.api import compaction, conversations, files, models, organization, prompts, responses
 from parley.api.http import error_response, json_response, request_id
 from parley.errors import NotFound, ParleyError
+from parley.log_context import set_request_id
 
 
 async def health(request: Request) -> Response:
@@ -68,4 +69,6 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     else:
         err = ParleyError(exc.detail, None, "method_not_allowed" if exc.status_code == 405 else None,
                           exc.status_code, "invalid_request_error")
-    return error_response(err, request_id())
+    rid = request_id()
+    set_request_id(rid)
+    return error_response(err, rid)
