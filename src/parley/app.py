@@ -30,7 +30,9 @@ from parley.retrieval.fetch import FetchLimits, FetchPolicy, UrlFetcher
 from parley.services.background import BackgroundLimits, BackgroundRunner
 from parley.services.background_responses import BackgroundResponses
 from parley.services.builtin_tools import BuiltinTools, ToolLimits
+from parley.services.code_interpreter import CodeInterpreterSetup
 from parley.services.compaction import Compactor
+from parley.services.containers import ContainersService
 from parley.services.conversations import ConversationsService
 from parley.services.file_inputs import FileInputLimits, FileInputs
 from parley.services.files import FileLimits, FilesService
@@ -41,7 +43,7 @@ from parley.services.responses import ResponsesService
 from parley.services.usage import Meter, deployments
 from parley.services.usage_reports import UsageReports
 from parley.services.web_search import WebSearchService, build_provider
-from parley.store.blobs import blob_storage
+from parley.store.blobs import BlobStorage, DatabaseBlobs, DiskBlobs, blob_storage
 from parley.store.sql import SqlStore
 from parley.tools.web.pages import GuardedFetcher
 
@@ -116,9 +118,12 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     limiter.start()
     stack.push_async_callback(limiter.stop)
     meter = Meter(deployments(settings), limiter)
+    containers = _containers(settings, store, files)
+    stack.push_async_callback(containers.stop)
+    tools = BuiltinTools(None, ToolLimits(), web=web_search, code=CodeInterpreterSetup(containers, files, store))
     responses = ResponsesService(
         store, models, sealer, prompts=prompts, conversations=conversations, compactor=compactor,
-        obfuscation_default=settings.obfuscation_default, tools=BuiltinTools(None, ToolLimits(), web=web_search),
+        obfuscation_default=settings.obfuscation_default, tools=tools,
         file_inputs=file_inputs, meter=meter,
     )
     limits = settings.background
@@ -132,7 +137,23 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     return Runtime(settings, store, http, models, auth, responses, prompts, conversations=conversations,
                    background=background, fields=FieldPolicy(reject=settings.unknown_fields == "reject"),
                    files=files, fetcher=fetcher, limiter=limiter, meter=meter, keys=KeysService(store),
-                   usage_reports=UsageReports(store))
+                   usage_reports=UsageReports(store), containers=containers)
+
+
+def _containers(settings: Settings, store: SqlStore, files: FilesService) -> ContainersService:
+    """The Containers API and code_interpreter: container files in blob storage (data_dir/container_files, or
+    the database as for Files); the sandbox is detected in the background, then idle containers expire."""
+    cfg = settings.code_interpreter
+    data_dir = settings.data_dir.resolve()
+    storage = settings.files.storage
+    if storage == "auto":
+        storage = "disk" if settings.effective_database_url.startswith("sqlite") else "database"
+    blobs: BlobStorage = DiskBlobs(data_dir / "container_files") if storage == "disk" else DatabaseBlobs(store)
+    containers = ContainersService(store, blobs, files, cfg, (cfg.work_dir or data_dir / "containers").resolve())
+    # What sandboxed code must never see: the data dir (database, keys, files) and the config file.
+    containers.start_detection([data_dir, *([settings.config_file] if settings.config_file else [])])
+    containers.start()
+    return containers
 
 
 def _files(settings: Settings, store: SqlStore) -> FilesService:

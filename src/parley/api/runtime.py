@@ -15,6 +15,7 @@ from parley.providers.http1 import Http1Pool
 from parley.providers.registry import ModelRegistry
 from parley.retrieval.fetch import UrlFetcher
 from parley.services.background_responses import BackgroundResponses
+from parley.services.containers import ContainersService
 from parley.services.conversations import ConversationsService
 from parley.services.files import FilesService
 from parley.services.keys import KeysService
@@ -44,6 +45,7 @@ class Runtime:
     meter: Meter  # usage records and the charges of finished responses
     keys: KeysService
     usage_reports: UsageReports
+    containers: ContainersService | None = None  # the Containers API and code_interpreter
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -442,6 +442,22 @@ def config_show(
     typer.echo(json.dumps(redacted(settings), indent=2))
 
 
+@app.command()
+def doctor(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
+    """Check what this host allows: which sandbox code_interpreter would run model code in, and why."""
+    from parley.sandbox.detect import detect
+
+    settings = _settings(data_dir=data_dir, config_file=config)
+    cfg = settings.code_interpreter
+    private = [settings.data_dir.resolve(), *([settings.config_file] if settings.config_file else [])]
+    sandbox = asyncio.run(detect(cfg.sandbox, bwrap=cfg.bwrap_path, python=cfg.python,
+                                 uid_base=cfg.sandbox_uid_base, private=private))
+    typer.echo(f"code_interpreter sandbox: {sandbox.describe()}")
+    typer.echo(f"sandbox python: {sandbox.runtime.python} (read-only: {', '.join(sandbox.runtime.read_only)})")
+    if not sandbox.available:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 

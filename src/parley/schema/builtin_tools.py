@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
 
+from parley.schema.containers import CodeInterpreterParams
+
 
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -100,4 +102,5 @@ BUILTIN_PARAMS: Mapping[str, tuple[str, str, type[BaseModel]]] = MappingProxyTyp
     "web_search_2025_08_26": ("web_search", "web_search", WebSearchParams),
     "web_search_preview": ("web_search", "web_search", WebSearchPreviewParams),
     "web_search_preview_2025_03_11": ("web_search", "web_search", WebSearchPreviewParams),
+    "code_interpreter": ("code_interpreter", "python", CodeInterpreterParams),
 })

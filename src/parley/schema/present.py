@@ -16,6 +16,7 @@ _ABSENT = object()  # "otherwise" value: the key is left out (the SDK's item typ
 # item type -> [(path of the field shown only when included, the include value, the value shown otherwise)]
 _OPTIONAL: dict[str, list[tuple[tuple[str, ...], str, Any]]] = {
     "file_search_call": [(("results",), "file_search_call.results", None)],
+    "code_interpreter_call": [(("outputs",), "code_interpreter_call.outputs", None)],
     # `results`: what the model was given (kept for later turns); not a field of the SDK's web_search_call.
     "computer_call_output": [(("output", "image_url"), "computer_call_output.output.image_url", _ABSENT)],
     "web_search_call": [(("action", "sources"), "web_search_call.action.sources", _ABSENT),

@@ -11,7 +11,9 @@ from typing import Any, Protocol
 from parley.engine.tool_loop import Toolbox
 from parley.errors import InvalidRequest
 from parley.schema.builtin_tools import FileSearchParams, WebSearchParams, WebSearchPreviewParams
+from parley.schema.containers import CodeInterpreterParams
 from parley.schema.tools import BuiltinSpec
+from parley.services.code_interpreter import CodeInterpreterSetup
 from parley.tools.base import BuiltinTool
 from parley.tools.file_search import DEFAULT_MAX_RESULTS, FileSearchTool, SearchHit
 from parley.tools.web_search import WebSearchTool
@@ -51,18 +53,24 @@ class ToolLimits:
 
 class BuiltinTools:
     def __init__(self, vector_stores: VectorStoreAccess | None, limits: ToolLimits,
-                 web: WebSearchAccess | None = None) -> None:
+                 web: WebSearchAccess | None = None, code: CodeInterpreterSetup | None = None) -> None:
+        self._code = code
         self._vector_stores = vector_stores
         self._limits = limits
         self._web = web
 
-    async def toolbox(self, project_id: str, specs: Sequence[BuiltinSpec]) -> Toolbox:
+    async def toolbox(self, project_id: str, specs: Sequence[BuiltinSpec],
+                      items: Sequence[dict[str, Any]] = ()) -> Toolbox:
+        """The request's tools; `items` is its loaded context and new items (code_interpreter's `auto` reuses
+        the container of an earlier call)."""
         tools: dict[str, BuiltinTool] = {}
         for spec in specs:
             if isinstance(spec.params, FileSearchParams):
                 tools[spec.upstream_name] = await self._file_search(project_id, spec, spec.params)
             elif isinstance(spec.params, WebSearchParams | WebSearchPreviewParams) and self._web is not None:
                 tools[spec.upstream_name] = self._web.tool(project_id, spec)
+            elif isinstance(spec.params, CodeInterpreterParams) and self._code is not None:
+                tools[spec.upstream_name] = await self._code.tool(project_id, spec, items)
             else:  # a built-in tool this server was set up without
                 raise InvalidRequest(f"Tool type '{spec.type}' is not supported by this server yet.",
                                      param=f"{spec.param}.type", code="unsupported_tool")

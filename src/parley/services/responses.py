@@ -189,7 +189,6 @@ class ResponsesService:
         new_items = prompt_items + input_items
         toolset = build_toolset(req)
         _check_include(req, toolset)
-        toolbox = await self._tools.toolbox(project_id, toolset.builtins) if toolset.builtins else Toolbox()
         context: list[Item] = []
         if req.conversation_id is not None:
             context = await self._conversations.history(project_id, req.conversation_id)
@@ -204,6 +203,9 @@ class ResponsesService:
         model_items = await self._resolve_references(project_id, context + new_items)
         _check_call_outputs(model_items, len(context))
         conversation_input = model_items[len(context):]
+        toolbox = Toolbox()
+        if toolset.builtins:  # after the context is loaded: code_interpreter's `auto` reuses an earlier container
+            toolbox = await self._tools.toolbox(project_id, toolset.builtins, model_items)
         # Built-in tool items of earlier turns go upstream as the function calls they were (tools/replay.py).
         model_items = replay_items(self._compactor.expand(project_id, model_items))
         # Files in messages: their bytes and extracted text, for whichever form the upstream takes.

@@ -1,0 +1,62 @@
+"""Request bodies of the Containers API (api-surface.md §1.6) and the `code_interpreter` tool entry (§4)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+MemoryLimit = Literal["1g", "4g", "16g", "64g"]
+MEMORY_BYTES: dict[str, int] = {"1g": 1 << 30, "4g": 4 << 30, "16g": 16 << 30, "64g": 64 << 30}
+FileIds = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=128)]], Field(max_length=100)]
+
+
+class ExpiresAfter(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    anchor: Literal["last_active_at"]
+    minutes: int = Field(ge=1, le=1440)
+
+
+class NetworkPolicy(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["disabled", "allowlist"]
+    allowed_domains: list[str] | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _disabled(cls, kind: str) -> str:
+        if kind != "disabled":
+            raise ValueError("only network_policy {'type': 'disabled'} is supported: sandboxed code has no network")
+        return kind
+
+
+class CreateContainerRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # unknown top-level fields: the server's FieldPolicy decides
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    expires_after: ExpiresAfter | None = None
+    file_ids: FileIds | None = None
+    memory_limit: MemoryLimit | None = None
+    network_policy: NetworkPolicy | None = None
+    skills: list[dict[str, Any]] | None = Field(default=None, max_length=0,
+                                                description="skills are not supported by this server")
+
+
+class CreateContainerFileRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    file_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class AutoContainer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["auto"]
+    file_ids: FileIds | None = None
+    memory_limit: MemoryLimit | None = None
+    network_policy: NetworkPolicy | None = None
+
+
+class CodeInterpreterParams(BaseModel):
+    """`{"type": "code_interpreter", "container": "cntr_..." | {"type": "auto", ...}}`."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["code_interpreter"]
+    container: Annotated[str, StringConstraints(min_length=1, max_length=128)] | AutoContainer
