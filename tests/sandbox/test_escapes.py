@@ -231,3 +231,19 @@ async def test_session_workdirs_are_removed_with_their_container(env: Env) -> No
     await env.app.sdk().containers.delete(container_id)
     assert not any(p.name.startswith(container_id) for p in pool_root.iterdir())
     assert workdir.usage(pool_root, 10_000).bytes < QUOTA * 4
+
+
+async def test_no_new_namespaces_mounts_ptrace_or_root(env: Env) -> None:
+    code = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+print(libc.unshare(0x10000000), libc.unshare(0x00020000), libc.mount(b"none", b"/mnt", b"tmpfs", 0, None))
+print(libc.ptrace(16, 1, 0, 0))
+try:
+    os.setuid(0)
+    print("ROOT")
+except PermissionError:
+    print(os.getuid() != 0)
+"""
+    outcome = await env.contained(await env.container(), code)
+    assert outcome.result.logs == "-1 -1 -1\n-1\nTrue\n", outcome.result.logs

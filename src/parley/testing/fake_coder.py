@@ -12,7 +12,9 @@ Each request's tool results are also what tests read to see what the model was s
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 import time
 from typing import Any
 
@@ -97,3 +99,22 @@ class CoderUpstream(AgentUpstream):
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+class ThreadedCoderUpstream:
+    """`CoderUpstream` on its own event loop in a daemon thread (for servers in other processes)."""
+
+    def __init__(self) -> None:
+        self.fake = CoderUpstream()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-coder")
+
+    def __enter__(self) -> CoderUpstream:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(10)
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
