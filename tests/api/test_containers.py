@@ -297,3 +297,20 @@ async def test_session_on_another_process_starts_again_from_the_stored_files(env
     assert RESTARTED in back.notes and back.result.logs == "by two\n"
     same = await one.run(project, container.id, "print('again')")
     assert same.notes == []
+
+
+async def test_limits_and_eviction(tmp_path: Path, env: Env) -> None:
+    """One live session per process here: a second container's call stops the first's (idle) session, whose next
+    call starts afresh; the project may have three running containers."""
+    small = settings(tmp_path, env.upstream.base_url, max_sessions=1, max_containers_per_project=3)
+    async with in_process(small) as app:
+        sdk = app.sdk()
+        service: ContainersService = app.app.state.runtime.containers
+        first, second, _third = [(await sdk.containers.create(name=f"c{i}")).id for i in range(3)]
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk.containers.create(name="one too many")
+        assert caught.value.code == "container_limit_reached"
+        assert (await service.run("default", first, "a = 1")).notes == []
+        assert (await service.run("default", second, "b = 2")).notes == []
+        again = await service.run("default", first, "print('a' in globals())")
+        assert RESTARTED in again.notes and again.result.logs == "False\n"
