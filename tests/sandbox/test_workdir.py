@@ -67,3 +67,11 @@ def test_destroy_opens_up_locked_directories(root: Path) -> None:
     os.chmod(root / "locked", 0)
     workdir.destroy(root)
     assert not root.exists()
+
+
+def test_directories_too_deep_count_as_over_quota(root: Path) -> None:
+    deep = root / "/".join(["d"] * workdir.MAX_DEPTH)
+    deep.mkdir(parents=True)
+    (deep / "hidden").write_bytes(b"x" * 1000)
+    assert workdir.scan(root, 1000) is None
+    assert workdir.usage(root, 1000).files > 1000

@@ -107,8 +107,14 @@ class SessionPool:
     async def hold(self, container_id: str) -> AsyncIterator[Slot]:
         """The container's slot, locked (calls of one container run one at a time)."""
         slot = self.slot(container_id)
-        async with slot.lock:
-            yield slot
+        try:
+            async with slot.lock:
+                yield slot
+        finally:
+            # A container that has no working copy here (only its files were touched) is not kept.
+            if slot.workdir is None and slot.index is None and not slot.lock.locked() and \
+                    self._slots.get(container_id) is slot:
+                del self._slots[container_id]
 
     async def start(self, slot: Slot, limits: Limits, *, max_log_bytes: int, timeout_s: float) -> None:
         """A new session in a new, empty working copy (the caller holds the slot and fills the copy first via

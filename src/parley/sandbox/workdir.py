@@ -106,7 +106,8 @@ def _walk_dir(fd: int, parts: list[str], *, create: bool, uid: int | None) -> in
 
 def scan(root: Path, max_entries: int) -> dict[str, Entry] | None:
     """Every regular file below `root` by relative path (links, devices, sockets and fifos are not files of the
-    container). None when there are more than `max_entries` files and directories."""
+    container). None when there are more than `max_entries` files and directories, or directories nested deeper
+    than MAX_DEPTH (whose files could otherwise hide from the disk quota)."""
     found: dict[str, Entry] = {}
     count = 0
     with _opened(root) as top:
@@ -130,7 +131,9 @@ def scan(root: Path, max_entries: int) -> dict[str, Entry] | None:
                     path = prefix + entry.name
                     if stat.S_ISREG(info.st_mode):
                         found[path] = Entry(info.st_size, info.st_mtime_ns)
-                    elif stat.S_ISDIR(info.st_mode) and depth + 1 < MAX_DEPTH:
+                    elif stat.S_ISDIR(info.st_mode):
+                        if depth + 1 >= MAX_DEPTH:
+                            return None
                         try:
                             child = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
                         except OSError:
