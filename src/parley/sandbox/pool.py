@@ -125,6 +125,8 @@ class SessionPool:
             self.sandbox.command(spec), slot.workdir, slot.uid, kill_by_uid=self.sandbox.kills_by_uid,
             timeout_s=timeout_s, max_line_bytes=max_log_bytes * 8 + 16 * 1024 * 1024,
         )
+        if self.sandbox.kind != "bubblewrap":  # bubblewrap's /tmp is a tmpfs of its own size
+            slot.session.watched.append(slot.tmpdir)
         self._counter += 1
         slot.token = f"{self.instance}:{self._counter}"
 

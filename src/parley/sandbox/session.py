@@ -62,6 +62,7 @@ class PythonSession:
         self._process = process
         self.command = command
         self.workdir = workdir
+        self.watched = [workdir]  # directories the disk quota covers (the fallback's /tmp too)
         self._uid = uid
         self._kill_by_uid = kill_by_uid
         self.last_used = time.monotonic()
@@ -149,9 +150,10 @@ class PythonSession:
         """Returns (ending the wait) when the directory holds more than the quota allows."""
         while True:
             await asyncio.sleep(quota.poll_s)
-            used = await asyncio.to_thread(workdir.usage, self.workdir, quota.entries)
-            if used.bytes > quota.bytes or used.files > quota.entries:
-                return
+            for directory in self.watched:
+                used = await asyncio.to_thread(workdir.usage, directory, quota.entries)
+                if used.bytes > quota.bytes or used.files > quota.entries:
+                    return
 
     async def kill(self) -> None:
         """End the session and every process it started."""
