@@ -120,7 +120,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     meter = Meter(deployments(settings), limiter)
     containers = _containers(settings, store, files)
     stack.push_async_callback(containers.stop)
-    tools = BuiltinTools(None, ToolLimits(), web=web_search, code=CodeInterpreterSetup(containers, files, store))
+    tools = BuiltinTools(None, _tool_limits(settings), web=web_search, code=CodeInterpreterSetup(containers, files, store))
     responses = ResponsesService(
         store, models, sealer, prompts=prompts, conversations=conversations, compactor=compactor,
         obfuscation_default=settings.obfuscation_default, tools=tools,
@@ -154,6 +154,13 @@ def _containers(settings: Settings, store: SqlStore, files: FilesService) -> Con
     containers.start_detection([data_dir, *([settings.config_file] if settings.config_file else [])])
     containers.start()
     return containers
+
+
+def _tool_limits(settings: Settings) -> ToolLimits:
+    """A code_interpreter call may start a session, then run a cell: the built-in tools' time limit (60 s) grows
+    to leave room for both, so the cell's own limit is what stops long code."""
+    code = settings.code_interpreter
+    return ToolLimits(timeout_s=max(60.0, code.start_timeout_s + code.cell_timeout_s + 10.0))
 
 
 def _files(settings: Settings, store: SqlStore) -> FilesService:
