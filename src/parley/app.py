@@ -38,6 +38,7 @@ from parley.services.file_inputs import FileInputLimits, FileInputs
 from parley.services.files import FileLimits, FilesService
 from parley.services.keys import KeysService
 from parley.services.limits import Limiter
+from parley.services.mcp import McpService
 from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
 from parley.services.usage import Meter, deployments
@@ -113,6 +114,9 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     web_search = WebSearchService(settings.web_search, build_provider(settings.web_search, http), store,
                                   GuardedFetcher(fetcher))
     file_inputs = FileInputs(files, fetcher, FileInputLimits())
+    # MCP servers a client names by URL go through the same guard and allowlist ([fetch] allow).
+    mcp = McpService(settings.mcp, settings.mcp_servers, FetchPolicy.from_entries(fetch.allow))
+    stack.push_async_callback(mcp.aclose)
     files.on_delete(file_inputs.forget_record)
     limiter = Limiter(store, settings.limits)  # counts shared through the database, synced in the background
     limiter.start()
@@ -120,7 +124,8 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     meter = Meter(deployments(settings), limiter)
     containers = _containers(settings, store, files)
     stack.push_async_callback(containers.stop)
-    tools = BuiltinTools(None, _tool_limits(settings), web=web_search, code=CodeInterpreterSetup(containers, files, store))
+    tools = BuiltinTools(None, _tool_limits(settings), web=web_search, mcp=mcp,
+                         code=CodeInterpreterSetup(containers, files, store))
     responses = ResponsesService(
         store, models, sealer, prompts=prompts, conversations=conversations, compactor=compactor,
         obfuscation_default=settings.obfuscation_default, tools=tools,

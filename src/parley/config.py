@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -297,6 +297,61 @@ class FetchConfig(BaseModel):
         return entries
 
 
+class McpServerConfig(BaseModel):
+    """An MCP server the operator declares ([[mcp_servers]]): requests use it by `label` alone (an `mcp` tool
+    with that `server_label` and no `server_url`). Trusted: its URL is not subject to the SSRF guard."""
+
+    model_config = {"extra": "forbid"}
+
+    label: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The server_label requests name it by")
+    url: str | None = Field(default=None, description="Its streamable HTTP or SSE endpoint")
+    transport: Literal["auto", "streamable_http", "sse"] = Field(
+        default="auto", description="auto: SSE when the URL's path ends in /sse, else streamable HTTP")
+    headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request to the url")
+    headers_env: dict[str, str] = Field(
+        default_factory=dict, description="Header name -> environment variable holding its value (secrets)")
+    command: list[str] | None = Field(default=None, description="A local server run over stdio, e.g. "
+                                      "[\"python\", \"-m\", \"my_server\"] (one process, kept while Parley runs)")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment of the command")
+    cwd: Path | None = Field(default=None, description="Working directory of the command")
+    description: str | None = Field(default=None, description="Told to the model with each of its tools")
+    timeout_s: float | None = Field(default=None, gt=0, description="Listing or call time limit; default "
+                                    "[mcp] timeout_s")
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, command: list[str] | None) -> list[str] | None:
+        if command is not None and (not command or not command[0]):
+            raise ValueError("command needs at least the program to run")
+        return command
+
+    @model_validator(mode="after")
+    def _url_or_command(self) -> McpServerConfig:
+        if (self.url is None) == (self.command is None):
+            raise ValueError(f"mcp_servers entry {self.label!r} needs either url or command")
+        return self
+
+    def resolved_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        for name, variable in self.headers_env.items():
+            value = os.environ.get(variable)
+            if value:
+                headers[name] = value
+        return headers
+
+
+class McpConfig(BaseModel):
+    """The `mcp` tool: Parley as an MCP client of servers requests name by URL or the operator declares."""
+
+    model_config = {"extra": "forbid"}
+
+    client_servers: bool = Field(
+        default=True, description="Requests may name MCP servers by server_url (always through the SSRF guard: "
+        "loopback and private addresses only when [fetch] allow lists them)")
+    timeout_s: float = Field(default=30.0, gt=0, description="A listing or a tool call must finish within this")
+    max_output_chars: int = Field(default=100_000, ge=100, description="A tool's output is cut here")
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -357,6 +412,8 @@ class Settings(BaseSettings):
     web_search: WebSearchConfig = Field(default_factory=WebSearchConfig)
     files: FilesConfig = Field(default_factory=FilesConfig)
     fetch: FetchConfig = Field(default_factory=FetchConfig)
+    mcp: McpConfig = Field(default_factory=McpConfig)
+    mcp_servers: list[McpServerConfig] = Field(default_factory=list)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     code_interpreter: CodeInterpreterConfig = Field(default_factory=CodeInterpreterConfig)
 
@@ -381,6 +438,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"duplicate model id {m.id!r}")
             seen.add(m.id)
         return models
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _unique_mcp_labels(cls, servers: list[McpServerConfig]) -> list[McpServerConfig]:
+        labels = [server.label for server in servers]
+        for label in labels:
+            if labels.count(label) > 1:
+                raise ValueError(f"duplicate mcp_servers label {label!r}")
+        return servers
 
     @property
     def effective_database_url(self) -> str:
@@ -444,6 +510,9 @@ def redacted(settings: Settings) -> dict[str, Any]:
         if model.get("api_key") is not None:
             model["api_key"] = "**********"
     data["reasoning_keys"] = ["**********" for _ in settings.reasoning_keys]
+    for server in data.get("mcp_servers", []):  # headers and environments carry credentials
+        server["headers"] = {name: "**********" for name in server.get("headers") or {}}
+        server["env"] = {name: "**********" for name in server.get("env") or {}}
     data["database_url"] = _redact_url(settings.effective_database_url)
     return data
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
 
@@ -95,6 +96,59 @@ class WebSearchPreviewParams(_Lenient):
     user_location: PreviewUserLocation | None = None
     search_content_types: list[Literal["text", "image"]] | None = None
 
+
+class McpToolFilter(_Lenient):
+    """Tools of an MCP server chosen by name and/or by their `readOnlyHint` annotation (both must hold)."""
+
+    tool_names: list[str] | None = Field(default=None, max_length=1000)
+    read_only: StrictBool | None = None
+
+
+class McpApprovalFilter(_Lenient):
+    always: McpToolFilter | None = None
+    never: McpToolFilter | None = None
+
+
+# HTTP header names (RFC 9110 tokens) and values without line breaks; the transport's own headers are Parley's.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-type",
+                               "accept", "mcp-session-id", "mcp-protocol-version", "last-event-id"})
+
+
+class McpParams(_Lenient):
+    type: Literal["mcp"]
+    server_label: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
+    server_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    connector_id: str | None = None  # refused: Parley has no connectors (services/mcp.py)
+    tunnel_id: str | None = None  # refused likewise
+    authorization: Annotated[str, StringConstraints(max_length=8192, pattern=r"^[^\x00-\x1f\x7f]*$")] | None = None
+    headers: dict[str, Annotated[str, StringConstraints(max_length=8192)]] | None = Field(default=None, max_length=64)
+    server_description: Annotated[str, StringConstraints(max_length=8192)] | None = None
+    allowed_tools: list[str] | McpToolFilter | None = None
+    require_approval: Literal["always", "never"] | McpApprovalFilter | None = None
+
+    @field_validator("server_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("server_url must be an http(s) URL")
+        return url
+
+    @field_validator("headers")
+    @classmethod
+    def _header_fields(cls, headers: dict[str, str] | None) -> dict[str, str] | None:
+        for name, value in (headers or {}).items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"the {name} header is set by the server, not by the request")
+            if any(ch in value for ch in "\r\n\x00"):
+                raise ValueError(f"the value of header {name!r} may not contain line breaks")
+        return headers
+
+
 # tool type -> (the tool it is, the function name the model calls, its parameters)
 BUILTIN_PARAMS: Mapping[str, tuple[str, str, type[BaseModel]]] = MappingProxyType({
     "file_search": ("file_search", "file_search", FileSearchParams),
@@ -103,4 +157,6 @@ BUILTIN_PARAMS: Mapping[str, tuple[str, str, type[BaseModel]]] = MappingProxyTyp
     "web_search_preview": ("web_search", "web_search", WebSearchPreviewParams),
     "web_search_preview_2025_03_11": ("web_search", "web_search", WebSearchPreviewParams),
     "code_interpreter": ("code_interpreter", "python", CodeInterpreterParams),
+    # One entry per server; the functions the model calls are named after the server's tools (tools/mcp/names.py).
+    "mcp": ("mcp", "mcp", McpParams),
 })

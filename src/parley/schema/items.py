@@ -14,6 +14,8 @@ from parley.errors import InvalidRequest
 from parley.ids import new_id
 from parley.schema.client_tool_items import ID_PREFIX as CLIENT_TOOL_ID_PREFIX
 from parley.schema.client_tool_items import MODELS as CLIENT_TOOL_ITEMS
+from parley.schema.mcp_items import ID_PREFIX as MCP_ID_PREFIX
+from parley.schema.mcp_items import MODELS as MCP_ITEMS
 from parley.schema.requests import most_specific, param_from_loc
 
 Item = dict[str, Any]
@@ -266,8 +268,8 @@ def _canonical(item: BaseModel) -> Item:
         data.setdefault("id", new_id("rs"))
         data.setdefault("summary", [])
     else:
-        model = CLIENT_TOOL_ITEMS.get(data["type"])
-        if model is not None:  # client-executed tool items: typed like the SDK's (schema/client_tool_items.py)
+        model = CLIENT_TOOL_ITEMS.get(data["type"]) or MCP_ITEMS.get(data["type"])
+        if model is not None:  # typed like the SDK's (schema/client_tool_items.py, schema/mcp_items.py)
             try:
                 data = model.model_validate(data).model_dump(exclude_none=True)
             except ValidationError as err:
@@ -276,7 +278,7 @@ def _canonical(item: BaseModel) -> Item:
     return data
 
 
-_ID_PREFIX = {**CLIENT_TOOL_ID_PREFIX, "custom_tool_call": "ctc", "custom_tool_call_output": "ctco",
+_ID_PREFIX = {**CLIENT_TOOL_ID_PREFIX, **MCP_ID_PREFIX, "custom_tool_call": "ctc", "custom_tool_call_output": "ctco",
               "compaction": "cmp", "file_search_call": "fs", "web_search_call": "ws"}
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from parley.errors import InvalidRequest
-from parley.schema.builtin_tools import BUILTIN_PARAMS
+from parley.schema.builtin_tools import BUILTIN_PARAMS, McpParams
 from parley.schema.client_tools import TOOL_KINDS, function_for
 from parley.schema.items import validation_to_invalid_request
 from parley.schema.requests import KNOWN_TOOL_TYPES, CreateResponseRequest, FunctionTool
@@ -230,6 +230,8 @@ def _builtin(raw: dict[str, Any], kind: str, index: int) -> BuiltinSpec:
         params = model.model_validate(raw)
     except ValidationError as err:
         raise validation_to_invalid_request(err, f"tools[{index}]", raw) from None
+    if isinstance(params, McpParams):  # one entry per server (a label used twice is a duplicate name)
+        name = f"mcp:{params.server_label}"
     return BuiltinSpec(kind, tool_kind, index, params, name)
 
 
@@ -275,6 +277,9 @@ def _plan(req: CreateResponseRequest, tools: list[ClientTool], builtins: list[Bu
         allowed: set[str] = set()
         for index, ref in enumerate(data["tools"]):
             ref_kind = ref.get("type")
+            if ref_kind == "mcp":
+                raise InvalidRequest("allowed_tools entries of type 'mcp' are not supported by this server yet.",
+                                     param=f"tool_choice.tools[{index}].type", code="unsupported_value")
             if isinstance(ref_kind, str) and ref_kind in BUILTIN_PARAMS:
                 allowed.add(_builtin_named(builtins, ref_kind, f"tool_choice.tools[{index}].type"))
                 continue
@@ -287,6 +292,9 @@ def _plan(req: CreateResponseRequest, tools: list[ClientTool], builtins: list[Bu
             allowed.add(_resolve(tools, ref_kind, str(ref.get("name")), ref.get("namespace"),
                                  f"tool_choice.tools[{index}].name"))
         return ToolChoicePlan(mode=data["mode"], allowed=frozenset(allowed))
+    if kind == "mcp":  # its functions are known only once the server's tools are listed
+        raise InvalidRequest("tool_choice of type 'mcp' is not supported by this server yet.",
+                             param="tool_choice.type", code="unsupported_value")
     if kind in BUILTIN_PARAMS:  # a hosted tool's choice, e.g. {"type": "file_search"}: forces the first turn
         return ToolChoicePlan(mode="required", forced=_builtin_named(builtins, kind, "tool_choice.type"))
     if kind in TOOL_KINDS:  # {"type": "computer"}, {"type": "shell"}, {"type": "apply_patch"}, ...

@@ -1,6 +1,7 @@
 """The built-in tools of one request: each declared tool (`tools[i]`, validated by schema/tools.py) becomes a
 runnable tool object with the services it needs, checked against the caller's project first (an unknown or
-foreign vector store is a 404 naming the parameter, before anything is sent upstream)."""
+foreign vector store is a 404 naming the parameter, before anything is sent upstream). `mcp` entries become one
+tool per server tool, set up together against the request's context (services/mcp.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from typing import Any, Protocol
 
 from parley.engine.tool_loop import Toolbox
 from parley.errors import InvalidRequest
-from parley.schema.builtin_tools import FileSearchParams, WebSearchParams, WebSearchPreviewParams
+from parley.schema.builtin_tools import FileSearchParams, McpParams, WebSearchParams, WebSearchPreviewParams
 from parley.schema.containers import CodeInterpreterParams
 from parley.schema.tools import BuiltinSpec
 from parley.services.code_interpreter import CodeInterpreterSetup
-from parley.tools.base import BuiltinTool
+from parley.services.mcp import McpService, McpSetup
+from parley.tools.base import BuiltinTool, ToolContext
 from parley.tools.file_search import DEFAULT_MAX_RESULTS, FileSearchTool, SearchHit
 from parley.tools.web_search import WebSearchTool
 
@@ -53,30 +55,42 @@ class ToolLimits:
 
 class BuiltinTools:
     def __init__(self, vector_stores: VectorStoreAccess | None, limits: ToolLimits,
-                 web: WebSearchAccess | None = None, code: CodeInterpreterSetup | None = None) -> None:
+                 web: WebSearchAccess | None = None, mcp: McpService | None = None,
+                 code: CodeInterpreterSetup | None = None) -> None:
         self._code = code
         self._vector_stores = vector_stores
         self._limits = limits
         self._web = web
+        self._mcp = mcp
 
     async def toolbox(self, project_id: str, specs: Sequence[BuiltinSpec],
-                      items: Sequence[dict[str, Any]] = ()) -> Toolbox:
-        """The request's tools; `items` is its loaded context and new items (code_interpreter's `auto` reuses
-        the container of an earlier call)."""
+                      context: ToolContext | None = None) -> Toolbox:
+        """The request's tools, set up against its `context` (code_interpreter's `auto` reuses the container of an
+        earlier call; MCP reuses tool lists and runs the calls the input approves)."""
         tools: dict[str, BuiltinTool] = {}
+        mcp_specs = [spec for spec in specs if isinstance(spec.params, McpParams) and self._mcp is not None]
         for spec in specs:
+            if spec in mcp_specs:
+                continue
             if isinstance(spec.params, FileSearchParams):
                 tools[spec.upstream_name] = await self._file_search(project_id, spec, spec.params)
             elif isinstance(spec.params, WebSearchParams | WebSearchPreviewParams) and self._web is not None:
                 tools[spec.upstream_name] = self._web.tool(project_id, spec)
             elif isinstance(spec.params, CodeInterpreterParams) and self._code is not None:
+                items = context.items if context is not None else ()
                 tools[spec.upstream_name] = await self._code.tool(project_id, spec, items)
             else:  # a built-in tool this server was set up without
                 raise InvalidRequest(f"Tool type '{spec.type}' is not supported by this server yet.",
                                      param=f"{spec.param}.type", code="unsupported_tool")
+        setup = McpSetup()
+        if self._mcp is not None and (mcp_specs or context is not None):  # also: approvals for a missing server
+            base = context or ToolContext()
+            taken = base.taken | frozenset(tools)
+            setup = await self._mcp.setup(mcp_specs, ToolContext(base.items, base.first_new, base.first_input, taken))
         limits = self._limits
-        return Toolbox(tools, max_concurrent=limits.max_concurrent, timeout_s=limits.timeout_s,
-                       max_turns=limits.max_turns)
+        return Toolbox({**tools, **setup.tools}, max_concurrent=limits.max_concurrent, timeout_s=limits.timeout_s,
+                       max_turns=limits.max_turns, closers=setup.closers, leading=setup.leading,
+                       first_calls=setup.first_calls)
 
     async def _file_search(self, project_id: str, spec: BuiltinSpec, params: FileSearchParams) -> FileSearchTool:
         stores = self._vector_stores

@@ -35,6 +35,7 @@ from parley.services.keys import Caller
 from parley.services.prompts import PromptsService
 from parley.services.usage import Meter, TimedStream, Timing, UsageOrigin
 from parley.store.base import Page, PageQuery, ResponseStore
+from parley.tools.base import LeadingItem, ToolContext
 from parley.tools.replay import replay_items
 
 log = logging.getLogger("parley.responses")
@@ -111,20 +112,21 @@ class ResponsesService:
         """Compact and truncate the context as asked, open the upstream call and set up the run (`timing`
         notes when its first output arrives)."""
         req, entry, toolset, response = built.req, built.entry, built.toolset, built.response
-        call = built.call
-        leading: list[Item] = []
+        call, toolbox = built.call, built.toolbox
+        leading: list[Item | LeadingItem] = [*toolbox.leading]  # MCP tool lists
         threshold = compact_threshold(req.context_management, entry)
         if threshold is not None:  # context_management: compact first, before truncation looks at it
-            call, leading = await self._compactor.auto_compact(project_id, entry, call, threshold)
+            call, compacted = await self._compactor.auto_compact(project_id, entry, call, threshold)
+            leading += compacted
         truncation = req.truncation or "disabled"
         fitted = await fit_context(call, entry.provider.count_tokens, truncation, entry.context_window)
-        stream = await entry.provider.open(fitted.call)
-        if timing is not None:
+        # Calls the client approved (MCP) run first; the first model turn is opened after them (engine/run.py).
+        stream = None if toolbox.first_calls else await entry.provider.open(fitted.call)
+        if timing is not None and stream is not None:
             stream = TimedStream(stream, timing)
         obfuscate = self._obfuscation_default
         if req.stream_options is not None and req.stream_options.include_obfuscation is not None:
             obfuscate = req.stream_options.include_obfuscation
-        toolbox = built.toolbox
         builtin_names = frozenset(toolbox.tools)
         builder = StreamBuilder(
             response, emit=emit, obfuscate=obfuscate, tools=toolset.by_upstream_name(),
@@ -140,7 +142,8 @@ class ResponsesService:
 
             turns = Turns(entry.provider, fitted.call, builtin_names, fit)
         return ResponseRun(builder, stream, built.checks, leading, ToolCallBudget(req.max_tool_calls),
-                           first_turn_checks=built.first_turn_checks, toolbox=toolbox, turns=turns)
+                           first_turn_checks=built.first_turn_checks, toolbox=toolbox, turns=turns,
+                           first_calls=toolbox.first_calls)
 
     async def append_to_conversation(
         self, project_id: str, conversation_id: str | None, response: dict[str, Any], items: list[Item]
@@ -204,8 +207,12 @@ class ResponsesService:
         _check_call_outputs(model_items, len(context))
         conversation_input = model_items[len(context):]
         toolbox = Toolbox()
-        if toolset.builtins:  # after the context is loaded: code_interpreter's `auto` reuses an earlier container
-            toolbox = await self._tools.toolbox(project_id, toolset.builtins, model_items)
+        if toolset.builtins or any(item["type"] == "mcp_approval_response" for item in input_items):
+            # After the context is loaded: code_interpreter's `auto` reuses an earlier container, MCP its tool
+            # lists; and the calls the input approves (MCP) are found.
+            tool_context = ToolContext(model_items, len(context), len(prompt_items),
+                                       frozenset(tool.upstream_name for tool in toolset.tools))
+            toolbox = await self._tools.toolbox(project_id, toolset.builtins, tool_context)
         # Built-in tool items of earlier turns go upstream as the function calls they were (tools/replay.py).
         model_items = replay_items(self._compactor.expand(project_id, model_items))
         # Files in messages: their bytes and extracted text, for whichever form the upstream takes.

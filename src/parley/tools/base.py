@@ -10,6 +10,7 @@ call and its output (`tools/replay.py`), so providers never see built-in item ty
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +50,18 @@ class ToolOutcome:
     sources: dict[int, Source] = field(default_factory=dict)
     ends_response: bool = False
     closing_events: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a request's built-in tools may look at while they are set up (services/builtin_tools.py): its loaded
+    context followed by its new items (references resolved, nothing replayed yet), where the new items and the
+    request's `input` start among them (after a prompt's items), and the function names already taken."""
+
+    items: Sequence[Item] = ()
+    first_new: int = 0
+    first_input: int = 0
+    taken: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ Providers know only messages, reasoning and function/custom calls. Before a cont
 turn of a response, or a later request along `previous_response_id` or a conversation), every built-in tool
 item is replaced by the function call the model made and the text it was given back, rebuilt
 deterministically from the stored item by the tool that made it. Items of unknown types pass unchanged.
+MCP items are replayed together (tools/mcp/replay.py): whether an approval request shows depends on its answer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from parley.schema.client_tools import REPLAYS as CLIENT_TOOL_REPLAYS
 from parley.tools import code_interpreter as code_interpreter
 from parley.tools import file_search as file_search
 from parley.tools import web_search as web_search
+from parley.tools.mcp import replay as mcp_replay
 
 Item = dict[str, Any]
 Replay = Callable[[Item], list[Item]]
@@ -31,6 +33,7 @@ REPLAYS: Mapping[str, Replay] = MappingProxyType({
 
 def replay_items(items: list[Item]) -> list[Item]:
     """`items` with every tool item replaced by the function call and output it was for the model (a new list)."""
+    items = mcp_replay.replay(items)
     if not any(item["type"] in REPLAYS for item in items):
         return items
     out: list[Item] = []
