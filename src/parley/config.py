@@ -227,6 +227,51 @@ class FilesConfig(BaseModel):
     sweep_interval_s: float = Field(default=300.0, gt=0, description="How often expired files are deleted")
 
 
+class EmbeddingsConfig(BaseModel):
+    """The embedding model of vector stores: the local all-MiniLM-L6-v2 (the `local` extra), or any
+    OpenAI-compatible `/v1/embeddings` upstream (`base_url` + `model`)."""
+
+    model_config = {"extra": "forbid"}
+
+    base_url: str | None = Field(default=None, description="Upstream root, e.g. http://127.0.0.1:8000/v1; "
+                                 "default: the local model")
+    model: str | None = Field(default=None, description="Model name sent upstream (required with base_url)")
+    api_key_env: str | None = Field(default=None, description="Environment variable holding the upstream's key")
+    dimensions: int | None = Field(default=None, ge=1, le=16000, description="Sent as `dimensions`; default: "
+                                   "what the model returns")
+    batch_size: int = Field(default=64, ge=1, le=2048, description="Texts per upstream request")
+    timeout_s: float = Field(default=60.0, gt=0, description="An upstream request must answer within this")
+    threads: int | None = Field(default=None, ge=1, le=256, description="Local model: onnxruntime threads; "
+                                "default: every core")
+    long_text: Literal["mean", "truncate"] = Field(
+        default="mean", description="Local model (256 word pieces at most): a longer chunk is embedded window by "
+        "window and averaged (mean), or cut (truncate)")
+
+    @model_validator(mode="after")
+    def _model_with_base_url(self) -> EmbeddingsConfig:
+        if self.base_url is not None and not self.model:
+            raise ValueError("[embeddings] base_url needs a model")
+        return self
+
+    def resolved_api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class VectorStoresConfig(BaseModel):
+    """Ingestion of vector store files (a background worker in every process) and search."""
+
+    model_config = {"extra": "forbid"}
+
+    max_concurrent: int = Field(default=2, ge=1, le=64, description="Files indexed at once per process")
+    lease_s: float = Field(default=30.0, gt=0, description="A file whose process stops renewing this long is "
+                           "indexed again by another")
+    poll_s: float = Field(default=1.0, gt=0, description="How often waiting files are looked for")
+    max_attempts: int = Field(default=5, ge=1, description="Tries of one file (interruptions, upstream failures)")
+    max_file_bytes: int = Field(default=128 * 1024 * 1024, ge=1, description="Larger files fail (invalid_file)")
+    cache_mb: int = Field(default=1024, ge=1, description="SQLite: memory for stores' vectors (least recently "
+                          "used stores are dropped past it)")
+
+
 SandboxModeName = Literal["auto", "bubblewrap", "fallback", "insecure-no-sandbox"]
 
 
@@ -416,6 +461,8 @@ class Settings(BaseSettings):
     mcp_servers: list[McpServerConfig] = Field(default_factory=list)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     code_interpreter: CodeInterpreterConfig = Field(default_factory=CodeInterpreterConfig)
+    embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
+    vector_stores: VectorStoresConfig = Field(default_factory=VectorStoresConfig)
 
     @field_validator("reasoning_keys")
     @classmethod

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from parley.api import compaction, containers, conversations, files, models, organization, prompts, responses
+from parley.api import vector_stores as vs
 from parley.api.http import error_response, json_response, request_id
 from parley.errors import NotFound, ParleyError
 from parley.log_context import set_request_id
@@ -43,6 +44,27 @@ def routes() -> list[Route]:
         Route("/v1/files/{file_id}", files.retrieve_file, methods=["GET"]),
         Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
         Route("/v1/files/{file_id}/content", files.retrieve_file_content, methods=["GET"]),
+        Route("/v1/vector_stores", vs.create_vector_store, methods=["POST"]),
+        Route("/v1/vector_stores", vs.list_vector_stores, methods=["GET"]),
+        Route("/v1/vector_stores/{vector_store_id}", vs.retrieve_vector_store, methods=["GET"]),
+        Route("/v1/vector_stores/{vector_store_id}", vs.update_vector_store, methods=["POST"]),
+        Route("/v1/vector_stores/{vector_store_id}", vs.delete_vector_store, methods=["DELETE"]),
+        Route("/v1/vector_stores/{vector_store_id}/search", vs.search_vector_store, methods=["POST"]),
+        Route("/v1/vector_stores/{vector_store_id}/files", vs.create_vector_store_file, methods=["POST"]),
+        Route("/v1/vector_stores/{vector_store_id}/files", vs.list_vector_store_files, methods=["GET"]),
+        Route("/v1/vector_stores/{vector_store_id}/files/{file_id}", vs.retrieve_vector_store_file, methods=["GET"]),
+        Route("/v1/vector_stores/{vector_store_id}/files/{file_id}", vs.update_vector_store_file, methods=["POST"]),
+        Route("/v1/vector_stores/{vector_store_id}/files/{file_id}", vs.delete_vector_store_file,
+              methods=["DELETE"]),
+        Route("/v1/vector_stores/{vector_store_id}/files/{file_id}/content", vs.retrieve_vector_store_file_content,
+              methods=["GET"]),
+        Route("/v1/vector_stores/{vector_store_id}/file_batches", vs.create_file_batch, methods=["POST"]),
+        Route("/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}", vs.retrieve_file_batch,
+              methods=["GET"]),
+        Route("/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel", vs.cancel_file_batch,
+              methods=["POST"]),
+        Route("/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/files", vs.list_file_batch_files,
+              methods=["GET"]),
         Route("/v1/containers", containers.create_container, methods=["POST"]),
         Route("/v1/containers", containers.list_containers, methods=["GET"]),
         Route("/v1/containers/{container_id}", containers.retrieve_container, methods=["GET"]),

@@ -24,6 +24,7 @@ from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
 from parley.services.usage import Meter
 from parley.services.usage_reports import UsageReports
+from parley.services.vector_stores import VectorStoresService
 from parley.store.sql import SqlStore
 
 
@@ -46,6 +47,7 @@ class Runtime:
     keys: KeysService
     usage_reports: UsageReports
     containers: ContainersService | None = None  # the Containers API and code_interpreter
+    vector_stores: VectorStoresService | None = None  # the Vector Stores API and file_search
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parley.store import tables
+from parley.store.pgvector import Vector
 
 Migration = tuple[int, str, Callable[[Connection], None]]
 
@@ -158,6 +159,116 @@ def _v5(conn: Connection) -> None:
     frozen.create_all(conn)
 
 
+def _v6(conn: Connection) -> None:
+    # Vector stores, their files (and ingestion jobs), file batches and chunks (services/vector_stores.py), plus
+    # the search structures: an FTS5 table kept in step by triggers on SQLite; on PostgreSQL pgvector (required:
+    # DESIGN.md decision 8), a full-text GIN index and the HNSW index of the default 384-dimension model.
+    if conn.dialect.name == "postgresql":
+        _require_pgvector(conn)
+    frozen = MetaData()
+    stores = Table(
+        "vector_stores",
+        frozen,
+        Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+        Column("id", String(64), nullable=False, unique=True),
+        Column("project_id", String(128), nullable=False),
+        Column("name", Text, nullable=False),
+        Column("description", Text, nullable=True),
+        Column("created_at", BigInteger, nullable=False),
+        Column("last_active_at", BigInteger, nullable=False),
+        Column("expires_days", Integer, nullable=True),
+        Column("metadata", Text, nullable=False),
+        Column("embedding_model", Text, nullable=False),
+        Column("dimensions", Integer, nullable=False),
+        Column("generation", BigInteger, nullable=False),
+    )
+    Index("ix_vector_stores_project", stores.c.project_id, stores.c.seq)
+    store_files = Table(
+        "vector_store_files",
+        frozen,
+        Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+        Column("vector_store_id", String(64), nullable=False),
+        Column("file_id", String(64), nullable=False),
+        Column("project_id", String(128), nullable=False),
+        Column("batch_id", String(64), nullable=True),
+        Column("filename", Text, nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("usage_bytes", BigInteger, nullable=False),
+        Column("chunk_count", Integer, nullable=False),
+        Column("last_error", Text, nullable=True),
+        Column("attributes", Text, nullable=False),
+        Column("max_chunk_tokens", Integer, nullable=False),
+        Column("chunk_overlap_tokens", Integer, nullable=False),
+        Column("worker_id", String(64), nullable=True),
+        Column("lease_until", BigInteger, nullable=True),
+        Column("attempts", Integer, nullable=False),
+        UniqueConstraint("vector_store_id", "file_id", name="uq_vector_store_files_file"),
+    )
+    Index("ix_vector_store_files_store", store_files.c.vector_store_id, store_files.c.seq)
+    Index("ix_vector_store_files_jobs", store_files.c.status, store_files.c.lease_until)
+    Index("ix_vector_store_files_batch", store_files.c.batch_id)
+    Index("ix_vector_store_files_file", store_files.c.project_id, store_files.c.file_id)
+    batches = Table(
+        "vector_store_file_batches",
+        frozen,
+        Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+        Column("id", String(64), nullable=False, unique=True),
+        Column("vector_store_id", String(64), nullable=False),
+        Column("project_id", String(128), nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("cancelled_at", BigInteger, nullable=True),
+    )
+    Index("ix_vector_store_file_batches_store", batches.c.vector_store_id)
+    chunks = Table(
+        "vector_store_chunks",
+        frozen,
+        Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+        Column("vector_store_id", String(64), nullable=False),
+        Column("file_id", String(64), nullable=False),
+        Column("position", Integer, nullable=False),
+        Column("start_char", Integer, nullable=False),
+        Column("end_char", Integer, nullable=False),
+        Column("text", Text, nullable=False),
+        Column("embedding", LargeBinary().with_variant(Vector(), "postgresql"), nullable=False),
+        sqlite_autoincrement=True,
+    )
+    Index("ix_vector_store_chunks_file", chunks.c.vector_store_id, chunks.c.file_id)
+    frozen.create_all(conn)
+    if conn.dialect.name == "sqlite":
+        # External-content FTS5 over the chunks' text (porter stemming, as PostgreSQL's english config).
+        for statement in (
+            "CREATE VIRTUAL TABLE vector_store_chunks_fts USING fts5(text, content='vector_store_chunks', "
+            "content_rowid='seq', tokenize='porter unicode61')",
+            "CREATE TRIGGER vector_store_chunks_fts_insert AFTER INSERT ON vector_store_chunks BEGIN "
+            "INSERT INTO vector_store_chunks_fts(rowid, text) VALUES (new.seq, new.text); END",
+            "CREATE TRIGGER vector_store_chunks_fts_delete AFTER DELETE ON vector_store_chunks BEGIN "
+            "INSERT INTO vector_store_chunks_fts(vector_store_chunks_fts, rowid, text) "
+            "VALUES ('delete', old.seq, old.text); END",
+        ):
+            conn.exec_driver_sql(statement)
+    elif conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("CREATE INDEX ix_vector_store_chunks_tsv ON vector_store_chunks "
+                             "USING gin (to_tsvector('english', text))")
+        conn.exec_driver_sql("CREATE INDEX ix_vector_store_chunks_hnsw_384 ON vector_store_chunks USING hnsw "
+                             "((embedding::vector(384)) vector_cosine_ops) WHERE vector_dims(embedding) = 384")
+
+
+def _require_pgvector(conn: Connection) -> None:
+    conn.exec_driver_sql("SAVEPOINT parley_pgvector")
+    try:
+        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
+    except Exception as exc:
+        conn.exec_driver_sql("ROLLBACK TO SAVEPOINT parley_pgvector")
+        raise RuntimeError(
+            "Parley needs the pgvector extension on PostgreSQL (vector stores; migration 6), and it could not be "
+            f"created: {str(exc).splitlines()[0]}. Install pgvector for this server (e.g. the "
+            "postgresql-<version>-pgvector package of apt.postgresql.org, or the pgvector/pgvector image), then "
+            "run `CREATE EXTENSION vector;` in this database as a superuser, and start Parley again."
+        ) from None
+    conn.exec_driver_sql("RELEASE SAVEPOINT parley_pgvector")
+
+
 def _v7(conn: Connection) -> None:
     # The web_search page cache. (5 and 6 belong to other tables; versions are applied in list order and
     # each creates only its own tables, so they do not depend on one another.)
@@ -267,6 +378,7 @@ MIGRATIONS: list[Migration] = [
     (3, "conversations and their items", _v3),
     (4, "background jobs and response event logs", _v4),
     (5, "files and their bytes", _v5),
+    (6, "vector stores, their files, batches and chunks; full-text and vector search", _v6),
     (7, "the web_search page cache", _v7),
     (9, "containers and their files", _v9),
     (10, "key roles, expiry, allowed models and limits; usage records; rate-limit counters", _v10),

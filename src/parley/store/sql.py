@@ -18,11 +18,14 @@ from parley.store.sql_background import SqlBackground
 from parley.store.sql_containers import SqlContainers
 from parley.store.sql_conversations import SqlConversations
 from parley.store.sql_files import SqlFiles
+from parley.store.sql_ingestion import SqlIngestion
 from parley.store.sql_keys import SqlKeys
 from parley.store.sql_keys import hash_key as hash_key  # where api/auth.py and tests find it
 from parley.store.sql_limits import SqlLimits
 from parley.store.sql_prompts import SqlPrompts
 from parley.store.sql_usage import SqlUsage, usage_row
+from parley.store.sql_vector_search import SqlVectorSearch
+from parley.store.sql_vector_stores import SqlVectorStores
 from parley.store.sql_web_pages import SqlWebPages
 from parley.store.writer import GroupCommitWriter, Write, sqlite_pragmas
 
@@ -52,9 +55,9 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 class SqlStore(SqlPrompts, SqlConversations, SqlBackground, SqlWebPages, SqlFiles, SqlKeys, SqlUsage, SqlLimits,
-               SqlContainers):
+               SqlContainers, SqlVectorStores, SqlIngestion, SqlVectorSearch):
     """Responses, items, API keys, prompt templates, conversations, the page cache, files, usage records,
-    rate-limit counters and containers in one SQL database."""
+    rate-limit counters, containers and vector stores in one SQL database."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

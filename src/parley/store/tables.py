@@ -25,6 +25,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from parley.store.pgvector import Vector
+
 metadata = MetaData()
 
 schema_migrations = Table(
@@ -197,6 +199,91 @@ file_chunks = Table(
     Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("data", LargeBinary, nullable=False),
 )
+
+# Vector stores (migration 6; services/vector_stores.py). A store records the embedding model and dimensions
+# its chunks were embedded with; `generation` grows with every change of its chunks or file attributes (search
+# caches compare it). `expires_days`: expires_after {anchor: last_active_at, days}.
+vector_stores = Table(
+    "vector_stores",
+    metadata,
+    Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("project_id", String(128), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_active_at", BigInteger, nullable=False),
+    Column("expires_days", Integer, nullable=True),
+    Column("metadata", Text, nullable=False),
+    Column("embedding_model", Text, nullable=False),
+    Column("dimensions", Integer, nullable=False),
+    Column("generation", BigInteger, nullable=False),
+)
+
+Index("ix_vector_stores_project", vector_stores.c.project_id, vector_stores.c.seq)
+
+# A file attached to a store, and its ingestion job (migration 6; services/ingestion.py): `in_progress` with no
+# live lease is waiting; a worker claims it by setting `worker_id` and `lease_until` (ms) in one conditional
+# UPDATE and renews the lease while it works. `lease_until` in the future with no worker: retry not before.
+vector_store_files = Table(
+    "vector_store_files",
+    metadata,
+    Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+    Column("vector_store_id", String(64), nullable=False),
+    Column("file_id", String(64), nullable=False),
+    Column("project_id", String(128), nullable=False),
+    Column("batch_id", String(64), nullable=True),
+    Column("filename", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("usage_bytes", BigInteger, nullable=False),
+    Column("chunk_count", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("attributes", Text, nullable=False),
+    Column("max_chunk_tokens", Integer, nullable=False),
+    Column("chunk_overlap_tokens", Integer, nullable=False),
+    Column("worker_id", String(64), nullable=True),
+    Column("lease_until", BigInteger, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    UniqueConstraint("vector_store_id", "file_id", name="uq_vector_store_files_file"),
+)
+
+Index("ix_vector_store_files_store", vector_store_files.c.vector_store_id, vector_store_files.c.seq)
+Index("ix_vector_store_files_jobs", vector_store_files.c.status, vector_store_files.c.lease_until)
+Index("ix_vector_store_files_batch", vector_store_files.c.batch_id)
+Index("ix_vector_store_files_file", vector_store_files.c.project_id, vector_store_files.c.file_id)
+
+vector_store_file_batches = Table(
+    "vector_store_file_batches",
+    metadata,
+    Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("vector_store_id", String(64), nullable=False),
+    Column("project_id", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("cancelled_at", BigInteger, nullable=True),
+)
+
+Index("ix_vector_store_file_batches_store", vector_store_file_batches.c.vector_store_id)
+
+# The chunks of a store's files: character offsets in the file's extracted text, the text, and its embedding
+# (float32 bytes on SQLite; pgvector `vector` on PostgreSQL). `seq` never reuses a number (AUTOINCREMENT on
+# SQLite), so a cache can load only what is new. Full-text and ANN indexes: store/pgvector.py.
+vector_store_chunks = Table(
+    "vector_store_chunks",
+    metadata,
+    Column("seq", Integer().with_variant(BigInteger, "postgresql"), primary_key=True, autoincrement=True),
+    Column("vector_store_id", String(64), nullable=False),
+    Column("file_id", String(64), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("start_char", Integer, nullable=False),
+    Column("end_char", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("embedding", LargeBinary().with_variant(Vector(), "postgresql"), nullable=False),
+    sqlite_autoincrement=True,
+)
+
+Index("ix_vector_store_chunks_file", vector_store_chunks.c.vector_store_id, vector_store_chunks.c.file_id)
 
 # Containers of the code_interpreter tool (migration 9; services/containers.py). `status` is running or expired;
 # `session_owner` names the process session that last ran code in it (another one finds its variables lost);
