@@ -56,7 +56,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     os.environ[TOKEN_ENV] = f"Bearer {TOKEN}"
     models = [ModelConfig(id=MODEL, base_url=upstream.base_url)]
     async with serving() as server:
-        declared = [McpServerConfig(label="local", command=STDIO, description="a local test server"),
+        # The stdio server's process starts in ~0.5 s: its own time limit, not the 1 s of [mcp] here.
+        declared = [McpServerConfig(label="local", command=STDIO, description="a local test server", timeout_s=20),
                     McpServerConfig(label="vault", url=server.url("/private/mcp"),
                                     headers_env={"Authorization": TOKEN_ENV})]
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -186,3 +188,27 @@ async def test_server_urls_and_headers_stay_out_of_debug_logs(server: McpTestSer
         for logger, level in zip(loggers, saved, strict=True):
             logger.setLevel(level)
     assert "url-secret" not in caplog.text and "header-secret" not in caplog.text
+
+
+def _processes_with(marker: str) -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as environ:
+                    if marker.encode() in environ.read():
+                        found.append(entry)
+            except OSError:
+                continue
+    return found
+
+
+async def test_a_stdio_server_that_is_too_slow_to_start_leaves_no_process() -> None:
+    marker = f"PARLEY_TEST_MARK=stdio-{uuid.uuid4().hex}"
+    name, value = marker.split("=", 1)
+    connection = McpConnection(McpEndpoint("slow", command=STDIO, env=((name, value),), timeout_s=0.3))
+    with pytest.raises(McpFailure) as caught:
+        await connection.list_tools()  # the server needs ~0.5 s to start
+    assert caught.value.error["code"] == -32001
+    await connection.aclose()  # waits for the abandoned start, which stops the process
+    assert _processes_with(marker) == []

@@ -87,6 +87,7 @@ class McpConnection:
     def __init__(self, endpoint: McpEndpoint) -> None:
         self.endpoint = endpoint
         self._session: _Session | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # every session task not finished yet, awaited by aclose()
         self._lock = asyncio.Lock()
         self._statuses: list[int] = []  # HTTP error statuses the server answered, to classify failures
         self._closed = False
@@ -115,10 +116,12 @@ class McpConnection:
         return await self._run(f"calling {name}", call)
 
     async def aclose(self) -> None:
+        """Close the session, and wait for every session task to end (a stdio server's process with it)."""
         self._closed = True
         session, self._session = self._session, None
         if session is not None:
-            await _stop(session)
+            session.closing.set()
+        await _stop(list(self._tasks))
 
     async def _run(self, what: str, operation: Callable[[Client], Awaitable[T]]) -> T:
         """`operation` on the session (opened if need be), within the endpoint's time limit."""
@@ -147,12 +150,14 @@ class McpConnection:
             ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
             closing = asyncio.Event()
             task = asyncio.create_task(self._serve(ready, closing), name=f"mcp-{self.endpoint.server_label}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
             try:
                 client = await asyncio.shield(ready)
             except BaseException:
-                if not task.done():
-                    closing.set()
-                    task.cancel()
+                # Not awaited here (the caller may be out of time): the task ends by itself, aclose() awaits it.
+                closing.set()
+                task.cancel()
                 raise
             self._session = _Session(client, task, closing)
             return client
@@ -207,17 +212,14 @@ class McpConnection:
         )
 
 
-async def _stop(session: _Session) -> None:
-    session.closing.set()
-    try:
-        async with asyncio.timeout(_CLOSE_WAIT_S):
-            await asyncio.shield(session.task)
-    except TimeoutError:
-        session.task.cancel()
-        with contextlib.suppress(BaseException):
-            await session.task
-    except BaseException:  # the session's failure was reported where it happened
-        pass
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for session tasks told to close; cancel those still running after `_CLOSE_WAIT_S`."""
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=_CLOSE_WAIT_S)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)  # their failures were reported where they happened
 
 
 def classify(exc: BaseException, statuses: list[int]) -> dict[str, Any]:
