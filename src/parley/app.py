@@ -26,7 +26,6 @@ from parley.providers.embedded_provider import EmbeddedProvider
 from parley.providers.http1 import Http1Pool
 from parley.providers.registry import ModelEntry, ModelRegistry, UpstreamPolicy, configured_entries
 from parley.providers.tokens import Encodings
-from parley.retrieval.embed import build_embedder
 from parley.retrieval.fetch import FetchLimits, FetchPolicy, UrlFetcher
 from parley.services.background import BackgroundLimits, BackgroundRunner
 from parley.services.background_responses import BackgroundResponses
@@ -37,7 +36,6 @@ from parley.services.containers import ContainersService
 from parley.services.conversations import ConversationsService
 from parley.services.file_inputs import FileInputLimits, FileInputs
 from parley.services.files import FileLimits, FilesService
-from parley.services.ingestion import IngestionLimits, IngestionWorker
 from parley.services.keys import KeysService
 from parley.services.limits import Limiter
 from parley.services.mcp import McpService
@@ -45,9 +43,7 @@ from parley.services.prompts import PromptsService
 from parley.services.responses import ResponsesService
 from parley.services.usage import Meter, deployments
 from parley.services.usage_reports import UsageReports
-from parley.services.vector_index import VectorIndex
-from parley.services.vector_search import Searcher
-from parley.services.vector_stores import VectorStoresService
+from parley.services.vector_stores import start_vector_stores
 from parley.services.web_search import WebSearchService, build_provider
 from parley.store.blobs import BlobStorage, DatabaseBlobs, DiskBlobs, blob_storage
 from parley.store.sql import SqlStore
@@ -129,7 +125,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     meter = Meter(deployments(settings), limiter)
     containers = _containers(settings, store, files)
     stack.push_async_callback(containers.stop)
-    vector_stores = await _vector_stores(settings, store, files, http, encodings, stack)
+    vector_stores, _ingestion = await start_vector_stores(settings, store, files, http, encodings, stack)
     tools = BuiltinTools(vector_stores, _tool_limits(settings), web=web_search, mcp=mcp,
                          code=CodeInterpreterSetup(containers, files, store))
     responses = ResponsesService(
@@ -149,25 +145,6 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
                    background=background, fields=FieldPolicy(reject=settings.unknown_fields == "reject"),
                    files=files, fetcher=fetcher, limiter=limiter, meter=meter, keys=KeysService(store),
                    usage_reports=UsageReports(store), containers=containers, vector_stores=vector_stores)
-
-
-async def _vector_stores(settings: Settings, store: SqlStore, files: FilesService, http: Http1Pool,
-                         encodings: Encodings, stack: AsyncExitStack) -> VectorStoresService:
-    """The Vector Stores API and file_search: the configured embedder, search (vectors of SQLite stores cached in
-    memory), and this process's ingestion worker (stopped before the store closes)."""
-    embedder = build_embedder(settings.embeddings, http)
-    if embedder is not None:
-        stack.push_async_callback(embedder.close)
-    cfg = settings.vector_stores
-    worker = IngestionWorker(store, files, embedder, encodings, IngestionLimits(
-        max_concurrent=cfg.max_concurrent, lease_ms=int(cfg.lease_s * 1000), poll_s=cfg.poll_s,
-        max_attempts=cfg.max_attempts, max_file_bytes=cfg.max_file_bytes))
-    searcher = Searcher(store, VectorIndex(store, cfg.cache_mb * 1024 * 1024))
-    service = VectorStoresService(store, files, embedder, searcher, wake=worker.notify)
-    files.on_delete(service.file_deleted)
-    worker.start()
-    stack.push_async_callback(worker.stop)
-    return service
 
 
 def _containers(settings: Settings, store: SqlStore, files: FilesService) -> ContainersService:

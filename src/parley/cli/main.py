@@ -1,5 +1,5 @@
-"""`parley serve`, `parley keys ...`, `parley prompts ...`, `parley files upload`, `parley usage`, `parley db ...`,
-`parley config show`."""
+"""`parley serve`, `parley keys ...`, `parley prompts ...`, `parley files upload`, `parley vector-stores create`,
+`parley usage`, `parley db ...`, `parley config show`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import typer
 from pydantic import ValidationError
 
+from parley.cli.vector_stores import vector_stores_app
 from parley.config import Settings, export_flags, load_settings, redacted
 from parley.log_setup import configure_logging
 
@@ -29,6 +30,7 @@ app.add_typer(prompts_app, name="prompts")
 app.add_typer(files_app, name="files")
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
+app.add_typer(vector_stores_app, name="vector-stores")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file (or PARLEY_CONFIG_FILE)")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (SQLite, files)")]

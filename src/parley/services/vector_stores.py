@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
+from parley.config import Settings
 from parley.errors import Conflict, InvalidRequest, NotFound
 from parley.ids import new_id
-from parley.retrieval.embed import Embedder, EmbeddingsUnavailable
+from parley.providers.http1 import Http1Pool
+from parley.providers.tokens import Encodings
+from parley.retrieval.embed import Embedder, EmbeddingsUnavailable, build_embedder
 from parley.retrieval.filters import Filter, parse_filter
 from parley.retrieval.ranking import Weights
 from parley.schema.vector_stores import (
@@ -30,6 +34,8 @@ from parley.schema.vector_stores import (
     strategy_of,
 )
 from parley.services.files import FilesService
+from parley.services.ingestion import IngestionLimits, IngestionWorker
+from parley.services.vector_index import VectorIndex
 from parley.services.vector_search import Searcher, SearchHit, SearchOptions
 from parley.store.base import FileRecord, PageQuery
 from parley.store.sql import SqlStore
@@ -360,3 +366,24 @@ def _options(raw: dict[str, Any] | RankingOptionsParam | None, max_num_results: 
             except ValueError as exc:
                 raise InvalidRequest(str(exc), param="ranking_options.hybrid_search") from None
     return SearchOptions(max_num_results, condition, threshold, weights)
+
+
+async def start_vector_stores(
+    settings: Settings, store: SqlStore, files: FilesService, http: Http1Pool, encodings: Encodings,
+    stack: AsyncExitStack,
+) -> tuple[VectorStoresService, IngestionWorker]:
+    """The Vector Stores API of one process (the server, or a CLI command): the configured embedder, search (the
+    vectors of SQLite stores cached in memory) and a running ingestion worker, all closed by `stack`."""
+    embedder = build_embedder(settings.embeddings, http)
+    if embedder is not None:
+        stack.push_async_callback(embedder.close)
+    cfg = settings.vector_stores
+    worker = IngestionWorker(store, files, embedder, encodings, IngestionLimits(
+        max_concurrent=cfg.max_concurrent, lease_ms=int(cfg.lease_s * 1000), poll_s=cfg.poll_s,
+        max_attempts=cfg.max_attempts, max_file_bytes=cfg.max_file_bytes))
+    searcher = Searcher(store, VectorIndex(store, cfg.cache_mb * 1024 * 1024))
+    service = VectorStoresService(store, files, embedder, searcher, wake=worker.notify)
+    files.on_delete(service.file_deleted)
+    worker.start()
+    stack.push_async_callback(worker.stop)
+    return service, worker
