@@ -9,12 +9,14 @@
              message, joined by " | ". Plain text is echoed ("echo: <text>").
 
 Streaming and non-streaming replies, as a Chat Completions server sends them; requests are recorded in
-`requests` as by the fake upstream.
+`requests` as by the fake upstream. `ThreadedMcpAgentUpstream` runs it in a thread (for servers in other processes).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 import time
 from typing import Any
 
@@ -104,3 +106,22 @@ class McpAgentUpstream(AgentUpstream):
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+class ThreadedMcpAgentUpstream:
+    """`McpAgentUpstream` on its own event loop in a daemon thread (for servers in other processes)."""
+
+    def __init__(self) -> None:
+        self.fake = McpAgentUpstream()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-mcp-agent")
+
+    def __enter__(self) -> McpAgentUpstream:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(10)
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
