@@ -20,9 +20,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import httpx2
 
 from parley.config import McpConfig, McpServerConfig
 from parley.errors import InvalidRequest, UrlFetchFailed
@@ -32,7 +36,7 @@ from parley.schema.tools import BuiltinSpec
 from parley.tools.base import BuiltinCall, BuiltinTool, LeadingItem, ToolContext
 from parley.tools.mcp import items as mcp_items
 from parley.tools.mcp.client import McpConnection, McpEndpoint, McpFailure, transport_for
-from parley.tools.mcp.guard import GuardedNetwork, refusal
+from parley.tools.mcp.guard import GuardedNetwork, guard_ssl_context, refusal
 from parley.tools.mcp.items import error_text
 from parley.tools.mcp.names import unique_name
 from parley.tools.mcp.policy import ListedTool, McpPolicy
@@ -68,6 +72,7 @@ class McpService:
         self._resolver = resolver or SystemResolver()
         self._guard = GuardedNetwork(policy, self._resolver)
         self._shared: dict[str, McpConnection] = {}
+        self._tls: dict[bool, ssl.SSLContext] = {}  # by guarded: built once, on first use (tools/mcp/client.py)
 
     async def aclose(self) -> None:
         """Close the app's shared sessions (operator servers)."""
@@ -125,7 +130,7 @@ class McpService:
                                      f"{spec.param}.server_url")
             return McpEndpoint(params.server_label, params.server_url, transport_for(params.server_url),
                                tuple(headers.items()), timeout_s=config.timeout_s, guard=self._guard,
-                               max_output_chars=config.max_output_chars), False
+                               max_output_chars=config.max_output_chars, ssl_context=await self._ssl(True)), False
         declared = self._declared.get(params.server_label)
         if declared is None:
             raise InvalidRequest(f"The mcp tool '{params.server_label}' needs a server_url: this server declares no "
@@ -140,7 +145,16 @@ class McpService:
         transport = transport_for(declared.url) if declared.transport == "auto" else declared.transport
         merged = {**headers, **declared.resolved_headers()}  # the operator's headers win
         return McpEndpoint(declared.label, declared.url, transport, tuple(merged.items()), timeout_s=timeout,
-                           max_output_chars=config.max_output_chars), not headers
+                           max_output_chars=config.max_output_chars, ssl_context=await self._ssl(False)), not headers
+
+    async def _ssl(self, guarded: bool) -> ssl.SSLContext:
+        """TLS settings for URL servers, built once (in a thread: it reads and parses a CA bundle): certifi's for
+        clients' servers, as the fetch guard; the system's trust store for the operator's (internal CAs)."""
+        context = self._tls.get(guarded)
+        if context is None:
+            build = guard_ssl_context if guarded else functools.partial(httpx2.create_ssl_context, trust_env=False)
+            context = self._tls[guarded] = await asyncio.to_thread(build)
+        return context
 
     def _description(self, params: McpParams) -> str | None:
         declared = self._declared.get(params.server_label) if params.server_url is None else None

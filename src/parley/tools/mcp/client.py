@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -60,6 +61,9 @@ class McpEndpoint:
     timeout_s: float = 30.0
     guard: GuardedNetwork | None = None  # None: an operator's server, connected to as configured
     max_output_chars: int = 100_000
+    # TLS settings shared by the app's sessions: building one costs ~50 ms (the CA bundle is read and parsed),
+    # so each session must not (None: httpx2's default, built per session).
+    ssl_context: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         if (self.url is None) == (not self.command):
@@ -203,12 +207,13 @@ class McpConnection:
             if response.status_code >= 400:
                 self._statuses.append(response.status_code)
 
-        seconds = self.endpoint.timeout_s
-        guard = self.endpoint.guard
+        endpoint = self.endpoint
+        seconds = endpoint.timeout_s
+        verify: ssl.SSLContext | bool = endpoint.ssl_context or True
+        transport = GuardedTransport(endpoint.guard, endpoint.ssl_context) if endpoint.guard is not None else None
         return httpx2.AsyncClient(
-            headers=headers, auth=auth, trust_env=False, event_hooks={"response": [note]},
-            timeout=timeout or httpx2.Timeout(seconds, read=max(seconds, 300.0)),
-            transport=GuardedTransport(guard) if guard is not None else None,
+            headers=headers, auth=auth, trust_env=False, event_hooks={"response": [note]}, verify=verify,
+            timeout=timeout or httpx2.Timeout(seconds, read=max(seconds, 300.0)), transport=transport,
         )
 
 

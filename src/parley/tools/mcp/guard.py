@@ -102,7 +102,12 @@ class GuardedTransport(httpx2.AsyncHTTPTransport):
     backend, so the pool it builds is replaced (`_pool` is what `handle_async_request` and closing use)."""
 
     def __init__(self, network: httpcore2.AsyncNetworkBackend, ssl_context: ssl.SSLContext | None = None) -> None:
-        super().__init__(trust_env=False)
-        context = ssl_context or ssl.create_default_context(cafile=certifi.where())
+        context = ssl_context or guard_ssl_context()
+        super().__init__(verify=context, trust_env=False)  # (its own pool, unused, then built without cost)
         self._pool = httpcore2.AsyncConnectionPool(ssl_context=context, max_connections=20, keepalive_expiry=5.0,
                                                    network_backend=network)
+
+
+def guard_ssl_context() -> ssl.SSLContext:
+    """TLS for servers a client names: certifi's CA bundle, as every guarded fetch (retrieval/fetch.py)."""
+    return ssl.create_default_context(cafile=certifi.where())
