@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ class Env:
     app: InProcess
     upstream: FakeUpstream
     data_dir: Path
+    answered: int = 0
 
     @property
     def containers(self) -> ContainersService:
@@ -37,17 +37,18 @@ class Env:
         return (await self.app.sdk().containers.create(name=name)).id
 
     async def contained(self, container_id: str, code: str) -> RunOutcome:
-        """Run the code; meanwhile the server must keep answering (a health check and a model response)."""
+        """Run the code; meanwhile the server must keep answering (a health check and a model response, again and
+        again while the code runs: `answered` counts the rounds that finished before it did)."""
         task = asyncio.ensure_future(self.containers.run(PROJECT, container_id, code))
         sdk = self.app.sdk()
+        self.answered = 0
         while True:
-            started = time.monotonic()
             assert (await self.app.http.get("/health")).status_code == 200
             reply = await sdk.responses.create(model="echo", input="still here")
             assert reply.output_text == "echo: still here"
-            assert time.monotonic() - started < 2.0
             if task.done():
                 return task.result()
+            self.answered += 1
             await asyncio.sleep(0.05)
 
 
@@ -169,7 +170,7 @@ async def test_memory_bomb(env: Env) -> None:
 async def test_infinite_loop(env: Env) -> None:
     container_id = await env.container()
     outcome = await env.contained(container_id, "while True:\n    pass")
-    assert outcome.result.ended == "timeout" and 4 <= outcome.result.seconds < 6
+    assert outcome.result.ended == "timeout" and env.answered > 0
     after = await env.containers.run(PROJECT, container_id, "print('fresh')")
     assert RESTARTED in after.notes and after.result.logs == "fresh\n"
 
@@ -180,7 +181,7 @@ async def test_disk_fill(env: Env) -> None:
     assert big.result.error is not None and "File too large" in big.result.error  # RLIMIT_FSIZE
     code = "i = 0\nwhile True:\n    open(f'/mnt/data/f{i}', 'wb').write(b'x' * (4 << 20))\n    i += 1"
     filled = await env.contained(container_id, code)
-    assert filled.result.ended == "disk"
+    assert filled.result.ended == "disk" and env.answered > 0
     sdk = env.app.sdk()
     assert sum([f.bytes async for f in sdk.containers.files.list(container_id)]) <= QUOTA
     after = await env.containers.run(PROJECT, container_id, "import os\nprint(len(os.listdir('.')))")
@@ -208,19 +209,21 @@ async def test_no_reading_another_container(env: Env) -> None:
     other = await env.container("victim")
     await env.app.sdk().containers.files.create(other, file=("secret.txt", b"victim's secret"))
     await env.containers.run(PROJECT, other, "x = 1")  # its working copy exists on this host now
-    code = """
+    pool_root = next(p for p in (env.data_dir / "containers").iterdir() if p.is_dir())
+    victim = next(p for p in pool_root.iterdir() if p.name.startswith(other) and not p.name.endswith(".tmp"))
+    assert (victim / "secret.txt").exists()
+    code = f"""
 import os
 found = []
-for top in ["/", "/mnt", "/tmp"]:
+for top in ["/mnt", "/tmp", "/opt", "/home", "/var", "/dev/shm"]:
     for root, dirs, files in os.walk(top):
-        if root.startswith("/proc") or root.startswith("/sys"):
-            dirs[:] = []
-            continue
         found += [os.path.join(root, f) for f in files if f == "secret.txt"]
+for path in [{str(victim / "secret.txt")!r}, {str(pool_root)!r}, {str(env.data_dir)!r}]:
+    found += [path] if os.path.exists(path) else []
 print(found)
 """
     outcome = await env.contained(await env.container("attacker"), code)
-    assert outcome.result.logs == "[]\n"
+    assert outcome.result.logs == "[]\n", outcome.result
 
 
 async def test_session_workdirs_are_removed_with_their_container(env: Env) -> None:
