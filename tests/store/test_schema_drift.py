@@ -10,15 +10,17 @@ from sqlalchemy import Connection, UniqueConstraint, inspect
 
 from parley.store import tables
 from parley.store.migrations import migrate
-from parley.store.pgvector import POSTGRES_HNSW_PREFIX, POSTGRES_TEXT_INDEX, SQLITE_FTS_TABLE
+from parley.store.pgvector import POSTGRES_HNSW_PREFIX, POSTGRES_TEXT_COLUMN, POSTGRES_TEXT_INDEX, SQLITE_FTS_TABLE
 from parley.store.sql import make_engine
 
 
 def _search_structure(name: str | None) -> bool:
     """The search structures of migration 6 that SQLAlchemy cannot declare (store/pgvector.py): the FTS5 table and
-    its shadow tables, PostgreSQL's full-text and HNSW expression indexes. test_search_structures checks them."""
+    its shadow tables; PostgreSQL's tsvector column, its index and the HNSW expression indexes.
+    test_search_structures checks them."""
     text = str(name or "")
-    return text.startswith((SQLITE_FTS_TABLE, POSTGRES_HNSW_PREFIX)) or text == POSTGRES_TEXT_INDEX
+    return text.startswith((SQLITE_FTS_TABLE, POSTGRES_HNSW_PREFIX)) or text in (POSTGRES_TEXT_INDEX,
+                                                                                 POSTGRES_TEXT_COLUMN)
 
 
 def _reflected(conn: Connection) -> dict[str, Any]:
@@ -31,7 +33,8 @@ def _reflect(conn: Connection) -> dict[str, Any]:
     inspector = inspect(conn)
     return {
         name: {
-            "columns": sorted((c["name"], c["nullable"]) for c in inspector.get_columns(name)),
+            "columns": sorted((c["name"], c["nullable"]) for c in inspector.get_columns(name)
+                              if not _search_structure(c["name"])),
             # PostgreSQL also reports the index behind each UNIQUE constraint; those are compared as unique.
             "indexes": sorted(
                 (i["name"], tuple(i["column_names"]))
@@ -74,7 +77,9 @@ def _search_names(conn: Connection) -> set[str]:
     inspector = inspect(conn)
     names = {name for name in inspector.get_table_names() if _search_structure(name)}
     indexes = inspector.get_indexes("vector_store_chunks")
-    return names | {str(i["name"]) for i in indexes if _search_structure(i["name"])}
+    columns = inspector.get_columns("vector_store_chunks")
+    return names | {str(i["name"]) for i in indexes if _search_structure(i["name"])} | {
+        str(c["name"]) for c in columns if _search_structure(c["name"])}
 
 
 async def test_search_structures(db_url: str) -> None:
@@ -88,4 +93,4 @@ async def test_search_structures(db_url: str) -> None:
     if db_url.startswith("sqlite"):
         assert SQLITE_FTS_TABLE in names
     else:
-        assert names == {POSTGRES_TEXT_INDEX, POSTGRES_HNSW_PREFIX + "384"}
+        assert names == {POSTGRES_TEXT_INDEX, POSTGRES_TEXT_COLUMN, POSTGRES_HNSW_PREFIX + "384"}

@@ -9,6 +9,7 @@ overlap by design) only the best is returned.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +21,16 @@ from parley.retrieval.filters import Filter, matches
 from parley.retrieval.ranking import Weights, fuse
 from parley.services.vector_index import VectorIndex
 from parley.store.sql import SqlStore
+from parley.store.sql_vector_search import query_terms
 from parley.store.vector_records import ChunkText, StoreFileInfo, VectorStoreRecord
 
 MIN_CANDIDATES = 50
+# SQLite: a query term in more than this share of all chunks is left out of the full-text query. Its BM25 weight
+# is close to nothing (FTS5: idf = ln((N - n + 0.5) / (n + 0.5)), < 0.7 here) while its matches are most of the
+# work (FTS5 scores every chunk that matches any term). Document counts are cached for DF_TTL_S.
+COMMON_TERM_SHARE = 1 / 3
+PRUNE_FROM_CHUNKS = 1000  # below this, every word is kept (the cost is small, and each word counts in a few chunks)
+DF_TTL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,7 @@ class Searcher:
         self._index = index
         self._postgres = store.engine.dialect.name == "postgresql"
         self._files: dict[str, tuple[int, dict[str, StoreFileInfo]]] = {}  # by store: (generation, files)
+        self._counts: dict[str, tuple[float, int, int]] = {}  # term -> (when, chunks holding it, all chunks)
 
     async def search(self, stores: Sequence[VectorStoreRecord], queries: list[str], vectors: npt.NDArray[np.float32],
                      options: SearchOptions) -> list[SearchHit]:
@@ -128,18 +137,38 @@ class Searcher:
             for store, matrix in zip(stores, matrices, strict=False):  # no matrices without a vector
                 assert vector is not None
                 by_vector.update(matrix.top(vector, k, allowed.get(store.id) if allowed is not None else None))
-            by_text = dict(await self._store.fts_search(store_ids, query, k, file_ids) if use_text else [])
+            terms = await self._useful_terms(query) if use_text else []
+            by_text = dict(await self._store.fts_search(store_ids, terms, k, file_ids) if terms else [])
             if vector is not None:
                 others = [seq for seq in by_text if seq not in by_vector]
                 for matrix in matrices:
                     by_vector.update(matrix.similarities(vector, others))
-            if use_text:
-                by_text.update(await self._store.fts_scores([s for s in by_vector if s not in by_text], query))
+            if terms:
+                by_text.update(await self._store.fts_scores([s for s in by_vector if s not in by_text], terms))
         if vector is None:
             by_vector = {}
         if not use_text:
             by_text = {}
         return fuse(by_vector, by_text, weights)
+
+
+    async def _useful_terms(self, query: str) -> list[str]:
+        """The query's words, but those in more than COMMON_TERM_SHARE of the chunks (SQLite; PostgreSQL's
+        `english` configuration drops stop words itself). If every word is that common, the rarest one."""
+        terms = query_terms(query)
+        now = time.monotonic()
+        unknown = [t for t in terms if now - self._counts.get(t, (-DF_TTL_S, 0, 0))[0] >= DF_TTL_S]
+        if unknown:
+            total, counts = await self._store.fts_document_counts(unknown)
+            for term in unknown:
+                self._counts[term] = (now, counts[term], total)
+            if len(self._counts) > 100_000:
+                self._counts.clear()
+        found = [(t, self._counts[t][1], self._counts[t][2]) for t in terms if self._counts[t][1] > 0]
+        useful = [t for t, count, total in found if total < PRUNE_FROM_CHUNKS or count <= COMMON_TERM_SHARE * total]
+        if not useful and found:
+            useful = [min(found, key=lambda entry: entry[1])[0]]
+        return useful
 
 
 def _allowed(files: dict[str, dict[str, StoreFileInfo]], condition: Filter | None) -> dict[str, frozenset[str]] | None:

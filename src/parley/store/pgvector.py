@@ -5,7 +5,8 @@ Embeddings are float32 bytes (LargeBinary) on SQLite, where Parley searches them
 stores may use embedding models of different dimensions, so PostgreSQL gets one partial expression index per
 dimension in use (`ix_vector_store_chunks_hnsw_<d>`): migration 6 creates the one of the default local model
 (384), `ensure_hnsw_index` the others when a store first needs them. Past 2000 dimensions (pgvector's limit for
-`vector` indexes) the index is over `halfvec`.
+`vector` indexes) the index is over `halfvec`. Full text on PostgreSQL: a stored generated tsvector column
+(`search_vector`) with a GIN index; on SQLite an FTS5 table kept in step by triggers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ MAX_HALFVEC_INDEX_DIMENSIONS = 4000
 # The names the schema-drift test knows as search structures (not in tables.metadata).
 SQLITE_FTS_TABLE = "vector_store_chunks_fts"  # FTS5, with its shadow tables vector_store_chunks_fts_*
 POSTGRES_TEXT_INDEX = "ix_vector_store_chunks_tsv"
+POSTGRES_TEXT_COLUMN = "search_vector"  # tsvector, generated from `text` and stored
 POSTGRES_HNSW_PREFIX = "ix_vector_store_chunks_hnsw_"
 TEXT_SEARCH_CONFIG = "english"
 

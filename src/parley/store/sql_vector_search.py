@@ -34,6 +34,7 @@ _FTS_SEARCH = text(
     "WHERE vector_store_chunks_fts MATCH :match AND c.vector_store_id IN :stores {files}"
     "ORDER BY score DESC LIMIT :k"
 )
+_FTS_COUNT = text("SELECT count(*) FROM vector_store_chunks_fts WHERE vector_store_chunks_fts MATCH :match")
 _FTS_SCORES = text(
     "SELECT rowid, -bm25(vector_store_chunks_fts) FROM vector_store_chunks_fts "
     "WHERE vector_store_chunks_fts MATCH :match AND rowid IN :seqs"
@@ -111,9 +112,16 @@ class SqlVectorSearch:
         matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dimensions).astype(np.float32)
         return np.asarray(seqs, dtype=np.int64), files, matrix
 
-    async def fts_search(self, store_ids: list[str], query: str, k: int,
+    async def fts_document_counts(self, terms: list[str]) -> tuple[int, dict[str, int]]:
+        """The number of chunks, and of chunks holding each term (all stores: FTS5's statistics are global)."""
+        async with self.engine.connect() as conn:
+            total = int((await conn.execute(text("SELECT max(seq) FROM vector_store_chunks"))).scalar() or 0)
+            counts = {term: int((await conn.execute(_FTS_COUNT, {"match": _fts_match([term])})).scalar() or 0)
+                      for term in terms}
+        return total, counts
+
+    async def fts_search(self, store_ids: list[str], terms: list[str], k: int,
                          file_ids: list[str] | None) -> list[tuple[int, float]]:
-        terms = query_terms(query)
         if not terms:
             return []
         statement = _FTS_SEARCH.text.format(files="AND c.file_id IN :files " if file_ids is not None else "")
@@ -128,8 +136,7 @@ class SqlVectorSearch:
             rows = (await conn.execute(text(statement).bindparams(*binds), params)).all()
         return [(int(seq), float(score)) for seq, score in rows]
 
-    async def fts_scores(self, seqs: list[int], query: str) -> dict[int, float]:
-        terms = query_terms(query)
+    async def fts_scores(self, seqs: list[int], terms: list[str]) -> dict[int, float]:
         if not terms or not seqs:
             return {}
         statement = _FTS_SCORES.bindparams(bindparam("seqs", expanding=True))
@@ -166,9 +173,9 @@ class SqlVectorSearch:
             return []
         files = "AND file_id = ANY(:files) " if file_ids is not None else ""
         statement = text(
-            f"SELECT seq, ts_rank_cd(to_tsvector('{TEXT_SEARCH_CONFIG}', text), query) AS score "
+            "SELECT seq, ts_rank_cd(search_vector, query) AS score "
             f"FROM vector_store_chunks, to_tsquery('{TEXT_SEARCH_CONFIG}', :tsq) AS query "
-            f"WHERE to_tsvector('{TEXT_SEARCH_CONFIG}', text) @@ query AND vector_store_id = ANY(:stores) {files}"
+            f"WHERE search_vector @@ query AND vector_store_id = ANY(:stores) {files}"
             "ORDER BY score DESC LIMIT :k")
         params: dict[str, Any] = {"tsq": _tsquery(terms), "stores": store_ids, "k": k}
         if file_ids is not None:
@@ -183,8 +190,7 @@ class SqlVectorSearch:
         if not seqs:
             return {}
         terms = query_terms(query)
-        rank = (f"ts_rank_cd(to_tsvector('{TEXT_SEARCH_CONFIG}', text), to_tsquery('{TEXT_SEARCH_CONFIG}', :tsq))"
-                if terms else "0.0")
+        rank = f"ts_rank_cd(search_vector, to_tsquery('{TEXT_SEARCH_CONFIG}', :tsq))" if terms else "0.0"
         statement = text(f"SELECT seq, 1 - (embedding <=> CAST(:q AS vector)) AS similarity, {rank} AS score "
                          "FROM vector_store_chunks WHERE seq = ANY(:seqs)")
         params: dict[str, Any] = {"q": vector_literal(vector), "seqs": seqs}
