@@ -72,6 +72,7 @@ class Options:
     upstream: str
     output: Path | None
     workers: int
+    metrics: bool = True  # False: metrics = "off" (--no-metrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,8 @@ def parse_args(argv: list[str] | None) -> Options:
                         help="fast: bench.upstream (default); testing: parley.testing.fake_upstream")
     parser.add_argument("--output", type=Path, help="also write the JSON report to this file")
     parser.add_argument("--workers", type=int, default=1, help="parley serve --workers (default 1)")
+    parser.add_argument("--no-metrics", action="store_true",
+                        help="metrics = \"off\" in Parley (default: on, as served): what recording them costs")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.rounds < 1 or min(args.concurrency) < 1:
         parser.error("--duration must be > 0, --rounds >= 1 and every --concurrency >= 1")
@@ -105,6 +108,7 @@ def parse_args(argv: list[str] | None) -> Options:
         duration_s=args.duration, rounds=args.rounds, warmup_s=max(0.0, args.warmup),
         concurrency=tuple(args.concurrency), modes=tuple(args.modes), prompt=args.prompt,
         store=not args.no_store, upstream=args.upstream, output=args.output, workers=args.workers,
+        metrics=not args.no_metrics,
     )
 
 
@@ -132,6 +136,8 @@ def servers(opts: Options, workdir: Path) -> Iterator[Servers]:
     """Start the upstream and Parley, wait until both answer, and stop both afterwards."""
     env = child_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    if not opts.metrics:
+        env["PARLEY_METRICS"] = "off"
     up_port, parley_port = free_port(), free_port()
     upstream_module = "bench.upstream" if opts.upstream == "fast" else "parley.testing.fake_upstream"
     children: list[Child] = []
@@ -247,6 +253,7 @@ def run(opts: Options) -> dict[str, Any]:
             "duration_s": opts.duration_s, "rounds": opts.rounds, "warmup_s": opts.warmup_s,
             "concurrency": list(opts.concurrency), "modes": list(opts.modes), "prompt": opts.prompt,
             "store": opts.store, "upstream": opts.upstream, "answer_tokens": 32, "workers": opts.workers,
+            "metrics": opts.metrics,
         },
         "environment": environment,
         "scenarios": scenarios,

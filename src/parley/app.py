@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
@@ -40,14 +41,21 @@ from parley.services.keys import KeysService
 from parley.services.limits import Limiter
 from parley.services.mcp import McpService
 from parley.services.prompts import PromptsService
+from parley.services.readiness import Readiness, ReadinessChecks, Upstream
 from parley.services.responses import ResponsesService
-from parley.services.usage import Meter, deployments
+from parley.services.usage import deployments
 from parley.services.usage_reports import UsageReports
 from parley.services.vector_stores import start_vector_stores
 from parley.services.web_search import WebSearchService, build_provider
 from parley.store.blobs import BlobStorage, DatabaseBlobs, DiskBlobs, blob_storage
 from parley.store.sql import SqlStore
+from parley.store.sql_status import ping
+from parley.telemetry.meter import ObservedMeter
+from parley.telemetry.setup import build_telemetry, observed
 from parley.tools.web.pages import GuardedFetcher
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("parley")
 
@@ -88,18 +96,22 @@ def _reasoning_keys(settings: Settings) -> list[str]:
     return [path.read_text().strip()]
 
 
-async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
+async def build_runtime(settings: Settings, stack: AsyncExitStack,
+                        tracer_provider: TracerProvider | None = None) -> Runtime:
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await SqlStore.open(settings.effective_database_url)
     stack.push_async_callback(store.close)
-    http = Http1Pool()  # one keep-alive pool for every upstream (providers/http1.py)
+    telemetry = build_telemetry(settings, stack, tracer_provider)  # metrics, tracing, access lines (telemetry/)
+    store.writer.observer = telemetry.writes
+    # One keep-alive pool for every upstream (providers/http1.py); with tracing, requests carry `traceparent`.
+    http = Http1Pool(header_hook=telemetry.tracing.outgoing_headers if telemetry.tracing is not None else None)
     stack.push_async_callback(http.close)
     created = int(time.time())
     encodings = Encodings()  # tiktoken encodings, loaded on first use and shared by this app's models
     entries = configured_entries(settings, http, created, encodings)
     entries += await _embedded_entries(settings, http, stack, created, encodings)
-    models = ModelRegistry(entries)
+    models = ModelRegistry(observed(entries, deployments(settings), telemetry))
     auth = Authenticator(store, settings.auth_cache_ttl_s, settings.auth)
     sealer = ReasoningSealer(_reasoning_keys(settings))
     prompts = PromptsService(store)
@@ -122,7 +134,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     limiter = Limiter(store, settings.limits)  # counts shared through the database, synced in the background
     limiter.start()
     stack.push_async_callback(limiter.stop)
-    meter = Meter(deployments(settings), limiter)
+    meter = ObservedMeter(deployments(settings), limiter, telemetry)  # each finished response is also counted
     containers = _containers(settings, store, files)
     stack.push_async_callback(containers.stop)
     vector_stores, _ingestion = await start_vector_stores(settings, store, files, http, encodings, stack)
@@ -131,7 +143,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     responses = ResponsesService(
         store, models, sealer, prompts=prompts, conversations=conversations, compactor=compactor,
         obfuscation_default=settings.obfuscation_default, tools=tools,
-        file_inputs=file_inputs, meter=meter,
+        file_inputs=file_inputs, meter=meter, telemetry=telemetry,
     )
     limits = settings.background
     runner = BackgroundRunner(store, BackgroundLimits(
@@ -144,7 +156,9 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack) -> Runtime:
     return Runtime(settings, store, http, models, auth, responses, prompts, conversations=conversations,
                    background=background, fields=FieldPolicy(reject=settings.unknown_fields == "reject"),
                    files=files, fetcher=fetcher, limiter=limiter, meter=meter, keys=KeysService(store),
-                   usage_reports=UsageReports(store), containers=containers, vector_stores=vector_stores)
+                   usage_reports=UsageReports(store), telemetry=telemetry,
+                   readiness=_readiness(settings, store, http, entries),
+                   containers=containers, vector_stores=vector_stores)
 
 
 def _containers(settings: Settings, store: SqlStore, files: FilesService) -> ContainersService:
@@ -177,6 +191,19 @@ def _files(settings: Settings, store: SqlStore) -> FilesService:
                          FileLimits(cfg.max_bytes, cfg.upload_timeout_s, cfg.sweep_interval_s))
     files.start()
     return files
+
+
+def _readiness(settings: Settings, store: SqlStore, http: Http1Pool, entries: list[ModelEntry]) -> Readiness:
+    """GET /ready's checks: the database, each configured upstream once, and the models Parley runs itself."""
+    by_url: dict[str, list[str]] = {}
+    for model in settings.models:
+        by_url.setdefault(model.base_url, []).append(model.id)
+    checks = ReadinessChecks(
+        database=lambda: ping(store.engine),
+        upstreams=tuple(Upstream(url, tuple(ids)) for url, ids in by_url.items()),
+        local_models=tuple((entry.id, entry.status) for entry in entries if entry.status is not None),
+    )
+    return Readiness(checks, http, settings.readiness_timeout_s, settings.readiness_cache_s)
 
 
 async def _log_auth_mode(runtime: Runtime) -> None:
@@ -226,14 +253,16 @@ class ParleyApp:
             await response(scope, receive, send)
 
 
-def create_app(settings: Settings, *, serving: bool = False) -> ParleyApp:
+def create_app(settings: Settings, *, serving: bool = False,
+               tracer_provider: TracerProvider | None = None) -> ParleyApp:
     """`serving`: this process exists to serve the app (`parley serve`), so it may tune process-wide
-    settings once the app is built (parley/gc_tuning.py); tests and tools leave them alone."""
+    settings once the app is built (parley/gc_tuning.py); tests and tools leave them alone.
+    `tracer_provider`: trace into this OpenTelemetry provider (tests: an in-memory exporter)."""
 
     @asynccontextmanager
     async def lifespan(app: ParleyApp) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            runtime = await build_runtime(settings, stack)
+            runtime = await build_runtime(settings, stack, tracer_provider)
             app.state.runtime = runtime
             await _log_auth_mode(runtime)
             if serving:
@@ -249,5 +278,5 @@ def app_from_settings() -> ParleyApp:
     from parley.log_setup import configure_logging
 
     settings = load_settings()
-    configure_logging(settings.log_level)  # a worker process configures its own logging
+    configure_logging(settings.log_level, settings.log_format)  # a worker process configures its own logging
     return create_app(settings, serving=True)

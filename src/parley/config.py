@@ -418,6 +418,25 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="Default: SQLite in data_dir")
     config_file: Path | None = None
     log_level: LogLevel = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line (time, level, logger, message, request_id and "
+        "each line's own fields)")
+    log_content: bool = Field(
+        default=False, description="Let log lines carry content (a finished response's instructions and output "
+        "text in access_log lines); off, no prompt, output or key is ever logged")
+    access_log: bool = Field(
+        default=False, description="Log a line per HTTP request (route, status, duration) and per finished "
+        "response (project, model, status, latency, time to first token, tokens, cost), at info level")
+    metrics: Literal["auto", "open", "keys", "off"] = Field(
+        default="auto", description="GET /metrics (Prometheus): open to anyone, only with an admin key, or not "
+        "served; auto: open when bound to a loopback address, else keys")
+    tracing: Literal["off", "otlp", "console"] = Field(
+        default="off", description="OpenTelemetry traces (the `otel` extra): otlp exports over HTTP/protobuf as "
+        "the standard OTEL_EXPORTER_OTLP_* variables say; console prints spans")
+    readiness_timeout_s: float = Field(default=2.0, gt=0, description="GET /ready: each check must answer within "
+                                       "this (the database, every upstream)")
+    readiness_cache_s: float = Field(default=2.0, ge=0, description="GET /ready answers from its last check this "
+                                     "long, so probes cannot multiply the load on upstreams")
     workers: int = Field(default=1, ge=1, le=64, description="Server processes sharing the port")
     allow_unauthenticated_remote: bool = Field(
         default=False, description="Allow a non-loopback bind with no API keys (not recommended)"
@@ -509,6 +528,13 @@ class Settings(BaseSettings):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+    @property
+    def metrics_access(self) -> Literal["open", "keys", "off"]:
+        """`metrics` with auto resolved: a scraper on the same machine needs no key, one elsewhere does."""
+        if self.metrics == "auto":
+            return "open" if self.binds_loopback else "keys"
+        return self.metrics
 
     @classmethod
     def settings_customise_sources(

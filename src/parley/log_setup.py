@@ -8,7 +8,8 @@ The MCP SDK (`mcp`, debug) and its HTTP client (`httpx2`, info) log the URLs of 
 have given with a token in them: they are held at INFO and WARNING.
 
 Every line names the request it was written for (`[req_...]`, the `x-request-id` its client got; a background
-run's lines name its response; `-` outside any request), from parley/log_context.py.
+run's lines name its response; `-` outside any request), from parley/log_context.py. `log_format = "json"` writes
+each line as a JSON object instead (parley/log_json.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 
 from parley.log_context import current_request_id
+from parley.log_json import JsonFormatter
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 # Loggers whose debug output carries query parameters (key hashes among them).
@@ -32,11 +34,13 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
     logging.basicConfig(level=level.upper(), format=FORMAT)
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
             handler.addFilter(RequestIdFilter())
+        if log_format == "json":
+            handler.setFormatter(JsonFormatter())
     for name in _PARAMETER_LOGGERS:
         logger = logging.getLogger(name)
         if logger.level < logging.INFO:  # its own level (NOTSET follows the root, which may go to DEBUG later)

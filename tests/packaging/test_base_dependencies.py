@@ -1,5 +1,6 @@
 """Every runtime import is declared: each `parley` module (but `parley.testing`, which needs the `testing`
-extra) imports in a virtual environment holding only the base dependencies of pyproject.toml.
+extra, and `parley.telemetry.otel`, which needs the `otel` one) imports in a virtual environment holding only the
+base dependencies of pyproject.toml.
 
 The environment is built once per dependency list and cached outside the checkout
 (~/.cache/parley/base-env-<hash>), so CI pays for it once.
@@ -24,7 +25,8 @@ IMPORT_ALL = """
 import importlib, pkgutil, sys
 import parley
 assert parley.__file__.startswith(sys.argv[1]), parley.__file__
-names = [m.name for m in pkgutil.walk_packages(parley.__path__, "parley.") if not m.name.startswith("parley.testing")]
+extras = ("parley.testing", "parley.telemetry.otel")
+names = [m.name for m in pkgutil.walk_packages(parley.__path__, "parley.") if not m.name.startswith(extras)]
 for name in names:
     importlib.import_module(name)
 print(len(names))

@@ -23,6 +23,7 @@ from parley.log_context import set_request_id
 from parley.schema.json_limits import INT_MAX, check_json_numbers
 from parley.schema.requests import cross_field_param, most_specific, param_from_loc
 from parley.store.base import PageQuery
+from parley.telemetry.observe import Telemetry
 
 log = logging.getLogger("parley.api")
 M = TypeVar("M", bound=BaseModel)
@@ -60,6 +61,13 @@ def error_response(err: ParleyError, rid: str) -> Response:
     return JsonResponse(orjson.dumps(err.body()), err.status, {"x-request-id": rid, **err.headers})
 
 
+ErrorRenderer = Callable[[Request, ParleyError, str], Response]
+
+
+def _openai_error(request: Request, err: ParleyError, rid: str) -> Response:
+    return error_response(err, rid)
+
+
 class ClientGoneError(Exception):
     """Raised by a handler whose client disconnected before the response was ready; nothing is sent."""
 
@@ -67,25 +75,44 @@ class ClientGoneError(Exception):
 class Endpoint:
     """A handler as a plain ASGI app: request id, ParleyError -> OpenAI error body, anything else -> an
     opaque 500. Being an object (not a function), Starlette's router calls it directly, without its
-    per-request exception-handling wrapper (measured on the hot path, bench/README.md)."""
+    per-request exception-handling wrapper (measured on the hot path, bench/README.md). With metrics or
+    tracing on, the app's telemetry sees each request: its route, status and duration, and its trace context."""
 
-    def __init__(self, handler: Callable[[Request, str], Awaitable[Response]]) -> None:
+    def __init__(self, handler: Callable[[Request, str], Awaitable[Response]],
+                 render: ErrorRenderer | None = None) -> None:
         self.handler = handler
+        # How errors become bodies: OpenAI's shape, or another door's (api/messages_errors.py).
+        self.render: ErrorRenderer = render or _openai_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        telemetry: Telemetry = scope["app"].state.runtime.telemetry
+        if not telemetry.enabled:
+            await self._serve(scope, receive, send)
+            return
+        observation = telemetry.request_started(scope)
+        status = 500
+        try:
+            status = await self._serve(scope, receive, send)
+        finally:
+            telemetry.request_ended(observation, scope, status)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer the request; the HTTP status sent (499: the client went away before an answer was ready)."""
         request = Request(scope, receive, send)
         rid = request_id()
         set_request_id(rid)  # for log lines below this request (parley/log_context.py)
         try:
             response = await self.handler(request, rid)
         except ClientGoneError:
-            return  # the client disconnected: there is nobody to answer
+            return 499  # the client disconnected: there is nobody to answer
         except ParleyError as err:
-            response = error_response(err, rid)
+            response = self.render(request, err, rid)
         except Exception:
             log.exception("unhandled error in %s %s (request %s)", request.method, request.url.path, rid)
-            response = error_response(InternalError(), rid)
+            response = self.render(request, InternalError(), rid)
         await response(scope, receive, send)
+        status: int = getattr(response, "status_code", 200)  # SseResponse: 200, sent with its first bytes
+        return status
 
 
 def endpoint(handler: Callable[[Request, str], Awaitable[Response]]) -> Endpoint:
@@ -242,9 +269,11 @@ class SseResponse(Response):
     `receive`, instead of Starlette's StreamingResponse and its anyio task group per stream (measured
     on the streaming hot path, bench/README.md)."""
 
-    def __init__(self, chunks: AsyncGenerator[bytes, None], rid: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, chunks: AsyncGenerator[bytes, None], rid: str, headers: dict[str, str] | None = None,
+                 end: bytes = b"data: [DONE]\n\n") -> None:
         # Response.__init__ is not called: there is no body to render, only chunks to stream.
         self._chunks = chunks
+        self._end = end  # after the last chunk (Anthropic's streams have no `[DONE]`)
         self._raw_headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
@@ -270,7 +299,7 @@ class SseResponse(Response):
             await send({"type": "http.response.start", "status": 200, "headers": self._raw_headers})
             async for chunk in self._chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+            await send({"type": "http.response.body", "body": self._end, "more_body": False})
         except asyncio.CancelledError:
             if not gone:
                 raise

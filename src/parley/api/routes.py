@@ -10,6 +10,7 @@ from starlette.routing import Route
 from parley.api import compaction, containers, conversations, files, models, organization, prompts, responses
 from parley.api import vector_stores as vs
 from parley.api.http import error_response, json_response, request_id
+from parley.api.observability import metrics, ready
 from parley.errors import NotFound, ParleyError
 from parley.log_context import set_request_id
 
@@ -21,6 +22,8 @@ async def health(request: Request) -> Response:
 def routes() -> list[Route]:
     return [
         Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/responses", responses.create_response, methods=["POST"]),
         # Before /v1/responses/{response_id}: that GET would otherwise take "input_tokens" as a response id.
         Route("/v1/responses/input_tokens", responses.count_input_tokens, methods=["POST"]),

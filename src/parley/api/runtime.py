@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -21,11 +21,13 @@ from parley.services.files import FilesService
 from parley.services.keys import KeysService
 from parley.services.limits import Limiter
 from parley.services.prompts import PromptsService
+from parley.services.readiness import Readiness
 from parley.services.responses import ResponsesService
 from parley.services.usage import Meter
 from parley.services.usage_reports import UsageReports
 from parley.services.vector_stores import VectorStoresService
 from parley.store.sql import SqlStore
+from parley.telemetry.observe import Telemetry
 
 
 @dataclass(slots=True)
@@ -46,6 +48,8 @@ class Runtime:
     meter: Meter  # usage records and the charges of finished responses
     keys: KeysService
     usage_reports: UsageReports
+    telemetry: Telemetry = field(default_factory=Telemetry)  # metrics, traces, access lines (telemetry/)
+    readiness: Readiness | None = None  # GET /ready's checks
     containers: ContainersService | None = None  # the Containers API and code_interpreter
     vector_stores: VectorStoresService | None = None  # the Vector Stores API and file_search
 

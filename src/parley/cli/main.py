@@ -94,7 +94,7 @@ def serve(
         typer.echo("parley: the embedded model runs in a single process; use --workers 1, or set "
                    "[embedded] enabled = false (PARLEY_EMBEDDED__ENABLED=false).", err=True)
         raise typer.Exit(2)
-    configure_logging(settings.log_level)  # also keeps key hashes out of third-party debug logs
+    configure_logging(settings.log_level, settings.log_format)  # also keeps key hashes out of third-party logs
     if not settings.binds_loopback and not settings.allow_unauthenticated_remote:
         # auth "none", or "auto" with no key yet, would serve this address to anyone (api/auth.py).
         if settings.auth == "none" or (settings.auth == "auto" and not asyncio.run(_any_key(settings))):
@@ -124,6 +124,8 @@ def serve(
         # No proxy-header rewriting (Parley does not trust forwarded addresses) and no per-response
         # Server/Date headers: measured per-request CPU on the hot path (bench/README.md).
         proxy_headers=False, server_header=False, date_header=False,
+        # JSON logs: uvicorn's own loggers keep no handlers of their own and write through the root's JSON lines.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
 
 

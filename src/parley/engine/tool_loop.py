@@ -11,14 +11,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from parley.engine.budget import ToolCallBudget
 from parley.engine.stream import Event, StreamBuilder
 from parley.tools.base import BuiltinCall, BuiltinTool, Item, LeadingItem, ToolOutcome
 
 log = logging.getLogger("parley.tools")
+
+
+class ToolCallNote(Protocol):
+    def finished(self, item: Item) -> None:
+        """The call's final item (its type and status)."""
+        ...
+
+
+class ToolObserver(Protocol):
+    """Watches each built-in call run: the app's telemetry counts and times it, and traces it (telemetry/)."""
+
+    def tool_call(self, call: BuiltinCall) -> AbstractContextManager[ToolCallNote]: ...
 
 
 @dataclass(slots=True)
@@ -35,6 +48,7 @@ class Toolbox:
     # client approved, which run first (services/mcp.py; engine/run.py takes both as given to it).
     leading: list[LeadingItem] = field(default_factory=list)
     first_calls: list[BuiltinCall] = field(default_factory=list)
+    observer: ToolObserver | None = None  # the app's telemetry, set with the response's run (services/responses.py)
     _next_marker: int = 0
 
     def __bool__(self) -> bool:
@@ -139,11 +153,21 @@ class Dispatch:
         emitter = _Emitter(self._builder, queue)
         try:
             async with gate:
-                outcome = await self._run(call, emitter)
+                outcome = await self._observed(call, emitter)
             emitter.finish(outcome.item, outcome.closing_events)
             return Ran(call, outcome)
         finally:
             queue.put_nowait(None)
+
+    async def _observed(self, call: BuiltinCall, emitter: _Emitter) -> ToolOutcome:
+        """`_run` under the toolbox's observer, when it has one."""
+        observer = self._toolbox.observer
+        if observer is None:
+            return await self._run(call, emitter)
+        with observer.tool_call(call) as note:
+            outcome = await self._run(call, emitter)
+            note.finished(outcome.item)
+        return outcome
 
     async def _run(self, call: BuiltinCall, emitter: _Emitter) -> ToolOutcome:
         tool = self._toolbox.tools[call.name]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -276,12 +276,18 @@ class Response:
 
 
 class Http1Pool:
-    """Keep-alive connections per (scheme, host, port). Owned by the app; closed at shutdown."""
+    """Keep-alive connections per (scheme, host, port). Owned by the app; closed at shutdown.
 
-    def __init__(self, idle_per_host: int = 256, ssl_context: ssl.SSLContext | None = None) -> None:
+    `header_hook`: headers added to every request when it is sent (tracing's `traceparent`, telemetry/otel.py).
+    `retries` counts, by host, requests sent again after a kept-alive connection turned out closed (/metrics)."""
+
+    def __init__(self, idle_per_host: int = 256, ssl_context: ssl.SSLContext | None = None,
+                 header_hook: Callable[[], Mapping[str, str]] | None = None) -> None:
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._idle_per_host = idle_per_host
         self._ssl = ssl_context  # default: the system's trusted CAs, hostname checked
+        self._header_hook = header_hook
+        self.retries: dict[str, int] = {}
 
     async def request(
         self, endpoint: Endpoint, method: str, headers: dict[str, str], body: bytes, *,
@@ -290,6 +296,8 @@ class Http1Pool:
         head = [f"{method} {endpoint.path} HTTP/1.1\r\nhost: {endpoint.host_header}\r\n"
                 f"content-length: {len(body)}\r\n"]
         head.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+        if self._header_hook is not None:
+            head.extend(f"{name}: {value}\r\n" for name, value in self._header_hook().items())
         request = "".join(head).encode("latin-1") + b"\r\n" + body
         for attempt in range(2):
             conn, reused = await self._connection(endpoint, connect_timeout)
@@ -300,7 +308,9 @@ class Http1Pool:
             except Disconnected:
                 conn.close()
                 if reused and attempt == 0:
-                    continue  # a kept-alive connection the server had closed meanwhile: retry once, fresh
+                    # A kept-alive connection the server had closed meanwhile: retry once, fresh.
+                    self.retries[endpoint.host_header] = self.retries.get(endpoint.host_header, 0) + 1
+                    continue
                 raise
             except BaseException:
                 conn.close()

@@ -135,6 +135,11 @@ class BackgroundRunner:
     def is_local(self, response_id: str) -> bool:
         return response_id in self._running
 
+    @property
+    def running(self) -> int:
+        """Runs executing in this process now (/metrics)."""
+        return len(self._running)
+
     def cancel_local(self, response_id: str) -> None:
         task = self._running.get(response_id)
         if task is not None:

@@ -35,6 +35,7 @@ from parley.services.keys import Caller
 from parley.services.prompts import PromptsService
 from parley.services.usage import Meter, TimedStream, Timing, UsageOrigin
 from parley.store.base import Page, PageQuery, ResponseStore
+from parley.telemetry.observe import Telemetry
 from parley.tools.base import LeadingItem, ToolContext
 from parley.tools.replay import replay_items
 
@@ -81,8 +82,10 @@ class ResponsesService:
         self, store: ResponseStore, models: ModelRegistry, sealer: ReasoningSealer, *, prompts: PromptsService,
         conversations: ConversationsService, compactor: Compactor, obfuscation_default: bool,
         tools: BuiltinTools | None = None, file_inputs: FileInputs | None = None, meter: Meter | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._meter = meter
+        self._telemetry = telemetry or Telemetry()  # default: no metrics, no tracing
         self._tools = tools or BuiltinTools(None, ToolLimits())
         self._file_inputs = file_inputs or FileInputs(None, None, FileInputLimits())
         self._conversations = conversations
@@ -120,8 +123,10 @@ class ResponsesService:
             leading += compacted
         truncation = req.truncation or "disabled"
         fitted = await fit_context(call, entry.provider.count_tokens, truncation, entry.context_window)
-        # Calls the client approved (MCP) run first; the first model turn is opened after them (engine/run.py).
-        stream = None if toolbox.first_calls else await entry.provider.open(fitted.call)
+        toolbox.observer = self._telemetry.tools  # built-in calls counted, timed and traced
+        with self._telemetry.response_opening(response, fitted.call):  # the response's trace span starts here
+            # Calls the client approved (MCP) run first; the first model turn is opened after them (engine/run.py).
+            stream = None if toolbox.first_calls else await entry.provider.open(fitted.call)
         if timing is not None and stream is not None:
             stream = TimedStream(stream, timing)
         obfuscate = self._obfuscation_default

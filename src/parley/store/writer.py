@@ -20,8 +20,9 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, insert
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -53,6 +54,14 @@ class Write:
     inserts: list[tuple[Table, list[dict[str, Any]]]] = field(default_factory=list)
 
 
+class WriteObserver(Protocol):
+    """The app's telemetry (telemetry/observe.py): batch sizes, and a trace span around each awaited write."""
+
+    def committed(self, writes: int) -> None: ...
+
+    def write(self) -> AbstractContextManager[object]: ...
+
+
 class GroupCommitWriter:
     def __init__(self, engine: AsyncEngine, max_batch: int = 512, defer_s: float = 0.05) -> None:
         self._engine = engine
@@ -63,6 +72,7 @@ class GroupCommitWriter:
         self._queue: asyncio.Queue[tuple[Write, asyncio.Future[None]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0  # committed write transactions, for tests and diagnostics
+        self.observer: WriteObserver | None = None
         self._detached: set[asyncio.Task[None]] = set()
         self._sync: Engine | None = None
         self._sync_conn: Connection | None = None
@@ -101,7 +111,11 @@ class GroupCommitWriter:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((write, future))
         # If the caller is cancelled, only its future is: the write itself stays queued and is committed.
-        await future
+        if self.observer is None:
+            await future
+            return
+        with self.observer.write():
+            await future
 
     def defer(self, table: Table, row: dict[str, Any]) -> None:
         """Insert a row nobody waits for (the usage record of a response that stores nothing else). The rows
@@ -139,6 +153,8 @@ class GroupCommitWriter:
                 batch.append(self._queue.get_nowait())
             try:
                 await self._commit([w for w, _ in batch])
+                if self.observer is not None:
+                    self.observer.committed(len(batch))
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
