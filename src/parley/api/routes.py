@@ -11,6 +11,7 @@ from parley.api import compaction, containers, conversations, files, models, org
 from parley.api import vector_stores as vs
 from parley.api.http import error_response, json_response, request_id
 from parley.api.observability import metrics, ready
+from parley.api.openapi import docs_asset, docs_page, openapi_json
 from parley.errors import NotFound, ParleyError
 from parley.log_context import set_request_id
 
@@ -24,6 +25,9 @@ def routes() -> list[Route]:
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs_page, methods=["GET"]),
+        Route("/docs/{asset}", docs_asset, methods=["GET"]),
         Route("/v1/responses", responses.create_response, methods=["POST"]),
         # Before /v1/responses/{response_id}: that GET would otherwise take "input_tokens" as a response id.
         Route("/v1/responses/input_tokens", responses.count_input_tokens, methods=["POST"]),

@@ -1,0 +1,191 @@
+"""What GET /openapi.json says about each endpoint, by method and path template (api/openapi.py joins it with the
+route table). A route added without an entry here still appears, marked undocumented, and
+tests/api/test_openapi.py fails until it has one. Request bodies name the pydantic model the endpoint validates
+with ("module:Model", imported when the document is built); answers name a schema of api/openapi.py's SCHEMAS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Auth = Literal["project", "admin", "none", "metrics"]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointDoc:
+    summary: str
+    tag: str
+    description: str = ""
+    auth: Auth = "project"  # project: a project key; admin: an admin key; metrics: as the `metrics` setting says
+    body: str | None = None  # "module:Model" of a JSON body, or "multipart" (a file upload)
+    returns: str = "Object"  # a schema name of api/openapi.py's SCHEMAS
+    media_type: str = "application/json"  # of the answer
+    streams: bool = False  # may answer text/event-stream (`stream: true`)
+    query: tuple[str, ...] = ()  # query parameters, described in api/openapi.py's QUERY
+    status: int = 200
+
+
+_PAGE = ("limit", "order", "after", "before")
+_R = "Responses"
+_C = "Conversations"
+_F = "Files"
+_V = "Vector stores"
+_K = "Containers"
+_P = "Prompts"
+_M = "Models"
+_O = "Organization"
+_S = "Operations"
+_REQUESTS = "parley.schema.requests:CreateResponseRequest"
+_VS = "parley.schema.vector_stores"
+
+DOCS: dict[tuple[str, str], EndpointDoc] = {
+    ("GET", "/health"): EndpointDoc("Liveness: the process answers", _S, auth="none", returns="Health"),
+    ("GET", "/ready"): EndpointDoc(
+        "Readiness: the database and every configured upstream answer, and local models are ready", _S,
+        "503 with the same body when a check fails. Checks are cached for `readiness_cache_s`.",
+        auth="none", returns="Ready"),
+    ("GET", "/metrics"): EndpointDoc(
+        "Prometheus metrics (text format, or OpenMetrics when accepted)", _S,
+        "Open, admin key only, or not served, as the `metrics` setting says (default: open on a loopback bind).",
+        auth="metrics", returns="Text", media_type="text/plain"),
+    ("GET", "/openapi.json"): EndpointDoc("This OpenAPI 3.1 document", _S, auth="none"),
+    ("GET", "/docs"): EndpointDoc("The API reference, rendered from /openapi.json (HTML, works offline)", _S,
+                                  auth="none", returns="Text", media_type="text/html"),
+    ("GET", "/docs/{asset}"): EndpointDoc("The reference page's script and style sheet", _S, auth="none",
+                                          returns="Text", media_type="text/plain"),
+    ("POST", "/v1/responses"): EndpointDoc(
+        "Create a model response", _R,
+        "Runs the model (and built-in tools between its turns) on `input` and any stored context. `stream: true` "
+        "answers Server-Sent Events; `background: true` queues the run. The same path also accepts a WebSocket "
+        "upgrade (WebSocket mode).", body=_REQUESTS, returns="Response", streams=True),
+    ("POST", "/v1/responses/input_tokens"): EndpointDoc(
+        "Count the input tokens a create request would use", _R, body=_REQUESTS, returns="InputTokens"),
+    ("POST", "/v1/responses/compact"): EndpointDoc(
+        "Compact a context into its user messages and one compaction item", _R,
+        body="parley.schema.compaction:CompactRequest", returns="Compaction"),
+    ("GET", "/v1/responses/{response_id}"): EndpointDoc(
+        "Retrieve a response", _R, "With `stream=true`, replays a background response's events and follows it.",
+        returns="Response", streams=True, query=("include", "stream", "starting_after")),
+    ("DELETE", "/v1/responses/{response_id}"): EndpointDoc("Delete a response", _R, returns="Deleted"),
+    ("POST", "/v1/responses/{response_id}/cancel"): EndpointDoc(
+        "Cancel a background response", _R, returns="Response"),
+    ("GET", "/v1/responses/{response_id}/input_items"): EndpointDoc(
+        "List a response's input items", _R, returns="List", query=(*_PAGE, "include")),
+    ("GET", "/v1/models"): EndpointDoc(
+        "List models", _M, "With an `anthropic-version` header: the Anthropic Models API's shape (`after_id`, "
+        "`before_id`, `limit`).", returns="List"),
+    ("POST", "/v1/messages"): EndpointDoc(
+        "Create a message (the Anthropic Messages API)", "Anthropic Messages",
+        "A translation into the same responses service: keys by `x-api-key` or bearer, nothing stored, "
+        "`stream: true` answers Anthropic's events; `?beta=true` is accepted. Errors are Anthropic's "
+        "`{type: error, error: {type, message}}`.", body="parley.schema.messages:CreateMessageRequest",
+        returns="Message", streams=True),
+    ("POST", "/v1/messages/count_tokens"): EndpointDoc(
+        "Count a message request's input tokens (the Anthropic Messages API)", "Anthropic Messages",
+        body="parley.schema.messages:CountTokensRequest", returns="MessageTokens"),
+    ("GET", "/v1/models/{model}"): EndpointDoc("Retrieve a model", _M, returns="Model"),
+    ("DELETE", "/v1/models/{model}"): EndpointDoc("Delete a fine-tuned model (refused: none exist here)", _M,
+                                                  returns="Deleted"),
+    ("POST", "/v1/conversations"): EndpointDoc(
+        "Create a conversation", _C, body="parley.schema.conversations:CreateConversationRequest",
+        returns="Conversation"),
+    ("GET", "/v1/conversations/{conversation_id}"): EndpointDoc("Retrieve a conversation", _C,
+                                                                returns="Conversation"),
+    ("POST", "/v1/conversations/{conversation_id}"): EndpointDoc(
+        "Update a conversation's metadata", _C, body="parley.schema.conversations:UpdateConversationRequest",
+        returns="Conversation"),
+    ("DELETE", "/v1/conversations/{conversation_id}"): EndpointDoc("Delete a conversation", _C, returns="Deleted"),
+    ("POST", "/v1/conversations/{conversation_id}/items"): EndpointDoc(
+        "Add items to a conversation", _C, body="parley.schema.conversations:AddItemsRequest", returns="List",
+        query=("include",)),
+    ("GET", "/v1/conversations/{conversation_id}/items"): EndpointDoc(
+        "List a conversation's items", _C, returns="List", query=(*_PAGE, "include")),
+    ("GET", "/v1/conversations/{conversation_id}/items/{item_id}"): EndpointDoc(
+        "Retrieve a conversation item", _C, returns="Item", query=("include",)),
+    ("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}"): EndpointDoc(
+        "Delete a conversation item", _C, returns="Conversation"),
+    ("POST", "/v1/files"): EndpointDoc("Upload a file (multipart, streamed to storage)", _F, body="multipart",
+                                       returns="File"),
+    ("GET", "/v1/files"): EndpointDoc("List files", _F, returns="List", query=(*_PAGE, "purpose")),
+    ("GET", "/v1/files/{file_id}"): EndpointDoc("Retrieve a file's metadata", _F, returns="File"),
+    ("DELETE", "/v1/files/{file_id}"): EndpointDoc("Delete a file", _F, returns="Deleted"),
+    ("GET", "/v1/files/{file_id}/content"): EndpointDoc("Download a file's bytes", _F, returns="Binary",
+                                                        media_type="application/octet-stream"),
+    ("POST", "/v1/vector_stores"): EndpointDoc("Create a vector store", _V, body=f"{_VS}:CreateVectorStoreRequest",
+                                               returns="VectorStore"),
+    ("GET", "/v1/vector_stores"): EndpointDoc("List vector stores", _V, returns="List", query=_PAGE),
+    ("GET", "/v1/vector_stores/{vector_store_id}"): EndpointDoc("Retrieve a vector store", _V, returns="VectorStore"),
+    ("POST", "/v1/vector_stores/{vector_store_id}"): EndpointDoc(
+        "Update a vector store", _V, body=f"{_VS}:UpdateVectorStoreRequest", returns="VectorStore"),
+    ("DELETE", "/v1/vector_stores/{vector_store_id}"): EndpointDoc("Delete a vector store", _V, returns="Deleted"),
+    ("POST", "/v1/vector_stores/{vector_store_id}/search"): EndpointDoc(
+        "Search a vector store", _V, body=f"{_VS}:SearchRequest", returns="Page"),
+    ("POST", "/v1/vector_stores/{vector_store_id}/files"): EndpointDoc(
+        "Add a file to a vector store (ingested in the background)", _V,
+        body=f"{_VS}:CreateVectorStoreFileRequest", returns="VectorStoreFile"),
+    ("GET", "/v1/vector_stores/{vector_store_id}/files"): EndpointDoc(
+        "List a vector store's files", _V, returns="List", query=(*_PAGE, "filter")),
+    ("GET", "/v1/vector_stores/{vector_store_id}/files/{file_id}"): EndpointDoc(
+        "Retrieve a vector store file", _V, returns="VectorStoreFile"),
+    ("POST", "/v1/vector_stores/{vector_store_id}/files/{file_id}"): EndpointDoc(
+        "Update a vector store file's attributes", _V, body=f"{_VS}:UpdateVectorStoreFileRequest",
+        returns="VectorStoreFile"),
+    ("DELETE", "/v1/vector_stores/{vector_store_id}/files/{file_id}"): EndpointDoc(
+        "Remove a file from a vector store", _V, returns="Deleted"),
+    ("GET", "/v1/vector_stores/{vector_store_id}/files/{file_id}/content"): EndpointDoc(
+        "A vector store file's parsed text", _V, returns="Page"),
+    ("POST", "/v1/vector_stores/{vector_store_id}/file_batches"): EndpointDoc(
+        "Add several files to a vector store", _V, body=f"{_VS}:CreateFileBatchRequest", returns="FileBatch"),
+    ("GET", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}"): EndpointDoc(
+        "Retrieve a file batch", _V, returns="FileBatch"),
+    ("POST", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel"): EndpointDoc(
+        "Cancel a file batch", _V, returns="FileBatch"),
+    ("GET", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/files"): EndpointDoc(
+        "List a file batch's files", _V, returns="List", query=(*_PAGE, "filter")),
+    ("POST", "/v1/containers"): EndpointDoc("Create a container (a sandboxed file system for code_interpreter)", _K,
+                                            body="parley.schema.containers:CreateContainerRequest",
+                                            returns="Container"),
+    ("GET", "/v1/containers"): EndpointDoc("List containers", _K, returns="List", query=(*_PAGE, "name")),
+    ("GET", "/v1/containers/{container_id}"): EndpointDoc("Retrieve a container", _K, returns="Container"),
+    ("DELETE", "/v1/containers/{container_id}"): EndpointDoc("Delete a container", _K, returns="Deleted"),
+    ("POST", "/v1/containers/{container_id}/files"): EndpointDoc(
+        "Add a file to a container: an upload (multipart) or a File by `file_id` (JSON)", _K, body="multipart",
+        returns="ContainerFile"),
+    ("GET", "/v1/containers/{container_id}/files"): EndpointDoc("List a container's files", _K, returns="List",
+                                                                query=_PAGE),
+    ("GET", "/v1/containers/{container_id}/files/{file_id}"): EndpointDoc("Retrieve a container file", _K,
+                                                                          returns="ContainerFile"),
+    ("DELETE", "/v1/containers/{container_id}/files/{file_id}"): EndpointDoc("Delete a container file", _K,
+                                                                             returns="Deleted"),
+    ("GET", "/v1/containers/{container_id}/files/{file_id}/content"): EndpointDoc(
+        "Download a container file's bytes", _K, returns="Binary", media_type="application/octet-stream"),
+    ("POST", "/v1/prompts"): EndpointDoc("Create a prompt template", _P, body="parley.schema.prompts:PromptBody",
+                                         returns="Prompt"),
+    ("GET", "/v1/prompts"): EndpointDoc("List prompt templates (latest versions)", _P, returns="List", query=_PAGE),
+    ("GET", "/v1/prompts/{prompt_id}"): EndpointDoc("Retrieve a prompt template's latest version", _P,
+                                                    returns="Prompt"),
+    ("DELETE", "/v1/prompts/{prompt_id}"): EndpointDoc("Delete a prompt template", _P, returns="Deleted"),
+    ("POST", "/v1/prompts/{prompt_id}/versions"): EndpointDoc(
+        "Add a version to a prompt template", _P, body="parley.schema.prompts:PromptBody", returns="Prompt"),
+    ("GET", "/v1/prompts/{prompt_id}/versions/{version}"): EndpointDoc("Retrieve a prompt template version", _P,
+                                                                       returns="Prompt"),
+    ("GET", "/v1/organization/usage/completions"): EndpointDoc(
+        "Token usage by time bucket (OpenAI's usage API shape)", _O, auth="admin", returns="Page",
+        query=("start_time", "end_time", "bucket_width", "group_by", "project_ids", "api_key_ids", "models",
+               "limit", "page")),
+    ("GET", "/v1/organization/costs"): EndpointDoc(
+        "Costs by time bucket (OpenAI's costs API shape)", _O, auth="admin", returns="Page",
+        query=("start_time", "end_time", "bucket_width", "group_by", "project_ids", "limit", "page")),
+    ("POST", "/v1/organization/keys"): EndpointDoc(
+        "Create an API key (its secret is shown once)", _O, auth="admin", body="parley.schema.keys:CreateKeyRequest",
+        returns="ApiKey"),
+    ("GET", "/v1/organization/keys"): EndpointDoc("List API keys", _O, auth="admin", returns="List",
+                                                  query=("project_id", "after", "limit")),
+    ("GET", "/v1/organization/keys/{key_id}"): EndpointDoc("Retrieve an API key", _O, auth="admin",
+                                                           returns="ApiKey"),
+    ("POST", "/v1/organization/keys/{key_id}"): EndpointDoc(
+        "Update an API key (name, expiry, allowed models, limits)", _O, auth="admin",
+        body="parley.schema.keys:UpdateKeyRequest", returns="ApiKey"),
+    ("DELETE", "/v1/organization/keys/{key_id}"): EndpointDoc("Revoke an API key", _O, auth="admin",
+                                                              returns="Deleted"),
+}
