@@ -1,4 +1,5 @@
-"""Bearer-key authentication: a key resolves to its project. Keys are looked up by hash, cached briefly.
+"""Key authentication (`Authorization: Bearer`, or `x-api-key` as the Anthropic SDKs send it): a key resolves to its
+project. Keys are looked up by hash, cached briefly.
 
 Whether keys are required is the `auth` setting, not whether keys happen to exist right now:
 - `keys`: every request needs an active key (with none yet, every request is a 401);
@@ -76,7 +77,10 @@ class Authenticator:
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
+            token = request.headers.get("x-api-key", "").strip()  # the Anthropic SDKs' header (api/messages.py)
+        if not token:
+            raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer <key>' "
+                               "(or 'x-api-key: <key>').")
         digest = hash_key(token)
         now = time.monotonic()
         cached = self._cache.get(digest)

@@ -7,7 +7,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from parley.api.http import endpoint, json_response
+from parley.api.http import Endpoint, endpoint, json_response
+from parley.api.messages_errors import by_version_header
+from parley.api.messages_models import anthropic_model, anthropic_model_list
 from parley.api.runtime import runtime_of
 from parley.errors import NotFound, ParleyError
 from parley.providers.registry import ModelEntry
@@ -23,17 +25,17 @@ def _model(entry: ModelEntry) -> dict[str, Any]:
     return model
 
 
-@endpoint
-async def list_models(request: Request, rid: str) -> Response:
+async def _list_models(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
     caller = await rt.auth.caller_of(request)
     caller.check_project()
     entries = [e for e in rt.models.all() if caller.may_use(e.id)]
+    if "anthropic-version" in request.headers:  # the Anthropic SDK (api/messages_models.py)
+        return json_response(anthropic_model_list(request, entries), rid, headers={"request-id": rid})
     return json_response({"object": "list", "data": [_model(e) for e in entries]}, rid)
 
 
-@endpoint
-async def retrieve_model(request: Request, rid: str) -> Response:
+async def _retrieve_model(request: Request, rid: str) -> Response:
     rt = runtime_of(request)
     caller = await rt.auth.caller_of(request)
     caller.check_project()
@@ -41,7 +43,14 @@ async def retrieve_model(request: Request, rid: str) -> Response:
     entry = rt.models.find(model_id)
     if entry is None or not caller.may_use(model_id):
         raise NotFound(f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+    if "anthropic-version" in request.headers:
+        return json_response(anthropic_model(entry), rid, headers={"request-id": rid})
     return json_response(_model(entry), rid)
+
+
+# Errors in the shape of the SDK asking: Anthropic's when the request carries `anthropic-version`.
+list_models = Endpoint(_list_models, by_version_header)
+retrieve_model = Endpoint(_retrieve_model, by_version_header)
 
 
 @endpoint

@@ -36,7 +36,7 @@ async def _until_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[Any]]) -> Any:
+async def cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[Any]]) -> Any:
     """Run `work` in this task, cancelling it if the client goes away (the body has been read already).
 
     One watcher task that cancels the request's own task: cheaper than running `work` in a task of its
@@ -90,7 +90,7 @@ async def create_response(request: Request, rid: str) -> Response:
         # (in prepare) is most of the work: it must be cancelled too when the client goes away.
         return await rt.responses.complete(await rt.responses.prepare(project, req, caller, origin))
 
-    response = await _cancel_on_disconnect(request, prepare_and_complete)
+    response = await cancel_on_disconnect(request, prepare_and_complete)
     return json_response(response, rid, headers=headers)
 
 

@@ -7,9 +7,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from parley.api import compaction, containers, conversations, files, models, organization, prompts, responses
+from parley.api import (
+    compaction,
+    containers,
+    conversations,
+    files,
+    messages,
+    models,
+    organization,
+    prompts,
+    responses,
+)
 from parley.api import vector_stores as vs
 from parley.api.http import error_response, json_response, request_id
+from parley.api.messages_errors import anthropic_error
 from parley.api.observability import metrics, ready
 from parley.api.openapi import docs_asset, docs_page, openapi_json
 from parley.errors import NotFound, ParleyError
@@ -37,6 +48,9 @@ def routes() -> list[Route]:
         Route("/v1/responses/{response_id}/cancel", responses.cancel_response, methods=["POST"]),
         Route("/v1/responses/{response_id}/input_items", responses.list_input_items, methods=["GET"]),
         Route("/v1/models", models.list_models, methods=["GET"]),
+        # The Anthropic Messages API (api/messages.py); Claude Code adds `?beta=true`.
+        Route("/v1/messages", messages.create_message, methods=["POST"]),
+        Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
         Route("/v1/conversations", conversations.create_conversation, methods=["POST"]),
         Route("/v1/conversations/{conversation_id}", conversations.retrieve_conversation, methods=["GET"]),
         Route("/v1/conversations/{conversation_id}", conversations.update_conversation, methods=["POST"]),
@@ -103,7 +117,7 @@ def routes() -> list[Route]:
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 in the OpenAI error shape."""
+    """Starlette's own 404/405 in the OpenAI error shape (Anthropic's under /v1/messages)."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         err: ParleyError = NotFound(f"Unknown request URL: {request.method} {request.url.path}.", code="unknown_url")
@@ -112,4 +126,6 @@ async def http_exception(request: Request, exc: Exception) -> Response:
                           exc.status_code, "invalid_request_error")
     rid = request_id()
     set_request_id(rid)
+    if request.url.path.startswith("/v1/messages"):
+        return anthropic_error(request, err, rid)
     return error_response(err, rid)
