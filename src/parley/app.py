@@ -137,7 +137,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack,
     meter = ObservedMeter(deployments(settings), limiter, telemetry)  # each finished response is also counted
     containers = _containers(settings, store, files)
     stack.push_async_callback(containers.stop)
-    vector_stores, _ingestion = await start_vector_stores(settings, store, files, http, encodings, stack)
+    vector_stores, ingestion = await start_vector_stores(settings, store, files, http, encodings, stack)
     tools = BuiltinTools(vector_stores, _tool_limits(settings), web=web_search, mcp=mcp,
                          code=CodeInterpreterSetup(containers, files, store))
     responses = ResponsesService(
@@ -157,7 +157,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack,
                    background=background, fields=FieldPolicy(reject=settings.unknown_fields == "reject"),
                    files=files, fetcher=fetcher, limiter=limiter, meter=meter, keys=KeysService(store),
                    usage_reports=UsageReports(store), telemetry=telemetry,
-                   readiness=_readiness(settings, store, http, entries),
+                   readiness=_readiness(settings, store, http, entries), ingestion=ingestion,
                    containers=containers, vector_stores=vector_stores)
 
 

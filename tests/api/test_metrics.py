@@ -1,6 +1,7 @@
 """GET /metrics after real requests (in-process app, fake upstreams over HTTP): requests by route and status,
 responses by model and status counted once (non-streamed, streamed, background), tokens and cost, built-in tool
-calls, upstream errors, write batches; who may scrape (metrics = open | keys | off | auto)."""
+calls, upstream errors, write batches, vector store ingestion; who may scrape (metrics = open | keys | off |
+auto)."""
 
 from __future__ import annotations
 
@@ -113,6 +114,22 @@ async def test_built_in_tool_calls_are_counted_and_timed(env: Env) -> None:
     assert delta(before, after, "parley_builtin_tool_duration_seconds_count", tool="web_search_call") == 2
     assert delta(before, after, "parley_responses_total", model="web-agent", status="completed",
                  mode="foreground") == 1
+
+
+async def test_vector_store_ingestion_is_counted(env: Env) -> None:
+    before = await env.scrape()
+    uploaded = (await env.http.post("/v1/files", data={"purpose": "assistants"}, files={
+        "file": ("notes.txt", b"Parley indexes this sentence. " * 40, "text/plain")})).json()
+    created = (await env.http.post("/v1/vector_stores", json={"name": "notes", "file_ids": [uploaded["id"]]})).json()
+    for _ in range(500):
+        store = (await env.http.get(f"/v1/vector_stores/{created['id']}")).json()
+        if store["file_counts"]["completed"] == 1:
+            break
+        await asyncio.sleep(0.02)
+    after = await env.scrape()
+    assert delta(before, after, "parley_vector_store_files_indexed_total", status="completed") == 1
+    assert delta(before, after, "parley_vector_store_chunks_indexed_total") >= 1
+    assert delta(before, after, "parley_vector_store_ingestion_seconds_total", stage="embed") > 0
 
 
 async def test_scrape_time_gauges(env: Env) -> None:

@@ -36,8 +36,8 @@ async def metrics(request: Request, rid: str) -> Response:
 
 
 async def _gauges(rt: Runtime, registry: Metrics) -> None:
-    """The values only a scrape reads: the shared background queue, this process's runs, models' states and the
-    upstream connection pool's retries."""
+    """The values only a scrape reads: the shared background queue, this process's runs, models' states, the
+    upstream connection pool's retries and the ingestion worker's totals."""
     try:
         registry.background_queued.values[()] = await queued_background_jobs(rt.store.engine)
     except Exception:
@@ -47,6 +47,11 @@ async def _gauges(rt: Runtime, registry: Metrics) -> None:
         if entry.status is not None:
             registry.model_up.values[(entry.id,)] = 1.0 if entry.status().state == "ready" else 0.0
     registry.upstream_retries.values = {(host,): float(count) for host, count in rt.http.retries.items()}
+    if rt.ingestion is not None:  # its own running totals (services/ingestion.py IngestionStats)
+        stats = rt.ingestion.stats
+        registry.indexed_files.values = {("completed",): float(stats.files), ("failed",): float(stats.failed)}
+        registry.indexed_chunks.values = {(): float(stats.chunks)}
+        registry.ingestion_seconds.values = {(stage,): seconds for stage, seconds in stats.stages.items()}
 
 
 @endpoint

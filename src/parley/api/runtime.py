@@ -18,6 +18,7 @@ from parley.services.background_responses import BackgroundResponses
 from parley.services.containers import ContainersService
 from parley.services.conversations import ConversationsService
 from parley.services.files import FilesService
+from parley.services.ingestion import IngestionWorker
 from parley.services.keys import KeysService
 from parley.services.limits import Limiter
 from parley.services.prompts import PromptsService
@@ -50,6 +51,7 @@ class Runtime:
     usage_reports: UsageReports
     telemetry: Telemetry = field(default_factory=Telemetry)  # metrics, traces, access lines (telemetry/)
     readiness: Readiness | None = None  # GET /ready's checks
+    ingestion: IngestionWorker | None = None  # this process's vector store indexing (its stats feed /metrics)
     containers: ContainersService | None = None  # the Containers API and code_interpreter
     vector_stores: VectorStoresService | None = None  # the Vector Stores API and file_search
 

@@ -117,6 +117,13 @@ class Metrics:
                                        "(all processes sharing the database)", ())
         self.background_running = Gauge("parley_background_running", "Background responses running in this "
                                         "process", ())
+        self.indexed_files = Counter("parley_vector_store_files_indexed", "Vector store files this process "
+                                     "indexed, by outcome (completed, failed)", ("status",))
+        self.indexed_chunks = Counter("parley_vector_store_chunks_indexed", "Chunks this process embedded and "
+                                      "stored", ())
+        self.ingestion_seconds = Counter("parley_vector_store_ingestion_seconds", "Time this process spent "
+                                         "indexing vector store files, by stage (read, extract, chunk, embed)",
+                                         ("stage",))
         self.model_up = Gauge("parley_model_up", "Whether a model Parley runs itself (the embedded one) can "
                               "answer now", ("model",))
 
