@@ -94,6 +94,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
               for name, upstream, quirks in [
                   ("echo", "echo", ProfileOverrides()), ("tools", "tools", ProfileOverrides()),
                   ("reasoning", "reasoning", ProfileOverrides()), ("length", "length", ProfileOverrides()),
+                  ("slow", "slow", ProfileOverrides()),
                   ("json", "json-valid", ProfileOverrides(reasoning_effort=True)),
                   ("passback", "reasoning", ProfileOverrides(reasoning_passback=True, reasoning_effort=True)),
                   ("vision", "echo", ProfileOverrides(vision=True))]]
@@ -137,6 +138,14 @@ async def test_stream_has_anthropics_event_sequence_and_folds_to_the_message(env
         text = "".join([chunk async for chunk in stream.text_stream])
         final = await stream.get_final_message()
     assert text == "echo: one two three" and final.stop_reason == "end_turn"
+
+
+async def test_pings_keep_a_quiet_stream_alive(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("parley.api.messages.PING_INTERVAL_S", 0.05)  # the slow model waits 0.2 s per chunk
+    events = await env.stream(model="slow", max_tokens=100, messages=[{"role": "user", "content": "a b"}])
+    kinds = [e["type"] for e in events]
+    assert kinds.count("ping") > 3 and kinds[-1] == "message_stop"
+    assert fold(events)["content"] == [{"type": "text", "text": "echo: a b"}]
 
 
 async def test_nothing_is_stored_but_usage_is_recorded(env: Env) -> None:

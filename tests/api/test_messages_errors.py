@@ -90,6 +90,11 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("text before a tool_result", {"model": "echo", "max_tokens": 10, "tools": [TOOL], "messages": [
         *USER, {"role": "assistant", "content": [USE]}, {"role": "user", "content": [
             {"type": "text", "text": "first"}, {"type": "tool_result", "tool_use_id": "toolu_1"}]}]}, "first"),
+    ("a tool_result in an assistant turn", {"model": "echo", "max_tokens": 10, "messages": [*USER, {
+        "role": "assistant", "content": [{"type": "tool_result", "tool_use_id": "toolu_1"}]}]}, "user messages"),
+    ("an image in a system turn", {"model": "echo", "max_tokens": 10, "messages": [*USER, {
+        "role": "system", "content": [{"type": "image", "source": {"type": "url", "url": "https://x.y/a.png"}}]}]},
+     "text blocks"),
     ("a thinking block in a user turn", {"model": "echo", "max_tokens": 10, "messages": [
         {"role": "user", "content": [{"type": "thinking", "thinking": "x", "signature": "y"}]}]}, "assistant"),
     ("a foreign signature", {"model": "echo", "max_tokens": 10, "messages": [*USER, {"role": "assistant", "content": [

@@ -85,6 +85,17 @@ def test_tool_pairing_rules(messages: list[dict[str, Any]]) -> None:
         translate(_request(messages=messages))
 
 
+def test_a_system_turn_between_a_tool_use_and_its_result_is_allowed() -> None:
+    translated = translate(_request(messages=[
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
+        {"role": "system", "content": "Reminder."},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]}]))
+    assert isinstance(translated.request.input, list)
+    assert [i.get("role", i["type"]) for i in translated.request.input] == [
+        "user", "function_call", "system", "function_call_output"]
+
+
 def test_a_final_assistant_message_may_be_empty() -> None:
     items = translate(_request(messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": []}]))
     assert isinstance(items.request.input, list) and len(items.request.input) == 1

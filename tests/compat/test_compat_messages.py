@@ -1,7 +1,11 @@
 """The Anthropic Messages API of a real `parley serve` through the official `anthropic` SDK (sync client, real
-sockets): create, stream and count_tokens, every object and event strictly validated against the SDK's types."""
+sockets): create, stream and count_tokens, every object and event strictly validated against the SDK's types; on
+the fake upstream, and on the embedded model (slow)."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Iterator
 
 import anthropic
 import httpx
@@ -49,3 +53,40 @@ def test_errors_in_anthropics_shape(server: ParleyServer, client: anthropic.Anth
         resp = http.post(server.root + "/v1/messages", json={"model": "echo", "messages": []})
     assert resp.status_code == 400
     check_error(resp.json(), 400)
+
+
+EMBEDDED = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[anthropic.Anthropic]:
+    server = ParleyServer(tmp_path_factory.mktemp("messages-embedded"),
+                          f'[embedded]\nenabled = true\nmodel_id = "{EMBEDDED}"\nthreads = 2\n')
+    server.start()
+    try:
+        client = anthropic.Anthropic(base_url=server.root, api_key="sk-local", max_retries=0, timeout=120)
+        deadline = time.monotonic() + 180
+        while True:  # the child process loads the model after start-up (a 529 overloaded_error until then)
+            try:
+                client.messages.create(model=EMBEDDED, max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
+                break
+            except (anthropic.APIStatusError, anthropic.APIConnectionError):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"embedded model never became ready:\n{server.log()}") from None
+                time.sleep(0.5)
+        yield client
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_the_embedded_model(embedded: anthropic.Anthropic) -> None:
+    raw = embedded.messages.with_raw_response.create(
+        model=EMBEDDED, max_tokens=16, system="Answer in one word.",
+        messages=[{"role": "user", "content": "What is the capital of France?"}])
+    message = check_message(raw.http_response.json())
+    assert message.content and message.content[0].type == "text" and message.usage.output_tokens > 0
+    with embedded.messages.stream(model=EMBEDDED, max_tokens=8,
+                                  messages=[{"role": "user", "content": "Count: one, two,"}]) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason in ("end_turn", "max_tokens") and final.usage.output_tokens <= 8

@@ -9,6 +9,8 @@ is stored: a Messages request is `store: false`; only its usage record is writte
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from typing import Any, cast
@@ -30,6 +32,11 @@ from parley.services.responses import PreparedResponse, ResponsesService
 from parley.services.usage import UsageOrigin
 
 log = logging.getLogger("parley.messages")
+Event = dict[str, Any]
+# Anthropic's streams carry `ping`s; Claude Code aborts a stream silent for 3 minutes (its byte watchdog), which a
+# local model reading Claude Code's ~50 KB prompt on a CPU can take before its first token.
+PING_INTERVAL_S = 10.0
+_PING = sse_frame({"type": "ping"})
 
 
 async def _create_message(request: Request, rid: str) -> Response:
@@ -82,14 +89,18 @@ def _rendering(prepared: PreparedResponse, translated: Translated) -> Rendering:
 
 async def _frames(service: ResponsesService, prepared: PreparedResponse,
                   rendering: Rendering) -> AsyncGenerator[bytes, None]:
-    """The canonical stream rendered as Anthropic's events, one write per upstream read. Reading stops when the
-    message ended (a stop sequence ends it early: closing the stream closes the upstream call); a failure of the
-    rendering itself ends the stream with an `error` event, never a cut."""
+    """The canonical stream rendered as Anthropic's events, one write per upstream read, with a `ping` whenever
+    PING_INTERVAL_S pass without one. Reading stops when the message ended (a stop sequence ends it early: closing
+    the stream closes the upstream call); a failure of the rendering itself ends the stream with an `error` event,
+    never a cut."""
     events = MessageEvents(rendering)
     # An async generator (services/responses.py): closing it closes the run and stores what happened.
-    batches = cast(AsyncGenerator[list[dict[str, Any]], None], service.stream(prepared))
+    batches = _pinged(cast(AsyncGenerator[list[Event], None], service.stream(prepared)), PING_INTERVAL_S)
     try:
         async for batch in batches:
+            if batch is None:
+                yield _PING
+                continue
             try:
                 out = [rendered for event in batch for rendered in events.feed(event)]
             except ParleyError as err:
@@ -103,6 +114,42 @@ async def _frames(service: ResponsesService, prepared: PreparedResponse,
         yield sse_frame(error_event("The server had an error while processing your request."))
     finally:
         await batches.aclose()
+
+
+async def _pinged(batches: AsyncGenerator[list[Event], None],
+                  interval: float) -> AsyncGenerator[list[Event] | None, None]:
+    """The batches, and None each time `interval` passes without one (a ping is due). The canonical stream runs in
+    a task of its own, whole (its cancel scopes and timeouts must stay in one task); closing this cancels it,
+    which closes the run as a client disconnect does."""
+    queue: asyncio.Queue[list[Event] | BaseException | None] = asyncio.Queue(maxsize=1)
+
+    async def produce() -> None:
+        try:
+            async for batch in batches:
+                await queue.put(batch)
+            await queue.put(None)
+        except Exception as exc:  # handed to the reader, which raises it where the rendering is
+            await queue.put(exc)
+        finally:
+            await batches.aclose()
+
+    producer = asyncio.ensure_future(produce())
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), interval)
+            except TimeoutError:
+                yield None
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
 
 
 create_message = Endpoint(_create_message, anthropic_error)

@@ -75,6 +75,9 @@ class _Merged:
 
 def translate(body: MessagesBase) -> Translated:
     """The canonical request for a Messages create or count_tokens body."""
+    if body.mcp_servers:
+        raise InvalidRequest("mcp_servers (the MCP connector) is not supported by this server.",
+                             param="mcp_servers", code="unsupported_value")
     merged = _merge(body)
     _check_tool_results(merged)
     loaded: set[str] = set()
@@ -96,9 +99,6 @@ def translate(body: MessagesBase) -> Translated:
         data.update(stream=bool(body.stream), temperature=body.temperature, top_p=body.top_p)
         max_tokens = body.max_tokens
         stop = tuple(body.stop_sequences or ())
-    if body.mcp_servers:
-        raise InvalidRequest("mcp_servers (the MCP connector) is not supported by this server.",
-                             param="mcp_servers", code="unsupported_value")
     try:
         request = CreateResponseRequest.model_validate({k: v for k, v in data.items() if v is not None})
     except ValidationError as err:
@@ -133,9 +133,12 @@ def _merge(body: MessagesBase) -> list[_Merged]:
 
 def _check_tool_results(merged: list[_Merged]) -> None:
     """Anthropic's pairing rules: a user turn answers every tool_use of the assistant turn just before it, with its
-    tool_result blocks first; a tool_result answers a tool_use of that assistant turn."""
+    tool_result blocks first; a tool_result answers a tool_use of that assistant turn. (A system turn may only hold
+    text: api/messages_request.py _Items.)"""
     previous_uses: list[str] = []
     for message in merged:
+        if message.role == "system":
+            continue  # a system turn (Claude Code's) neither answers nor interrupts a tool_use
         if message.role == "assistant":
             previous_uses = [block.id for block, _ in message.blocks if isinstance(block, ToolUseBlock)]
             continue
@@ -145,8 +148,6 @@ def _check_tool_results(merged: list[_Merged]) -> None:
             if not isinstance(block, ToolResultBlock):
                 seen_other = True
                 continue
-            if message.role != "user":
-                raise InvalidRequest(f"{path}: tool_result blocks belong in user messages.", param=path)
             if seen_other:
                 raise InvalidRequest(f"{path}: tool_result blocks must come first in a user message's content, "
                                      "before any other block.", param=path)
@@ -178,11 +179,11 @@ class _Items:
     def add_message(self, message: _Merged) -> None:
         role = message.role
         for block, path in message.blocks:
+            if role == "system" and not isinstance(block, TextBlock):
+                raise InvalidRequest(f"{path}: system messages may only contain text blocks.", param=path)
             if isinstance(block, ToolUseBlock | ThinkingBlock | RedactedThinkingBlock | ToolResultBlock):
                 self._flush(role)
                 self._add_item(_own_item(block, role, path, self.loaded), path)
-            elif role == "system" and not isinstance(block, TextBlock):
-                raise InvalidRequest(f"{path}: system messages may only contain text blocks.", param=path)
             else:
                 for part in _parts(block, role, path):
                     self._parts.append(part)
@@ -206,8 +207,10 @@ class _Items:
 def _own_item(block: Block, role: str, path: str, loaded: set[str]) -> Item:
     """A block that is an item of its own: a tool call, its result, or the model's reasoning."""
     if isinstance(block, ToolResultBlock):
-        return {"type": "function_call_output", "call_id": block.tool_use_id, "output": _tool_output(block, path,
-                                                                                                       loaded)}
+        if role != "user":
+            raise InvalidRequest(f"{path}: tool_result blocks belong in user messages.", param=path)
+        output = _tool_output(block, path, loaded)
+        return {"type": "function_call_output", "call_id": block.tool_use_id, "output": output}
     if role != "assistant":
         raise InvalidRequest(f"{path}: {block.type} blocks belong in assistant messages.", param=path)
     if isinstance(block, ToolUseBlock):

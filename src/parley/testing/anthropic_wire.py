@@ -95,7 +95,7 @@ def sse_events(body: bytes) -> list[dict[str, Any]]:
 
 def check_stream(events: list[dict[str, Any]]) -> None:
     """The event order of a successful stream: message_start, ping, blocks (each start, deltas, stop, numbered
-    from 0 and never interleaved), message_delta, message_stop; every event strictly valid."""
+    from 0 and never interleaved; pings anywhere), message_delta, message_stop; every event strictly valid."""
     kinds = [e["type"] for e in events]
     assert kinds[:2] == ["message_start", "ping"], kinds
     assert kinds[-2:] == ["message_delta", "message_stop"], kinds
@@ -103,6 +103,8 @@ def check_stream(events: list[dict[str, Any]]) -> None:
     open_index: int | None = None
     next_index = 0
     for event in events[2:-2]:
+        if event["type"] == "ping":  # Anthropic's keep-alive: anywhere
+            continue
         check_event(event)
         if event["type"] == "content_block_start":
             assert open_index is None and event["index"] == next_index, kinds
