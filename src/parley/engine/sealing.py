@@ -1,6 +1,7 @@
 """Sealed reasoning: `reasoning.encrypted_content` for stateless clients (store:false, e.g. Codex).
 
-The reasoning text is encrypted with AES-256-GCM under a server key and bound to the project (as
+The reasoning text (and the upstream's own state for it: a signature, its own encrypted reasoning) is
+encrypted with AES-256-GCM under a server key and bound to the project (as
 associated data), so it can only be opened by this deployment for the same project. Several keys may be
 configured: the first seals, all are tried when opening (key rotation). The same sealing carries
 compaction summaries (services/compaction.py); the associated data also names the purpose, so a token
@@ -42,10 +43,13 @@ class ReasoningSealer:
 
     def seal(self, item: Item, project_id: str) -> str:
         data = {"content": item.get("content") or [], "summary": item.get("summary") or []}
+        if item.get("upstream") is not None:  # the upstream's own state (providers/base.py ReasoningState)
+            data["upstream"] = item["upstream"]
         return self.seal_data(data, project_id, _AAD)
 
     def open(self, token: str, project_id: str, param: str) -> dict[str, Any]:
-        """The sealed {content, summary}; a tampered, foreign or malformed token is a 400 naming `param`."""
+        """The sealed {content, summary[, upstream]}; a tampered, foreign or malformed token is a 400 naming
+        `param`."""
         return self.open_data(token, project_id, param, _AAD, "reasoning content")
 
     def seal_data(self, data: dict[str, Any], project_id: str, purpose: bytes) -> str:

@@ -20,8 +20,10 @@ from parley.ids import new_id
 from parley.providers.base import (
     Finish,
     FinishReason,
+    HostedItem,
     ModelEvent,
     ReasoningDelta,
+    ReasoningState,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -71,13 +73,19 @@ def _obfuscation(pad: str, delta: str) -> str:
 class _OpenText:
     """A message item (or reasoning item) whose single content part is being streamed."""
 
-    __slots__ = ("chunks", "item", "logprobs", "output_index")
+    __slots__ = ("chunks", "content_open", "item", "logprobs", "output_index", "summary", "summary_key", "upstream")
 
     def __init__(self, item: Item, output_index: int) -> None:
         self.item = item
         self.output_index = output_index
         self.chunks: list[str] = []
         self.logprobs: list[dict[str, Any]] = []
+        # Reasoning only: whether its reasoning_text part was opened, its summary parts' text (the last one is
+        # open), and the upstream's state for it (ReasoningState).
+        self.content_open = False
+        self.summary: list[list[str]] = []
+        self.summary_key: int | None = None  # the upstream's index of the open summary part
+        self.upstream: dict[str, Any] | None = None
 
 
 class _OpenCall:
@@ -173,6 +181,10 @@ class StreamBuilder:
             return self._call(event)
         if isinstance(event, ReasoningDelta):
             return self._reasoning_delta(event)
+        if isinstance(event, ReasoningState):
+            return self._reasoning_state(event)
+        if isinstance(event, HostedItem):
+            return self._hosted_item(event)
         if isinstance(event, Usage):
             # A response of several model turns reports the sum of their usage.
             self._usage = event if self._usage is None else _add_usage(self._usage, event)
@@ -285,25 +297,39 @@ class StreamBuilder:
                             "item": self._shown(item)})
 
     def _shown(self, item: Item) -> Item:
-        return self._present(item) if self._present is not None else dict(item)
+        if self._present is not None:
+            return self._present(item)
+        shown = dict(item)
+        shown.pop("upstream", None)  # an upstream's own state (ReasoningState, HostedItem) is never shown
+        return shown
 
     def client_response(self) -> dict[str, Any]:
         """The response as the client sees it (items presented as `include` says); `response` is what is stored."""
         if self._present is None:
-            return self.response
+            if not any("upstream" in item for item in self.output):
+                return self.response
+            return {**self.response, "output": [self._shown(item) for item in self.output]}
         return {**self.response, "output": [self._present(item) for item in self.output]}
 
-    def _reasoning_delta(self, delta: ReasoningDelta) -> list[Event]:
-        events: list[Event] = []
+    def _open_reasoning(self, events: list[Event]) -> _OpenText:
         if self._reasoning is None:
             self._close_message(events, "completed")
             self._close_calls(events, "completed")
             item: Item = {"id": new_id("rs"), "type": "reasoning", "summary": [], "status": "in_progress"}
             self._reasoning = _OpenText(item, self._add_item(item, events))
+        return self._reasoning
+
+    def _reasoning_delta(self, delta: ReasoningDelta) -> list[Event]:
+        events: list[Event] = []
+        rs = self._open_reasoning(events)
+        if delta.summary_index is not None:
+            self._summary_delta(rs, delta, events)
+            return events
+        if not rs.content_open:
+            rs.content_open = True
             if self.emit:
                 part = {"type": "reasoning_text", "text": ""}
-                events.append(self._part_event("response.content_part.added", self._reasoning, part))
-        rs = self._reasoning
+                events.append(self._part_event("response.content_part.added", rs, part))
         rs.chunks.append(delta.text)
         if self.emit:
             ev: Event = {
@@ -315,22 +341,79 @@ class StreamBuilder:
             events.append(self._event(ev))
         return events
 
+    def _summary_delta(self, rs: _OpenText, delta: ReasoningDelta, events: list[Event]) -> None:
+        """A summary part's text (native Responses upstreams): parts are numbered by the builder, a new upstream
+        index opens the next part."""
+        if not rs.summary or delta.summary_index != rs.summary_key:
+            self._close_summary_part(rs, events)
+            rs.summary.append([])
+            rs.summary_key = delta.summary_index
+            if self.emit:
+                events.append(self._event({
+                    "type": "response.reasoning_summary_part.added", "item_id": rs.item["id"],
+                    "output_index": rs.output_index, "summary_index": len(rs.summary) - 1,
+                    "part": {"type": "summary_text", "text": ""},
+                }))
+        rs.summary[-1].append(delta.text)
+        if self.emit:
+            ev: Event = {
+                "type": "response.reasoning_summary_text.delta", "item_id": rs.item["id"],
+                "output_index": rs.output_index, "summary_index": len(rs.summary) - 1, "delta": delta.text,
+            }
+            if self.obfuscate:
+                ev["obfuscation"] = _obfuscation(self._pad, delta.text)
+            events.append(self._event(ev))
+
+    def _close_summary_part(self, rs: _OpenText, events: list[Event]) -> None:
+        if not rs.summary or not self.emit:
+            return
+        index = len(rs.summary) - 1
+        text = "".join(rs.summary[index])
+        base = {"item_id": rs.item["id"], "output_index": rs.output_index, "summary_index": index}
+        events.append(self._event({"type": "response.reasoning_summary_text.done", **base, "text": text}))
+        events.append(self._event({"type": "response.reasoning_summary_part.done", **base,
+                                   "part": {"type": "summary_text", "text": text}}))
+
+    def _reasoning_state(self, state: ReasoningState) -> list[Event]:
+        """The upstream's state for the reasoning item being built: kept on it, and the item ends."""
+        events: list[Event] = []
+        rs = self._open_reasoning(events)
+        rs.upstream = state.upstream
+        self._close_reasoning(events)
+        return events
+
     def _close_reasoning(self, events: list[Event]) -> None:
         rs = self._reasoning
         if rs is None:
             return
         self._reasoning = None
-        text = "".join(rs.chunks)
-        part = {"type": "reasoning_text", "text": text}
-        rs.item["content"] = [part]
-        rs.item["status"] = "completed"
+        self._close_summary_part(rs, events)
+        item = rs.item
+        item["summary"] = [{"type": "summary_text", "text": "".join(chunks)} for chunks in rs.summary]
+        part = {"type": "reasoning_text", "text": "".join(rs.chunks)}
+        if rs.content_open:
+            item["content"] = [part]
+        item["status"] = "completed"
+        if rs.upstream is not None:
+            item["upstream"] = rs.upstream
         if self._seal is not None:
-            rs.item["encrypted_content"] = self._seal(rs.item)
+            item["encrypted_content"] = self._seal(item)
         if self.emit:
-            base = {"item_id": rs.item["id"], "output_index": rs.output_index, "content_index": 0}
-            events.append(self._event({"type": "response.reasoning_text.done", **base, "text": text}))
-            events.append(self._part_event("response.content_part.done", rs, dict(part)))
-            events.append(self._item_done(rs.item, rs.output_index))
+            if rs.content_open:
+                base = {"item_id": item["id"], "output_index": rs.output_index, "content_index": 0}
+                events.append(self._event({"type": "response.reasoning_text.done", **base, "text": part["text"]}))
+                events.append(self._part_event("response.content_part.done", rs, dict(part)))
+            events.append(self._item_done(item, rs.output_index))
+
+    def _hosted_item(self, hosted: HostedItem) -> list[Event]:
+        """An item of a tool the upstream ran: added whole, with its own progress events, and done."""
+        events: list[Event] = []
+        self._close_reasoning(events)
+        self._close_message(events, "completed")
+        item = {**hosted.item, "upstream": hosted.upstream}
+        if hosted.tool is not None:
+            self.called.append(hosted.tool)
+        return events + self.add_done_item(item, hosted.events)
 
     def _new_call_item(self, delta: ToolCallDelta) -> Item:
         upstream_name = delta.name or ""

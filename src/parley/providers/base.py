@@ -22,7 +22,36 @@ class TextDelta:
 
 @dataclass(frozen=True, slots=True)
 class ReasoningDelta:
+    """Reasoning text. `summary_index` None: the reasoning itself (a `reasoning_text` content part); an index:
+    that part of the reasoning's summary (a `summary_text` part, as native Responses upstreams stream it)."""
+
     text: str
+    summary_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningState:
+    """What the upstream needs back with this reasoning on a later turn, opaque to everything but the provider
+    that made it: a thinking block's signature, a thought signature, a Responses reasoning item with its own
+    `encrypted_content`. `upstream` must hold `kind` and `model` (whose provider may send it back) and be JSON.
+    It ends the reasoning item being built (one with no text is opened for it if none is), which keeps it as
+    `upstream`: stored with the item, sealed into its `encrypted_content`, never shown to clients."""
+
+    upstream: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HostedItem:
+    """A finished output item of a tool the upstream ran itself (a Responses upstream's `web_search_call` when
+    the model config lists the tool in `hosted_tools`). `events` are the item's own progress event types
+    (`response.web_search_call.searching`, ...), emitted between its `added` and `done`; `tool` is the upstream
+    name of the tool (what tool_choice checks count). `upstream` is kept on the item as ReasoningState's is, so
+    the same upstream gets the item back verbatim on a later turn."""
+
+    item: dict[str, Any]
+    upstream: dict[str, Any]
+    events: tuple[str, ...] = ()
+    tool: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +78,7 @@ class Usage:
     cache_write_tokens: int = 0
 
 
-ModelEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage
+ModelEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage | ReasoningState | HostedItem
 
 
 ModelState = Literal["not_started", "starting", "ready", "unavailable", "stopped"]
@@ -94,8 +123,21 @@ class ModelCall:
     prompt_cache_key: str | None = None
     service_tier: str | None = None
     reasoning_effort: str | None = None
+    reasoning_summary: str | None = None  # `reasoning.summary` (auto, concise, detailed)
     text_format: dict[str, Any] | None = None
     stream: bool = True
+    # Built-in tool entries of the request, as sent, that the upstream runs itself (the model config's
+    # `hosted_tools`), each with the upstream name tool_choice knows it by. Only native Responses upstreams
+    # take them; every other tool is a function in `tools`.
+    hosted_tools: list[HostedTool] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class HostedTool:
+    """A built-in tool entry passed to the upstream (`{"type": "web_search", ...}`) and its upstream name."""
+
+    name: str
+    entry: dict[str, Any]
 
 
 class ModelStream(Protocol):

@@ -90,6 +90,8 @@ def chat_messages(call: ModelCall, profile: Profile) -> list[Message]:
             if profile.reasoning_passback and profile.reasoning_field:
                 pending_reasoning += _reasoning_text(item)
             continue
+        elif "upstream" in item:
+            continue  # an item a hosting upstream made (providers/base.py HostedItem): its own state, not sendable
         else:
             raise InvalidRequest(
                 f"Input item type '{kind}' cannot be sent to this model.", param=f"{path}.type",

@@ -25,6 +25,8 @@ class ModelEntry:
     provider: Provider
     # Models Parley runs itself (the embedded one) say whether they can answer now; upstreams are not probed.
     status: Callable[[], ModelStatus] | None = None
+    # Built-in tool types its upstream runs itself (config `hosted_tools`; services/hosted_tools.py).
+    hosted_tools: frozenset[str] = frozenset()
 
 
 class ModelRegistry:

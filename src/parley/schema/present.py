@@ -47,6 +47,7 @@ def presenter(include: Iterable[str] | None) -> Callable[[Item], Item]:
 
     def present(item: Item) -> Item:
         shown = dict(item)
+        shown.pop("upstream", None)  # an upstream's own state for the item (providers/base.py): never shown
         for path, value, otherwise in _OPTIONAL.get(item.get("type", ""), ()):
             if value not in wanted:
                 shown = _hide(shown, path, otherwise)

@@ -31,6 +31,7 @@ from parley.services.builtin_tools import BuiltinTools, ToolLimits
 from parley.services.compaction import Compactor, check_compaction_trigger, compact_threshold
 from parley.services.conversations import ConversationsService
 from parley.services.file_inputs import FileInputLimits, FileInputs
+from parley.services.hosted_tools import split_hosted
 from parley.services.keys import Caller
 from parley.services.prompts import PromptsService
 from parley.services.usage import Meter, TimedStream, Timing, UsageOrigin
@@ -137,7 +138,8 @@ class ResponsesService:
             response, emit=emit, obfuscate=obfuscate, tools=toolset.by_upstream_name(),
             parallel_tool_calls=req.parallel_tool_calls is not False,
             seal=self._sealer_for(project_id) if "reasoning.encrypted_content" in (req.include or ()) else None,
-            builtin_names=builtin_names, present=presenter(req.include) if toolbox else None,
+            builtin_names=builtin_names,
+            present=presenter(req.include) if toolbox or call.hosted_tools else None,
         )
         turns = None
         if toolbox:
@@ -197,6 +199,9 @@ class ResponsesService:
         new_items = prompt_items + input_items
         toolset = build_toolset(req)
         _check_include(req, toolset)
+        upstream_choice = toolset.upstream_choice()
+        # Built-in tools the model's upstream runs itself (its config's `hosted_tools`) leave the toolbox.
+        toolset, hosted = split_hosted(toolset, req.tools or [], entry.hosted_tools)
         context: list[Item] = []
         if req.conversation_id is not None:
             context = await self._conversations.history(project_id, req.conversation_id)
@@ -232,7 +237,7 @@ class ResponsesService:
             items=model_items,
             instructions=req.instructions,
             tools=toolset.offered(toolbox.functions()),
-            tool_choice=toolset.upstream_choice(),
+            tool_choice=upstream_choice,
             parallel_tool_calls=req.parallel_tool_calls,
             temperature=req.temperature,
             top_p=req.top_p,
@@ -246,8 +251,10 @@ class ResponsesService:
             prompt_cache_key=req.prompt_cache_key,
             service_tier=req.service_tier,
             reasoning_effort=req.reasoning.effort if req.reasoning else None,
+            reasoning_summary=(req.reasoning.summary or req.reasoning.generate_summary) if req.reasoning else None,
             text_format=response["text"]["format"],
             stream=bool(req.stream),
+            hosted_tools=hosted,
         )
         checks: list[TurnCheck] = []
         json_check = json_format_check(call.text_format or {})
@@ -312,13 +319,17 @@ class ResponsesService:
         return lambda item: self._sealer.seal(item, project_id)
 
     def _open_sealed(self, project_id: str, items: list[Item]) -> list[Item]:
-        """Reasoning items sent back with encrypted_content get their sealed text restored (400 if forged)."""
+        """Reasoning items sent back with encrypted_content get their sealed text restored (400 if forged), and the
+        upstream's state for them; an `upstream` only ever comes from there, never from the client."""
         for index, item in enumerate(items):
+            item.pop("upstream", None)
             token = item.get("encrypted_content") if item["type"] == "reasoning" else None
             if token:
                 sealed = self._sealer.open(token, project_id, f"input[{index}].encrypted_content")
                 item["content"] = sealed["content"]
                 item["summary"] = item.get("summary") or sealed["summary"]
+                if sealed.get("upstream") is not None:
+                    item["upstream"] = sealed["upstream"]
         return items
 
     async def _resolve_references(self, project_id: str, items: list[Item]) -> list[Item]:

@@ -34,11 +34,12 @@ REPLAYS: Mapping[str, Replay] = MappingProxyType({
 def replay_items(items: list[Item]) -> list[Item]:
     """`items` with every tool item replaced by the function call and output it was for the model (a new list)."""
     items = mcp_replay.replay(items)
-    if not any(item["type"] in REPLAYS for item in items):
+    if not any(item["type"] in REPLAYS and "upstream" not in item for item in items):
         return items
     out: list[Item] = []
     for item in items:
-        replay = REPLAYS.get(item["type"])
+        # An item a hosting upstream made (providers/base.py HostedItem) goes back to it as it is.
+        replay = REPLAYS.get(item["type"]) if "upstream" not in item else None
         if replay is None:
             out.append(item)
         else:
