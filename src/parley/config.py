@@ -24,7 +24,24 @@ from pydantic_settings import (
 LogLevel = Literal["debug", "info", "warning", "error"]
 # The endpoint profiles of providers/profiles.py (a test keeps the two in step): an unknown name is a
 # configuration error at load time, naming the key and the known values.
-ProfileName = Literal["generic", "openai", "vllm", "ollama", "llamacpp", "openrouter", "deepseek"]
+ProfileName = Literal["generic", "openai", "vllm", "ollama", "llamacpp", "openrouter", "deepseek", "azure", "anthropic",
+                      "gemini"]
+# The upstream wire formats (providers/): each kind takes some profiles, and the native kinds a few quirk flags
+# (providers/native_profiles.py; a test keeps these tables in step with the profile dataclasses).
+ProviderKind = Literal["chat_completions", "openai_responses", "anthropic", "gemini"]
+KIND_PROFILES: dict[str, frozenset[str]] = {
+    "chat_completions": frozenset({"generic", "openai", "vllm", "ollama", "llamacpp", "openrouter", "deepseek"}),
+    "openai_responses": frozenset({"generic", "openai", "azure"}),
+    "anthropic": frozenset({"generic", "anthropic"}),
+    "gemini": frozenset({"generic", "gemini"}),
+}
+NATIVE_QUIRKS: dict[str, frozenset[str]] = {
+    "openai_responses": frozenset({"api_version", "vision", "files", "tokenizer"}),
+    "anthropic": frozenset({"default_max_tokens", "vision", "files", "tokenizer"}),
+    "gemini": frozenset({"vision", "files", "tokenizer"}),
+}
+# Built-in tool types a native Responses upstream may run itself (`hosted_tools`); `web_search` covers its aliases.
+HostableTool = Literal["web_search", "web_search_preview", "file_search", "code_interpreter", "mcp"]
 TokenizerName = Literal["estimate", "vllm", "llamacpp", "tiktoken:o200k_base", "tiktoken:cl100k_base"]
 
 
@@ -53,6 +70,10 @@ class ProfileOverrides(BaseModel):
     json_schema_format: Literal["json_schema", "json_object_schema"] | None = None
     # How input tokens are counted (input_tokens endpoint, truncation); see providers/tokens.py.
     tokenizer: TokenizerName | None = None
+    # Native kinds only (providers/native_profiles.py): Azure's `api-version` query value; the `max_tokens` an
+    # Anthropic request gets when the client sets no max_output_tokens (Anthropic requires one).
+    api_version: str | None = None
+    default_max_tokens: int | None = Field(default=None, ge=1)
 
 
 class ModelPrice(BaseModel):
@@ -106,8 +127,11 @@ class ModelConfig(BaseModel):
     model_config = {"extra": "forbid"}
 
     id: str = Field(min_length=1)
-    provider: Literal["chat_completions"] = "chat_completions"
-    base_url: str = Field(description="Upstream base URL, e.g. http://127.0.0.1:8000/v1")
+    provider: ProviderKind = Field(
+        default="chat_completions", description="The upstream's wire format: chat_completions, openai_responses "
+        "(OpenAI, Azure OpenAI, any /v1/responses server), anthropic (Messages API) or gemini (generateContent)")
+    base_url: str = Field(description="Upstream base URL, e.g. http://127.0.0.1:8000/v1, https://api.openai.com/v1, "
+                          "https://api.anthropic.com/v1, https://generativelanguage.googleapis.com/v1beta")
     api_key_env: str | None = Field(default=None, description="Environment variable holding the key")
     api_key: SecretStr | None = Field(default=None, description="Key given inline (prefer api_key_env)")
     upstream_model: str | None = Field(default=None, description="Model name sent upstream; default: id")
@@ -118,6 +142,24 @@ class ModelConfig(BaseModel):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=600.0, gt=0)
     price: ModelPrice = Field(default_factory=ModelPrice, description="For usage costs; default: free")
+    hosted_tools: list[HostableTool] = Field(
+        default_factory=list, description="openai_responses only: built-in tool types the upstream runs itself "
+        "(their entries are passed on, their items passed through); every other built-in tool runs in Parley")
+
+    @model_validator(mode="after")
+    def _fits_provider(self) -> ModelConfig:
+        if self.profile not in KIND_PROFILES[self.provider]:
+            known = ", ".join(sorted(KIND_PROFILES[self.provider]))
+            raise ValueError(f"model {self.id!r}: profile {self.profile!r} is not one of provider "
+                             f"{self.provider!r} (known: {known})")
+        quirks = set(self.quirks.model_dump(exclude_none=True))
+        allowed = NATIVE_QUIRKS.get(self.provider)
+        wrong = quirks - allowed if allowed is not None else quirks & {"api_version", "default_max_tokens"}
+        if wrong:
+            raise ValueError(f"model {self.id!r}: quirks {sorted(wrong)} do not apply to provider {self.provider!r}")
+        if self.hosted_tools and self.provider != "openai_responses":
+            raise ValueError(f"model {self.id!r}: hosted_tools needs provider 'openai_responses'")
+        return self
 
     def resolved_api_key(self) -> str | None:
         if self.api_key is not None:

@@ -81,6 +81,7 @@ def test_profile_names_match_the_profiles() -> None:
     from typing import get_args
 
     from parley.config import ProfileName
+    from parley.providers.native_profiles import NATIVE_PROFILES
     from parley.providers.profiles import PROFILES
 
-    assert set(get_args(ProfileName)) == set(PROFILES)
+    assert set(get_args(ProfileName)) == set(PROFILES) | {name for _, name in NATIVE_PROFILES}

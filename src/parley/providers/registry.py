@@ -1,4 +1,10 @@
-"""Public model ids -> providers, built once from the settings at start-up."""
+"""Public model ids -> providers, built once from the settings at start-up.
+
+Each configured model is one deployment: a provider of its wire format (`provider` in the config: a
+ChatCompletionsProvider, or a NativeProvider with the Responses, Anthropic or Gemini wire). `build_provider` makes
+one deployment's provider; routing a public id over several deployments is a Provider that wraps several of them,
+so nothing above the registry changes when that comes.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,14 @@ from dataclasses import dataclass
 
 from parley.config import ModelConfig, Settings
 from parley.errors import InvalidRequest
+from parley.providers.anthropic import AnthropicWire
 from parley.providers.base import ModelStatus, Provider
 from parley.providers.chat_completions import ChatCompletionsProvider, ReplyLimits
+from parley.providers.gemini import GeminiWire
 from parley.providers.http1 import Http1Pool
+from parley.providers.native import NativeProvider, NativeUpstream, Wire
+from parley.providers.native_profiles import resolve_native_profile
+from parley.providers.openai_responses import ResponsesWire
 from parley.providers.profiles import resolve_profile
 from parley.providers.redact import SecretMasker
 from parley.providers.tokens import Encodings
@@ -80,6 +91,26 @@ def chat_provider(
     )
 
 
+_WIRES: dict[str, Callable[[], Wire]] = {
+    "openai_responses": ResponsesWire, "anthropic": AnthropicWire, "gemini": GeminiWire,
+}
+
+
+def build_provider(
+    cfg: ModelConfig, http: Http1Pool, encodings: Encodings | None = None, policy: UpstreamPolicy | None = None
+) -> Provider:
+    """The provider of one configured deployment, by its wire format."""
+    if cfg.provider == "chat_completions":
+        return chat_provider(cfg, http, encodings, policy)
+    upstream = NativeUpstream(
+        model_id=cfg.id, base_url=cfg.base_url, api_key=cfg.resolved_api_key(),
+        profile=resolve_native_profile(cfg.provider, cfg.profile, cfg.quirks),
+        connect_timeout_s=cfg.connect_timeout_s, read_timeout_s=cfg.read_timeout_s,
+    )
+    return NativeProvider(upstream, _WIRES[cfg.provider](), http, encodings=encodings,
+                          limits=policy.limits if policy else None, masker=policy.masker if policy else None)
+
+
 def configured_entries(
     settings: Settings, http: Http1Pool, created: int, encodings: Encodings | None = None
 ) -> list[ModelEntry]:
@@ -91,7 +122,8 @@ def configured_entries(
             created=created,
             upstream_model=cfg.upstream_model or cfg.id,
             context_window=cfg.context_window,
-            provider=chat_provider(cfg, http, encodings, policy),
+            provider=build_provider(cfg, http, encodings, policy),
+            hosted_tools=frozenset(cfg.hosted_tools),
         )
         for cfg in settings.models
     ]

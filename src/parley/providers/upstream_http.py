@@ -107,6 +107,11 @@ def status_error(
     elif status == 429:
         err = UpstreamError.rate_limited(f"{where} is rate limiting requests ({said}): "
                                          f"{message or 'too many requests'}", headers.get("retry-after"))
+    elif status == 529 or report.type == "overloaded_error":
+        # Anthropic's "overloaded" (HTTP 529, https://docs.anthropic.com/en/api/errors): a temporary lack of
+        # capacity, not a failure of this request: a 503 the client may retry, keeping any retry-after.
+        err = UpstreamError(f"{where} is overloaded ({said}): {message or 'try again later'}", None,
+                            "upstream_overloaded", 503, "server_error", _retry_after(headers))
     elif status in (408, 504):
         err = UpstreamError.timeout(f"{where} timed out ({said}).")
     elif 400 <= status < 500:
@@ -118,6 +123,11 @@ def status_error(
     err.upstream_status = status
     err.upstream_text = masker.mask(body[: _MAX_LOGGED * 2].decode("utf-8", "replace"))[:_MAX_LOGGED]
     return err
+
+
+def _retry_after(headers: Mapping[str, str]) -> dict[str, str]:
+    value = headers.get("retry-after")
+    return {"retry-after": value} if value else {}
 
 
 def reported_error(model: str, report: UpstreamReport, masker: SecretMasker) -> UpstreamError:

@@ -1,0 +1,25 @@
+"""The Anthropic Messages wire: POST {base}/messages (base: https://api.anthropic.com/v1)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from parley.providers.anthropic_events import AnthropicParser
+from parley.providers.anthropic_request import KIND, anthropic_body
+from parley.providers.base import ModelCall
+from parley.providers.native import WireRequest
+from parley.providers.native_profiles import NativeProfile
+
+
+class AnthropicWire:
+    kind = KIND
+
+    def request(self, call: ModelCall, profile: NativeProfile) -> WireRequest:
+        return WireRequest("/messages", anthropic_body(call, profile))
+
+    def parser(self, call: ModelCall, max_output_chars: int) -> AnthropicParser:
+        return AnthropicParser(call, max_output_chars)
+
+    def error_answer(self, status: int, body: bytes, headers: Mapping[str, str]) -> tuple[int, Mapping[str, str]]:
+        # Rate limits (429) and overload (529) carry `retry-after`: https://docs.anthropic.com/en/api/rate-limits
+        return status, headers

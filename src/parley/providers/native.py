@@ -1,0 +1,239 @@
+"""The provider for the native upstream kinds: one HTTP call, its SSE events (or whole body) -> canonical events.
+
+What differs between Responses, Anthropic Messages and Gemini is the translation (a `Wire`: the request, and a
+parser of the reply); everything else is shared here and behaves as the Chat Completions provider does: the
+app's keep-alive pool, status -> ParleyError (upstream_http.py, credentials masked), the byte and output caps,
+one batch of events per network read, one warning log line per failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from parley.errors import UpstreamError
+from parley.providers.base import Finish, FinishReason, ModelCall, ModelEvent, TokenCount
+from parley.providers.chat_chunks import MalformedReply, TooMuchOutput
+from parley.providers.chat_completions import ReplyLimits
+from parley.providers.chat_request import chat_body
+from parley.providers.http1 import BodyTooLarge, Endpoint, Http1Pool, HttpError, Response
+from parley.providers.native_profiles import NativeProfile
+from parley.providers.profiles import PROFILES
+from parley.providers.redact import SecretMasker
+from parley.providers.tokens import Encodings, count_chat_tokens
+from parley.providers.upstream_http import (
+    TRANSPORT_ERRORS,
+    UpstreamReport,
+    log_failure,
+    reply_too_large,
+    reported_error,
+    status_error,
+    transport_error,
+)
+
+_ERROR_BODY_BYTES = 64 * 1024
+
+
+class UpstreamReported(Exception):
+    """The upstream reported an error inside a 200 reply (an `error` event, a failed response)."""
+
+    def __init__(self, report: UpstreamReport) -> None:
+        super().__init__(report.message)
+        self.report = report
+
+
+class WireParser(Protocol):
+    """Folds one upstream reply into canonical events, checking each field it reads (MalformedReply) and
+    counting output characters (TooMuchOutput)."""
+
+    finish: FinishReason | None
+
+    def event(self, data: Any) -> list[ModelEvent]:
+        """One SSE `data:` payload, parsed."""
+        ...
+
+    def body(self, data: Any) -> list[ModelEvent]:
+        """A whole non-streamed reply, parsed."""
+        ...
+
+    def end(self) -> list[ModelEvent]:
+        """What follows the last event: the turn's Usage (and anything held back)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    path: str  # appended to the base URL, with its query string
+    body: dict[str, Any]
+
+
+class Wire(Protocol):
+    """One upstream wire format: how a call is sent and how its reply is read."""
+
+    kind: str
+
+    def request(self, call: ModelCall, profile: NativeProfile) -> WireRequest: ...
+
+    def parser(self, call: ModelCall, max_output_chars: int) -> WireParser: ...
+
+    def error_answer(self, status: int, body: bytes, headers: Mapping[str, str]) -> tuple[int, Mapping[str, str]]:
+        """The status and headers an error answer is judged by (Gemini says a refused key with a 400 and its
+        retry delay in the body)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NativeUpstream:
+    """Where and how one configured model is reached."""
+
+    model_id: str
+    base_url: str
+    api_key: str | None
+    profile: NativeProfile
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 600.0
+
+
+class NativeStream:
+    """Iterates the events of one open upstream reply; closing it releases the connection."""
+
+    def __init__(self, resp: Response, call: ModelCall, parser: WireParser, provider: NativeProvider,
+                 started: float) -> None:
+        self._resp = resp
+        self._call = call
+        self._parser = parser
+        self._provider = provider
+        self._started = started
+
+    async def aclose(self) -> None:
+        self._resp.close()
+
+    def __aiter__(self) -> AsyncIterator[list[ModelEvent]]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[list[ModelEvent]]:
+        parser, provider = self._parser, self._provider
+        model = provider.model_id
+        try:
+            try:
+                if self._call.stream:
+                    async for batch in self._sse():
+                        yield batch
+                else:
+                    yield parser.body(orjson.loads(await self._resp.read(provider.limits.max_bytes)))
+            except TRANSPORT_ERRORS as exc:
+                raise transport_error(model, exc) from None
+            except orjson.JSONDecodeError:
+                raise UpstreamError.bad_gateway(f"The upstream for model '{model}' sent invalid JSON.") from None
+            except UpstreamReported as exc:
+                raise reported_error(model, exc.report, provider.masker) from None
+            except MalformedReply as exc:
+                raise UpstreamError.bad_gateway(
+                    f"The upstream for model '{model}' sent a reply of the wrong shape: {exc}.") from None
+            except TooMuchOutput:
+                limit = provider.limits.max_output_chars
+                raise reply_too_large(model, f"more than {limit} characters of output (max_output_chars)") from None
+            finally:
+                self._resp.release()
+            if parser.finish is None:
+                raise UpstreamError.bad_gateway(f"The upstream for model '{model}' ended the stream early.")
+        except UpstreamError as err:
+            log_failure(model, err, self._started)
+            raise
+        yield [*parser.end(), Finish(parser.finish)]
+
+    async def _sse(self) -> AsyncIterator[list[ModelEvent]]:
+        """One batch per network read; `data:` lines only (the event name is in each payload's `type`, or there
+        is none); at most `max_bytes` in all."""
+        parser = self._parser
+        pending = b""
+        received = 0
+        max_bytes = self._provider.limits.max_bytes
+        async for data in self._resp.iter_chunks():
+            received += len(data)
+            if received > max_bytes:
+                raise BodyTooLarge(max_bytes)
+            *lines, pending = (pending + data).split(b"\n")
+            batch: list[ModelEvent] = []
+            for raw in lines:
+                if not raw.startswith(b"data:"):
+                    continue
+                payload = raw[5:].strip()
+                if payload == b"[DONE]":
+                    break
+                batch.extend(parser.event(orjson.loads(payload)))
+            if batch:
+                yield batch
+        if pending.startswith(b"data:") and pending[5:].strip() not in (b"", b"[DONE]"):
+            batch = parser.event(orjson.loads(pending[5:].strip()))  # a last line without its newline
+            if batch:
+                yield batch
+
+
+class NativeProvider:
+    """A configured model on a native upstream kind, its wire format given by `wire`."""
+
+    def __init__(
+        self, upstream: NativeUpstream, wire: Wire, http: Http1Pool, *, encodings: Encodings | None = None,
+        limits: ReplyLimits | None = None, masker: SecretMasker | None = None,
+    ) -> None:
+        self.model_id = upstream.model_id
+        self.profile = upstream.profile
+        self.wire = wire
+        self._upstream = upstream
+        self._base = upstream.base_url.rstrip("/")
+        self._headers = {"content-type": "application/json", "accept": "application/json"}
+        self._headers.update(upstream.profile.headers)
+        key = upstream.api_key
+        if key:
+            header = upstream.profile.auth_header
+            self._headers[header] = f"Bearer {key}" if header == "authorization" else key
+        self._http = http
+        self._encodings = encodings or Encodings()
+        self.limits = limits or ReplyLimits()
+        self.masker = (masker or SecretMasker()).with_secrets(key)
+
+    async def open(self, call: ModelCall) -> NativeStream:
+        request = self.wire.request(call, self.profile)
+        endpoint = Endpoint.parse(self._base + request.path)
+        body = orjson.dumps(request.body)
+        started = time.monotonic()
+        try:
+            try:
+                resp = await self._http.request(
+                    endpoint, "POST", self._headers, body, connect_timeout=self._upstream.connect_timeout_s,
+                    read_timeout=self._upstream.read_timeout_s)
+            except HttpError as exc:
+                raise transport_error(self.model_id, exc) from None
+            if resp.status != 200:
+                error_body = await self._error_body(resp)
+                status, headers = self.wire.error_answer(resp.status, error_body, resp.headers)
+                raise status_error(self.model_id, status, error_body, headers, self.masker)
+        except UpstreamError as err:
+            log_failure(self.model_id, err, started)
+            raise
+        return NativeStream(resp, call, self.wire.parser(call, self.limits.max_output_chars), self, started)
+
+    async def _error_body(self, resp: Response) -> bytes:
+        try:
+            return await resp.read_prefix(_ERROR_BODY_BYTES)
+        except HttpError:
+            return b""
+        finally:
+            resp.release()
+
+    async def count_tokens(self, call: ModelCall) -> TokenCount:
+        """Counted over the call's Chat Completions form with the profile's offline tokenizer (or the estimate):
+        the same text, framed alike. The request is translated first, so untranslatable input is the same 400."""
+        self.wire.request(call, self.profile)
+        body = chat_body(dataclasses.replace(call, stream=False), PROFILES["generic"])
+        return await count_chat_tokens(self.profile.tokenizer, body, encodings=self._encodings, post=_no_endpoint)
+
+
+async def _no_endpoint(path: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    return None  # the server tokenizers (vllm, llamacpp) are Chat Completions servers': fall back to the estimate

@@ -1,0 +1,272 @@
+"""A native Responses upstream's stream events (or whole Response) -> canonical model events.
+
+The upstream's events are translated, not relayed: Parley's own stream builder numbers and ids everything.
+Text, reasoning (its text and its summary parts) and function-call arguments stream as deltas; a finished
+reasoning item becomes the upstream state its next turn needs (ReasoningState, the item verbatim with its
+`encrypted_content`); a finished item of a hosted tool (`web_search_call`, ...) is passed through whole
+(HostedItem). Event reference: https://platform.openai.com/docs/api-reference/responses-streaming
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from parley.ids import new_id
+from parley.providers.base import (
+    FinishReason,
+    HostedItem,
+    ModelCall,
+    ModelEvent,
+    ReasoningDelta,
+    ReasoningState,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from parley.providers.chat_chunks import MalformedReply, TooMuchOutput
+from parley.providers.native import UpstreamReported
+from parley.providers.native_items import state
+from parley.providers.responses_request import KIND
+from parley.providers.upstream_http import UpstreamReport, error_report
+
+_MAX_COUNT = 2**53
+# Item types of the upstream's own tools, by the type of the tool entry that makes them.
+_HOSTED_ITEM = {"web_search": "web_search_call", "web_search_preview": "web_search_call",
+                "file_search": "file_search_call", "code_interpreter": "code_interpreter_call", "mcp": "mcp_call"}
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise MalformedReply(f"{what} is not a string")
+    return value
+
+
+def _dict(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedReply(f"{what} is not an object")
+    return value
+
+
+def _count(data: dict[str, Any], key: str) -> int:
+    value = data.get(key)
+    if value is None:
+        return 0
+    if type(value) is not int or not 0 <= value <= _MAX_COUNT:
+        raise MalformedReply(f"usage.{key} is not a token count")
+    return value
+
+
+def _index(event: dict[str, Any]) -> int:
+    index = event.get("output_index")
+    if type(index) is not int:
+        raise MalformedReply("an event without an integer output_index")
+    return index
+
+
+def _usage(data: object) -> Usage:
+    usage = _dict(data, "usage")
+    return Usage(
+        input_tokens=_count(usage, "input_tokens"), output_tokens=_count(usage, "output_tokens"),
+        cached_tokens=_count(_dict(usage.get("input_tokens_details") or {}, "input_tokens_details"), "cached_tokens"),
+        reasoning_tokens=_count(_dict(usage.get("output_tokens_details") or {}, "output_tokens_details"),
+                                "reasoning_tokens"),
+    )
+
+
+def _hosted_types(call: ModelCall) -> dict[str, str]:
+    """Item type -> the upstream name of the hosted tool that makes it."""
+    found: dict[str, str] = {}
+    for hosted in call.hosted_tools:
+        kind = str(hosted.entry.get("type", ""))
+        base = "web_search" if kind.startswith("web_search_preview") else kind.split("_20")[0]
+        if base in _HOSTED_ITEM:
+            found[_HOSTED_ITEM[base]] = hosted.name
+    return found
+
+
+class ResponsesParser:
+    def __init__(self, call: ModelCall, max_output_chars: int) -> None:
+        self.finish: FinishReason | None = None
+        self._model = call.upstream_model
+        self._hosted = _hosted_types(call)
+        self._usage: Usage | None = None
+        self._types: dict[int, str] = {}  # output_index -> item type
+        self._progress: dict[int, list[str]] = {}  # output_index -> a hosted item's own event types
+        self._streamed: set[int] = set()  # output indexes whose text or arguments came as deltas
+        self._calls = 0
+        self._chars = 0
+        self._max_chars = max_output_chars
+        self._handlers: dict[str, Callable[[dict[str, Any]], list[ModelEvent]]] = {
+            "response.output_text.delta": self._text_delta,
+            "response.refusal.delta": self._text_delta,
+            "response.reasoning_text.delta": self._reasoning_delta,
+            "response.reasoning_summary_text.delta": self._summary_delta,
+            "response.function_call_arguments.delta": self._arguments_delta,
+            "response.output_item.added": self._item_added,
+            "response.output_item.done": self._item_done,
+            "response.completed": self._ended,
+            "response.incomplete": self._ended,
+            "response.failed": self._failed,
+            "error": self._error,
+        }
+
+    # -- the stream ------------------------------------------------------------------------------
+
+    def event(self, data: Any) -> list[ModelEvent]:
+        event = _dict(data, "an event")
+        kind = event.get("type")
+        handler = self._handlers.get(kind) if isinstance(kind, str) else None
+        if handler is not None:
+            return handler(event)
+        if isinstance(kind, str) and event.keys() <= {"type", "item_id", "output_index", "sequence_number"}:
+            index = event.get("output_index")
+            if isinstance(index, int) and index in self._progress:  # e.g. response.web_search_call.searching
+                self._progress[index].append(kind)
+        return []
+
+    def _grow(self, text: str) -> None:
+        self._chars += len(text)
+        if self._chars > self._max_chars:
+            raise TooMuchOutput
+
+    def _text_delta(self, event: dict[str, Any]) -> list[ModelEvent]:
+        delta = _text(event.get("delta"), "delta")
+        self._grow(delta)
+        self._streamed.add(_index(event))
+        logprobs = event.get("logprobs")
+        return [TextDelta(delta, logprobs if isinstance(logprobs, list) and logprobs else None)]
+
+    def _reasoning_delta(self, event: dict[str, Any]) -> list[ModelEvent]:
+        delta = _text(event.get("delta"), "delta")
+        self._grow(delta)
+        self._streamed.add(_index(event))
+        return [ReasoningDelta(delta)]
+
+    def _summary_delta(self, event: dict[str, Any]) -> list[ModelEvent]:
+        delta = _text(event.get("delta"), "delta")
+        index = event.get("summary_index")
+        if type(index) is not int:
+            raise MalformedReply("a summary delta without an integer summary_index")
+        self._grow(delta)
+        self._streamed.add(_index(event))
+        return [ReasoningDelta(delta, summary_index=index)]
+
+    def _arguments_delta(self, event: dict[str, Any]) -> list[ModelEvent]:
+        delta = _text(event.get("delta"), "delta")
+        self._grow(delta)
+        index = _index(event)
+        self._streamed.add(index)
+        return [ToolCallDelta(index=index, arguments=delta)]
+
+    def _item_added(self, event: dict[str, Any]) -> list[ModelEvent]:
+        index = _index(event)
+        item = _dict(event.get("item"), "item")
+        kind = _text(item.get("type"), "item.type")
+        self._types[index] = kind
+        if kind == "function_call":
+            self._calls += 1
+            return [ToolCallDelta(index=index, arguments="", call_id=_text(item.get("call_id"), "call_id"),
+                                  name=_text(item.get("name"), "name"))]
+        if kind in self._hosted:
+            self._progress[index] = []
+        return []
+
+    def _item_done(self, event: dict[str, Any]) -> list[ModelEvent]:
+        index = _index(event)
+        item = _dict(event.get("item"), "item")
+        kind = self._types.get(index) or _text(item.get("type"), "item.type")
+        if index in self._streamed:
+            return self._state(kind, item, index)
+        return self._whole_item(kind, item, index)  # a server that sent no deltas for it
+
+    def _state(self, kind: str, item: dict[str, Any], index: int) -> list[ModelEvent]:
+        if kind == "reasoning":
+            return [ReasoningState(state(KIND, self._model, item=item))]
+        if kind in self._hosted:
+            return [self._hosted_item(kind, item, tuple(self._progress.pop(index, ())))]
+        return []
+
+    def _hosted_item(self, kind: str, item: dict[str, Any], events: tuple[str, ...]) -> HostedItem:
+        upstream_id = str(item.get("id") or "")
+        prefix = upstream_id.split("_", 1)[0] if "_" in upstream_id else "item"
+        shown = {**item, "id": new_id(prefix)}
+        return HostedItem(shown, state(KIND, self._model, item=item), events, self._hosted[kind])
+
+    def _ended(self, event: dict[str, Any]) -> list[ModelEvent]:
+        response = _dict(event.get("response"), "response")
+        self._end(response)
+        return []
+
+    def _end(self, response: dict[str, Any]) -> None:
+        if response.get("usage") is not None:
+            self._usage = _usage(response["usage"])
+        status = response.get("status")
+        if status == "incomplete":
+            details = response.get("incomplete_details")
+            reason = details.get("reason") if isinstance(details, dict) else None
+            self.finish = "content_filter" if reason == "content_filter" else "length"
+        elif status == "failed":
+            raise UpstreamReported(_failure(response))
+        else:
+            self.finish = "tool_calls" if self._calls else "stop"
+
+    def _failed(self, event: dict[str, Any]) -> list[ModelEvent]:
+        raise UpstreamReported(_failure(_dict(event.get("response"), "response")))
+
+    def _error(self, event: dict[str, Any]) -> list[ModelEvent]:
+        raise UpstreamReported(error_report({"error": event}) or UpstreamReport("an error event"))
+
+    # -- a whole reply ---------------------------------------------------------------------------
+
+    def body(self, data: Any) -> list[ModelEvent]:
+        response = _dict(data, "the reply")
+        if response.get("error") is not None and response.get("status") != "failed":
+            raise UpstreamReported(error_report(response) or UpstreamReport("an error body"))
+        output = response.get("output") or []
+        if not isinstance(output, list):
+            raise MalformedReply("output is not a list")
+        events: list[ModelEvent] = []
+        for index, raw in enumerate(output):
+            item = _dict(raw, "an output item")
+            kind = _text(item.get("type"), "item.type")
+            if kind == "function_call":
+                self._calls += 1
+            events += self._whole_item(kind, item, index)
+        self._end(response)
+        return events
+
+    def _whole_item(self, kind: str, item: dict[str, Any], index: int) -> list[ModelEvent]:
+        events: list[ModelEvent] = []
+        if kind == "message":
+            for part in item.get("content") or ():
+                part = _dict(part, "a content part")
+                text = part.get("text") if part.get("type") == "output_text" else part.get("refusal")
+                if text:
+                    self._grow(_text(text, "text"))
+                    logprobs = part.get("logprobs")
+                    events.append(TextDelta(text, logprobs if isinstance(logprobs, list) and logprobs else None))
+        elif kind == "reasoning":
+            for number, part in enumerate(item.get("summary") or ()):
+                text = _text(_dict(part, "a summary part").get("text", ""), "summary text")
+                self._grow(text)
+                events.append(ReasoningDelta(text, summary_index=number))
+            for part in item.get("content") or ():
+                text = _text(_dict(part, "a content part").get("text", ""), "reasoning text")
+                self._grow(text)
+                events.append(ReasoningDelta(text))
+        elif kind == "function_call":
+            arguments = _text(item.get("arguments", ""), "arguments")
+            self._grow(arguments)
+            events.append(ToolCallDelta(index=index, arguments=arguments, call_id=_text(item.get("call_id"), "call_id"),
+                                        name=_text(item.get("name"), "name")))
+        return events + self._state(kind, item, index)
+
+    def end(self) -> list[ModelEvent]:
+        # A server that reports no usage: ~4 characters per token of output, input unknown.
+        return [self._usage or Usage(0, self._chars // 4)]
+
+
+def _failure(response: dict[str, Any]) -> UpstreamReport:
+    return error_report({"error": response.get("error") or {"message": "the response failed"}}) or UpstreamReport(
+        "the response failed")

@@ -1,0 +1,144 @@
+"""Canonical model call -> a native Responses API request (OpenAI, Azure OpenAI, any `/v1/responses` server).
+
+Parley keeps the state: the upstream gets the whole context every turn with `store: false` (no
+`previous_response_id`, no conversation, never `background`), and `include: ["reasoning.encrypted_content"]`
+so its reasoning items come back whole and can be returned to it unchanged on the next turn
+(https://platform.openai.com/docs/guides/reasoning#encrypted-reasoning-items). Parley's own item ids are not
+sent (the upstream stored none of them); the upstream's reasoning and hosted-tool items go back verbatim.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parley.providers.base import Item, ModelCall
+from parley.providers.native_items import (
+    call_arguments,
+    file_text,
+    image_url,
+    unsupported_item,
+    unsupported_part,
+    upstream_call_name,
+    upstream_state,
+)
+from parley.providers.native_profiles import NativeProfile
+
+KIND = "openai_responses"
+_MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
+
+
+def _part(part: dict[str, Any], path: str, profile: NativeProfile) -> dict[str, Any]:
+    kind = part["type"]
+    if kind in ("input_text", "output_text"):
+        # Annotations may name Parley's own files, which the upstream does not have: text only.
+        return {"type": kind, "text": part["text"], **({"annotations": []} if kind == "output_text" else {})}
+    if kind == "refusal":
+        return {"type": "refusal", "refusal": part["refusal"]}
+    if kind == "input_image":
+        return {"type": "input_image", "image_url": image_url(part, path, profile.vision),
+                "detail": part.get("detail", "auto")}
+    if kind == "input_file" and "text" in part:  # resolved by services/file_inputs.py
+        if profile.files:
+            return {"type": "input_file", "filename": part["filename"], "file_data": part["file_data"]}
+        return {"type": "input_text", "text": file_text(part)}
+    raise unsupported_part(kind, path)
+
+
+def _output(output: Any, path: str, profile: NativeProfile) -> Any:
+    if isinstance(output, str):
+        return output
+    return [_part(p, f"{path}[{i}]", profile) for i, p in enumerate(output)]
+
+
+def _item(item: Item, path: str, call: ModelCall, profile: NativeProfile) -> dict[str, Any] | None:
+    kind = item["type"]
+    if kind == "message":
+        role = item["role"]
+        if role not in _MESSAGE_ROLES:
+            raise unsupported_item(kind, path)
+        content = [_part(p, f"{path}.content[{i}]", profile) for i, p in enumerate(item["content"])]
+        if role == "assistant":
+            # An output message without the id the upstream never stored is an "easy" input message, whose content
+            # is text (output_text parts need an id and a status: openai's ResponseOutputMessageParam).
+            text = "".join(p.get("text") or p.get("refusal") or "" for p in content)
+            return {"type": "message", "role": role, "content": text}
+        return {"type": "message", "role": role, "content": content}
+    if kind in ("function_call", "custom_tool_call"):
+        return {"type": "function_call", "call_id": item["call_id"], "name": upstream_call_name(item),
+                "arguments": call_arguments(item)}
+    if kind in ("function_call_output", "custom_tool_call_output"):
+        return {"type": "function_call_output", "call_id": item["call_id"],
+                "output": _output(item["output"], f"{path}.output", profile)}
+    state = upstream_state(item, KIND, call.upstream_model)
+    if state is not None:  # the upstream's own reasoning or hosted-tool item, as it gave it
+        upstream_item: dict[str, Any] = state["item"]
+        return upstream_item
+    if kind == "reasoning" or "upstream" in item:
+        return None  # another upstream's state (or none): the visible turn is what this one gets
+    raise unsupported_item(kind, path)
+
+
+def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "function", "name": tool["name"],
+                           "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
+    if tool.get("description") is not None:
+        out["description"] = tool["description"]
+    # A client tool says `strict` (null: the client left it out, so the upstream's default applies, as it would
+    # for the client); Parley's own tool functions carry no key and are not strict (Responses defaults to strict).
+    out["strict"] = tool["strict"] if "strict" in tool else False
+    return out
+
+
+def _tool_choice(call: ModelCall) -> str | dict[str, Any] | None:
+    choice = call.tool_choice
+    if not isinstance(choice, dict):
+        return choice
+    for hosted in call.hosted_tools:  # a forced hosted tool: the only tool allowed, and a call required
+        if hosted.name == choice.get("name"):
+            return {"type": "allowed_tools", "mode": "required", "tools": [{"type": hosted.entry["type"]}]}
+    return {"type": "function", "name": choice["name"]}
+
+
+def _include(call: ModelCall) -> list[str]:
+    include = ["reasoning.encrypted_content"]
+    if call.logprobs:
+        include.append("message.output_text.logprobs")
+    if any(h.entry.get("type", "").startswith("web_search") for h in call.hosted_tools):
+        include.append("web_search_call.action.sources")  # stored with the item; shown as the client's include says
+    return include
+
+
+def responses_body(call: ModelCall, profile: NativeProfile) -> dict[str, Any]:
+    items = [_item(item, f"input[{i}]", call, profile) for i, item in enumerate(call.items)]
+    body: dict[str, Any] = {
+        "model": call.upstream_model,
+        "input": [item for item in items if item is not None],
+        "stream": call.stream,
+        "store": False,
+        "include": _include(call),
+    }
+    optional = {
+        "instructions": call.instructions,
+        "temperature": call.temperature,
+        "top_p": call.top_p,
+        "max_output_tokens": call.max_output_tokens,
+        "top_logprobs": call.top_logprobs if call.logprobs else None,
+        "parallel_tool_calls": call.parallel_tool_calls,
+        "safety_identifier": call.safety_identifier,
+        "user": call.user,
+        "prompt_cache_key": call.prompt_cache_key,
+        "service_tier": call.service_tier,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    tools = [_tool(t) for t in call.tools] + [dict(h.entry) for h in call.hosted_tools]
+    if tools:
+        body["tools"] = tools
+        choice = _tool_choice(call)
+        if choice is not None:
+            body["tool_choice"] = choice
+    reasoning = {k: v for k, v in (("effort", call.reasoning_effort), ("summary", call.reasoning_summary)) if v}
+    if reasoning:
+        body["reasoning"] = reasoning
+    if call.text_format and call.text_format.get("type") != "text":
+        body["text"] = {"format": call.text_format}
+    return body

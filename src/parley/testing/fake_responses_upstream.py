@@ -1,0 +1,240 @@
+"""A fake native Responses API (`POST /v1/responses`) over real HTTP, for tests and benchmarks.
+
+It speaks the published wire format (https://platform.openai.com/docs/api-reference/responses,
+.../responses-streaming): a `Response` body, or the SSE events `response.created`, `response.in_progress`,
+`response.output_item.added/done`, `response.content_part.added/done`, `response.output_text.delta/done`,
+`response.reasoning_summary_part.*` and `response.reasoning_summary_text.*`, `response.function_call_arguments.*`,
+the `response.web_search_call.*` events of the hosted web search, and `response.completed` /
+`response.incomplete`; errors as `{"error": {"message", "type", "param", "code"}}` (429 with `retry-after`).
+Behaviour by model name: see `fake_plan`, plus `search` (the hosted `web_search` tool when offered: a
+`web_search_call` item, then "searched: <query>") and `error-midstream` (an `error` event after the start).
+
+Like OpenAI with `store: false`, it refuses (400) a `previous_response_id` (nothing was stored) and a reasoning
+item that comes back without the `encrypted_content` it was given, or with another one. Reasoning items carry
+`encrypted_content` only when `include` asks for it, and a summary only when `reasoning.summary` does.
+Requests are recorded in `requests`.
+
+Run it standalone: `python -m parley.testing.fake_responses_upstream --port 9103` (base URL .../v1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from parley.testing.fake_plan import THINKING, Plan, RequestView, plan, signature_of, words
+from parley.testing.fake_server import FakeServer, data_frame
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
+                404: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+ENCRYPTED = "gAAAA" + signature_of(THINKING)  # Fernet-like, as OpenAI's encrypted_content looks
+
+
+def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"), "param": param,
+                      "code": code}}
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(p.get("text", "") for p in content or () if p.get("type") in ("input_text", "output_text"))
+
+
+class _Invalid(Exception):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def _check(body: dict[str, Any]) -> None:
+    if body.get("previous_response_id"):
+        raise _Invalid("Previous response with id not found.", "previous_response_id")
+    for index, item in enumerate(body.get("input") or ()):
+        returned = item.get("encrypted_content")
+        if item.get("type") == "reasoning" and body.get("store") is False and returned != ENCRYPTED:
+            raise _Invalid(f"Item with id '{item.get('id')}' not found. Items are not persisted when `store` is set "
+                           "to false: send its encrypted_content back.", f"input[{index}]")
+
+
+def request_view(body: dict[str, Any]) -> RequestView:
+    raw = body.get("input")
+    items = [{"type": "message", "role": "user", "content": raw}] if isinstance(raw, str) else raw or []
+    view = RequestView(max_tokens=body.get("max_output_tokens"))
+    for item in items:
+        if item.get("type", "message") == "message" and item.get("role") == "user":
+            view.last_user_text = _text_of(item.get("content"))
+        if item.get("type") == "reasoning" and item.get("encrypted_content"):
+            view.states.append(str(item["encrypted_content"]).removeprefix("gAAAA"))
+    if items and items[-1].get("type") == "function_call_output":
+        view.tool_result = _text_of(items[-1].get("output"))
+    view.tools = {t["name"]: t.get("parameters") or {} for t in body.get("tools") or () if t.get("type") == "function"}
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        view.forced = choice.get("name")
+    return view
+
+
+class _Events:
+    """Builds the event stream of one response and the final Response object alongside."""
+
+    def __init__(self, model: str, body: dict[str, Any]) -> None:
+        self.frames: list[bytes] = []
+        self.output: list[dict[str, Any]] = []
+        self._seq = 0
+        self.response: dict[str, Any] = {
+            "id": "resp_fake", "object": "response", "created_at": int(time.time()), "status": "in_progress",
+            "model": model, "output": [], "usage": None, "error": None, "incomplete_details": None,
+            "instructions": body.get("instructions"), "tools": body.get("tools") or [],
+            "tool_choice": body.get("tool_choice") or "auto", "parallel_tool_calls": True, "store": False,
+            "text": body.get("text") or {"format": {"type": "text"}}, "metadata": {},
+            "temperature": None, "top_p": None, "truncation": "disabled",
+        }
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        self.frames.append(data_frame({"type": kind, **fields, "sequence_number": self._seq}, kind))
+        self._seq += 1
+
+    def item(self, started: dict[str, Any], done: dict[str, Any], inner: list[tuple[str, dict[str, Any]]]) -> None:
+        index = len(self.output)
+        self.emit("response.output_item.added", output_index=index, item=started)
+        for kind, fields in inner:
+            self.emit(kind, item_id=done["id"], output_index=index, **fields)
+        self.emit("response.output_item.done", output_index=index, item=done)
+        self.output.append(done)
+
+
+def _reasoning(events: _Events, body: dict[str, Any]) -> None:
+    summary = bool((body.get("reasoning") or {}).get("summary"))
+    done: dict[str, Any] = {"id": "rs_fake", "type": "reasoning", "summary": []}
+    inner: list[tuple[str, dict[str, Any]]] = []
+    if summary:
+        part = {"type": "summary_text", "text": THINKING}
+        done["summary"] = [part]
+        inner.append(("response.reasoning_summary_part.added", {"summary_index": 0,
+                                                                 "part": {"type": "summary_text", "text": ""}}))
+        inner += [("response.reasoning_summary_text.delta", {"summary_index": 0, "delta": w}) for w in words(THINKING)]
+        inner.append(("response.reasoning_summary_text.done", {"summary_index": 0, "text": THINKING}))
+        inner.append(("response.reasoning_summary_part.done", {"summary_index": 0, "part": part}))
+    if "reasoning.encrypted_content" in (body.get("include") or ()):
+        done["encrypted_content"] = ENCRYPTED
+    events.item({"id": "rs_fake", "type": "reasoning", "summary": []}, done, inner)
+
+
+def _search(events: _Events, query: str) -> None:
+    started = {"id": "ws_fake", "type": "web_search_call", "status": "in_progress",
+               "action": {"type": "search", "query": query}}
+    done = {**started, "status": "completed",
+            "action": {"type": "search", "query": query,
+                       "sources": [{"type": "url", "url": "https://example.com/"}]}}
+    inner: list[tuple[str, dict[str, Any]]] = [
+        (f"response.web_search_call.{step}", {}) for step in ("in_progress", "searching", "completed")]
+    events.item(started, done, inner)
+
+
+def _message(events: _Events, text: str) -> None:
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    inner: list[tuple[str, dict[str, Any]]] = [
+        ("response.content_part.added", {"content_index": 0, "part": {**part, "text": ""}})]
+    inner += [("response.output_text.delta", {"content_index": 0, "delta": w, "logprobs": []}) for w in words(text)]
+    inner.append(("response.output_text.done", {"content_index": 0, "text": text, "logprobs": []}))
+    inner.append(("response.content_part.done", {"content_index": 0, "part": part}))
+    started = {"id": "msg_fake", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+    events.item(started, {**started, "status": "completed", "content": [part]}, inner)
+
+
+def _call(events: _Events, index: int, name: str, call_id: str, arguments: str) -> None:
+    started = {"id": f"fc_fake{index}", "type": "function_call", "status": "in_progress", "arguments": "",
+               "call_id": call_id, "name": name}
+    halves = [arguments[: len(arguments) // 2], arguments[len(arguments) // 2:]]
+    inner = [("response.function_call_arguments.delta", {"delta": h}) for h in halves]
+    inner.append(("response.function_call_arguments.done", {"arguments": arguments, "name": name}))
+    events.item(started, {**started, "status": "completed", "arguments": arguments}, inner)
+
+
+def build(model: str, body: dict[str, Any], answer: Plan) -> _Events:
+    events = _Events(model, body)
+    events.emit("response.created", response=dict(events.response))
+    events.emit("response.in_progress", response=dict(events.response))
+    if answer.reasoning and body.get("reasoning"):
+        _reasoning(events, body)
+    hosted = [t for t in body.get("tools") or () if str(t.get("type", "")).startswith("web_search")]
+    if model == "search" and hosted:
+        _search(events, answer.text.removeprefix("echo: "))
+        answer.text = "searched: " + answer.text.removeprefix("echo: ")
+    if answer.text:
+        _message(events, answer.text)
+    for index, call in enumerate(answer.calls):
+        _call(events, index, call.name, call.call_id, call.arguments)
+    usage = {"input_tokens": answer.input_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+             "output_tokens": answer.output_tokens,
+             "output_tokens_details": {"reasoning_tokens": 5 if answer.reasoning else 0},
+             "total_tokens": answer.input_tokens + answer.output_tokens}
+    final = {**events.response, "output": events.output, "usage": usage}
+    if answer.finish == "length":
+        final.update(status="incomplete", incomplete_details={"reason": "max_output_tokens"})
+        events.emit("response.incomplete", response=final)
+    else:
+        final.update(status="completed", completed_at=int(time.time()))
+        events.emit("response.completed", response=final)
+    events.response = final
+    return events
+
+
+class FakeResponsesUpstream(FakeServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.app.router.add_post("/v1/responses", self._responses)
+        self.app.router.add_get("/v1/models", self._models)
+
+    @property
+    def base_url(self) -> str:
+        return self.root + "/v1"
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "echo", "object": "model"}]})
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        body = await self.record(request)
+        model = str(body.get("model", "echo"))
+        if model.startswith("error-") and model != "error-midstream":
+            status = int(model.split("-", 1)[1])
+            headers = {"retry-after": "7"} if status == 429 else {}
+            return web.json_response(error_body(status, f"fake upstream error {status}"), status=status,
+                                     headers=headers)
+        try:
+            _check(body)
+        except _Invalid as err:
+            return web.json_response(error_body(400, str(err), param=err.param), status=400)
+        answer = plan(model, request_view(body))
+        if answer.error is not None and body.get("reasoning"):
+            return web.json_response(error_body(400, answer.error), status=400)
+        if model == "hang":
+            return await self.hang(request, model, bool(body.get("stream")))
+        events = build(model, body, answer)
+        if not body.get("stream"):
+            if model == "drop":
+                return await self.drop_body(request, orjson.dumps(events.response))
+            return web.json_response(events.response)
+        frames = events.frames
+        if model == "error-midstream":
+            error = {"type": "error", "code": "server_error", "message": "The model had an error.", "param": None,
+                     "sequence_number": 2}
+            frames = [*frames[:2], data_frame(error, "error")]
+        return await self.sse(request, model, frames, delay=0.2 if model == "slow" else 0.0,
+                              drop_after=3 if model == "drop" else None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9103)
+    args = parser.parse_args()
+    web.run_app(FakeResponsesUpstream().app, host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The native providers against their fake upstreams over real HTTP: authentication as each API wants it, and
+every failure mapped through upstream_http.py (rate limits with retry-after, overload, refused keys, dropped
+connections, silence, errors mid-stream, replies past the caps), each logged once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from parley.config import ModelConfig
+from parley.errors import UpstreamError
+from parley.providers.base import Finish, ModelCall, ModelEvent, TextDelta
+from parley.providers.chat_completions import ReplyLimits
+from parley.providers.http1 import Http1Pool
+from parley.providers.redact import SecretMasker
+from parley.providers.registry import UpstreamPolicy, build_provider
+from parley.testing.fake_anthropic import FakeAnthropic
+from parley.testing.fake_gemini import FakeGemini
+from parley.testing.fake_responses_upstream import FakeResponsesUpstream
+from parley.testing.fake_server import FakeServer
+
+KEY = "sk-upstream-fault-key-1234"
+
+
+async def _run(fake: FakeServer, kind: str, model: str, *, stream: bool = True, key: str = KEY,
+               limits: ReplyLimits | None = None, **config: Any) -> list[ModelEvent]:
+    cfg = ModelConfig(id=f"{kind}-{model}", provider=kind, base_url=fake.base_url,  # type: ignore[attr-defined]
+                      upstream_model=model, api_key=key, read_timeout_s=1.0, **config)
+    http = Http1Pool()
+    try:
+        policy = UpstreamPolicy(limits or ReplyLimits(), SecretMasker([key]))
+        provider = build_provider(cfg, http, policy=policy)
+        opened = await provider.open(ModelCall(model, [{"id": "m", "type": "message", "role": "user",
+                                                        "content": [{"type": "input_text", "text": "hello"}]}],
+                                               stream=stream))
+        try:
+            return [e async for batch in opened for e in batch]
+        finally:
+            await opened.aclose()
+    finally:
+        await http.close()
+
+
+async def test_each_kind_authenticates_as_its_api_says(
+    fake_anthropic: FakeAnthropic, fake_gemini: FakeGemini, fake_responses: FakeResponsesUpstream
+) -> None:
+    await _run(fake_anthropic, "anthropic", "echo", profile="anthropic")
+    assert fake_anthropic.headers[-1]["x-api-key"] == KEY and fake_anthropic.headers[-1]["anthropic-version"]
+    assert "authorization" not in fake_anthropic.headers[-1]
+    await _run(fake_gemini, "gemini", "echo")
+    assert fake_gemini.headers[-1]["x-goog-api-key"] == KEY
+    assert fake_gemini.paths[-1] == "/v1beta/models/echo:streamGenerateContent?alt=sse"
+    await _run(fake_responses, "openai_responses", "echo", stream=False)
+    assert fake_responses.headers[-1]["authorization"] == f"Bearer {KEY}"
+    await _run(fake_responses, "openai_responses", "echo", profile="azure")
+    assert fake_responses.headers[-1]["api-key"] == KEY and "authorization" not in fake_responses.headers[-1]
+    assert fake_responses.paths[-1] == "/v1/responses?api-version=preview"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_every_kind_reads_text_both_ways(
+    fake_anthropic: FakeAnthropic, fake_gemini: FakeGemini, fake_responses: FakeResponsesUpstream, stream: bool
+) -> None:
+    for fake, kind in ((fake_anthropic, "anthropic"), (fake_gemini, "gemini"), (fake_responses, "openai_responses")):
+        events = await _run(fake, kind, "echo", stream=stream)
+        assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "echo: hello"
+        assert events[-1] == Finish("stop")
+
+
+async def test_rate_limits_keep_retry_after(fake_anthropic: FakeAnthropic, fake_gemini: FakeGemini) -> None:
+    for fake, kind in ((fake_anthropic, "anthropic"), (fake_gemini, "gemini")):
+        with pytest.raises(UpstreamError) as info:
+            await _run(fake, kind, "error-429")
+        assert (info.value.status, info.value.code) == (429, "rate_limit_exceeded")
+        assert info.value.headers == {"retry-after": "7"}  # Gemini says it in a RetryInfo detail
+
+
+async def test_anthropic_overload_is_a_503_to_retry(fake_anthropic: FakeAnthropic) -> None:
+    with pytest.raises(UpstreamError) as info:
+        await _run(fake_anthropic, "anthropic", "error-529")
+    assert (info.value.status, info.value.code, info.value.headers) == (503, "upstream_overloaded",
+                                                                        {"retry-after": "7"})
+
+
+async def test_a_refused_gemini_key_is_the_servers_configuration(fake_gemini: FakeGemini) -> None:
+    with pytest.raises(UpstreamError) as info:
+        await _run(fake_gemini, "gemini", "echo", key="bad-key")
+    assert (info.value.status, info.value.code) == (502, "upstream_auth_failed")
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai_responses"])
+async def test_errors_mid_stream(kind: str, fake_anthropic: FakeAnthropic,
+                                 fake_responses: FakeResponsesUpstream, caplog: pytest.LogCaptureFixture) -> None:
+    fake = fake_anthropic if kind == "anthropic" else fake_responses
+    with caplog.at_level(logging.WARNING, "parley.upstream"), pytest.raises(UpstreamError) as info:
+        await _run(fake, kind, "error-midstream")
+    assert info.value.status == 502 and "mid-stream" in info.value.message
+    assert len([r for r in caplog.records if "upstream failure" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_dropped_and_silent_upstreams(fake_anthropic: FakeAnthropic, fake_gemini: FakeGemini,
+                                            fake_responses: FakeResponsesUpstream, stream: bool) -> None:
+    for fake, kind in ((fake_anthropic, "anthropic"), (fake_gemini, "gemini"), (fake_responses, "openai_responses")):
+        with pytest.raises(UpstreamError) as dropped:
+            await _run(fake, kind, "drop", stream=stream)
+        assert dropped.value.status == 502, kind
+        with pytest.raises(UpstreamError) as silent:
+            await _run(fake, kind, "hang", stream=stream)
+        assert (silent.value.status, silent.value.code) == (504, "upstream_timeout"), kind
+
+
+async def test_replies_past_the_caps_are_cut(fake_anthropic: FakeAnthropic, fake_gemini: FakeGemini) -> None:
+    with pytest.raises(UpstreamError) as chars:
+        await _run(fake_anthropic, "anthropic", "fixed", limits=ReplyLimits(max_output_chars=20))
+    assert chars.value.code == "upstream_reply_too_large"
+    with pytest.raises(UpstreamError) as size:
+        await _run(fake_gemini, "gemini", "fixed", limits=ReplyLimits(max_bytes=300))
+    assert size.value.code == "upstream_reply_too_large"
