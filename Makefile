@@ -39,7 +39,7 @@ $(VENV)/.stamp-run: $(VENV)/.stamp-base $(WHEELHOUSE)/.built pyproject.toml
 	touch $@
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-run
-	$(PIP) install --find-links $(WHEELHOUSE) -e '.[local,postgres,dev,sandbox]'
+	$(PIP) install --find-links $(WHEELHOUSE) -e '.[local,postgres,dev,sandbox,otel]'
 	touch $@
 
 run: $(VENV)/.stamp-run
