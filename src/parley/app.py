@@ -17,8 +17,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from parley.api.auth import Authenticator
 from parley.api.http import FieldPolicy
-from parley.api.routes import http_exception, routes
+from parley.api.routes import http_exception, routes, websocket_routes
 from parley.api.runtime import Runtime
+from parley.api.websocket import unknown_url
 from parley.config import Settings
 from parley.engine.sealing import ReasoningSealer, new_key
 from parley.gc_tuning import freeze_startup_objects
@@ -238,6 +239,7 @@ class ParleyApp:
             if "{" not in route.path
             for method in route.methods or ()
         }
+        self._websockets = websocket_routes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
@@ -246,6 +248,9 @@ class ParleyApp:
             if endpoint is not None:
                 await endpoint(scope, receive, send)
                 return
+        elif scope["type"] == "websocket":
+            await self._websockets.get(scope["path"], unknown_url)(scope, receive, send)
+            return
         try:
             await self.router(scope, receive, send)
         except HTTPException as exc:

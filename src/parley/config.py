@@ -217,6 +217,24 @@ class BackgroundConfig(BaseModel):
     poll_s: float = Field(default=0.2, gt=0, description="How often other processes' runs are polled")
 
 
+class WebSocketConfig(BaseModel):
+    """WebSocket mode on /v1/responses (`responses.connect()`, Codex's `responses_websockets`): the limits of one
+    connection, as OpenAI documents them by default."""
+
+    model_config = {"extra": "forbid"}
+
+    enabled: bool = Field(default=True, description="Accept WebSocket upgrades on /v1/responses")
+    max_connection_s: float = Field(
+        default=3600.0, gt=0, description="A connection's lifetime; then websocket_connection_limit_reached and a "
+        "close (1001) once its responses have ended")
+    max_in_flight: int = Field(default=16, ge=1, description="Responses running at once on one connection")
+    max_lanes: int = Field(default=32, ge=1, description="Lanes (stream_id) with work at once on one connection")
+    max_queued: int = Field(default=256, ge=1, description="Responses waiting on one connection; more are refused")
+    memory_responses: int = Field(
+        default=64, ge=1, description="Recent responses a connection keeps in memory to continue from "
+        "(store: false chains live only there)")
+
+
 SearchProviderName = Literal["none", "searxng", "brave", "tavily", "ddgs"]
 
 
@@ -522,6 +540,7 @@ class Settings(BaseSettings):
     mcp_servers: list[McpServerConfig] = Field(default_factory=list)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     code_interpreter: CodeInterpreterConfig = Field(default_factory=CodeInterpreterConfig)
+    websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
     embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
     vector_stores: VectorStoresConfig = Field(default_factory=VectorStoresConfig)
 

@@ -7,6 +7,11 @@ provider pointing at Parley; the model is the fake agent upstream (parley.testin
 beyond loopback is needed. Codex always streams, sends `store: false` with the whole history, its `web_search`
 tool with `external_web_access: false` (live access in its full-access sandbox), `namespace` tools, and
 `include: ["reasoning.encrypted_content"]`.
+
+Every scenario runs twice: over HTTP, and over WebSocket mode (the provider's `supports_websockets = true`,
+which is how Codex 0.171 turns its `responses_websockets` transport on). Over the WebSocket Codex first sends a
+`generate: false` warm-up, then each turn as a `store: false` continuation of the last (`previous_response_id`
+with only the new items), which Parley serves from the connection's memory.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ pytestmark = pytest.mark.slow
 
 CODEX_VERSION = "0.171.0"
 CODEX_PREFIX = Path.home() / ".cache" / "parley" / f"npm-codex-{CODEX_VERSION}"
+TRANSPORTS = ["http", "websocket"]
+ACCEPTED = '"WebSocket /v1/responses" [accepted]'  # uvicorn's line for an accepted upgrade (info level)
 EIFFEL = WebPageRecord("https://en.example.org/wiki/Eiffel_Tower", "Eiffel Tower",
                        "The Eiffel Tower in Paris was completed in 1889.", 0)
 
@@ -88,23 +95,34 @@ class Codex:
     binary: Path
     home: Path
     workdir: Path
+    transport: str = "http"
+    server: ParleyServer | None = None
 
     def configure(self, server: ParleyServer, model: str = "echo") -> None:
+        self.server = server
         (self.home / ".codex").mkdir(parents=True, exist_ok=True)
+        websocket = "supports_websockets = true\n" if self.transport == "websocket" else ""
         (self.home / ".codex" / "config.toml").write_text(
             f'model = "{model}"\nmodel_provider = "parley"\n\n'
             f'[model_providers.parley]\nname = "Parley"\nbase_url = "{server.base_url}"\n'
-            'env_key = "PARLEY_API_KEY"\nwire_api = "responses"\n')
+            'env_key = "PARLEY_API_KEY"\nwire_api = "responses"\n' + websocket)
 
     def exec(self, *args: str) -> Run:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("OPENAI_", "CODEX_", "PARLEY_")) and k.lower() not in ("http_proxy", "https_proxy")}
         env.update(HOME=str(self.home), CODEX_HOME=str(self.home / ".codex"), PARLEY_API_KEY="sk-codex-test")
         started = time.monotonic()
+        upgrades = self._upgrades()
         done = subprocess.run([str(self.binary), "exec", "--json", "--skip-git-repo-check", "-C", str(self.workdir),
                                *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
         events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        # The transport under test is the one Codex used: a WebSocket upgrade per run, or none over HTTP.
+        upgraded = self._upgrades() - upgrades
+        assert (upgraded >= 1) if self.transport == "websocket" else (upgraded == 0), (self.transport, upgraded)
         return Run(done.returncode, events, done.stderr, time.monotonic() - started)
+
+    def _upgrades(self) -> int:
+        return self.server.log().count(ACCEPTED) if self.server is not None else 0
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +164,7 @@ def _seed_page_cache(server: ParleyServer) -> None:
 
 @contextlib.contextmanager
 def _serving(workdir: Path, config: str, seed: bool = False) -> Iterator[ParleyServer]:
-    server = ParleyServer(workdir, config)
+    server = ParleyServer(workdir, config, log_level="info")  # info: uvicorn logs each WebSocket upgrade
     if seed:
         _seed_page_cache(server)
     server.start()
@@ -163,11 +181,11 @@ def bare_server(agent: AgentUpstream, tmp_path_factory: pytest.TempPathFactory) 
         yield server
 
 
-@pytest.fixture
-def codex(codex_binary: Path, bare_server: ParleyServer, tmp_path: Path) -> Codex:
+@pytest.fixture(params=TRANSPORTS)
+def codex(codex_binary: Path, bare_server: ParleyServer, tmp_path: Path, request: pytest.FixtureRequest) -> Codex:
     workdir = tmp_path / "work"
     workdir.mkdir()
-    client = Codex(codex_binary, tmp_path / "home", workdir)
+    client = Codex(codex_binary, tmp_path / "home", workdir, request.param)
     client.configure(bare_server)
     return client
 
@@ -224,13 +242,14 @@ def test_offline_web_search_and_resume(codex: Codex, agent: AgentUpstream) -> No
     assert any(m["role"] == "assistant" and "The answer is here" in json.dumps(m["content"]) for m in history)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_full_access_sends_live_web_search(codex_binary: Path, agent: AgentUpstream, search: FakeSearch,
-                                           bare_server: ParleyServer, tmp_path: Path) -> None:
+                                           bare_server: ParleyServer, tmp_path: Path, transport: str) -> None:
     """In its full-access sandbox Codex asks for live web search: a server without a provider says so in a
     400 naming the tool; with one (a SearXNG here) it searches."""
     workdir = tmp_path / "work"
     workdir.mkdir()
-    client = Codex(codex_binary, tmp_path / "home", workdir)
+    client = Codex(codex_binary, tmp_path / "home", workdir, transport)
     client.configure(bare_server)
     refused = client.exec("-s", "danger-full-access", "hello")
     assert refused.returncode != 0
@@ -246,13 +265,14 @@ def test_full_access_sends_live_web_search(codex_binary: Path, agent: AgentUpstr
     assert search.requests[-1]["params"]["q"] == "paris capital"
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_codex_against_a_server_that_rejects_unknown_fields(codex_binary: Path, agent: AgentUpstream,
-                                                            tmp_path: Path) -> None:
+                                                            tmp_path: Path, transport: str) -> None:
     """`unknown_fields = "reject"` (OpenAI's behaviour): what Codex sends must all be fields Parley knows."""
     with _serving(tmp_path / "strict-parley", 'unknown_fields = "reject"\n' + _models(agent)) as strict:
         workdir = tmp_path / "work"
         workdir.mkdir()
-        client = Codex(codex_binary, tmp_path / "home", workdir)
+        client = Codex(codex_binary, tmp_path / "home", workdir, transport)
         client.configure(strict)
         run = client.exec("Say hello to Parley")
         assert run.returncode == 0, str(run.events)[-3000:]

@@ -6,6 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from parley.api import (
     compaction,
@@ -23,6 +24,7 @@ from parley.api.http import error_response, json_response, request_id
 from parley.api.messages_errors import anthropic_error
 from parley.api.observability import metrics, ready
 from parley.api.openapi import docs_asset, docs_page, openapi_json
+from parley.api.websocket import ResponsesWebSocket
 from parley.errors import NotFound, ParleyError
 from parley.log_context import set_request_id
 
@@ -114,6 +116,11 @@ def routes() -> list[Route]:
         Route("/v1/models/{model:path}", models.retrieve_model, methods=["GET"]),
         Route("/v1/models/{model:path}", models.delete_model, methods=["DELETE"]),
     ]
+
+
+def websocket_routes() -> dict[str, ASGIApp]:
+    """WebSocket upgrades by path: WebSocket mode of /v1/responses (api/websocket.py)."""
+    return {"/v1/responses": ResponsesWebSocket()}
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:

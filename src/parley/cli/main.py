@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -107,7 +106,7 @@ def serve(
             raise typer.Exit(2)
     import uvicorn
 
-    from parley.api.http_protocol import HeaderDeadlineProtocol
+    from parley.api.serving import uvicorn_options
     from parley.app import create_app
 
     if settings.workers > 1:
@@ -115,15 +114,11 @@ def serve(
         # they share the database, and background runs are claimed by whichever worker is free.
         export_flags(flags)
     target: Any = "parley.app:app_from_settings" if settings.workers > 1 else create_app(settings, serving=True)
-    # uvicorn's httptools protocol, with a deadline for request headers (api/http_protocol.py).
-    protocol: Any = functools.partial(HeaderDeadlineProtocol, header_timeout_s=settings.header_timeout_s)
+    # The header deadline protocol for HTTP, WebSocket mode, ... (api/serving.py).
     uvicorn.run(
         target, factory=settings.workers > 1, workers=settings.workers if settings.workers > 1 else None,
-        host=settings.host, port=settings.port, log_level=settings.log_level,
-        access_log=False, loop="uvloop", http=protocol, lifespan="on", timeout_graceful_shutdown=10,
-        # No proxy-header rewriting (Parley does not trust forwarded addresses) and no per-response
-        # Server/Date headers: measured per-request CPU on the hot path (bench/README.md).
-        proxy_headers=False, server_header=False, date_header=False,
+        host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=10,
+        **uvicorn_options(settings),
         # JSON logs: uvicorn's own loggers keep no handlers of their own and write through the root's JSON lines.
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from parley.engine.budget import ToolCallBudget
 from parley.engine.checks import TurnCheck
+from parley.engine.steering import Steering
 from parley.engine.stream import Event, StreamBuilder
 from parley.engine.tool_loop import Dispatch, Toolbox
 from parley.engine.turns import Turns
@@ -53,6 +54,13 @@ class ResponseRun:
         self._toolbox = toolbox if toolbox is not None else Toolbox()  # an empty one may still hold closers
         self._turns = turns  # how to open the next model turn after built-in tools ran
         self.finished = False
+        # Input a client steers into this response (WebSocket mode): it joins the next model turn.
+        self.steering: Steering | None = None
+
+    @property
+    def steerable(self) -> bool:
+        """Whether steering input could still join this response: it has turns after built-in tools."""
+        return self._turns is not None and not self.finished
 
     async def events(self) -> AsyncIterator[Event]:
         async for batch in self.batches():
@@ -126,6 +134,10 @@ class ResponseRun:
                 final = (turn + 1 >= self._toolbox.max_turns or self.budget.remaining == 0
                          or dispatch.ignored > 0)
                 await self._stream.aclose()
+                if self.steering is not None:
+                    new_items += self.steering.commit()
+                    if final:
+                        self.steering.close()  # no turn after this one could take more
                 self._stream = await self._turns.open_next(new_items, final=final)
         except ParleyError as err:
             if not builder.emit:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
 from parley.engine.budget import ToolCallBudget
 from parley.engine.checks import TurnCheck, json_format_check, tool_choice_check
+from parley.engine.empty_turn import EmptyTurn
 from parley.engine.run import TERMINAL_EVENTS, ResponseRun
 from parley.engine.sealing import ReasoningSealer
 from parley.engine.stream import Event, StreamBuilder
@@ -78,6 +79,13 @@ class BuiltCall:
     toolbox: Toolbox = field(default_factory=Toolbox)  # the built-in tools, ready to run
 
 
+class ContextSource(Protocol):
+    """Where a `previous_response_id` chain is loaded from: the store, or first a WebSocket connection's memory
+    of its recent responses (api/ws_memory.py). None: no such response."""
+
+    async def load_context(self, project_id: str, response_id: str) -> list[Item] | None: ...
+
+
 class ResponsesService:
     def __init__(
         self, store: ResponseStore, models: ModelRegistry, sealer: ReasoningSealer, *, prompts: PromptsService,
@@ -100,16 +108,36 @@ class ResponsesService:
     # -- create ----------------------------------------------------------------------------------
 
     async def prepare(self, project_id: str, req: CreateResponseRequest, caller: Caller | None = None,
-                      origin: UsageOrigin | None = None) -> PreparedResponse:
+                      origin: UsageOrigin | None = None, source: ContextSource | None = None) -> PreparedResponse:
         """Validate everything, apply `truncation` and open the upstream call; every failure here is an HTTP error.
         `caller` (default: the project without a key) limits the models; `origin` is what its usage record says
         (default: the caller, charged to no limit)."""
         timing = Timing()
         caller = caller or Caller(project_id)
-        built = await self.build_call(project_id, req, caller)
+        built = await self.build_call(project_id, req, caller, source)
         run = await self.open_run(project_id, built, emit=bool(req.stream), timing=timing)
         return PreparedResponse(project_id, built.store, built.new_items, run, built.req.conversation_id,
                                 built.conversation_input, origin or UsageOrigin(caller, ()), timing)
+
+    async def prepare_state(self, project_id: str, req: CreateResponseRequest, caller: Caller | None = None,
+                            source: ContextSource | None = None) -> PreparedResponse:
+        """`generate: false` (WebSocket mode; Codex's warm-up): validate the request and build its context as create
+        does, but call no model. The response completes at once with no output, through the same stream builder
+        and storage, so later turns chain from its id; it records no usage."""
+        built = await self.build_call(project_id, req, caller or Caller(project_id), source)
+        builder = StreamBuilder(built.response, emit=True, obfuscate=False)
+        run = ResponseRun(builder, EmptyTurn(), toolbox=built.toolbox)
+        return PreparedResponse(project_id, built.store, built.new_items, run, built.req.conversation_id,
+                                built.conversation_input)
+
+    async def steering_input(self, project_id: str, raw: str | list[dict[str, Any]]) -> tuple[list[Item], list[Item]]:
+        """Input steered into a running response (WebSocket `response.steer`): user messages only, normalised as
+        `input` is; returned as stored and as the model gets them (files resolved)."""
+        items = normalize_input(raw)
+        for index, item in enumerate(items):
+            if item["type"] != "message" or item.get("role") != "user":
+                raise InvalidRequest("Steering input may only contain user messages.", param=f"input[{index}]")
+        return items, await self._file_inputs.resolve(project_id, items)
 
     async def open_run(self, project_id: str, built: BuiltCall, *, emit: bool,
                        timing: Timing | None = None) -> ResponseRun:
@@ -181,8 +209,10 @@ class ResponsesService:
         built = await self.build_call(project_id, req, caller)
         return await self._compactor.compacted_response(project_id, built.entry, built.call.items)
 
-    async def build_call(self, project_id: str, req: CreateResponseRequest, caller: Caller | None = None) -> BuiltCall:
-        """Validate the request and build the model call from its input and the stored context it names."""
+    async def build_call(self, project_id: str, req: CreateResponseRequest, caller: Caller | None = None,
+                         source: ContextSource | None = None) -> BuiltCall:
+        """Validate the request and build the model call from its input and the stored context it names
+        (a `previous_response_id` chain from `source`, by default the store)."""
         prompt_items: list[Item] = []
         if req.prompt is not None:  # first: the template may supply the model and instructions
             req, prompt_items = await self._prompts.apply(project_id, req)
@@ -206,7 +236,7 @@ class ResponsesService:
         if req.conversation_id is not None:
             context = await self._conversations.history(project_id, req.conversation_id)
         if req.previous_response_id is not None:
-            loaded = await self._store.load_context(project_id, req.previous_response_id)
+            loaded = await (source or self._store).load_context(project_id, req.previous_response_id)
             if loaded is None:
                 raise NotFound(
                     f"Previous response with id '{req.previous_response_id}' not found.",

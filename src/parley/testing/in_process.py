@@ -3,6 +3,7 @@ official SDK on top. No sockets, but the same code path as a served request."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,3 +35,43 @@ async def in_process(settings: Settings) -> AsyncIterator[InProcess]:
             yield InProcess(app, http)
         finally:
             await http.aclose()
+
+
+@dataclass
+class Served:
+    """The app behind a real loopback socket of this process (uvicorn, configured as `parley serve` is)."""
+
+    app: ParleyApp
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def sdk(self, api_key: str = "local") -> AsyncOpenAI:
+        return AsyncOpenAI(base_url=self.base_url, api_key=api_key, max_retries=0)
+
+
+@asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[Served]:
+    """Serve the app with uvicorn on a free port in this event loop: WebSocket mode (`responses.connect()`)
+    needs a socket, which httpx's ASGI transport does not give."""
+    import uvicorn
+
+    from parley.api.serving import uvicorn_options
+
+    app = create_app(settings)
+    options = {**uvicorn_options(settings), "log_level": "warning"}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, **options))
+    task = asyncio.ensure_future(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # start-up failed: raise why
+                raise RuntimeError("uvicorn stopped before it started")
+            await asyncio.sleep(0.01)
+        port: int = server.servers[0].sockets[0].getsockname()[1]
+        yield Served(app, port)
+    finally:
+        server.should_exit = True
+        await task

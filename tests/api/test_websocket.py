@@ -1,0 +1,205 @@
+"""WebSocket mode through the official SDK's `responses.connect()` (async and sync) against the app served on a
+loopback socket of this process: frames, errors, chains in the connection's memory, generate:false, lanes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from openai import OpenAI
+from ws_support import TERMINAL, Env, check_frame, environment, next_frame, one_response
+
+from parley.store.sql import SqlStore
+
+
+@pytest.fixture(scope="module")
+async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    async with environment(tmp_path_factory.mktemp("ws")) as environment_:
+        yield environment_
+
+
+def _store(env: Env) -> SqlStore:
+    store: SqlStore = env.server.app.state.runtime.store
+    return store
+
+
+class LoadSpy:
+    """Counts the store's chain loads (a chain continued from a connection's memory costs none)."""
+
+    def __init__(self, store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[str] = []
+        original = store.load_context
+
+        async def load_context(project_id: str, response_id: str) -> Any:
+            self.calls.append(response_id)
+            return await original(project_id, response_id)
+
+        monkeypatch.setattr(store, "load_context", load_context)
+
+
+async def test_a_response_frame_by_frame(env: Env) -> None:
+    async with env.sdk().responses.connect() as conn:
+        await conn.response.create(model="echo", input="Say hello")
+        frames = await one_response(conn)
+    kinds = [f["type"] for f in frames]
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert all("stream_id" not in f for f in frames)  # the default lane: no stream_id on its events
+    text = "".join(f["delta"] for f in frames if f["type"] == "response.output_text.delta")
+    assert text == "echo: Say hello"
+    response = frames[-1]["response"]
+    stored = await env.sdk().responses.retrieve(response["id"])  # store defaults to true, as over HTTP
+    assert stored.output_text == "echo: Say hello" and stored.status == "completed"
+
+
+async def test_the_sdk_event_iterator_and_sync_client(env: Env) -> None:
+    async with env.sdk().responses.connect() as conn:
+        await conn.response.create(model="echo", input="async")
+        async for event in conn:
+            if event.type == "response.completed":
+                assert event.response.output_text == "echo: async"
+                break
+
+    def sync_turns() -> list[str]:
+        client = OpenAI(base_url=env.server.base_url, api_key="local", max_retries=0)
+        texts = []
+        with client.responses.connect() as conn:
+            previous = None
+            for word in ("one", "two"):
+                conn.response.create(model="echo", input=word, store=False, previous_response_id=previous)
+                for raw in iter(conn.recv_bytes, None):
+                    frame = check_frame(raw)
+                    if frame["type"] == "response.completed":
+                        previous = frame["response"]["id"]
+                        texts.append(frame["response"]["output"][0]["content"][0]["text"])
+                        break
+        return texts
+
+    assert await asyncio.to_thread(sync_turns) == ["echo: one", "echo: two"]
+
+
+async def test_store_false_chain_lives_in_the_connection(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = LoadSpy(_store(env), monkeypatch)
+    async with env.sdk().responses.connect() as conn:
+        await conn.response.create(model="echo", input="first", store=False)
+        first = (await one_response(conn))[-1]["response"]
+        await conn.response.create(model="echo", input="second", store=False, previous_response_id=first["id"])
+        second = (await one_response(conn))[-1]
+        assert second["type"] == "response.completed" and second["response"]["previous_response_id"] == first["id"]
+        messages = env.upstream.requests[-1]["messages"]
+        assert [m["content"] for m in messages] == ["first", "echo: first", "second"]
+        assert spy.calls == []  # no database read: the connection remembered the chain
+        # A stored chain on the same connection also comes from memory.
+        await conn.response.create(model="echo", input="third", previous_response_id=second["response"]["id"])
+        assert (await one_response(conn))[-1]["type"] == "response.completed"
+        assert spy.calls == []
+
+    async with env.sdk().responses.connect() as other:
+        await other.response.create(model="echo", input="elsewhere", store=False, previous_response_id=first["id"])
+        [error] = await one_response(other)
+        assert error["status"] == 400
+        assert error["error"]["code"] == "previous_response_not_found"
+        assert error["error"]["param"] == "previous_response_id"
+        # The socket stays open for the next request.
+        await other.response.create(model="echo", input="still here")
+        assert (await one_response(other))[-1]["type"] == "response.completed"
+
+
+async def test_store_true_chain_continues_on_any_connection(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with env.sdk().responses.connect() as conn:
+        await conn.response.create(model="echo", input="kept")
+        first = (await one_response(conn))[-1]["response"]
+    spy = LoadSpy(_store(env), monkeypatch)
+    async with env.sdk().responses.connect() as other:
+        await other.response.create(model="echo", input="next", previous_response_id=first["id"])
+        assert (await one_response(other))[-1]["type"] == "response.completed"
+        # A fork from the stored response (not in this connection's memory: it was loaded, not made, here).
+        await other.response.create(model="echo", input="and then", store=False, previous_response_id=first["id"])
+        assert (await one_response(other))[-1]["type"] == "response.completed"
+    assert spy.calls == [first["id"], first["id"]]  # from storage, once per continuation of a stored response
+    assert [m["content"] for m in env.upstream.requests[-1]["messages"]] == ["kept", "echo: kept", "and then"]
+
+
+async def test_a_failed_continuation_evicts_its_parent(env: Env) -> None:
+    async with env.sdk().responses.connect() as conn:
+        await conn.response.create(model="echo", input="base", store=False)
+        base = (await one_response(conn))[-1]["response"]["id"]
+        await conn.response.create(model="error-500", input="boom", store=False, previous_response_id=base)
+        [error] = await one_response(conn)
+        assert error["type"] == "error" and error["status"] == 502
+        await conn.response.create(model="echo", input="retry", store=False, previous_response_id=base)
+        [gone] = await one_response(conn)
+        assert gone["error"]["code"] == "previous_response_not_found"
+
+
+async def test_generate_false_prepares_state_without_the_model(env: Env) -> None:
+    sent = len(env.upstream.requests)
+    async with env.sdk().responses.connect() as conn:
+        await conn.response.create(model="echo", input="remember this", instructions="Be brief.", store=False,
+                                   generate=False)
+        frames = await one_response(conn)
+        assert [f["type"] for f in frames] == ["response.created", "response.in_progress", "response.completed"]
+        warm = frames[-1]["response"]
+        assert warm["output"] == [] and warm["usage"]["total_tokens"] == 0
+        assert len(env.upstream.requests) == sent  # no model was called
+        await conn.response.create(model="echo", input="now answer", store=False, previous_response_id=warm["id"])
+        assert (await one_response(conn))[-1]["response"]["output"][0]["content"][0]["text"] == "echo: now answer"
+    messages = env.upstream.requests[-1]["messages"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == ["remember this", "now answer"]
+
+
+async def test_errors_are_events_and_the_socket_stays_open(env: Env) -> None:
+    async with env.sdk().responses.connect() as conn:
+        await conn.send_raw("not json")
+        assert (await next_frame(conn))["error"]["code"] == "invalid_json"
+        await conn.send_raw(json.dumps({"type": "response.cancel"}))
+        unknown = await next_frame(conn)
+        assert unknown["status"] == 400 and unknown["error"]["param"] == "type"
+        await conn.response.create(model="echo", input="hi", temperature=9, stream_id="lane-1")
+        invalid = await next_frame(conn)
+        assert invalid["error"]["param"] == "temperature" and invalid["stream_id"] == "lane-1"
+        await conn.response.create(model="echo", input="hi", background=True)
+        background = await next_frame(conn)
+        assert background["error"]["param"] == "background" and "stream_id" not in background
+        await conn.response.create(model="no-such-model", input="hi")
+        assert (await next_frame(conn))["error"]["code"] == "model_not_found"
+        await conn.response.create(model="echo", input="fine")
+        assert (await one_response(conn))[-1]["type"] == "response.completed"
+
+
+async def test_lanes_interleave_and_keep_their_order(env: Env) -> None:
+    async with env.sdk().responses.connect() as conn:
+        await conn.response.create(model="slow", input="a one", stream_id="a")
+        await conn.response.create(model="slow", input="b one", stream_id="b")
+        await conn.response.create(model="echo", input="a two", stream_id="a")
+        frames: list[dict[str, Any]] = []
+        while sum(f["type"] in TERMINAL for f in frames) < 3:
+            frames.append(await next_frame(conn))
+    lanes = [f["stream_id"] for f in frames]
+    first_b = lanes.index("b")
+    assert "a" in lanes[first_b:] and lanes.index("a") < first_b  # both lanes streamed at once
+    a_events = [f for f in frames if f["stream_id"] == "a"]
+    created = [i for i, f in enumerate(a_events) if f["type"] == "response.created"]
+    done = [i for i, f in enumerate(a_events) if f["type"] == "response.completed"]
+    assert done[0] < created[1]  # FIFO within lane a: its second response started after its first ended
+    texts = [f["response"]["output"][0]["content"][0]["text"] for f in frames if f["type"] == "response.completed"]
+    assert sorted(texts) == ["echo: a one", "echo: a two", "echo: b one"]
+
+
+async def test_an_unknown_websocket_path_is_a_404(env: Env) -> None:
+    import websockets
+    from websockets.asyncio.client import connect
+
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        await connect(env.ws_url.replace("/responses", "/chat/completions"))
+    assert refused.value.response.status_code == 404
+    assert json.loads(refused.value.response.body)["error"]["code"] == "unknown_url"
+
+
+def test_the_sdk_module_parses_what_we_send() -> None:
+    """The helper's own oracle: an error frame without sequence_number is a valid ResponsesServerEvent."""
+    frame = check_frame(json.dumps({"type": "error", "status": 400, "error": {
+        "type": "invalid_request_error", "code": "x", "message": "m", "param": None}}))
+    assert frame["status"] == 400
