@@ -159,3 +159,25 @@ def test_build_embedder_follows_the_config() -> None:
     assert isinstance(upstream, UpstreamEmbedder) and upstream.dimensions == 8
     with pytest.raises(ValueError, match="needs a model"):
         EmbeddingsConfig(base_url="http://127.0.0.1:1/v1")
+
+
+def test_spans_share_the_windows_of_the_whole_text() -> None:
+    """embed_spans (what ingestion calls): one window pass over the text, each span the mean of the windows it
+    overlaps; close to embedding each span alone (mean), and exactly that for short spans."""
+    path = local_model_path()
+    assert path is not None
+    mean = LocalEmbedder(path, long_text="mean")
+    text = " ".join(f"Sentence {i} is about {topic}." for i, topic in enumerate(
+        ["tides", "bread", "volcanoes", "compilers", "gardens", "trains"] * 40))
+    spans = [(0, 4000), (2000, 6000), (4500, len(text)), (10, 40)]
+    together = mean.embed_spans_sync(text, spans)
+    alone = mean.embed_sync([text[s:e] for s, e in spans])
+    assert together.shape == (4, LOCAL_DIMENSIONS)
+    cosines = (together * alone).sum(axis=1)
+    assert float(cosines[:3].min()) > 0.95 and float(cosines[3]) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(mean.embed_spans_sync("just this", [(0, 9)]), mean.embed_sync(["just this"]),
+                               atol=1e-5)
+    truncate = LocalEmbedder(path, long_text="truncate")
+    cut = truncate.embed_sync([text[s:e] for s, e in spans])
+    np.testing.assert_allclose(truncate.embed_spans_sync(text, spans), cut,
+                               atol=1e-5)

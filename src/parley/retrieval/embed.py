@@ -72,6 +72,10 @@ class Embedder(Protocol):
 
     async def embed(self, texts: Sequence[str], *, query: bool = False) -> Vectors: ...
 
+    async def embed_spans(self, text: str, spans: Sequence[tuple[int, int]]) -> Vectors:
+        """One row per span `text[start:end]` (a file's chunks, in bulk)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -173,6 +177,39 @@ class LocalEmbedder:
             out[window.text] += row * (len(window.ids) - 2 or 1)  # length-weighted; one window: itself
         return normalise(out)
 
+    async def embed_spans(self, text: str, spans: Sequence[tuple[int, int]]) -> Vectors:
+        return await asyncio.get_running_loop().run_in_executor(self._bulk, self.embed_spans_sync, text, list(spans))
+
+    def embed_spans_sync(self, text: str, spans: list[tuple[int, int]]) -> Vectors:
+        """With `mean`, the whole text is cut into windows once and each span of at least two windows gets the
+        mean of the windows it overlaps, weighted by how many of its word pieces are in each: overlapping chunks
+        (half of each, by default) share their windows' cost instead of paying it twice. Shorter spans, and all
+        spans with `truncate`, are embedded by themselves."""
+        if self._long_text == "truncate" or not spans:
+            return self.embed_sync([text[start:end] for start, end in spans])
+        self._load()
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        ids: list[int] = encoding.ids
+        content = _MAX_WORDPIECES - 2
+        starts = np.asarray([offset[0] for offset in encoding.offsets], dtype=np.int64)
+        windows = [_Window(n, [_CLS, *ids[at:at + content], _SEP]) for n, at in enumerate(range(0, len(ids), content))]
+        long_spans = sum(1 for start, end in spans if np.searchsorted(starts, end) - np.searchsorted(starts, start)
+                         >= 2 * content)
+        pooled = self._run(windows) if windows and long_spans else np.zeros((0, LOCAL_DIMENSIONS), dtype=np.float32)
+        out = np.zeros((len(spans), LOCAL_DIMENSIONS), dtype=np.float32)
+        alone = []
+        for row, (start, end) in enumerate(spans):
+            first, last = (int(i) for i in np.searchsorted(starts, [start, end]))  # word pieces in [start, end)
+            if last - first < 2 * content:
+                alone.append(row)  # a short span would mostly be the text around it: embedded by itself
+                continue
+            for window in range(first // content, (last - 1) // content + 1):
+                overlap = min(last, (window + 1) * content) - max(first, window * content)
+                out[row] += pooled[window] * overlap
+        if alone:
+            out[alone] = self.embed_sync([text[spans[row][0]:spans[row][1]] for row in alone])
+        return normalise(out)
+
     def _windows(self, texts: list[str]) -> list[_Window]:
         content = _MAX_WORDPIECES - 2
         windows: list[_Window] = []
@@ -259,6 +296,9 @@ class UpstreamEmbedder:
         if self._dimensions is not None and vectors.shape[1] != self._dimensions:
             raise self._bad_reply(f"vectors of {vectors.shape[1]} dimensions, expected {self._dimensions}")
         return vectors
+
+    async def embed_spans(self, text: str, spans: Sequence[tuple[int, int]]) -> Vectors:
+        return await self.embed([text[start:end] for start, end in spans])
 
     async def _post(self, texts: list[str]) -> Vectors:
         body: dict[str, Any] = {"model": self._upstream.model, "input": texts, "encoding_format": "float"}

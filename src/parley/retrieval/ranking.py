@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# bench/retrieval.py (Python docs, 497 files): hybrid beats both vector-only and BM25-only with these.
-DEFAULT_EMBEDDING_WEIGHT = 0.6
-DEFAULT_TEXT_WEIGHT = 0.4
+# bench/retrieval.py (the Python docs): every embedding weight from 0.3 to 0.7 beats both BM25 alone and vectors
+# alone on recall@5 and MRR@10 with the local model; 0.5 is the middle of that plateau.
+DEFAULT_EMBEDDING_WEIGHT = 0.5
+DEFAULT_TEXT_WEIGHT = 0.5
 
 
 @dataclass(frozen=True, slots=True)

@@ -209,7 +209,10 @@ class IngestionWorker:
         rows: list[ChunkRow] = []
         for start in range(0, len(chunks), _EMBED_BATCH):
             batch = chunks[start:start + _EMBED_BATCH]
-            vectors = await embedder.embed([c.text for c in batch])
+            # The batch's text at once: the local model embeds what overlapping chunks share only once.
+            first, end = batch[0].start, batch[-1].end
+            vectors = await embedder.embed_spans(extracted.text[first:end],
+                                                 [(c.start - first, c.end - first) for c in batch])
             rows += [ChunkRow(c.index, c.start, c.end, c.text, v) for c, v in zip(batch, vectors, strict=True)]
         seconds = time.monotonic() - clock
         self.stats.embed_s += seconds
