@@ -7,7 +7,9 @@ What runs (all on 127.0.0.1, free ports, started and torn down by this script):
     `--upstream testing` uses `parley.testing.fake_upstream` (model "fixed") instead.
   * parley: `parley serve` with a temporary data dir (SQLite) and a config whose only model, "bench",
     points at the upstream (`upstream_model = "fixed"`, embedded model disabled). Default request
-    settings, so every response is stored, as a client that omits `store` gets.
+    settings, so every response is stored, as a client that omits `store` gets. Every response records
+    its usage (always on); `--limits` also gives the project rate limits and budgets far above what the
+    run reaches, so every request is checked, counted and answered with x-ratelimit-* headers.
   * the load generator: this process (uvloop, one pooled keep-alive aiohttp session per target).
 
 What is measured, per scenario (non-streaming / streaming x each `--concurrency`):
@@ -72,6 +74,7 @@ class Options:
     upstream: str
     output: Path | None
     workers: int
+    limits: bool
     metrics: bool = True  # False: metrics = "off" (--no-metrics)
 
 
@@ -101,6 +104,8 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--workers", type=int, default=1, help="parley serve --workers (default 1)")
     parser.add_argument("--no-metrics", action="store_true",
                         help="metrics = \"off\" in Parley (default: on, as served): what recording them costs")
+    parser.add_argument("--limits", action="store_true",
+                        help="rate limits and budgets on (never reached) for the project, and a price for the model")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.rounds < 1 or min(args.concurrency) < 1:
         parser.error("--duration must be > 0, --rounds >= 1 and every --concurrency >= 1")
@@ -109,6 +114,7 @@ def parse_args(argv: list[str] | None) -> Options:
         concurrency=tuple(args.concurrency), modes=tuple(args.modes), prompt=args.prompt,
         store=not args.no_store, upstream=args.upstream, output=args.output, workers=args.workers,
         metrics=not args.no_metrics,
+        limits=args.limits,
     )
 
 
@@ -116,11 +122,16 @@ def _log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def _parley_config(upstream_url: str) -> str:
-    return (
+def _parley_config(upstream_url: str, limits: bool = False) -> str:
+    config = (
         "[embedded]\nenabled = false\n\n"
         f'[[models]]\nid = "bench"\nbase_url = "{upstream_url}/v1"\nupstream_model = "fixed"\n'
     )
+    if limits:
+        config += ("[models.price]\ninput = 0.15\noutput = 0.6\n\n"
+                   "[limits.default]\nrequests_per_minute = 100000000\ntokens_per_minute = 100000000000\n"
+                   "spend_per_day_usd = 1000000\nspend_per_month_usd = 10000000\n")
+    return config
 
 
 def _parley_argv() -> list[str]:
@@ -148,7 +159,7 @@ def servers(opts: Options, workdir: Path) -> Iterator[Servers]:
         upstream_url = f"http://127.0.0.1:{up_port}"
         upstream.wait_ready(f"{upstream_url}/v1/models")
         config = workdir / "config.toml"
-        config.write_text(_parley_config(upstream_url))
+        config.write_text(_parley_config(upstream_url, opts.limits))
         argv = [*_parley_argv(), "serve", "--host", "127.0.0.1", "--port", str(parley_port),
                 "--data-dir", str(workdir / "data"), "--config", str(config), "--log-level", "warning",
                 "--workers", str(opts.workers)]
@@ -254,6 +265,7 @@ def run(opts: Options) -> dict[str, Any]:
             "concurrency": list(opts.concurrency), "modes": list(opts.modes), "prompt": opts.prompt,
             "store": opts.store, "upstream": opts.upstream, "answer_tokens": 32, "workers": opts.workers,
             "metrics": opts.metrics,
+            "limits": opts.limits,
         },
         "environment": environment,
         "scenarios": scenarios,

@@ -37,8 +37,10 @@ class SqlLimits:
         def sync(conn: Connection) -> None:
             totals.clear()  # a batch that failed is retried alone: start over
             if deltas:
+                # In key order: two processes upserting the same rows lock them in the same order (no deadlock).
                 rows = [{"scope": scope, "period": period, "window_start": start, "requests": counts[0],
-                         "tokens": counts[1], "cost": counts[2]} for (scope, period, start), counts in deltas.items()]
+                         "tokens": counts[1], "cost": counts[2]}
+                        for (scope, period, start), counts in sorted(deltas.items())]
                 upsert = (postgresql.insert(c) if conn.dialect.name == "postgresql" else sqlite.insert(c))
                 conn.execute(upsert.on_conflict_do_update(
                     index_elements=[c.c.scope, c.c.period, c.c.window_start],
