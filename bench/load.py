@@ -15,16 +15,20 @@ import aiohttp
 
 _JSON_HEADERS = {"content-type": "application/json", "authorization": "Bearer bench"}
 _TAIL = 64
+_MARKER_TAIL = 4096  # a native stream's last event (for Responses, a whole Response) holds its end marker
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One logical request sent to one server: `direct` (Chat Completions) or `parley` (Responses)."""
+    """One logical request sent to one server: `direct` (the upstream's own API) or `parley` (Responses)."""
 
     name: str
     url: str
     body: bytes
     stream: bool
+    # How a complete stream ends: None for `data: [DONE]` (Chat Completions, Parley); otherwise bytes found in its
+    # last event (native streams have no [DONE]: Anthropic's `message_stop`, Gemini's last chunk, ...).
+    end_marker: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -61,7 +65,8 @@ async def _read_json(resp: aiohttp.ClientResponse) -> str | None:
     return None
 
 
-async def _read_sse(resp: aiohttp.ClientResponse, started: float, result: RoundResult) -> str | None:
+async def _read_sse(resp: aiohttp.ClientResponse, started: float, result: RoundResult,
+                    end_marker: bytes | None = None) -> str | None:
     """Drain the stream without splitting lines; note when the first `data:` line is complete."""
     if resp.status != 200:
         return f"HTTP {resp.status}: {(await resp.read())[:200]!r}"
@@ -76,9 +81,12 @@ async def _read_sse(resp: aiohttp.ClientResponse, started: float, result: RoundR
         if at >= 0 and head.find(b"\n", at) >= 0:
             result.first_event.append(time.perf_counter() - started)
             break
-    tail = head[-_TAIL:]
+    keep = _TAIL if end_marker is None else _MARKER_TAIL
+    tail = head[-keep:]
     while chunk := await content.readany():
-        tail = (tail + chunk)[-_TAIL:]
+        tail = (tail + chunk)[-keep:]
+    if end_marker is not None:
+        return None if end_marker in tail else f"stream did not end with {end_marker!r}: {tail[-200:]!r}"
     if not tail.rstrip().endswith(b"data: [DONE]"):
         return f"stream did not end with data: [DONE]: {tail!r}"
     return None
@@ -91,7 +99,8 @@ async def _worker(http: aiohttp.ClientSession, target: Target, deadline: float, 
         started = time.perf_counter()
         try:
             async with http.post(target.url, data=target.body, headers=_JSON_HEADERS) as resp:
-                problem = await (_read_sse(resp, started, result) if target.stream else _read_json(resp))
+                problem = await (_read_sse(resp, started, result, target.end_marker) if target.stream
+                                 else _read_json(resp))
         except (TimeoutError, aiohttp.ClientError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
         last = time.perf_counter()

@@ -1,11 +1,13 @@
-"""A fast fake Chat Completions upstream for benchmarks: raw asyncio protocol + httptools on uvloop.
+"""A fast fake upstream for benchmarks: raw asyncio protocol + httptools on uvloop.
 
 It speaks the real wire format: `POST /v1/chat/completions` answers a JSON `chat.completion`, or with
 `"stream": true` an SSE stream (chunked transfer encoding, one HTTP chunk per `chat.completion.chunk`,
 a usage chunk when `stream_options.include_usage` is set, then `data: [DONE]`). Every answer is the
 same 32-token text, like model "fixed" of `parley.testing.fake_upstream`, but the bytes are built
 once per (model, mode) so the upstream costs a few tens of microseconds per request and is never the
-bottleneck. `GET` of any path answers 200 (readiness). Run: `python -m bench.upstream --port 9100`.
+bottleneck. It answers the native formats too (bench/native_upstream.py): `POST /v1/responses`,
+`POST /v1/messages` and `POST /v1beta/models/{model}:generateContent|:streamGenerateContent`, with the same text.
+`GET` of any path answers 200 (readiness). Run: `python -m bench.upstream --port 9100`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any, cast
 import httptools
 import orjson
 import uvloop
+
+from bench.native_upstream import native_route
 
 TOKENS = 32
 TEXT_WORDS = ["token" if i == 0 else " token" for i in range(TOKENS)]
@@ -88,6 +92,7 @@ class Answers:
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, bool, bool], list[bytes]] = {}
+        self._native: dict[tuple[bytes, str, bool], list[bytes]] = {}
         self.ready = json_answer({"object": "list", "data": [{"id": "fixed", "object": "model"}]})
         self.not_found = json_answer(
             {"error": {"message": "unknown path", "type": "invalid_request_error", "code": None}}, "404 Not Found"
@@ -107,6 +112,22 @@ class Answers:
         if answer is None:
             answer = stream_answer(model, usage) if stream else [completion_answer(model)]
             self._cache[key] = answer
+        return answer
+
+
+    def for_native(self, path: bytes, raw: bytes) -> list[bytes] | None:
+        """The answer of a native-format path (built once per format, model and mode), None for other paths."""
+        try:
+            route = native_route(path, raw)
+        except (orjson.JSONDecodeError, AttributeError):
+            return [self.not_found]
+        if route is None:
+            return None
+        build, model, stream = route
+        key = (path if not path.startswith(b"/v1beta/") else b"gemini", model, stream)
+        answer = self._native.get(key)
+        if answer is None:
+            answer = self._native[key] = build(model, stream)
         return answer
 
 
@@ -148,7 +169,8 @@ class UpstreamProtocol(asyncio.Protocol):
         elif method == b"POST" and path == CHAT_PATH:
             parts = self._answers.for_body(raw)
         else:
-            parts = [self._answers.not_found]
+            native = self._answers.for_native(path, raw) if method == b"POST" else None
+            parts = native if native is not None else [self._answers.not_found]
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -167,7 +189,8 @@ async def serve(host: str, port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="A fast fake Chat Completions upstream for benchmarks.")
+    parser = argparse.ArgumentParser(description="A fast fake upstream (Chat Completions, Responses, Anthropic, "
+                                     "Gemini) for benchmarks.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
     args = parser.parse_args()
