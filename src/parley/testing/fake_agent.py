@@ -16,15 +16,14 @@ from the results (for the web_search tool loop and for driving agent CLIs such a
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from parley.testing.fake_server import Threaded
 from parley.testing.fake_upstream import FakeUpstream
 
 AGENT_MODELS = frozenset({"web-agent", "shell-agent", "call-agent"})
@@ -148,20 +147,8 @@ class AgentUpstream(FakeUpstream):
         return resp
 
 
-class ThreadedAgentUpstream:
+class ThreadedAgentUpstream(Threaded[AgentUpstream]):
     """`AgentUpstream` on its own event loop in a daemon thread (for servers in other processes)."""
 
     def __init__(self) -> None:
-        self.fake = AgentUpstream()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-agent")
-
-    def __enter__(self) -> AgentUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(10)
-        return self.fake
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        super().__init__(AgentUpstream, "fake-agent")

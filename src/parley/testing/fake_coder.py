@@ -12,9 +12,7 @@ Each request's tool results are also what tests read to see what the model was s
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 import time
 from typing import Any
 
@@ -22,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from parley.testing.fake_agent import AgentUpstream
+from parley.testing.fake_server import Threaded
 
 CODER_MODELS = frozenset({"code-agent"})
 
@@ -101,20 +100,8 @@ class CoderUpstream(AgentUpstream):
         return resp
 
 
-class ThreadedCoderUpstream:
+class ThreadedCoderUpstream(Threaded[CoderUpstream]):
     """`CoderUpstream` on its own event loop in a daemon thread (for servers in other processes)."""
 
     def __init__(self) -> None:
-        self.fake = CoderUpstream()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-coder")
-
-    def __enter__(self) -> CoderUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(10)
-        return self.fake
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        super().__init__(CoderUpstream, "fake-coder")

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from aiohttp import web
+
+from parley.testing.fake_server import Threaded
 
 _WORD = re.compile(r"\w+")
 
@@ -93,20 +94,8 @@ class FakeEmbeddings:
                                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
-class ThreadedFakeEmbeddings:
+class ThreadedFakeEmbeddings(Threaded[FakeEmbeddings]):
     """The fake on its own event loop in a daemon thread (for servers in other processes)."""
 
     def __init__(self, fake: FakeEmbeddings | None = None) -> None:
-        self.fake = fake or FakeEmbeddings()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-embeddings")
-
-    def __enter__(self) -> FakeEmbeddings:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(10)
-        return self.fake
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        super().__init__(lambda: fake or FakeEmbeddings(), "fake-embeddings")

@@ -15,9 +15,7 @@ Requests are recorded in `requests` (inherited), so tests can read what the mode
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 import time
 from typing import Any
 
@@ -25,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from parley.testing.fake_agent import AgentUpstream
+from parley.testing.fake_server import Threaded
 
 SCRIPT_MODELS = frozenset({"script-agent", "script-thinker"})
 _SCRIPT = re.compile(r"SCRIPT:\s*(\[.*\])", re.DOTALL)
@@ -114,20 +113,8 @@ class ScriptUpstream(AgentUpstream):
         return resp
 
 
-class ThreadedScriptUpstream:
+class ThreadedScriptUpstream(Threaded[ScriptUpstream]):
     """`ScriptUpstream` on its own event loop in a daemon thread (for servers in other processes)."""
 
     def __init__(self) -> None:
-        self.fake = ScriptUpstream()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-script")
-
-    def __enter__(self) -> ScriptUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(10)
-        return self.fake
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        super().__init__(ScriptUpstream, "fake-script-agent")

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from parley.testing.fake_server import Threaded
 
 KEY = "test-search-key"
 
@@ -182,20 +183,8 @@ class FakeSearch:
         return web.Response(body=body, headers={"content-type": content_type})
 
 
-class ThreadedFakeSearch:
+class ThreadedFakeSearch(Threaded[FakeSearch]):
     """The fake search APIs on their own event loop in a daemon thread (for servers in other processes)."""
 
     def __init__(self) -> None:
-        self.fake = FakeSearch()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-search")
-
-    def __enter__(self) -> FakeSearch:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(10)
-        return self.fake
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        super().__init__(FakeSearch, "fake-search")

@@ -7,7 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 from aiohttp import web
@@ -103,16 +103,24 @@ def data_frame(payload: dict[str, Any], event: str | None = None) -> bytes:
     return head + b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-Fake = TypeVar("Fake", bound=FakeServer)
+class Startable(Protocol):
+    """A test server that starts and stops in an event loop."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+Fake = TypeVar("Fake", bound=Startable)
 
 
 class Threaded(Generic[Fake]):
     """A fake on its own event loop in a daemon thread (for sync tests and other processes)."""
 
-    def __init__(self, make: Callable[[], Fake]) -> None:
+    def __init__(self, make: Callable[[], Fake], name: str = "fake-upstream") -> None:
         self.fake = make()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-upstream")
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name=name)
 
     def __enter__(self) -> Fake:
         self._thread.start()

@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import threading
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from parley.testing.fake_server import Threaded
 
 FIXED_TEXT = " ".join(["token"] * 32)
 
@@ -291,23 +292,11 @@ def _completion(model: str, plan: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class ThreadedFakeUpstream:
+class ThreadedFakeUpstream(Threaded[FakeUpstream]):
     """The fake upstream on its own event loop in a daemon thread (for sync tests and other processes)."""
 
     def __init__(self) -> None:
-        self.fake = FakeUpstream()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-upstream")
-
-    def __enter__(self) -> FakeUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(10)
-        return self.fake
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        super().__init__(FakeUpstream, "fake-upstream")
 
 
 def main() -> None:

@@ -30,12 +30,13 @@ import argparse
 import asyncio
 import socket
 import struct
-import threading
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from parley.testing.fake_server import Threaded
 
 CHUNK_CHARS = 1000
 _TEXT = ("lorem ipsum dolor sit amet " * 40)[:CHUNK_CHARS]
@@ -265,23 +266,11 @@ class FaultyUpstream:
         return web.json_response({"error": error}, status=status, headers=headers)
 
 
-class ThreadedFaultyUpstream:
+class ThreadedFaultyUpstream(Threaded[FaultyUpstream]):
     """The faulty upstream on its own event loop in a daemon thread (for sync tests and other processes)."""
 
     def __init__(self) -> None:
-        self.faulty = FaultyUpstream()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="faulty-upstream")
-
-    def __enter__(self) -> FaultyUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.faulty.start(), self._loop).result(10)
-        return self.faulty
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.faulty.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        super().__init__(FaultyUpstream, "faulty-upstream")
 
 
 def main() -> None:

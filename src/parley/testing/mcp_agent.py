@@ -14,9 +14,7 @@ Streaming and non-streaming replies, as a Chat Completions server sends them; re
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 import time
 from typing import Any
 
@@ -24,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from parley.testing.fake_agent import AgentUpstream
+from parley.testing.fake_server import Threaded
 
 MODEL = "mcp-agent"
 
@@ -108,20 +107,8 @@ class McpAgentUpstream(AgentUpstream):
         return resp
 
 
-class ThreadedMcpAgentUpstream:
+class ThreadedMcpAgentUpstream(Threaded[McpAgentUpstream]):
     """`McpAgentUpstream` on its own event loop in a daemon thread (for servers in other processes)."""
 
     def __init__(self) -> None:
-        self.fake = McpAgentUpstream()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-mcp-agent")
-
-    def __enter__(self) -> McpAgentUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop).result(10)
-        return self.fake
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        super().__init__(McpAgentUpstream, "fake-mcp-agent")
