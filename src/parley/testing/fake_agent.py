@@ -17,28 +17,22 @@ from the results (for the web_search tool loop and for driving agent CLIs such a
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from parley.testing.chat_reply import ChatReply, message_text, send_chat_reply, word_usage
 from parley.testing.fake_server import Threaded
 from parley.testing.fake_upstream import FakeUpstream
 
 AGENT_MODELS = frozenset({"web-agent", "shell-agent", "call-agent"})
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return " ".join(p.get("text", "") for p in content or () if isinstance(p, dict))
-
-
 def _last_user(messages: list[dict[str, Any]]) -> tuple[int, str]:
     for index in range(len(messages) - 1, -1, -1):
         if messages[index].get("role") == "user":
-            return index, _text(messages[index].get("content"))
+            return index, message_text(messages[index].get("content"))
     return -1, ""
 
 
@@ -61,7 +55,7 @@ def plan(model: str, body: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
     messages = body.get("messages") or []
     at, prompt = _last_user(messages)
     rounds = sum(1 for m in messages[at + 1:] if m.get("role") == "assistant" and m.get("tool_calls"))
-    last_tool = _text(messages[-1].get("content")) if messages and messages[-1].get("role") == "tool" else None
+    last_tool = message_text(messages[-1].get("content")) if messages and messages[-1].get("role") == "tool" else None
     if model == "call-agent":
         return _call_agent(body, messages, at, prompt)
     if model == "shell-agent":
@@ -82,14 +76,14 @@ def _call_agent(body: dict[str, Any], messages: list[dict[str, Any]], at: int,
                 prompt: str) -> tuple[str, list[dict[str, str]]]:
     # The screenshot after a computer call is a user message without text: the request is the last one with text.
     for index in range(len(messages) - 1, -1, -1):
-        if messages[index].get("role") == "user" and _text(messages[index].get("content")).strip():
-            at, prompt = index, _text(messages[index].get("content"))
+        if messages[index].get("role") == "user" and message_text(messages[index].get("content")).strip():
+            at, prompt = index, message_text(messages[index].get("content"))
             break
     results = [m for m in messages[at + 1:] if m.get("role") == "tool"]
     if results:
         image = any(isinstance(p, dict) and p.get("type") == "image_url"
                     for m in messages[at + 1:] if m.get("role") == "user" for p in m.get("content") or ())
-        return "done: " + _text(results[-1].get("content")) + (" (with an image)" if image else ""), []
+        return "done: " + message_text(results[-1].get("content")) + (" (with an image)" if image else ""), []
     try:
         ask = orjson.loads(prompt)
     except orjson.JSONDecodeError:
@@ -97,18 +91,6 @@ def _call_agent(body: dict[str, Any], messages: list[dict[str, Any]], at: int,
     if not isinstance(ask, dict) or not _offered(body, str(ask.get("call"))):
         return "no such tool", []
     return "", [{"name": str(ask["call"]), "arguments": orjson.dumps(ask.get("arguments") or {}).decode()}]
-
-
-def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
-    chunk = {"id": "chatcmpl-agent", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-
-def _usage(body: dict[str, Any], text: str) -> dict[str, int]:
-    prompt = sum(len(_text(m.get("content")).split()) for m in body.get("messages") or ()) + 3
-    completion = len(text.split()) + 1
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 class AgentUpstream(FakeUpstream):
@@ -119,32 +101,8 @@ class AgentUpstream(FakeUpstream):
             return await super()._chat(request)  # aiohttp keeps the body: it can be read again
         self.requests.append(body)
         text, calls = plan(model, body)
-        finish = "tool_calls" if calls else "stop"
-        tool_calls = [{"id": f"call_agent{len(self.requests)}_{i}", "type": "function",
-                       "function": {"name": c["name"], "arguments": c["arguments"]}} for i, c in enumerate(calls)]
-        if not body.get("stream"):
-            message: dict[str, Any] = {"role": "assistant", "content": text or None}
-            if tool_calls:
-                message["tool_calls"] = tool_calls
-            return web.json_response({
-                "id": "chatcmpl-agent", "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                "usage": _usage(body, text)})
-        resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
-        await resp.prepare(request)
-        await resp.write(_chunk(model, {"role": "assistant", "content": ""}))
-        for word in re.findall(r"\S+\s*", text):
-            await resp.write(_chunk(model, {"content": word}))
-        for index, call in enumerate(tool_calls):
-            await resp.write(_chunk(model, {"tool_calls": [{"index": index, **call}]}))
-        await resp.write(_chunk(model, {}, finish))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            usage = {"id": "chatcmpl-agent", "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": model, "choices": [], "usage": _usage(body, text)}
-            await resp.write(b"data: " + orjson.dumps(usage) + b"\n\n")
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        return resp
+        reply = ChatReply("agent", model, len(self.requests), text, calls, word_usage(body, text))
+        return await send_chat_reply(request, body, reply)
 
 
 class ThreadedAgentUpstream(Threaded[AgentUpstream]):

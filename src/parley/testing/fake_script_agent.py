@@ -16,23 +16,17 @@ Requests are recorded in `requests` (inherited), so tests can read what the mode
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from parley.testing.chat_reply import ChatReply, message_text, send_chat_reply
 from parley.testing.fake_agent import AgentUpstream
 from parley.testing.fake_server import Threaded
 
 SCRIPT_MODELS = frozenset({"script-agent", "script-thinker"})
 _SCRIPT = re.compile(r"SCRIPT:\s*(\[.*\])", re.DOTALL)
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "\n".join(p.get("text", "") for p in content or () if isinstance(p, dict))
 
 
 def _steps(text: str) -> list[list[dict[str, Any]]] | None:
@@ -53,23 +47,20 @@ def plan(body: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
     for at in range(len(messages) - 1, -1, -1):
         if messages[at].get("role") != "user":
             continue
-        steps = _steps(_text(messages[at].get("content")))
+        steps = _steps(message_text(messages[at].get("content")))
         if steps is None:
             continue
         rounds = sum(1 for m in messages[at + 1:] if m.get("role") == "assistant" and m.get("tool_calls"))
         if rounds < len(steps) and all(call.get("call") in offered for call in steps[rounds]):
             return "", [{"name": str(call["call"]), "arguments": orjson.dumps(call.get("arguments") or {}).decode()}
                         for call in steps[rounds]]
-        results = [_text(m.get("content")) for m in messages[at + 1:] if m.get("role") == "tool"]
+        results = [message_text(m.get("content")) for m in messages[at + 1:] if m.get("role") == "tool"]
         return ("done: " + results[-1]) if results else "done", []
     users = [m for m in messages if m.get("role") == "user"]
-    return "echo: " + (_text(users[-1].get("content")) if users else ""), []
+    return "echo: " + (message_text(users[-1].get("content")) if users else ""), []
 
 
-def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
-    chunk = {"id": "chatcmpl-script", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+_USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 
 
 class ScriptUpstream(AgentUpstream):
@@ -80,37 +71,10 @@ class ScriptUpstream(AgentUpstream):
             return await super()._chat(request)
         self.requests.append(body)
         text, calls = plan(body)
-        finish = "tool_calls" if calls else "stop"
-        tool_calls = [{"id": f"call_script{len(self.requests)}_{i}", "type": "function",
-                       "function": {"name": c["name"], "arguments": c["arguments"]}} for i, c in enumerate(calls)]
-        usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-        if not body.get("stream"):
-            message: dict[str, Any] = {"role": "assistant", "content": text or None}
-            if model == "script-thinker":
-                message["reasoning_content"] = f"Thinking about step {len(self.requests)}."
-            if tool_calls:
-                message["tool_calls"] = tool_calls
-            return web.json_response({
-                "id": "chatcmpl-script", "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                "usage": usage})
-        resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
-        await resp.prepare(request)
-        await resp.write(_chunk(model, {"role": "assistant", "content": ""}))
-        if model == "script-thinker":
-            await resp.write(_chunk(model, {"reasoning_content": f"Thinking about step {len(self.requests)}."}))
-        for word in re.findall(r"\S+\s*", text):
-            await resp.write(_chunk(model, {"content": word}))
-        for index, call in enumerate(tool_calls):
-            await resp.write(_chunk(model, {"tool_calls": [{"index": index, **call}]}))
-        await resp.write(_chunk(model, {}, finish))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            await resp.write(b"data: " + orjson.dumps({"id": "chatcmpl-script", "object": "chat.completion.chunk",
-                                                       "created": int(time.time()), "model": model, "choices": [],
-                                                       "usage": usage}) + b"\n\n")
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        return resp
+        number = len(self.requests)
+        thought = f"Thinking about step {number}." if model == "script-thinker" else None
+        reply = ChatReply("script", model, number, text, calls, _USAGE, reasoning=thought)
+        return await send_chat_reply(request, body, reply)
 
 
 class ThreadedScriptUpstream(Threaded[ScriptUpstream]):
