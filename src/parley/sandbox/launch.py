@@ -128,17 +128,19 @@ def bubblewrap_command(bwrap: str, runtime: Runtime, spec: SessionSpec, *, as_ro
         elif os.path.isdir(directory):
             binds.append(directory)
     binds = _outermost(binds + list(runtime.read_only) + [d for d in _CONFIG_RO if os.path.isdir(d)])
+    # The private /tmp first: a runtime that lives under the host's /tmp (a checkout there) is bound over it.
+    args += ["--size", str(spec.limits.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
     # bwrap makes the parents of mount points mode 700; the unprivileged uid must be able to pass through them.
     parents = sorted({str(parent) for path in [*binds, SANDBOX_SCRIPTS, SANDBOX_DATA]
-                      for parent in Path(path).parents if str(parent) != "/"}, key=lambda p: p.count("/"))
+                      for parent in Path(path).parents if str(parent) not in ("/", "/tmp")},
+                     key=lambda p: p.count("/"))
     for parent in parents:
         if not any(parent == b or parent.startswith(b + "/") for b in binds):
             args += ["--perms", "0755", "--dir", parent]
     for path in binds:
         args += ["--ro-bind", path, path]
     args += ["--ro-bind", str(INSIDE_DIR), SANDBOX_SCRIPTS, "--bind", str(spec.workdir), SANDBOX_DATA,
-             "--proc", "/proc", "--dev", "/dev", "--size", str(spec.limits.tmp_bytes), "--perms", "1777",
-             "--tmpfs", "/tmp", "--chdir", SANDBOX_DATA]
+             "--proc", "/proc", "--dev", "/dev", "--chdir", SANDBOX_DATA]
     extra: dict[str, Any] = {"uid": spec.uid, "gid": spec.uid} if as_root and spec.uid is not None else {}
     boot = _boot_config(runtime, spec, scripts=SANDBOX_SCRIPTS, cwd=SANDBOX_DATA, tmp="/tmp", extra=extra)
     args += [runtime.python, "-I", "-B", f"{SANDBOX_SCRIPTS}/boot.py", boot]
