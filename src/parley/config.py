@@ -257,10 +257,14 @@ class WebSearchConfig(BaseModel):
     page_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Larger pages are cut here")
     page_cache_ttl_s: float = Field(default=3600.0, ge=0, description="A cached page this fresh is not re-fetched")
     page_cache_keep_days: float = Field(default=30.0, gt=0, description="Cached pages older than this are dropped")
-    allowed_private_hosts: list[str] = Field(
-        default_factory=list,
-        description="Hosts page fetches may reach although they resolve to loopback/private addresses (tests)",
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_settings(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "allowed_private_hosts" in data:
+            raise ValueError("[web_search] allowed_private_hosts is gone: page fetches go through the SSRF guard, "
+                             "whose exceptions are [fetch] allow (hosts or networks)")
+        return data
 
     def resolved_api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None

@@ -85,3 +85,11 @@ def test_profile_names_match_the_profiles() -> None:
     from parley.providers.profiles import PROFILES
 
     assert set(get_args(ProfileName)) == set(PROFILES) | {name for _, name in NATIVE_PROFILES}
+
+
+def test_a_moved_setting_says_where_it_went(tmp_path: Path) -> None:
+    config = tmp_path / "parley.toml"
+    config.write_text('[web_search]\nallowed_private_hosts = ["127.0.0.1"]\n')
+    out = _run("config", "show", "--config", str(config), env=_env())
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out
+    assert "allowed_private_hosts" in out.stderr and "[fetch] allow" in out.stderr
