@@ -64,6 +64,9 @@ class Synthetic:
             return " ".join(words[start:start + 5])
         return self.words(4)
 
+    def vectors(self, count: int) -> np.ndarray[Any, Any]:
+        return _unit(self.rng.standard_normal((count, DIMENSIONS)).astype(np.float32))
+
 
 def _sentences() -> list[str]:
     from bench.retrieval_corpus import DEFAULT_CORPUS, plain
@@ -72,9 +75,6 @@ def _sentences() -> list[str]:
         return []
     text = " ".join(plain(p.read_text(encoding="utf-8")) for p in sorted(DEFAULT_CORPUS.rglob("*.rst.txt")))
     return [s for s in text.split(". ") if len(s.split()) >= 6]
-
-    def vectors(self, count: int) -> np.ndarray[Any, Any]:
-        return _unit(self.rng.standard_normal((count, DIMENSIONS)).astype(np.float32))
 
 
 async def fill(store: SqlStore, record: VectorStoreRecord, chunks: int, data: Synthetic) -> tuple[float, Any]:
