@@ -24,9 +24,9 @@ from parley.config import Settings
 from parley.engine.sealing import ReasoningSealer, new_key
 from parley.gc_tuning import freeze_startup_objects
 from parley.providers.embedded import EmbeddedServer, default_model_path, embedded_available
-from parley.providers.embedded_provider import EmbeddedProvider
+from parley.providers.embedded_provider import EMBEDDED_PROFILE, EmbeddedProvider
 from parley.providers.http1 import Http1Pool
-from parley.providers.registry import ModelEntry, ModelRegistry, UpstreamPolicy, configured_entries
+from parley.providers.registry import Capabilities, ModelEntry, ModelRegistry, UpstreamPolicy, configured_entries
 from parley.providers.tokens import Encodings
 from parley.retrieval.fetch import FetchLimits, FetchPolicy, UrlFetcher
 from parley.services.background import BackgroundLimits, BackgroundRunner
@@ -80,6 +80,7 @@ async def _embedded_entries(
             id=cfg.model_id, owned_by="parley-embedded", created=created, upstream_model=cfg.model_id,
             context_window=cfg.context_window, status=lambda: server.status,
             provider=EmbeddedProvider(server, http, cfg, encodings, UpstreamPolicy.from_settings(settings).limits),
+            capabilities=Capabilities.of_chat(EMBEDDED_PROFILE),
         )
     ]
 

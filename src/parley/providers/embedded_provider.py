@@ -38,6 +38,9 @@ def child_call(call: ModelCall, cfg: EmbeddedConfig) -> ModelCall:
     )
 
 
+# llama.cpp built without its vision library (LLAVA_BUILD=OFF) and a text-only model: an image is a 400 here.
+EMBEDDED_PROFILE = dataclasses.replace(PROFILES["llamacpp"], vision=False)
+
 class _ChildStream:
     """The delegate's stream; tells the server when the child answered to the end, and explains a crash."""
 
@@ -93,7 +96,7 @@ class EmbeddedProvider:
     def _provider(self, child: Child, call: ModelCall) -> ChatCompletionsProvider:
         if self._delegate is None or self._delegate_url != child.base_url:
             self._delegate = ChatCompletionsProvider(
-                model_id=self._cfg.model_id, base_url=child.base_url, api_key=None, profile=PROFILES["llamacpp"],
+                model_id=self._cfg.model_id, base_url=child.base_url, api_key=None, profile=EMBEDDED_PROFILE,
                 http=self._http, connect_timeout_s=5, read_timeout_s=600, encodings=self._encodings,
                 limits=self._limits,
             )

@@ -19,9 +19,9 @@ from parley.providers.chat_completions import ChatCompletionsProvider, ReplyLimi
 from parley.providers.gemini import GeminiWire
 from parley.providers.http1 import Http1Pool
 from parley.providers.native import NativeProvider, NativeUpstream, Wire
-from parley.providers.native_profiles import resolve_native_profile
+from parley.providers.native_profiles import NativeProfile, resolve_native_profile
 from parley.providers.openai_responses import ResponsesWire
-from parley.providers.profiles import resolve_profile
+from parley.providers.profiles import Profile, resolve_profile
 from parley.providers.redact import SecretMasker
 from parley.providers.tokens import Encodings
 
@@ -38,6 +38,34 @@ class ModelEntry:
     status: Callable[[], ModelStatus] | None = None
     # Built-in tool types its upstream runs itself (config `hosted_tools`; services/hosted_tools.py).
     hosted_tools: frozenset[str] = frozenset()
+    capabilities: Capabilities | None = None  # what /v1/models says the model supports
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a model supports, as its profile says (listed by /v1/models). Function tools, structured output and
+    every built-in tool work on any model (Parley checks what an upstream cannot enforce); these say how."""
+
+    vision: bool  # input images (a 400 without)
+    native_files: bool  # input files as the upstream's own file parts (otherwise their extracted text)
+    reasoning_effort: bool  # `reasoning.effort` reaches the upstream
+    tool_choice: str  # "native": forced by the upstream; "checked": offered as auto, a breaking turn fails
+    structured_output: str  # "native": the upstream constrains it; "checked": validated by Parley
+
+    @classmethod
+    def of_chat(cls, profile: Profile) -> Capabilities:
+        native_choice = profile.tool_choice_required and profile.tool_choice_named
+        return cls(profile.vision, profile.files, profile.reasoning_effort,
+                   "native" if native_choice else "checked", "native" if profile.json_schema else "checked")
+
+    @classmethod
+    def of_native(cls, profile: NativeProfile) -> Capabilities:
+        return cls(profile.vision, profile.files, True, "native", "native")
+
+    def as_json(self, context_window: int, hosted_tools: frozenset[str]) -> dict[str, object]:
+        return {"context_window": context_window, "vision": self.vision, "native_files": self.native_files,
+                "reasoning_effort": self.reasoning_effort, "tool_choice": self.tool_choice,
+                "structured_output": self.structured_output, "hosted_tools": sorted(hosted_tools)}
 
 
 class ModelRegistry:
@@ -111,6 +139,12 @@ def build_provider(
                           limits=policy.limits if policy else None, masker=policy.masker if policy else None)
 
 
+def capabilities_of(cfg: ModelConfig) -> Capabilities:
+    if cfg.provider == "chat_completions":
+        return Capabilities.of_chat(resolve_profile(cfg.profile, cfg.quirks))
+    return Capabilities.of_native(resolve_native_profile(cfg.provider, cfg.profile, cfg.quirks))
+
+
 def configured_entries(
     settings: Settings, http: Http1Pool, created: int, encodings: Encodings | None = None
 ) -> list[ModelEntry]:
@@ -124,6 +158,7 @@ def configured_entries(
             context_window=cfg.context_window,
             provider=build_provider(cfg, http, encodings, policy),
             hosted_tools=frozenset(cfg.hosted_tools),
+            capabilities=capabilities_of(cfg),
         )
         for cfg in settings.models
     ]
