@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -141,3 +142,55 @@ async def test_another_projects_store_is_not_found(env: Env) -> None:
         await env.other_project.responses.create(model="call-agent", input=ask("x"), tools=[tool(env)])
     assert info.value.status_code == 404
     assert (info.value.body or {}).get("param") == "tools[0].vector_store_ids[0]"  # type: ignore[union-attr]
+
+
+async def test_only_the_listed_stores_are_searched(env: Env) -> None:
+    other = await env.client.vector_stores.create(name="elsewhere")
+    moved = await env.client.vector_stores.files.upload_and_poll(
+        vector_store_id=other.id, poll_interval_ms=20,
+        file=("comet.md", b"Halley's comet returns to the inner solar system every 76 years."))
+    assert moved.status == "completed", moved.last_error
+    response = await env.client.responses.create(model="call-agent", input=ask("Halley comet every 76 years"),
+                                                 tools=[tool(env)], include=["file_search_call.results"])
+    call = response.output[0]
+    assert call.type == "file_search_call" and call.status == "completed"
+    assert {r.file_id for r in call.results or []} <= set(env.file_ids.values())  # never the other store's file
+    both_stores = {"type": "file_search", "vector_store_ids": [env.store_id, other.id]}
+    both = await env.client.responses.create(model="call-agent", input=ask("Halley comet every 76 years"),
+                                             tools=[both_stores], include=["file_search_call.results"])
+    assert both.output[0].type == "file_search_call"
+    assert (both.output[0].results or [])[0].file_id == moved.id
+
+
+async def test_a_background_run_on_a_conversation_replays_its_tool_events(env: Env) -> None:
+    """Background runs, conversations and resume-streaming across a multi-turn (tool, then answer) response."""
+    conversation = await env.client.conversations.create()
+    created = await env.client.responses.create(model="call-agent", input=ask("Etna eruptions"), tools=[tool(env)],
+                                                background=True, conversation=conversation.id)
+    assert created.status == "queued"
+    for _ in range(800):
+        done = await env.client.responses.retrieve(created.id)
+        if done.status not in ("queued", "in_progress"):
+            break
+        await asyncio.sleep(0.025)
+    assert done.status == "completed", done.error
+    assert [item.type for item in done.output] == ["file_search_call", "message"]
+    cited = done.output[1].content[0].annotations  # type: ignore[union-attr]
+    assert cited and cited[0].file_id == env.file_ids["volcano.md"]  # type: ignore[union-attr]
+    assert done.usage is not None and done.usage.input_tokens > 0
+    # The event log replays from after the third event: the tool's events, then the cited answer.
+    replay = await env.client.responses.retrieve(created.id, stream=True, starting_after=2)
+    events = [event async for event in replay]
+    assert events[0].sequence_number == 3
+    types = [event.type for event in events]
+    assert [t for t in types if t.startswith("response.file_search_call.")] == [
+        "response.file_search_call.in_progress", "response.file_search_call.searching",
+        "response.file_search_call.completed"]
+    assert "response.output_text.annotation.added" in types and types[-1] == "response.completed"
+    # The conversation holds the call and the answer, and the next turn sees them.
+    items = [item async for item in env.client.conversations.items.list(conversation.id, order="asc")]
+    assert [item.type for item in items] == ["message", "file_search_call", "message"]
+    await env.client.responses.create(model="call-agent", input="thanks", conversation=conversation.id,
+                                      tools=[tool(env)])
+    messages = env.upstream.requests[-1]["messages"]
+    assert any(m["role"] == "tool" and "Etna" in m["content"] for m in messages)

@@ -156,6 +156,41 @@ async def test_parallel_calls_run_concurrently_in_call_order() -> None:
     assert len([i for i in provider.calls[1].items if i["type"] == "function_call_output"]) == 3
 
 
+class GatedSearch(FakeSearch):
+    """Each search waits until `together` searches are running at once, and records the most seen."""
+
+    def __init__(self, together: int) -> None:
+        super().__init__()
+        self.together = together
+        self.running = 0
+        self.peak = 0
+        self.all_in = asyncio.Event()
+
+    async def search(self, project_id: str, vector_store_ids: list[str], queries: list[str], *,
+                     max_num_results: int, filters: dict[str, Any] | None,
+                     ranking_options: dict[str, Any] | None) -> Sequence[Hit]:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        if self.running >= self.together:
+            self.all_in.set()
+        await self.all_in.wait()
+        await asyncio.sleep(0)  # let every call that could start, start
+        self.running -= 1
+        return await super().search(project_id, vector_store_ids, queries, max_num_results=max_num_results,
+                                    filters=filters, ranking_options=ranking_options)
+
+
+async def test_calls_really_overlap_and_at_most_max_concurrent_run_at_once() -> None:
+    # Run one after another, the first search would wait for the others forever (and time out, failing).
+    provider = ScriptedProvider(_turn(*[_search_call(n, [f"q{n}"]) for n in range(6)]),
+                                _turn(TextDelta("done"), reason="stop"))
+    search = GatedSearch(together=4)  # Toolbox.max_concurrent
+    _events, builder = await _run(provider, search, timeout_s=30)
+    calls = [item for item in builder.output if item["type"] == "file_search_call"]
+    assert [c["status"] for c in calls] == ["completed"] * 6
+    assert search.peak == 4
+
+
 async def test_the_budget_ignores_further_calls_and_the_next_turn_has_no_builtin_tool() -> None:
     provider = ScriptedProvider(
         _turn(_search_call(0, ["one"]), _search_call(1, ["two"])),
