@@ -12,7 +12,8 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from parley.config import EmbeddedConfig, Settings, VectorStoresConfig
+from parley.config import EmbeddedConfig, EmbeddingsConfig, Settings, VectorStoresConfig
+from parley.testing.fake_embeddings import FakeEmbeddings
 from parley.testing.in_process import InProcess, in_process
 
 STORE_KEYS = {"id", "object", "created_at", "name", "description", "usage_bytes", "file_counts", "status",
@@ -259,3 +260,38 @@ async def test_stores_are_invisible_to_other_projects(tmp_path: Path) -> None:
         with pytest.raises(Exception) as foreign:
             await runtime.vector_stores.search("project-b", [vs.id], ["secret"])
         assert getattr(foreign.value, "param", None) == "vector_store_ids[0]"
+
+
+async def test_a_store_indexed_with_another_embedding_model_is_a_clear_409(tmp_path: Path) -> None:
+    """The embedding model is recorded per store: after the operator changes [embeddings], searching or adding to
+    a store indexed with the old model is refused by name, never a silently meaningless search."""
+    fake = FakeEmbeddings(dimensions=32)
+    await fake.start()
+
+    def settings(model: str) -> Settings:
+        return Settings(data_dir=tmp_path, embedded=EmbeddedConfig(enabled=False),
+                        vector_stores=VectorStoresConfig(poll_s=0.02),
+                        embeddings=EmbeddingsConfig(base_url=fake.base_url, model=model))
+
+    try:
+        async with in_process(settings("hash-a")) as app:
+            sdk = app.sdk()
+            vs = await sdk.vector_stores.create(name="old")
+            f = await sdk.vector_stores.files.upload_and_poll(vector_store_id=vs.id, file=("a.txt", b"apples"),
+                                                              poll_interval_ms=POLL)
+            assert f.status == "completed", f.last_error
+            assert (await sdk.vector_stores.search(vs.id, query="apples")).data
+        async with in_process(settings("hash-b")) as app:
+            searched = await app.http.post(f"/v1/vector_stores/{vs.id}/search", json={"query": "apples"})
+            error = _error(searched, 409)
+            assert error["code"] == "embedding_model_mismatch" and error["param"] == "vector_store_id"
+            assert "hash-a" in error["message"] and "hash-b" in error["message"]
+            uploaded = await app.sdk().files.create(file=("b.txt", b"pears"), purpose="assistants")
+            attached = await app.http.post(f"/v1/vector_stores/{vs.id}/files", json={"file_id": uploaded.id})
+            assert _error(attached, 409)["code"] == "embedding_model_mismatch"
+            # Text-only ranking needs no embedding: it still works.
+            text_only = await app.http.post(f"/v1/vector_stores/{vs.id}/search", json={
+                "query": "apples", "ranking_options": {"hybrid_search": {"embedding_weight": 0, "text_weight": 1}}})
+            assert text_only.status_code == 200 and text_only.json()["data"], text_only.text
+    finally:
+        await fake.stop()
