@@ -194,3 +194,37 @@ async def test_a_background_run_on_a_conversation_replays_its_tool_events(env: E
                                       tools=[tool(env)])
     messages = env.upstream.requests[-1]["messages"]
     assert any(m["role"] == "tool" and "Etna" in m["content"] for m in messages)
+
+
+FUNCTION = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}
+
+
+async def test_tool_choice_none_allowed_tools_and_forced_apply_to_file_search(env: Env) -> None:
+    # none: the search is not offered, so the model cannot call it.
+    none = await env.client.responses.create(model="call-agent", input=ask("Etna"), tools=[tool(env)],
+                                             tool_choice="none")
+    assert [item.type for item in none.output] == ["message"] and not env.upstream.requests[-1].get("tools")
+    # allowed_tools without file_search: only the function is offered.
+    only_function = await env.client.responses.create(
+        model="call-agent", input=ask("Etna"), tools=[tool(env), FUNCTION],  # type: ignore[list-item]
+        tool_choice={"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "lookup"}]})
+    offered = [t["function"]["name"] for t in env.upstream.requests[-1]["tools"]]
+    assert offered == ["lookup"] and [item.type for item in only_function.output] == ["message"]
+    # allowed_tools naming it: offered, and it runs.
+    allowed = await env.client.responses.create(
+        model="call-agent", input=ask("Etna"), tools=[tool(env), FUNCTION],  # type: ignore[list-item]
+        tool_choice={"type": "allowed_tools", "mode": "auto", "tools": [{"type": "file_search"}]})
+    assert [item.type for item in allowed.output] == ["file_search_call", "message"]
+    # Forced ({"type": "file_search"}): the first turn only; the answer's turn is free again.
+    forced = await env.client.responses.create(model="call-agent", input=ask("Etna"), tools=[tool(env)],
+                                               tool_choice={"type": "file_search"})
+    assert [item.type for item in forced.output] == ["file_search_call", "message"]
+    first, second = env.upstream.requests[-2:]
+    assert first["tool_choice"] == {"type": "function", "function": {"name": "file_search"}}
+    assert second.get("tool_choice") in (None, "auto")
+    assert forced.tool_choice.type == "file_search"  # type: ignore[union-attr]
+    # Naming a built-in tool that is not in `tools` is a 400 naming the parameter.
+    with pytest.raises(openai.BadRequestError) as missing:
+        await env.client.responses.create(model="call-agent", input="x", tools=[FUNCTION],  # type: ignore[list-item]
+                                          tool_choice={"type": "file_search"})
+    assert missing.value.param == "tool_choice.type"
