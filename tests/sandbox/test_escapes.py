@@ -156,7 +156,35 @@ async def test_fork_bomb(env: Env) -> None:
     outcome = await env.contained(container_id, code)
     assert not outcome.result.ok
     after = await env.containers.run(PROJECT, container_id, "print('alive')")
-    assert after.result.logs.endswith("alive\n")
+    assert after.result.logs == "alive\n"  # nothing the bomb's last processes wrote on their way out
+
+
+async def test_a_cell_never_gets_what_an_earlier_cells_leftover_process_writes(env: Env) -> None:
+    """A process an earlier cell left running keeps its stdout: what it writes later must not land in (or
+    overwrite) the output of the cell running then."""
+    container_id = await env.container()
+    left = """
+import os, time
+if os.fork() == 0:
+    while not os.path.exists("/mnt/data/go"):
+        time.sleep(0.01)
+    os.write(1, b"LEFTOVER WRITES HERE\\n")
+    open("/mnt/data/done", "w").close()
+    os._exit(0)
+print("started")
+"""
+    first = await env.containers.run(PROJECT, container_id, left)
+    assert first.result.logs == "started\n"
+    now = """
+import os, sys, time
+print("mine")
+sys.stdout.flush()
+open("/mnt/data/go", "w").close()
+while not os.path.exists("/mnt/data/done"):
+    time.sleep(0.01)
+"""
+    second = await env.containers.run(PROJECT, container_id, now)
+    assert second.result.ok and second.result.logs == "mine\n"
 
 
 async def test_memory_bomb(env: Env) -> None:

@@ -4,10 +4,11 @@ Protocol (one JSON object per line): the host writes `{"code": "...", "seq": n}`
 stdout with `{"seq", "ok", "logs", "logs_bytes", "images", "error"}` after each cell, and `{"ready": true}` once
 at start.
 The driver moves the protocol to private descriptors first; while a cell runs, descriptors 1 and 2 (print,
-C extensions, subprocesses alike) go to a capture file in the sandbox's /tmp, read back (bounded) after the
-cell. The value of a cell's last expression is printed, as in a notebook. Open matplotlib figures become PNG
-images. Everything here runs as the sandboxed user: the code of a cell can change or break the driver, so the
-host treats every answer as untrusted input (bounded, validated) and a broken session is just restarted.
+C extensions, subprocesses alike) go to a capture file in the sandbox's /tmp (a new one per cell), read back
+(bounded) after the cell. The value of a cell's last expression is printed, as in a notebook. Open matplotlib
+figures become PNG images. Everything here runs as the sandboxed user: the code of a cell can change or break
+the driver, so the host treats every answer as untrusted input (bounded, validated) and a broken session is just
+restarted.
 
 Standard library only; never imports Parley.
 """
@@ -70,7 +71,11 @@ class Driver:
         self.cells += 1
         name = f"<cell {self.cells}>"
         linecache.cache[name] = (len(code), None, code.splitlines(True), name)
-        capture = os.open(self.capture_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A new file each cell, never the last one truncated: a process an earlier cell left running still
+        # writes to the file it was given, and that must not land in (or overwrite) this cell's output.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.capture_path)
+        capture = os.open(self.capture_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         os.dup2(capture, 1)
         os.dup2(capture, 2)
         error: str | None = None
