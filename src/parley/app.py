@@ -26,7 +26,14 @@ from parley.gc_tuning import freeze_startup_objects
 from parley.providers.embedded import EmbeddedServer, default_model_path, embedded_available
 from parley.providers.embedded_provider import EMBEDDED_PROFILE, EmbeddedProvider
 from parley.providers.http1 import Http1Pool
-from parley.providers.registry import Capabilities, ModelEntry, ModelRegistry, UpstreamPolicy, configured_entries
+from parley.providers.registry import (
+    Capabilities,
+    ModelEntry,
+    ModelRegistry,
+    UpstreamPolicy,
+    configured_entries,
+    routed,
+)
 from parley.providers.tokens import Encodings
 from parley.retrieval.fetch import FetchLimits, FetchPolicy, UrlFetcher
 from parley.services.background import BackgroundLimits, BackgroundRunner
@@ -113,7 +120,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack,
     encodings = Encodings()  # tiktoken encodings, loaded on first use and shared by this app's models
     entries = configured_entries(settings, http, created, encodings)
     entries += await _embedded_entries(settings, http, stack, created, encodings)
-    models = ModelRegistry(observed(entries, deployments(settings), telemetry))
+    models = ModelRegistry(routed(observed(entries, deployments(settings), telemetry), settings))
     auth = Authenticator(store, settings.auth_cache_ttl_s, settings.auth)
     sealer = ReasoningSealer(_reasoning_keys(settings))
     prompts = PromptsService(store)

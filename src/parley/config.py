@@ -145,6 +145,10 @@ class ModelConfig(BaseModel):
     hosted_tools: list[HostableTool] = Field(
         default_factory=list, description="openai_responses only: built-in tool types the upstream runs itself "
         "(their entries are passed on, their items passed through); every other built-in tool runs in Parley")
+    retries: int = Field(default=0, ge=0, le=10, description="Times a turn is sent again after a 429, 5xx, connect "
+                         "error or timeout before its first event (honouring retry-after); then a route's next "
+                         "deployment")
+    aliases: list[str] = Field(default_factory=list, description="Other public ids of this model")
 
     @model_validator(mode="after")
     def _fits_provider(self) -> ModelConfig:
@@ -167,6 +171,44 @@ class ModelConfig(BaseModel):
         if self.api_key_env:
             return os.environ.get(self.api_key_env)
         return None
+
+
+RouteStrategy = Literal["ordered", "weighted", "least_busy"]
+
+
+class RouteConfig(BaseModel):
+    """A public model id served by several deployments (other configured models: different providers, keys or
+    regions): tried in the strategy's order, the next one when a deployment fails before its first event."""
+
+    model_config = {"extra": "forbid"}
+
+    id: str = Field(min_length=1)
+    deployments: list[str] = Field(min_length=1, description="Ids of [[models]] (or the embedded model)")
+    strategy: RouteStrategy = Field(
+        default="ordered", description="ordered: the first healthy one first; weighted: at random by `weights`; "
+        "least_busy: the one with the fewest open turns")
+    weights: list[float] | None = Field(default=None, description="weighted: one weight > 0 per deployment")
+    cache_affinity: bool = Field(default=True, description="Requests with the same prompt_cache_key (or, "
+                                 "without one, the same instructions and first input) prefer the same deployment")
+    cooldown_s: float = Field(default=30.0, ge=0, description="A deployment that failed is skipped this long, "
+                              "then probed again by the next request")
+    retry_max_wait_s: float = Field(default=10.0, ge=0, description="A retry-after longer than this is not "
+                                    "waited for: the next deployment is tried instead")
+    aliases: list[str] = Field(default_factory=list, description="Other public ids of this route")
+    owned_by: str = "parley"
+
+    @model_validator(mode="after")
+    def _weights_fit(self) -> RouteConfig:
+        if self.strategy == "weighted":
+            if self.weights is None or len(self.weights) != len(self.deployments):
+                raise ValueError(f"route {self.id!r}: strategy 'weighted' needs one weight per deployment")
+            if any(w <= 0 for w in self.weights):
+                raise ValueError(f"route {self.id!r}: weights must be > 0")
+        elif self.weights is not None:
+            raise ValueError(f"route {self.id!r}: weights apply to strategy 'weighted' only")
+        if len(set(self.deployments)) != len(self.deployments):
+            raise ValueError(f"route {self.id!r}: a deployment is listed twice")
+        return self
 
 
 class EmbeddedConfig(BaseModel):
@@ -535,6 +577,7 @@ class Settings(BaseSettings):
         "Default: a key generated once in data_dir/reasoning.key (set this for several replicas)",
     )
     models: list[ModelConfig] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
     embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     web_search: WebSearchConfig = Field(default_factory=WebSearchConfig)
@@ -569,6 +612,29 @@ class Settings(BaseSettings):
                 raise ValueError(f"duplicate model id {m.id!r}")
             seen.add(m.id)
         return models
+
+    @model_validator(mode="after")
+    def _public_ids(self) -> Settings:
+        """Every public id (models, routes, their aliases, the embedded model) names one thing; routes name
+        deployments that exist."""
+        owners: dict[str, str] = {}
+        models = {m.id for m in self.models}
+        named = [(m.id, f"model {m.id!r}") for m in self.models]
+        if self.embedded.enabled and self.embedded.model_id not in models:  # a [[models]] entry may replace it
+            named.append((self.embedded.model_id, "the embedded model"))
+            models.add(self.embedded.model_id)
+        named += [(alias, f"an alias of model {m.id!r}") for m in self.models for alias in m.aliases]
+        named += [(r.id, f"route {r.id!r}") for r in self.routes]
+        named += [(alias, f"an alias of route {r.id!r}") for r in self.routes for alias in r.aliases]
+        for public_id, what in named:
+            if public_id in owners and owners[public_id] != what:
+                raise ValueError(f"{public_id!r} is {owners[public_id]} and {what}: public ids must be unique")
+            owners[public_id] = what
+        for route in self.routes:
+            unknown = [d for d in route.deployments if d not in models]
+            if unknown:
+                raise ValueError(f"route {route.id!r}: deployments {unknown} are not configured models")
+        return self
 
     @field_validator("mcp_servers")
     @classmethod

@@ -8,7 +8,9 @@ so nothing above the registry changes when that comes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from parley.config import ModelConfig, Settings
@@ -23,6 +25,7 @@ from parley.providers.native_profiles import NativeProfile, resolve_native_profi
 from parley.providers.openai_responses import ResponsesWire
 from parley.providers.profiles import Profile, resolve_profile
 from parley.providers.redact import SecretMasker
+from parley.providers.routing import Deployment, RoutedProvider
 from parley.providers.tokens import Encodings
 
 
@@ -61,6 +64,14 @@ class Capabilities:
     @classmethod
     def of_native(cls, profile: NativeProfile) -> Capabilities:
         return cls(profile.vision, profile.files, True, "native", "native")
+
+    @classmethod
+    def common(cls, each: Sequence[Capabilities]) -> Capabilities:
+        """What every one of a route's deployments supports."""
+        return cls(all(c.vision for c in each), all(c.native_files for c in each),
+                   all(c.reasoning_effort for c in each),
+                   "native" if all(c.tool_choice == "native" for c in each) else "checked",
+                   "native" if all(c.structured_output == "native" for c in each) else "checked")
 
     def as_json(self, context_window: int, hosted_tools: frozenset[str]) -> dict[str, object]:
         return {"context_window": context_window, "vision": self.vision, "native_files": self.native_files,
@@ -162,3 +173,42 @@ def configured_entries(
         )
         for cfg in settings.models
     ]
+
+
+def routed(entries: list[ModelEntry], settings: Settings) -> list[ModelEntry]:
+    """The public models: each configured one (behind a route of one when it has `retries`), each route over its
+    deployments, and every alias as its model under another id."""
+    log = logging.getLogger("parley.routing")
+    configs = {m.id: m for m in settings.models}
+    by_id: dict[str, ModelEntry] = {}
+    public: list[ModelEntry] = []
+    for entry in entries:
+        cfg = configs.get(entry.id)
+        by_id[entry.id] = entry
+        if cfg is not None and cfg.retries:
+            deployment = Deployment(entry.id, entry.provider, entry.upstream_model, cfg.retries)
+            entry = dataclasses.replace(entry, provider=RoutedProvider(entry.id, [deployment], cooldown_s=0.0))
+        public.append(entry)
+        public += [dataclasses.replace(entry, id=alias) for alias in (cfg.aliases if cfg is not None else ())]
+    for route in settings.routes:
+        weights = route.weights or [1.0] * len(route.deployments)
+        members = [(by_id[name], weight) for name, weight in zip(route.deployments, weights, strict=True)
+                   if name in by_id]
+        missing = [name for name in route.deployments if name not in by_id]
+        if missing:  # only the embedded model can be configured and absent (not installed)
+            log.warning("route %s: deployments %s are not available", route.id, missing)
+        if not members:
+            continue
+        deployments = [Deployment(e.id, e.provider, e.upstream_model, configs[e.id].retries if e.id in configs else 0,
+                                  weight) for e, weight in members]
+        caps = [e.capabilities for e, _ in members if e.capabilities is not None]
+        entry = ModelEntry(
+            id=route.id, owned_by=route.owned_by, created=members[0][0].created, upstream_model=route.id,
+            context_window=min(e.context_window for e, _ in members),
+            provider=RoutedProvider(route.id, deployments, strategy=route.strategy, cooldown_s=route.cooldown_s,
+                                    retry_max_wait_s=route.retry_max_wait_s, cache_affinity=route.cache_affinity),
+            capabilities=Capabilities.common(caps) if len(caps) == len(members) else None,
+        )
+        public.append(entry)
+        public += [dataclasses.replace(entry, id=alias) for alias in route.aliases]
+    return public

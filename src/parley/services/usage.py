@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from parley.config import ModelPrice, Settings
 from parley.providers.base import ModelEvent, ModelStream, ReasoningDelta, TextDelta, ToolCallDelta
+from parley.providers.routing import served_by
 from parley.schema.client_tools import CALL_TYPES
 from parley.services.keys import Caller
 from parley.services.limits import Limiter, Scope
@@ -74,6 +75,8 @@ def deployments(settings: Settings) -> dict[str, Deployment]:
     found = {m.id: Deployment(m.upstream_model or m.id, urlsplit(m.base_url).netloc, m.price) for m in settings.models}
     embedded = settings.embedded
     found.setdefault(embedded.model_id, Deployment(embedded.model_id, "embedded", ModelPrice()))
+    for model in settings.models:  # an alias is its model
+        found.update((alias, found[model.id]) for alias in model.aliases)
     return found
 
 
@@ -120,7 +123,10 @@ class Meter:
         output_tokens = int(usage.get("output_tokens") or 0)
         reasoning = int((usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0)
         model = str(response.get("model") or "")
-        deployment = self._models.get(model) or Deployment(model, "", ModelPrice())
+        # A routed model: the deployment that served its last turn (its upstream, its price).
+        served = served_by()
+        deployment = ((self._models.get(served) if served else None) or self._models.get(model)
+                      or Deployment(model, "", ModelPrice()))
         price = deployment.price
         calls = tool_calls(response.get("output") or [])
         uncached = max(0, input_tokens - cached - cache_write)

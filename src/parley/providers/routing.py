@@ -1,0 +1,212 @@
+"""Routing, as an aggregator does it: a public model served by several deployments, retries and fallbacks.
+
+A `RoutedProvider` is a Provider over deployments (other configured models, each with its own provider, upstream
+model name and key). A turn goes to the deployments in the route's order (`ordered`; `weighted` at random by
+weight; `least_busy` by open turns; with cache affinity a request's prompt_cache_key, or else its instructions and
+first input item, picks the same deployment every time so the upstream's prompt cache hits). A deployment that
+fails to open the turn with a 429, a 5xx, a connect error or a timeout is asked again up to its `retries`
+(waiting what its retry-after says, else a short exponential back-off), then cooled down for `cooldown_s` and
+the next one is tried; once the cool-down is over the next request probes it again. Only the opening of a turn
+is retried, before its first event: nothing a deployment streamed is ever mixed with another's. An error that is
+the request's own (a 400) is never retried. A model with `retries` and no route is a route of one.
+
+Which deployment served is logged and kept for the response headers (`served_by`, `x-parley-deployment`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import orjson
+
+from parley.errors import ParleyError
+from parley.providers.base import ModelCall, ModelEvent, ModelStream, Provider, TokenCount
+
+log = logging.getLogger("parley.routing")
+
+_RETRIED_STATUSES = frozenset({429, 502, 503, 504})
+_BACKOFF_S = 0.25  # the first wait without a retry-after; doubled per attempt
+_SERVED: ContextVar[str | None] = ContextVar("parley_served_by", default=None)
+
+
+def served_by() -> str | None:
+    """The deployment that opened the current request's last turn (None for a model that is not routed)."""
+    return _SERVED.get()
+
+
+def _transient(err: ParleyError) -> bool:
+    """Worth asking the same deployment again: it is busy, down or slow, not refusing this request."""
+    return err.status in _RETRIED_STATUSES and err.code != "upstream_auth_failed"
+
+
+def _falls_over(err: ParleyError) -> bool:
+    """Worth asking another deployment: transient, or this deployment's own credentials were refused."""
+    return _transient(err) or err.code == "upstream_auth_failed"
+
+
+def _retry_after(err: ParleyError) -> float | None:
+    value = err.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: treated as absent
+
+
+@dataclass(slots=True)
+class Deployment:
+    name: str  # the configured model id
+    provider: Provider
+    upstream_model: str
+    retries: int = 0
+    weight: float = 1.0
+    open_turns: int = 0  # turns opened and not yet ended (least_busy)
+    cooled_until: float = 0.0
+
+
+class _CountedStream:
+    """A deployment's stream, counted as an open turn until it ends or is closed."""
+
+    def __init__(self, inner: ModelStream, deployment: Deployment) -> None:
+        self._inner = inner
+        self._deployment: Deployment | None = deployment
+
+    def _done(self) -> None:
+        if self._deployment is not None:
+            self._deployment.open_turns -= 1
+            self._deployment = None
+
+    async def _iterate(self) -> AsyncIterator[list[ModelEvent]]:
+        try:
+            async for batch in self._inner:
+                yield batch
+        finally:
+            self._done()
+
+    def __aiter__(self) -> AsyncIterator[list[ModelEvent]]:
+        return self._iterate()
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._done()
+
+
+def affinity_key(call: ModelCall) -> bytes | None:
+    """What makes two calls share an upstream prompt cache: the prompt_cache_key, else the prefix every turn of
+    a conversation starts with (instructions and first input item)."""
+    if call.prompt_cache_key:
+        return call.prompt_cache_key.encode()
+    if not call.items and not call.instructions:
+        return None
+    first = call.items[0] if call.items else None
+    return orjson.dumps([call.instructions, first], option=orjson.OPT_SORT_KEYS)
+
+
+class RoutedProvider:
+    def __init__(self, model_id: str, deployments: Sequence[Deployment], *, strategy: str = "ordered",
+                 cooldown_s: float = 30.0, retry_max_wait_s: float = 10.0, cache_affinity: bool = False,
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.model_id = model_id
+        self.deployments = list(deployments)
+        self._strategy = strategy
+        self._cooldown_s = cooldown_s
+        self._max_wait_s = retry_max_wait_s
+        self._affinity = cache_affinity
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+
+    def order(self, call: ModelCall) -> list[Deployment]:
+        """The deployments to try, best first: healthy ones by the strategy, then cooled-down ones (soonest
+        back first), so a route whose every deployment failed lately still tries rather than refusing."""
+        now = self._clock()
+        healthy = [d for d in self.deployments if d.cooled_until <= now]
+        cooled = sorted((d for d in self.deployments if d.cooled_until > now), key=lambda d: d.cooled_until)
+        key = affinity_key(call) if self._affinity and len(healthy) > 1 else None
+        if self._strategy == "weighted":
+            healthy = self._weighted(healthy, key)
+        elif self._strategy == "least_busy":
+            if key is not None:  # the cache's deployment unless it is busier than the least busy by more than one
+                preferred = healthy[_pick(key, [d.name for d in healthy], [1.0] * len(healthy))]
+                least = min(d.open_turns for d in healthy)
+                healthy.sort(key=lambda d: d.open_turns)
+                if preferred.open_turns <= least + 1:
+                    healthy.remove(preferred)
+                    healthy.insert(0, preferred)
+            else:
+                healthy.sort(key=lambda d: d.open_turns)
+        return healthy + cooled
+
+    def _weighted(self, healthy: list[Deployment], key: bytes | None) -> list[Deployment]:
+        ordered: list[Deployment] = []
+        left = list(healthy)
+        while left:
+            weights = [d.weight for d in left]
+            index = (_pick(key, [d.name for d in left], weights) if key is not None and not ordered
+                     else self._rng.choices(range(len(left)), weights)[0])
+            ordered.append(left.pop(index))
+        return ordered
+
+    async def open(self, call: ModelCall) -> ModelStream:
+        last: ParleyError | None = None
+        for deployment in self.order(call):
+            attempt = 0
+            turn = dataclasses.replace(call, upstream_model=deployment.upstream_model)
+            while True:
+                deployment.open_turns += 1
+                try:
+                    stream = await deployment.provider.open(turn)
+                except ParleyError as err:
+                    deployment.open_turns -= 1
+                    if not _falls_over(err):
+                        raise
+                    last = err
+                    told = _retry_after(err)
+                    wait = told if told is not None else _BACKOFF_S * (2 ** attempt) * (0.5 + self._rng.random())
+                    if _transient(err) and attempt < deployment.retries and wait <= self._max_wait_s:
+                        log.warning("model %s: deployment %s failed (%s, HTTP %s); retry %d of %d in %.2f s",
+                                    self.model_id, deployment.name, err.code, err.status, attempt + 1,
+                                    deployment.retries, wait)
+                        await self._sleep(wait)
+                        attempt += 1
+                        continue
+                    deployment.cooled_until = self._clock() + self._cooldown_s
+                    log.warning("model %s: deployment %s failed (%s, HTTP %s); cooled down for %g s",
+                                self.model_id, deployment.name, err.code, err.status, self._cooldown_s)
+                    break
+                deployment.cooled_until = 0.0
+                _SERVED.set(deployment.name)
+                if len(self.deployments) > 1 or attempt:
+                    log.info("model %s served by deployment %s", self.model_id, deployment.name)
+                return _CountedStream(stream, deployment)
+        assert last is not None
+        raise last
+
+    async def count_tokens(self, call: ModelCall) -> TokenCount:
+        first = self.order(call)[0]
+        return await first.provider.count_tokens(dataclasses.replace(call, upstream_model=first.upstream_model))
+
+
+def _pick(key: bytes, names: Sequence[str], weights: Sequence[float]) -> int:
+    """Weighted rendezvous hashing: the same key picks the same deployment while it is healthy, and a deployment
+    that leaves (cooled down) moves only the keys that picked it."""
+    best, best_score = 0, -1.0
+    for index, (name, weight) in enumerate(zip(names, weights, strict=True)):
+        digest = hashlib.blake2b(key + b"\0" + name.encode(), digest_size=8).digest()
+        unit = (int.from_bytes(digest, "big") + 1) / 2 ** 64
+        score = unit ** (1.0 / weight)
+        if score > best_score:
+            best, best_score = index, score
+    return best

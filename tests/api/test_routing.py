@@ -1,0 +1,103 @@
+"""Routes and retries through the API, against the fake upstream over real HTTP: a failing deployment is retried,
+then the next one serves and `x-parley-deployment` names it (streamed too); a cooled-down deployment is skipped;
+a 429 whose retry-after is too long is not waited for; the request's own 400 is not retried; aliases; the
+configuration is checked at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from parley.config import EmbeddedConfig, ModelConfig, RouteConfig, Settings
+from parley.testing.fake_upstream import FakeUpstream
+from parley.testing.in_process import InProcess, in_process
+
+
+@dataclass
+class Env:
+    app: InProcess
+    upstream: FakeUpstream
+
+    def sent(self, upstream_model: str) -> int:
+        return sum(1 for r in self.upstream.requests if r.get("model") == upstream_model)
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    upstream = FakeUpstream()
+    await upstream.start()
+    url = upstream.base_url
+
+    def model(model_id: str, upstream_model: str, **extra: object) -> ModelConfig:
+        return ModelConfig(id=model_id, base_url=url, upstream_model=upstream_model, **extra)  # type: ignore[arg-type]
+
+    settings = Settings(
+        data_dir=tmp_path, embedded=EmbeddedConfig(enabled=False),
+        models=[model("down", "error-500", retries=1), model("limited", "error-429", retries=3),
+                model("refusing", "error-403"), model("picky", "error-400"), model("good", "echo", aliases=["bee"])],
+        routes=[RouteConfig(id="main", deployments=["down", "good"], cooldown_s=3600),
+                RouteConfig(id="rated", deployments=["limited", "good"], retry_max_wait_s=1.0, aliases=["rated-2"]),
+                RouteConfig(id="keys", deployments=["refusing", "good"]),
+                RouteConfig(id="strict", deployments=["picky", "good"])])
+    async with in_process(settings) as app:
+        yield Env(app, upstream)
+    await upstream.stop()
+
+
+async def test_a_failing_deployment_is_retried_then_the_next_serves(env: Env) -> None:
+    resp = await env.app.http.post("/v1/responses", json={"model": "main", "input": "hello"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-parley-deployment"] == "good"
+    assert resp.json()["model"] == "main" and resp.json()["output"][0]["content"][0]["text"] == "echo: hello"
+    assert env.sent("error-500") == 2  # the first try and one retry
+    # Cooled down: the next request (streamed this time) goes straight to the healthy deployment.
+    async with env.app.http.stream("POST", "/v1/responses",
+                                   json={"model": "main", "input": "again", "stream": True}) as streamed:
+        assert streamed.status_code == 200 and streamed.headers["x-parley-deployment"] == "good"
+        body = (await streamed.aread()).decode()
+    assert "response.completed" in body and env.sent("error-500") == 2
+
+
+async def test_a_long_retry_after_is_not_waited_for(env: Env) -> None:
+    for model in ("rated", "rated-2"):
+        resp = await env.app.http.post("/v1/responses", json={"model": model, "input": "hi"})
+        assert resp.status_code == 200 and resp.headers["x-parley-deployment"] == "good"
+    assert env.sent("error-429") == 1  # retry-after: 7 > retry_max_wait_s; then cooled down
+
+
+async def test_refused_credentials_fall_over_and_the_requests_own_errors_do_not(env: Env) -> None:
+    resp = await env.app.http.post("/v1/responses", json={"model": "keys", "input": "hi"})
+    assert resp.status_code == 200 and resp.headers["x-parley-deployment"] == "good"
+    rejected = await env.app.http.post("/v1/responses", json={"model": "strict", "input": "hi"})
+    assert rejected.status_code == 400 and "x-parley-deployment" not in rejected.headers
+    assert env.sent("echo") == 1  # only the `keys` request reached the healthy deployment
+
+
+async def test_unrouted_models_say_nothing_and_aliases_are_models(env: Env) -> None:
+    plain = await env.app.http.post("/v1/responses", json={"model": "good", "input": "hi"})
+    assert plain.status_code == 200 and "x-parley-deployment" not in plain.headers
+    alias = await env.app.http.post("/v1/responses", json={"model": "bee", "input": "hi"})
+    assert alias.status_code == 200 and alias.json()["model"] == "bee"
+    listed = {m["id"]: m for m in (await env.app.http.get("/v1/models")).json()["data"]}
+    assert {"main", "rated", "rated-2", "keys", "strict", "bee", "good"} <= set(listed)
+    assert listed["main"]["capabilities"]["context_window"] == 8192
+
+
+@pytest.mark.parametrize(("routes", "models", "message"), [
+    ([{"id": "r", "deployments": ["nope"]}], ["a"], "deployments ['nope'] are not configured models"),
+    ([{"id": "a", "deployments": ["a"]}], ["a"], "'a' is model 'a' and route 'a'"),
+    ([{"id": "r", "deployments": ["a"], "aliases": ["a"]}], ["a"], "'a' is model 'a' and an alias of route 'r'"),
+    ([{"id": "r", "deployments": ["a", "a"]}], ["a"], "a deployment is listed twice"),
+    ([{"id": "r", "deployments": ["a"], "strategy": "weighted"}], ["a"], "needs one weight per deployment"),
+    ([{"id": "r", "deployments": ["a"], "weights": [1]}], ["a"], "weights apply to strategy 'weighted' only"),
+])
+def test_the_configuration_is_checked_at_load(routes: list[dict[str, object]], models: list[str],
+                                              message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(models=[{"id": m, "base_url": "http://127.0.0.1:1/v1"} for m in models],  # type: ignore[arg-type]
+                 routes=routes, embedded={"enabled": False})  # type: ignore[arg-type]
+    assert message in str(info.value)

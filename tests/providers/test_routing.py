@@ -1,0 +1,167 @@
+"""RoutedProvider on scripted deployments (a fake clock, no sleeping): orders by strategy, cache affinity, retries
+honouring retry-after, fallbacks, cool-downs and the probe after them, and what is never retried."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+
+from parley.errors import InvalidRequest, UpstreamError
+from parley.providers.base import ModelCall, ModelEvent, ModelStream, TokenCount
+from parley.providers.routing import Deployment, RoutedProvider, served_by
+
+
+class Stream:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def _events(self) -> AsyncIterator[list[ModelEvent]]:
+        yield []
+
+    def __aiter__(self) -> AsyncIterator[list[ModelEvent]]:
+        return self._events()
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Scripted:
+    """A deployment's provider: raises the scripted errors in turn, then opens streams; records the calls."""
+
+    def __init__(self, name: str, *errors: Exception) -> None:
+        self.name = name
+        self.errors = list(errors)
+        self.calls: list[str] = []
+
+    async def open(self, call: ModelCall) -> ModelStream:
+        self.calls.append(call.upstream_model)
+        if self.errors:
+            raise self.errors.pop(0)
+        return Stream(self.name)
+
+    async def count_tokens(self, call: ModelCall) -> TokenCount:
+        raise NotImplementedError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def route(*providers: Scripted, retries: int = 0, clock: Clock | None = None, **options: object) -> RoutedProvider:
+    clock = clock or Clock()
+    deployments = [Deployment(p.name, p, f"up-{p.name}", retries) for p in providers]
+    return RoutedProvider("public", deployments, clock=clock, sleep=clock.sleep, rng=random.Random(7),
+                          **options)  # type: ignore[arg-type]
+
+
+def call(key: str | None = None, first: str = "hello") -> ModelCall:
+    return ModelCall(upstream_model="public", items=[{"type": "message", "role": "user", "content": first}],
+                     prompt_cache_key=key)
+
+
+def busy(retry_after: str | None = None) -> UpstreamError:
+    return UpstreamError.rate_limited("busy", retry_after)
+
+
+async def test_retries_honour_retry_after_then_fall_over_and_cool_down() -> None:
+    clock = Clock()
+    a = Scripted("a", busy("2"), UpstreamError.bad_gateway("down"), UpstreamError.timeout("slow"))
+    b = Scripted("b")
+    routed = route(a, b, retries=2, clock=clock, cooldown_s=30.0)
+    stream = await routed.open(call())
+    assert stream.__class__.__name__ == "_CountedStream" and served_by() == "b"
+    assert a.calls == ["up-a"] * 3 and b.calls == ["up-b"]  # each deployment gets its own upstream model name
+    assert clock.slept[0] == 2.0 and 0.25 * 0.5 <= clock.slept[1] <= 0.5 * 1.5  # retry-after, then back-off
+    # Cooled down: the next turns go straight to b ...
+    await routed.open(call())
+    assert len(a.calls) == 3
+    # ... until the cool-down is over: then a is probed again (and, healthy, serves).
+    clock.now += 31
+    await routed.open(call())
+    assert len(a.calls) == 4 and served_by() == "a"
+
+
+async def test_a_retry_after_beyond_the_limit_is_not_waited_for() -> None:
+    clock = Clock()
+    a, b = Scripted("a", busy("60")), Scripted("b")
+    await route(a, b, retries=3, clock=clock, retry_max_wait_s=10.0).open(call())
+    assert clock.slept == [] and len(a.calls) == 1 and served_by() == "b"
+
+
+async def test_refused_credentials_fall_over_without_a_retry() -> None:
+    a = Scripted("a", UpstreamError.bad_gateway("no", code="upstream_auth_failed"))
+    b = Scripted("b")
+    await route(a, b, retries=3).open(call())
+    assert len(a.calls) == 1 and served_by() == "b"
+
+
+async def test_the_requests_own_errors_are_never_retried() -> None:
+    a = Scripted("a", UpstreamError.rejected("bad input", "input"), InvalidRequest("bad", param="tools"))
+    b = Scripted("b")
+    routed = route(a, b, retries=3)
+    for _ in range(2):
+        with pytest.raises((UpstreamError, InvalidRequest)):
+            await routed.open(call())
+    assert len(a.calls) == 2 and b.calls == []
+
+
+async def test_when_every_deployment_fails_the_last_error_is_raised() -> None:
+    a, b = Scripted("a", UpstreamError.bad_gateway("a down")), Scripted("b", UpstreamError.timeout("b slow"))
+    routed = route(a, b)
+    with pytest.raises(UpstreamError) as info:
+        await routed.open(call())
+    assert info.value.status == 504
+    # Both cooled down: they are still tried (soonest back first) rather than refusing outright.
+    assert [d.name for d in routed.order(call())] == ["a", "b"]
+    assert (await routed.open(call())) is not None and served_by() == "a"
+
+
+async def test_weighted_follows_the_weights() -> None:
+    a, b = Scripted("a"), Scripted("b")
+    routed = RoutedProvider("public", [Deployment("a", a, "x", weight=3.0), Deployment("b", b, "x", weight=1.0)],
+                            strategy="weighted", rng=random.Random(3))
+    firsts = Counter(routed.order(call())[0].name for _ in range(4000))
+    assert 0.7 < firsts["a"] / 4000 < 0.8  # 3:1, a fixed seed
+
+
+async def test_cache_affinity_keeps_a_key_on_one_deployment() -> None:
+    providers = [Scripted(name) for name in "abcd"]
+    routed = RoutedProvider("public", [Deployment(p.name, p, "x") for p in providers], strategy="weighted",
+                            cache_affinity=True, rng=random.Random(5))
+    for key in ("user-1", "user-2", "user-3"):
+        assert len({routed.order(call(key))[0].name for _ in range(50)}) == 1
+    # Without a prompt_cache_key the conversation's first item is the key: turns of one conversation agree.
+    assert len({routed.order(call(first="same start"))[0].name for _ in range(50)}) == 1
+    chosen = {routed.order(call(f"user-{n}"))[0].name for n in range(200)}
+    assert chosen == set("abcd")  # and keys spread over every deployment
+    # A cooled-down deployment moves only its own keys.
+    before = {n: routed.order(call(f"user-{n}"))[0].name for n in range(200)}
+    routed.deployments[0].cooled_until = float("inf")
+    after = {n: routed.order(call(f"user-{n}"))[0].name for n in range(200)}
+    assert all(after[n] == before[n] for n in range(200) if before[n] != "a")
+    assert all(after[n] != "a" for n in range(200))
+
+
+async def test_least_busy_counts_open_turns() -> None:
+    a, b = Scripted("a"), Scripted("b")
+    routed = RoutedProvider("public", [Deployment("a", a, "x"), Deployment("b", b, "x")], strategy="least_busy")
+    first = await routed.open(call())
+    assert served_by() == "a"
+    second = await routed.open(call())
+    assert served_by() == "b"  # a has one open turn
+    async for _ in first:
+        pass  # a's turn ended
+    await second.aclose()
+    assert [d.open_turns for d in routed.deployments] == [0, 0]
