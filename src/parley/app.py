@@ -45,6 +45,7 @@ from parley.services.containers import ContainersService
 from parley.services.conversations import ConversationsService
 from parley.services.file_inputs import FileInputLimits, FileInputs
 from parley.services.files import FileLimits, FilesService
+from parley.services.image_generation import ImageGenerationSetup
 from parley.services.keys import KeysService
 from parley.services.limits import Limiter
 from parley.services.mcp import McpService
@@ -148,7 +149,8 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack,
     stack.push_async_callback(containers.stop)
     vector_stores, ingestion = await start_vector_stores(settings, store, files, http, encodings, stack)
     tools = BuiltinTools(vector_stores, _tool_limits(settings), web=web_search, mcp=mcp,
-                         code=CodeInterpreterSetup(containers, files, store))
+                         code=CodeInterpreterSetup(containers, files, store),
+                         images=ImageGenerationSetup(settings.images, http, files))
     responses = ResponsesService(
         store, models, sealer, prompts=prompts, conversations=conversations, compactor=compactor,
         obfuscation_default=settings.obfuscation_default, tools=tools,
@@ -188,9 +190,10 @@ def _containers(settings: Settings, store: SqlStore, files: FilesService) -> Con
 
 def _tool_limits(settings: Settings) -> ToolLimits:
     """A code_interpreter call may start a session, then run a cell: the built-in tools' time limit (60 s) grows
-    to leave room for both, so the cell's own limit is what stops long code."""
+    to leave room for both, so the cell's own limit is what stops long code; likewise for [images] timeout_s."""
     code = settings.code_interpreter
-    return ToolLimits(timeout_s=max(60.0, code.start_timeout_s + code.cell_timeout_s + 10.0))
+    return ToolLimits(timeout_s=max(60.0, code.start_timeout_s + code.cell_timeout_s + 10.0,
+                                    settings.images.timeout_s + 10.0))
 
 
 def _files(settings: Settings, store: SqlStore) -> FilesService:

@@ -363,6 +363,34 @@ class EmbeddingsConfig(BaseModel):
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
+class ImagesConfig(BaseModel):
+    """The `image_generation` tool's upstream: any OpenAI-compatible images API (`/images/generations` and
+    `/images/edits`). Without `base_url` the tool is refused with unsupported_tool."""
+
+    model_config = {"extra": "forbid"}
+
+    base_url: str | None = Field(default=None, description="Upstream root, e.g. http://127.0.0.1:8000/v1")
+    model: str | None = Field(default=None, description="Image model sent upstream when the tool names none "
+                              "(required with base_url)")
+    models: list[str] = Field(default_factory=list, description="Other image models a request's tool may name "
+                              "(sent upstream as named); any other name is a 400")
+    api_key_env: str | None = Field(default=None, description="Environment variable holding the upstream's key")
+    streaming: bool = Field(default=True, description="The upstream streams partial images (`stream` + "
+                            "`partial_images`); if false, a tool asking for partial images gets only the final one")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0, description="An image must be made within this")
+    max_image_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="Largest image (input or output)")
+
+    @model_validator(mode="after")
+    def _model_with_base_url(self) -> ImagesConfig:
+        if self.base_url is not None and not self.model:
+            raise ValueError("[images] base_url needs a model")
+        return self
+
+    def resolved_api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
 class VectorStoresConfig(BaseModel):
     """Ingestion of vector store files (a background worker in every process) and search."""
 
@@ -590,6 +618,7 @@ class Settings(BaseSettings):
     websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
     embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
     vector_stores: VectorStoresConfig = Field(default_factory=VectorStoresConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
 
     @field_validator("reasoning_keys")
     @classmethod

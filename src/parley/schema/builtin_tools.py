@@ -149,6 +149,28 @@ class McpParams(_Lenient):
         return headers
 
 
+class ImageMask(_Lenient):
+    image_url: Annotated[str, StringConstraints(max_length=50_000_000)] | None = None
+    file_id: str | None = None
+
+
+class ImageGenerationParams(_Lenient):
+    """`image_generation` (tools/image_generation.py): the image settings sent to the images upstream."""
+
+    type: Literal["image_generation"]
+    action: Literal["generate", "edit", "auto"] | None = None
+    background: Literal["transparent", "opaque", "auto"] | None = None
+    input_fidelity: Literal["high", "low"] | None = None
+    input_image_mask: ImageMask | None = None
+    model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    moderation: Literal["auto", "low"] | None = None
+    output_compression: int | None = Field(default=None, ge=0, le=100)
+    output_format: Literal["png", "webp", "jpeg", "gif", "svg"] | None = None
+    partial_images: int | None = Field(default=None, ge=0, le=3)
+    quality: Literal["low", "medium", "high", "xhigh", "max", "auto"] | None = None
+    size: Annotated[str, StringConstraints(pattern=r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")] | None = None
+
+
 # tool type -> (the tool it is, the function name the model calls, its parameters)
 BUILTIN_PARAMS: Mapping[str, tuple[str, str, type[BaseModel]]] = MappingProxyType({
     "file_search": ("file_search", "file_search", FileSearchParams),
@@ -157,6 +179,7 @@ BUILTIN_PARAMS: Mapping[str, tuple[str, str, type[BaseModel]]] = MappingProxyTyp
     "web_search_preview": ("web_search", "web_search", WebSearchPreviewParams),
     "web_search_preview_2025_03_11": ("web_search", "web_search", WebSearchPreviewParams),
     "code_interpreter": ("code_interpreter", "python", CodeInterpreterParams),
+    "image_generation": ("image_generation", "image_generation", ImageGenerationParams),
     # One entry per server; the functions the model calls are named after the server's tools (tools/mcp/names.py).
     "mcp": ("mcp", "mcp", McpParams),
 })

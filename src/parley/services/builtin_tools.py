@@ -11,10 +11,17 @@ from typing import Any, Protocol
 
 from parley.engine.tool_loop import Toolbox
 from parley.errors import InvalidRequest
-from parley.schema.builtin_tools import FileSearchParams, McpParams, WebSearchParams, WebSearchPreviewParams
+from parley.schema.builtin_tools import (
+    FileSearchParams,
+    ImageGenerationParams,
+    McpParams,
+    WebSearchParams,
+    WebSearchPreviewParams,
+)
 from parley.schema.containers import CodeInterpreterParams
 from parley.schema.tools import BuiltinSpec
 from parley.services.code_interpreter import CodeInterpreterSetup
+from parley.services.image_generation import ImageGenerationSetup
 from parley.services.mcp import McpService, McpSetup
 from parley.tools.base import BuiltinTool, ToolContext
 from parley.tools.file_search import DEFAULT_MAX_RESULTS, FileSearchTool, SearchHit
@@ -56,8 +63,9 @@ class ToolLimits:
 class BuiltinTools:
     def __init__(self, vector_stores: VectorStoreAccess | None, limits: ToolLimits,
                  web: WebSearchAccess | None = None, mcp: McpService | None = None,
-                 code: CodeInterpreterSetup | None = None) -> None:
+                 code: CodeInterpreterSetup | None = None, images: ImageGenerationSetup | None = None) -> None:
         self._code = code
+        self._images = images
         self._vector_stores = vector_stores
         self._limits = limits
         self._web = web
@@ -79,6 +87,9 @@ class BuiltinTools:
             elif isinstance(spec.params, CodeInterpreterParams) and self._code is not None:
                 items = context.items if context is not None else ()
                 tools[spec.upstream_name] = await self._code.tool(project_id, spec, items)
+            elif isinstance(spec.params, ImageGenerationParams) and self._images is not None:
+                items = context.items if context is not None else ()
+                tools[spec.upstream_name] = await self._images.tool(project_id, spec, items)
             else:  # a built-in tool this server was set up without
                 raise InvalidRequest(f"Tool type '{spec.type}' is not supported by this server yet.",
                                      param=f"{spec.param}.type", code="unsupported_tool")

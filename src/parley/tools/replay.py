@@ -16,6 +16,7 @@ from typing import Any
 from parley.schema.client_tools import REPLAYS as CLIENT_TOOL_REPLAYS
 from parley.tools import code_interpreter as code_interpreter
 from parley.tools import file_search as file_search
+from parley.tools import image_generation as image_generation
 from parley.tools import web_search as web_search
 from parley.tools.mcp import replay as mcp_replay
 
@@ -26,6 +27,7 @@ REPLAYS: Mapping[str, Replay] = MappingProxyType({
     "file_search_call": file_search.replay,
     "web_search_call": web_search.replay,
     "code_interpreter_call": code_interpreter.replay,
+    "image_generation_call": image_generation.replay,
     # client-executed tools with their own items (computer, shell, apply_patch): calls and their outputs
     **CLIENT_TOOL_REPLAYS,
 })

@@ -1,0 +1,235 @@
+"""The image_generation tool (issue 18): Parley asks an OpenAI-compatible images upstream (a fake over real HTTP
+returning real PNGs) for the image the model calls for, and returns it as an `image_generation_call`."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from openai import AsyncOpenAI
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from parley.config import EmbeddedConfig, ImagesConfig, ModelConfig, Settings
+from parley.testing.fake_agent import AgentUpstream
+from parley.testing.fake_images import FakeImages, colour, png
+from parley.testing.in_process import InProcess, in_process
+
+EVENTS = TypeAdapter(ResponseStreamEvent)
+
+
+@pytest.fixture(scope="module")
+async def fake() -> AsyncIterator[AgentUpstream]:
+    upstream = AgentUpstream()
+    await upstream.start()
+    yield upstream
+    await upstream.stop()
+
+
+@pytest.fixture(scope="module")
+async def images() -> AsyncIterator[FakeImages]:
+    upstream = FakeImages(key="img-key")
+    await upstream.start()
+    yield upstream
+    await upstream.stop()
+
+
+@pytest.fixture(scope="module")
+async def app(fake: AgentUpstream, images: FakeImages, tmp_path_factory: pytest.TempPathFactory,
+              monkeypatch_module: pytest.MonkeyPatch) -> AsyncIterator[InProcess]:
+    monkeypatch_module.setenv("PARLEY_TEST_IMAGES_KEY", "img-key")
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("images"), embedded=EmbeddedConfig(enabled=False),
+        models=[ModelConfig(id="agent", base_url=fake.base_url, upstream_model="call-agent")],
+        images=ImagesConfig(base_url=images.base_url, model="img-1", models=["gpt-image-1"],
+                            api_key_env="PARLEY_TEST_IMAGES_KEY"),
+    )
+    async with in_process(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    patch = pytest.MonkeyPatch()
+    yield patch
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def sdk(app: InProcess) -> AsyncOpenAI:
+    return app.sdk()
+
+
+def _ask(arguments: dict[str, Any]) -> str:
+    return json.dumps({"call": "image_generation", "arguments": arguments})
+
+
+def _size(b64: str) -> tuple[int, int]:
+    data = base64.b64decode(b64)
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+async def _stream(app: InProcess, body: dict[str, Any]) -> list[dict[str, Any]]:
+    async with app.http.stream("POST", "/v1/responses", json={**body, "stream": True}) as resp:
+        assert resp.status_code == 200, await resp.aread()
+        text = (await resp.aread()).decode()
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    for event in events:
+        EVENTS.validate_python(event)
+    return events
+
+
+async def test_generates_an_image(sdk: AsyncOpenAI, images: FakeImages) -> None:
+    response = await sdk.responses.create(
+        model="agent", input=_ask({"prompt": "a red fox"}),
+        tools=[{"type": "image_generation", "size": "48x32", "quality": "low"}])
+    call = response.output[0]
+    assert call.type == "image_generation_call" and call.status == "completed"
+    assert call.result is not None and _size(call.result) == (48, 32)
+    assert call.revised_prompt == "revised: a red fox" and call.action == "generate"
+    assert call.size == "48x32" and call.quality == "low" and call.output_format == "png"
+    sent = images.requests[-1]
+    assert sent["endpoint"] == "generations" and sent["model"] == "img-1" and sent["size"] == "48x32"
+    assert "stream" not in sent
+    assert response.output_text == "done: The image was generated and shown to the user. The prompt used: " \
+                                   "revised: a red fox"
+
+
+async def test_streams_partial_images(app: InProcess, images: FakeImages) -> None:
+    body = {"model": "agent", "input": _ask({"prompt": "a boat"}),
+            "tools": [{"type": "image_generation", "partial_images": 2, "model": "gpt-image-1"}]}
+    events = await _stream(app, body)
+    kinds = [e["type"] for e in events if e["type"].startswith("response.image_generation_call.")]
+    assert kinds == ["response.image_generation_call.in_progress", "response.image_generation_call.generating",
+                     "response.image_generation_call.partial_image", "response.image_generation_call.partial_image",
+                     "response.image_generation_call.completed"]
+    partials = [e for e in events if e["type"] == "response.image_generation_call.partial_image"]
+    assert [p["partial_image_index"] for p in partials] == [0, 1]
+    assert _size(partials[0]["partial_image_b64"]) == (64, 64) and partials[0]["output_format"] == "png"
+    sent = images.requests[-1]
+    assert sent["stream"] is True and sent["partial_images"] == 2 and sent["model"] == "gpt-image-1"
+    final = Response.model_validate(events[-1]["response"])
+    call = final.output[0]
+    assert call.type == "image_generation_call" and call.result is not None
+    assert call.result != partials[-1]["partial_image_b64"]
+    done = next(e for e in events if e["type"] == "response.output_item.done")
+    assert done["item"]["result"] == call.result
+
+
+async def test_edits_the_image_of_an_earlier_response(sdk: AsyncOpenAI, app: InProcess, images: FakeImages,
+                                                     fake: AgentUpstream) -> None:
+    tool = {"type": "image_generation", "size": "16x16"}
+    first = await sdk.responses.create(model="agent", input=_ask({"prompt": "a cat"}), tools=[tool])  # type: ignore[list-item]
+    made = first.output[0]
+    assert made.type == "image_generation_call" and made.result is not None
+    second = await sdk.responses.create(
+        model="agent", previous_response_id=first.id, tools=[tool],  # type: ignore[list-item]
+        input=_ask({"prompt": "make it blue", "action": "edit"}))
+    edit = second.output[0]
+    assert edit.type == "image_generation_call" and edit.action == "edit" and edit.status == "completed"
+    sent = images.requests[-1]
+    assert sent["endpoint"] == "edits" and sent["files"]["image"] == [base64.b64decode(made.result)]
+    assert edit.result == base64.b64encode(png(16, 16, colour(b"make it blue", base64.b64decode(made.result)))).decode()
+    # The first call is replayed to the model as the call it made and what it was told, never as the image.
+    sent_to_model = json.dumps(fake.requests[-2]["messages"])
+    assert "revised: a cat" in sent_to_model and made.result not in sent_to_model
+    listed = (await app.http.get(f"/v1/responses/{first.id}")).json()
+    assert listed["output"][0]["result"] == made.result
+
+
+async def test_edits_an_image_the_user_sent_with_a_mask(sdk: AsyncOpenAI, images: FakeImages) -> None:
+    source = png(8, 8, (1, 2, 3))
+    mask = png(8, 8, (0, 0, 0))
+    url = "data:image/png;base64," + base64.b64encode(source).decode()
+    tool = {"type": "image_generation", "action": "edit", "input_fidelity": "high",
+            "input_image_mask": {"image_url": "data:image/png;base64," + base64.b64encode(mask).decode()}}
+    response = await sdk.responses.create(
+        model="agent", tools=[tool],  # type: ignore[list-item]
+        input=[{"role": "user", "content": [{"type": "input_image", "image_url": url, "detail": "auto"},
+                                            {"type": "input_text", "text": _ask({"prompt": "add a hat"})}]}])
+    call = response.output[0]
+    assert call.type == "image_generation_call" and call.action == "edit" and call.status == "completed"
+    sent = images.requests[-1]
+    assert sent["files"]["image"] == [source] and sent["files"]["mask"] == [mask]
+    assert sent["input_fidelity"] == "high"
+
+
+async def test_an_edit_without_an_image_fails_the_call(sdk: AsyncOpenAI) -> None:
+    response = await sdk.responses.create(model="agent", input=_ask({"prompt": "bluer", "action": "edit"}),
+                                          tools=[{"type": "image_generation"}])
+    call = response.output[0]
+    assert call.type == "image_generation_call" and call.status == "failed" and call.result is None
+    assert "no image in the conversation" in response.output_text
+
+
+@pytest.mark.parametrize(("prompt", "told"), [
+    ("refuse this", "rejected the request"),
+    ("boom", "failed"),
+])
+async def test_upstream_failures_fail_the_call(sdk: AsyncOpenAI, prompt: str, told: str) -> None:
+    response = await sdk.responses.create(model="agent", input=_ask({"prompt": prompt}),
+                                          tools=[{"type": "image_generation"}])
+    assert response.status == "completed"
+    call = response.output[0]
+    assert call.type == "image_generation_call" and call.status == "failed"
+    assert "The image could not be made" in response.output_text and told in response.output_text
+
+
+async def test_a_stream_error_midway_fails_the_call(app: InProcess) -> None:
+    events = await _stream(app, {"model": "agent", "input": _ask({"prompt": "midstream"}),
+                                 "tools": [{"type": "image_generation", "partial_images": 1}]})
+    kinds = [e["type"] for e in events]
+    assert "response.image_generation_call.partial_image" in kinds
+    assert "response.image_generation_call.completed" not in kinds
+    final = Response.model_validate(events[-1]["response"])
+    assert final.status == "completed" and final.output[0].status == "failed"  # type: ignore[union-attr]
+
+
+async def test_store_false_replay_and_input_items(sdk: AsyncOpenAI, app: InProcess, fake: AgentUpstream) -> None:
+    first = await sdk.responses.create(model="agent", input=_ask({"prompt": "a tree"}), store=False,
+                                       tools=[{"type": "image_generation"}])
+    item = first.output[0].model_dump(exclude_none=True)
+    # The client sends the item back itself: the model sees the call and what it was told, not the image.
+    second = await sdk.responses.create(model="agent", tools=[{"type": "image_generation"}],
+                                        input=[{"role": "user", "content": "hi"}, item,  # type: ignore[list-item]
+                                               {"role": "user", "content": "thanks"}])
+    assert second.output_text == "echo: thanks"
+    sent = json.dumps(fake.requests[-1]["messages"])
+    assert "image_generation" in sent and item["result"] not in sent
+    listed = (await app.http.get(f"/v1/responses/{second.id}/input_items", params={"order": "asc"})).json()["data"]
+    assert listed[1]["type"] == "image_generation_call" and listed[1]["result"] == item["result"]
+
+
+@pytest.mark.parametrize(("tool", "param", "code"), [
+    ({"type": "image_generation", "model": "dall-e-9"}, "tools[0].model", "model_not_found"),
+    ({"type": "image_generation", "output_format": "gif", "partial_images": 1}, "tools[0].partial_images", None),
+    ({"type": "image_generation", "partial_images": 4}, "tools[0].partial_images", None),
+    ({"type": "image_generation", "size": "big"}, "tools[0].size", None),
+    ({"type": "image_generation", "input_image_mask": {"image_url": "data:image/png;base64,AAAA"}},
+     "tools[0].input_image_mask.image_url", None),
+    ({"type": "image_generation", "input_image_mask": {"file_id": "file-nope"}},
+     "tools[0].input_image_mask.file_id", None),
+])
+async def test_bad_declarations(app: InProcess, tool: dict[str, Any], param: str, code: str | None) -> None:
+    response = await app.http.post("/v1/responses", json={"model": "agent", "input": "x", "tools": [tool]})
+    assert response.status_code in (400, 404), response.text
+    error = response.json()["error"]
+    assert error["param"] == param
+    if code is not None:
+        assert error["code"] == code
+
+
+async def test_refused_without_an_images_upstream(fake: AgentUpstream, tmp_path_factory: pytest.TempPathFactory,
+                                                  ) -> None:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("no-images"), embedded=EmbeddedConfig(enabled=False),
+                        models=[ModelConfig(id="agent", base_url=fake.base_url, upstream_model="call-agent")])
+    async with in_process(settings) as running:
+        response = await running.http.post("/v1/responses", json={"model": "agent", "input": "x",
+                                                                   "tools": [{"type": "image_generation"}]})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_tool" and error["param"] == "tools[0].type"
