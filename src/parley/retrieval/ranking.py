@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# bench/retrieval.py (the Python docs): every embedding weight from 0.3 to 0.7 beats both BM25 alone and vectors
-# alone on recall@5 and MRR@10 with the local model; 0.5 is the middle of that plateau.
-DEFAULT_EMBEDDING_WEIGHT = 0.5
-DEFAULT_TEXT_WEIGHT = 0.5
+# bench/retrieval.py (the Python docs, 120 files, 259 questions, the local model): 0.3 and 0.4 beat both BM25 alone
+# (recall@5 0.927, MRR@10 0.803) and vectors alone (0.598, 0.484) on both measures, 0.4 best (0.942, 0.824);
+# from 0.5 up, recall@5 falls to BM25's or below (0.923 at 0.5) while MRR stays above.
+DEFAULT_EMBEDDING_WEIGHT = 0.4
+DEFAULT_TEXT_WEIGHT = 0.6
 
 
 @dataclass(frozen=True, slots=True)
