@@ -22,12 +22,14 @@ from parley.engine.tool_loop import Dispatch, Toolbox
 from parley.engine.turns import Turns
 from parley.errors import InternalError, ParleyError, UpstreamError
 from parley.providers.base import Finish, FinishReason, Item, ModelStream
+from parley.schema.client_tools import CALL_TYPES
 from parley.tools.base import BuiltinCall, LeadingItem, function_pair
 
 log = logging.getLogger("parley.engine")
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
-_CLIENT_CALLS = frozenset({"function_call", "custom_tool_call"})
+# Calls the client runs (functions, and tools with their own call items: computer, shell, tool_search, ...).
+_CLIENT_CALLS = frozenset({"function_call", "custom_tool_call", *CALL_TYPES.values()})
 
 
 def _response_error_code(error: ParleyError) -> str:
@@ -119,6 +121,7 @@ class ResponseRun:
                 async for batch in dispatch.events():
                     yield batch
                 new_items = list(turn_items)
+                loaded = [function for ran in dispatch.ran for function in ran.outcome.load]
                 for ran in dispatch.ran:
                     builder.add_sources(ran.outcome.sources)
                     new_items += function_pair(ran.call.call_id, ran.call.name, ran.call.arguments,
@@ -138,7 +141,7 @@ class ResponseRun:
                     new_items += self.steering.commit()
                     if final:
                         self.steering.close()  # no turn after this one could take more
-                self._stream = await self._turns.open_next(new_items, final=final)
+                self._stream = await self._turns.open_next(new_items, final=final, load=loaded)
         except ParleyError as err:
             if not builder.emit:
                 raise

@@ -155,6 +155,8 @@ class Dispatch:
             async with gate:
                 outcome = await self._observed(call, emitter)
             emitter.finish(outcome.item, outcome.closing_events)
+            for item in outcome.more_items:
+                _Emitter(self._builder, queue).finish(item)
             return Ran(call, outcome)
         finally:
             queue.put_nowait(None)

@@ -9,8 +9,9 @@ model answers.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from parley.providers.base import Item, ModelCall, ModelStream, Provider
 
@@ -24,10 +25,13 @@ class Turns:
     builtin_names: frozenset[str]
     fit: Fit  # `truncation` applied to each later turn as to the first
 
-    async def open_next(self, new_items: list[Item], *, final: bool, first: bool = False) -> ModelStream:
+    async def open_next(self, new_items: list[Item], *, final: bool, first: bool = False,
+                        load: Sequence[dict[str, Any]] = ()) -> ModelStream:
         """`first`: this is the response's first model turn, after calls the client approved ran (its
-        `tool_choice` is the request's)."""
+        `tool_choice` is the request's). `load`: functions offered from this turn on (a tool search found them)."""
         tools = self.call.tools
+        offered = {tool["name"] for tool in tools}
+        tools = tools + [function for function in load if function["name"] not in offered]
         if final:
             tools = [tool for tool in tools if tool["name"] not in self.builtin_names]
         choice = self.call.tool_choice if first and not final else "auto"

@@ -171,6 +171,16 @@ class ImageGenerationParams(_Lenient):
     size: Annotated[str, StringConstraints(pattern=r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")] | None = None
 
 
+class ToolSearchParams(_Lenient):
+    """`tool_search`: `execution` server (tools/tool_search.py searches the deferred tools) or client (the call
+    goes to the client, with the `description` and `parameters` it gives)."""
+
+    type: Literal["tool_search"]
+    execution: Literal["server", "client"] | None = None
+    description: Annotated[str, StringConstraints(max_length=8192)] | None = None
+    parameters: dict[str, Any] | None = None
+
+
 # tool type -> (the tool it is, the function name the model calls, its parameters)
 BUILTIN_PARAMS: Mapping[str, tuple[str, str, type[BaseModel]]] = MappingProxyType({
     "file_search": ("file_search", "file_search", FileSearchParams),

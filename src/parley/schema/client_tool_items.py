@@ -145,13 +145,35 @@ class ApplyPatchCallOutput(_Keep):
     output: str | None = None
 
 
+class ToolSearchCall(_Keep):
+    type: Literal["tool_search_call"]
+    id: str | None = None
+    call_id: CallId | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    execution: Literal["server", "client"] = "client"
+    status: Status = "completed"
+
+
+class ToolSearchOutput(_Keep):
+    """The tools a search loaded: function, custom and namespace definitions (schema/tools.py checks them)."""
+
+    type: Literal["tool_search_output"]
+    id: str | None = None
+    call_id: CallId | None = None
+    execution: Literal["server", "client"] = "client"
+    status: Status = "completed"
+    tools: list[dict[str, Any]] = Field(max_length=128)
+
+
 MODELS: Mapping[str, type[BaseModel]] = MappingProxyType({
     "computer_call": ComputerCall, "computer_call_output": ComputerCallOutput,
     "local_shell_call": LocalShellCall, "local_shell_call_output": LocalShellCallOutput,
     "shell_call": ShellCall, "shell_call_output": ShellCallOutput,
     "apply_patch_call": ApplyPatchCall, "apply_patch_call_output": ApplyPatchCallOutput,
+    "tool_search_call": ToolSearchCall, "tool_search_output": ToolSearchOutput,
 })
 ID_PREFIX: Mapping[str, str] = MappingProxyType({
     "computer_call": "cu", "computer_call_output": "cuo", "local_shell_call": "lsh", "local_shell_call_output": "lsho",
     "shell_call": "sh", "shell_call_output": "sho", "apply_patch_call": "apc", "apply_patch_call_output": "apco",
+    "tool_search_call": "tsc", "tool_search_output": "tso",
 })

@@ -17,7 +17,7 @@ import orjson
 from parley.errors import InvalidRequest
 
 Item = dict[str, Any]
-ClientToolKind = Literal["computer", "local_shell", "shell", "apply_patch"]
+ClientToolKind = Literal["computer", "local_shell", "shell", "apply_patch", "tool_search"]
 
 # tool type in `tools` -> the tool it is (computer_use_preview is the preview of `computer`).
 TOOL_KINDS: Mapping[str, ClientToolKind] = MappingProxyType({
@@ -26,8 +26,14 @@ TOOL_KINDS: Mapping[str, ClientToolKind] = MappingProxyType({
 })
 CALL_TYPES: Mapping[ClientToolKind, str] = MappingProxyType({
     "computer": "computer_call", "local_shell": "local_shell_call", "shell": "shell_call",
-    "apply_patch": "apply_patch_call",
+    "apply_patch": "apply_patch_call", "tool_search": "tool_search_call",
 })
+# tool_search with `execution: "client"` (schema/tools.py picks it; the server-run search is tools/tool_search.py).
+TOOL_SEARCH_ARGUMENTS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"query": {"type": "string", "description": "What the tools you need do, in a few words."}},
+    "required": ["query"],
+}
 
 _POINT = {"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}}, "required": ["x", "y"]}
 _ACTION = {
@@ -73,6 +79,11 @@ def function_for(kind: ClientToolKind, params: dict[str, Any]) -> dict[str, Any]
                              "commands": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                              "timeout_ms": {"type": "integer"}, "max_output_length": {"type": "integer"},
                          }, ["commands"])
+    if kind == "tool_search":
+        return {"name": "tool_search", "strict": None,
+                "description": params.get("description") or "Search for more tools by what they do; the tools "
+                "found can be called on the next turn.",
+                "parameters": params.get("parameters") or TOOL_SEARCH_ARGUMENTS}
     return _function("apply_patch", "Create, update or delete a file in the user's workspace. For create_file and "
                      "update_file give a V4A diff.", {
                          "type": {"type": "string", "enum": ["create_file", "update_file", "delete_file"]},
@@ -162,6 +173,8 @@ def call_item(kind: ClientToolKind, preview: bool, item_id: str, call_id: str, a
         if isinstance(args.get("working_directory"), str):
             action["working_directory"] = args["working_directory"]
         return {**base, "action": action}
+    if kind == "tool_search":
+        return {**base, "arguments": args, "execution": "client"}
     if kind == "shell":
         commands = args.get("commands")
         if isinstance(commands, str):
@@ -226,6 +239,23 @@ def _replay_shell_output(item: Item) -> list[Item]:
     return _output(item, "\n\n".join(parts) or "(no output)")
 
 
+def tool_search_text(tools: list[Any]) -> str:
+    """What the model is told a tool search loaded (also for the server's own search, tools/tool_search.py)."""
+    lines: list[str] = []
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        if tool.get("type") == "namespace":
+            for member in tool.get("tools") or ():
+                if isinstance(member, dict):
+                    lines.append(f"- {tool.get('name')}__{member.get('name')}: {member.get('description') or ''}")
+        else:
+            lines.append(f"- {tool.get('name')}: {tool.get('description') or ''}")
+    if not lines:
+        return "No tools matched."
+    return "These tools are loaded and can be called now:\n" + "\n".join(line.rstrip(": ") for line in lines)
+
+
 def _replay_patch_output(item: Item) -> list[Item]:
     text = f"The patch {'was applied' if item.get('status') == 'completed' else 'failed'}."
     if item.get("output"):
@@ -243,4 +273,8 @@ REPLAYS: Mapping[str, Callable[[Item], list[Item]]] = MappingProxyType({
     "shell_call_output": _replay_shell_output,
     "apply_patch_call": lambda item: _call(item, "apply_patch", dict(item.get("operation") or {})),
     "apply_patch_call_output": _replay_patch_output,
+    # tool_search (both executions): the search as a call of `tool_search`, what it loaded as its output.
+    "tool_search_call": lambda item: _call({**item, "call_id": _call_id(item)}, "tool_search",
+                                           dict(item.get("arguments") or {})),
+    "tool_search_output": lambda item: _output(item, tool_search_text(list(item.get("tools") or ()))),
 })

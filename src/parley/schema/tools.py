@@ -3,17 +3,22 @@
 Client-executed tools (function, custom, namespace groups of both) are offered to the upstream as
 functions. Custom tools become a function with one string argument `input`; namespaced tools are named
 `<namespace>__<name>` upstream. The ToolSet maps upstream names back to what the client declared.
+
+Tools declared with `defer_loading: true` (next to a `tool_search` tool) are not offered until a tool search
+loads them: the server's search (tools/tool_search.py) within a response, or a `tool_search_output` item in the
+context (the server's, or a client's answer to a client-executed search, whose tools join the ToolSet).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from parley.errors import InvalidRequest
-from parley.schema.builtin_tools import BUILTIN_PARAMS, McpParams
+from parley.schema.builtin_tools import BUILTIN_PARAMS, McpParams, ToolSearchParams
 from parley.schema.client_tools import TOOL_KINDS, function_for
 from parley.schema.items import validation_to_invalid_request
 from parley.schema.requests import KNOWN_TOOL_TYPES, CreateResponseRequest, FunctionTool
@@ -47,7 +52,7 @@ class NamespaceTool(BaseModel):
 class ClientTool:
     """A tool the client executes, as declared, plus the name the upstream sees."""
 
-    kind: Literal["function", "custom", "computer", "local_shell", "shell", "apply_patch"]
+    kind: Literal["function", "custom", "computer", "local_shell", "shell", "apply_patch", "tool_search"]
     name: str
     upstream_name: str
     namespace: str | None = None
@@ -55,6 +60,9 @@ class ClientTool:
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
     preview: bool = False  # computer_use_preview (one `action` per call) rather than computer (`actions`)
+    deferred: bool = False  # defer_loading: offered only once a tool search loaded it
+    declared: dict[str, Any] | None = field(default=None, compare=False, hash=False)  # as the client sent it
+    namespace_description: str | None = None
 
     def upstream_function(self) -> dict[str, Any]:
         if self.kind != "function" and self.kind != "custom":
@@ -96,6 +104,7 @@ class BuiltinSpec:
     index: int
     params: BaseModel
     upstream_name: str  # the function name the model calls it by
+    catalog: tuple[ClientTool, ...] = ()  # tool_search (server): the deferred tools it searches
 
     @property
     def param(self) -> str:
@@ -107,6 +116,7 @@ class ToolSet:
     tools: tuple[ClientTool, ...] = ()
     plan: ToolChoicePlan = field(default_factory=ToolChoicePlan)
     builtins: tuple[BuiltinSpec, ...] = ()
+    loaded: frozenset[str] = frozenset()  # deferred tools a tool search in the context loaded (upstream names)
 
     def by_upstream_name(self) -> dict[str, ClientTool]:
         return {t.upstream_name: t for t in self.tools}
@@ -117,8 +127,30 @@ class ToolSet:
         if self.plan.mode == "none":
             return []
         allowed = self.plan.allowed
-        functions = [t.upstream_function() for t in self.tools] + list(builtin_functions or ())
+        functions = [t.upstream_function() for t in self.tools if not t.deferred or t.upstream_name in self.loaded]
+        functions += builtin_functions or ()
         return [f for f in functions if allowed is None or f["name"] in allowed]
+
+    def deferred(self) -> tuple[ClientTool, ...]:
+        return tuple(t for t in self.tools if t.deferred)
+
+    def with_searched(self, items: Sequence[dict[str, Any]]) -> ToolSet:
+        """The ToolSet with what the context's tool searches loaded: declared deferred tools become offered, and
+        tools a client's search returned that the request does not declare join it."""
+        outputs = [item for item in items if item.get("type") == "tool_search_output"]
+        if not outputs:
+            return self
+        known = self.by_upstream_name()
+        added: list[ClientTool] = []
+        loaded = set(self.loaded)
+        for item in outputs:
+            for raw in item.get("tools") or ():
+                for tool in _searched_tools(raw):
+                    loaded.add(tool.upstream_name)
+                    if tool.upstream_name not in known:
+                        known[tool.upstream_name] = tool
+                        added.append(tool)
+        return replace(self, tools=self.tools + tuple(added), loaded=frozenset(loaded))
 
     def upstream_choice(self) -> str | dict[str, Any] | None:
         if (not self.tools and not self.builtins) or self.plan.mode == "none":
@@ -128,17 +160,35 @@ class ToolSet:
         return self.plan.mode
 
 
-def _client_tool(raw: dict[str, Any], path: str, namespace: str | None) -> ClientTool:
+def _searched_tools(raw: Any) -> list[ClientTool]:
+    """The tools of one `tool_search_output.tools` entry (a function, custom tool or namespace)."""
+    if not isinstance(raw, dict):
+        raise InvalidRequest("A tool_search_output tool must be an object.", param="input")
+    if raw.get("type") == "namespace":
+        try:
+            group = NamespaceTool.model_validate(raw)
+        except ValidationError as err:
+            raise validation_to_invalid_request(err, "input", raw) from None
+        return [_client_tool(member, "input", group.name, group.description) for member in group.tools]
+    return [_client_tool(raw, "input", None)]
+
+
+def _client_tool(raw: dict[str, Any], path: str, namespace: str | None,
+                 namespace_description: str | None = None) -> ClientTool:
     kind = raw.get("type")
     try:
         if kind == "function":
             fn = FunctionTool.model_validate(raw)
             upstream = f"{namespace}__{fn.name}" if namespace else fn.name
-            tool = ClientTool("function", fn.name, upstream, namespace, fn.description, fn.parameters, fn.strict)
+            tool = ClientTool("function", fn.name, upstream, namespace, fn.description, fn.parameters, fn.strict,
+                              deferred=raw.get("defer_loading") is True, declared=raw,
+                              namespace_description=namespace_description)
         elif kind == "custom":
             custom = CustomTool.model_validate(raw)
             upstream = f"{namespace}__{custom.name}" if namespace else custom.name
-            tool = ClientTool("custom", custom.name, upstream, namespace, _custom_description(custom))
+            tool = ClientTool("custom", custom.name, upstream, namespace, _custom_description(custom),
+                              deferred=raw.get("defer_loading") is True, declared=raw,
+                              namespace_description=namespace_description)
         else:
             raise InvalidRequest(f"Tool type '{kind}' is not allowed here.", param=f"{path}.type")
     except ValidationError as err:
@@ -171,7 +221,13 @@ def build_toolset(req: CreateResponseRequest) -> ToolSet:
         path = f"tools[{index}]"
         if not isinstance(kind, str) or kind not in KNOWN_TOOL_TYPES:
             raise InvalidRequest(f"Invalid tool type '{kind}'.", param=f"{path}.type")
-        if kind in BUILTIN_PARAMS:
+        if kind == "tool_search":
+            search = _tool_search(raw, index)
+            if isinstance(search, ClientTool):
+                tools.append(search)
+            else:
+                builtins.append(search)
+        elif kind in BUILTIN_PARAMS:
             builtins.append(_builtin(raw, kind, index))
         elif kind in ("function", "custom"):
             tools.append(_client_tool(raw, path, None))
@@ -183,18 +239,50 @@ def build_toolset(req: CreateResponseRequest) -> ToolSet:
             except ValidationError as err:
                 raise validation_to_invalid_request(err, path, raw) from None
             for inner, member in enumerate(group.tools):
-                tools.append(_client_tool(member, f"{path}.tools[{inner}]", group.name))
+                tools.append(_client_tool(member, f"{path}.tools[{inner}]", group.name, group.description))
         else:
             raise InvalidRequest(
                 f"Tool type '{kind}' is not supported by this server yet.", param=f"{path}.type",
                 code="unsupported_tool",
             )
+    builtins = _with_catalog(builtins, tools, req.tools or ())
     seen: set[str] = set()
     for name in [t.upstream_name for t in tools] + [b.upstream_name for b in builtins]:
         if name in seen:
             raise InvalidRequest(f"Duplicate tool name '{name}'.", param="tools")
         seen.add(name)
     return ToolSet(tuple(tools), _plan(req, tools, builtins), tuple(builtins))
+
+
+def _tool_search(raw: dict[str, Any], index: int) -> ClientTool | BuiltinSpec:
+    """`tool_search`: run by the server (a built-in tool, tools/tool_search.py) or by the client (a tool with its
+    own call item, like a function)."""
+    try:
+        params = ToolSearchParams.model_validate(raw)
+    except ValidationError as err:
+        raise validation_to_invalid_request(err, f"tools[{index}]", raw) from None
+    if params.execution == "client":
+        settings = {"description": params.description, "parameters": params.parameters}
+        return ClientTool("tool_search", "tool_search", "tool_search", parameters=settings)
+    return BuiltinSpec("tool_search", "tool_search", index, params, "tool_search")
+
+
+def _with_catalog(builtins: list[BuiltinSpec], tools: list[ClientTool],
+                  raw_tools: Sequence[dict[str, Any]]) -> list[BuiltinSpec]:
+    """The server's tool search gets the deferred tools it searches; deferring without any tool search is a 400."""
+    deferred = tuple(tool for tool in tools if tool.deferred)
+    searches = any(spec.kind == "tool_search" for spec in builtins) or any(t.kind == "tool_search" for t in tools)
+    if deferred and not searches:
+        for index, raw in enumerate(raw_tools):
+            members = raw.get("tools") if raw.get("type") == "namespace" else None
+            inner = next((i for i, m in enumerate(members or ()) if isinstance(m, dict) and m.get("defer_loading")),
+                         None)
+            if raw.get("defer_loading") is True or inner is not None:
+                param = f"tools[{index}].defer_loading" if inner is None else f"tools[{index}].tools[{inner}]" \
+                        ".defer_loading"
+                raise InvalidRequest("defer_loading needs a tool_search tool in 'tools' to load the tool.",
+                                     param=param)
+    return [replace(spec, catalog=deferred) if spec.kind == "tool_search" else spec for spec in builtins]
 
 
 class _ComputerPreview(BaseModel):

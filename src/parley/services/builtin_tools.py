@@ -15,6 +15,7 @@ from parley.schema.builtin_tools import (
     FileSearchParams,
     ImageGenerationParams,
     McpParams,
+    ToolSearchParams,
     WebSearchParams,
     WebSearchPreviewParams,
 )
@@ -25,6 +26,7 @@ from parley.services.image_generation import ImageGenerationSetup
 from parley.services.mcp import McpService, McpSetup
 from parley.tools.base import BuiltinTool, ToolContext
 from parley.tools.file_search import DEFAULT_MAX_RESULTS, FileSearchTool, SearchHit
+from parley.tools.tool_search import ToolSearchTool
 from parley.tools.web_search import WebSearchTool
 
 
@@ -87,6 +89,8 @@ class BuiltinTools:
             elif isinstance(spec.params, CodeInterpreterParams) and self._code is not None:
                 items = context.items if context is not None else ()
                 tools[spec.upstream_name] = await self._code.tool(project_id, spec, items)
+            elif isinstance(spec.params, ToolSearchParams):
+                tools[spec.upstream_name] = ToolSearchTool(spec.catalog)
             elif isinstance(spec.params, ImageGenerationParams) and self._images is not None:
                 items = context.items if context is not None else ()
                 tools[spec.upstream_name] = await self._images.tool(project_id, spec, items)

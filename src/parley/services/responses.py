@@ -246,6 +246,7 @@ class ResponsesService:
         model_items = await self._resolve_references(project_id, context + new_items)
         _check_call_outputs(model_items, len(context))
         conversation_input = model_items[len(context):]
+        toolset = toolset.with_searched(model_items)  # tools earlier tool searches loaded are offered again
         toolbox = Toolbox()
         if toolset.builtins or any(item["type"] == "mcp_approval_response" for item in input_items):
             # After the context is loaded: code_interpreter's `auto` reuses an earlier container, MCP its tool
@@ -423,9 +424,9 @@ def _check_include(req: CreateResponseRequest, toolset: ToolSet) -> None:
 
 
 _CALLS = frozenset({"function_call", "custom_tool_call", "computer_call", "local_shell_call", "shell_call",
-                    "apply_patch_call"})
+                    "apply_patch_call", "tool_search_call"})
 _OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output", "computer_call_output",
-                      "local_shell_call_output", "shell_call_output", "apply_patch_call_output"})
+                      "local_shell_call_output", "shell_call_output", "apply_patch_call_output", "tool_search_output"})
 
 
 def _check_call_outputs(items: list[Item], first_new: int) -> None:
@@ -434,7 +435,7 @@ def _check_call_outputs(items: list[Item], first_new: int) -> None:
     for index, item in enumerate(items):
         kind = item["type"]
         if kind in _CALLS:
-            calls.add(item["call_id"])
+            calls.add(item.get("call_id") or item["id"])  # tool_search_call's call_id is optional
         elif kind in _OUTPUTS:
             # local_shell_call_output names its call by `id` in the SDK's type (the Agents SDK: `call_id`).
             call_id = item.get("call_id") or item["id"]

@@ -12,6 +12,8 @@ from the results (for the web_search tool loop and for driving agent CLIs such a
   call-agent   the last user text is {"call": <function name>, "arguments": {...}}: it calls that function (if
                offered) with those arguments; once a tool result came back it answers "done: <result>", adding
                " (with an image)" when an image follows the result (a computer-use screenshot).
+               A JSON list of such objects is a plan, one call per turn (the next one once a result came back;
+               "no such tool: <name>" if it is not offered then), then "done: <last result>".
 """
 
 from __future__ import annotations
@@ -80,6 +82,17 @@ def _call_agent(body: dict[str, Any], messages: list[dict[str, Any]], at: int,
             at, prompt = index, message_text(messages[index].get("content"))
             break
     results = [m for m in messages[at + 1:] if m.get("role") == "tool"]
+    try:
+        steps = orjson.loads(prompt)
+    except orjson.JSONDecodeError:
+        steps = None
+    if isinstance(steps, list) and all(isinstance(step, dict) for step in steps):  # several calls, one per turn
+        if len(results) < len(steps):
+            step = steps[len(results)]
+            if not _offered(body, str(step.get("call"))):
+                return f"no such tool: {step.get('call')}", []
+            return "", [{"name": str(step["call"]), "arguments": orjson.dumps(step.get("arguments") or {}).decode()}]
+        return "done: " + message_text(results[-1].get("content")), []
     if results:
         image = any(isinstance(p, dict) and p.get("type") == "image_url"
                     for m in messages[at + 1:] if m.get("role") == "user" for p in m.get("content") or ())

@@ -43,6 +43,8 @@ class ToolOutcome:
     `ends_response`: the response ends after this turn instead of asking the model again (a call waiting for
     the client's approval). `closing_events`: the item's own events the engine emits before its
     `output_item.done` when it ended the call itself (`failed()` after a timeout, e.g. `response.mcp_call.failed`).
+    `more_items`: finished items that follow the call's own (a tool search's `tool_search_output`). `load`:
+    functions offered to the model from the next turn on (the tools a tool search found).
     """
 
     item: Item
@@ -50,6 +52,8 @@ class ToolOutcome:
     sources: dict[int, Source] = field(default_factory=dict)
     ends_response: bool = False
     closing_events: tuple[str, ...] = ()
+    more_items: tuple[Item, ...] = ()
+    load: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
