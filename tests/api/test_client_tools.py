@@ -180,7 +180,7 @@ async def test_unusable_arguments_fail_the_response(app: InProcess) -> None:
 
 @pytest.mark.parametrize(("tools", "param"), [
     ([{"type": "computer_use_preview"}], "tools[0].display_width"),
-    ([{"type": "shell", "environment": {"type": "container_auto"}}], "tools[0].environment"),
+    ([{"type": "shell", "environment": {"type": "cloud"}}], "tools[0].environment.type"),
     ([{"type": "shell"}, {"type": "shell"}], "tools"),
 ])
 async def test_bad_declarations(app: InProcess, tools: list[dict[str, Any]], param: str) -> None:

@@ -155,8 +155,12 @@ class Dispatch:
             async with gate:
                 outcome = await self._observed(call, emitter)
             emitter.finish(outcome.item, outcome.closing_events)
-            for item in outcome.more_items:
-                _Emitter(self._builder, queue).finish(item)
+            for following in outcome.more_items:
+                more = _Emitter(self._builder, queue)
+                more.start(following.started or following.item)
+                for kind, fields in following.events:
+                    more.progress(kind, fields)
+                more.finish(following.item)
             return Ran(call, outcome)
         finally:
             queue.put_nowait(None)

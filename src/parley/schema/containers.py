@@ -60,3 +60,36 @@ class CodeInterpreterParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: Literal["code_interpreter"]
     container: Annotated[str, StringConstraints(min_length=1, max_length=128)] | AutoContainer
+
+
+class ShellContainerAuto(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["container_auto"]
+    file_ids: FileIds | None = None
+    memory_limit: MemoryLimit | None = None
+    network_policy: NetworkPolicy | None = None
+    skills: list[dict[str, Any]] | None = Field(default=None, max_length=0,
+                                                description="skills are not supported by this server")
+
+
+class ShellContainerReference(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["container_reference"]
+    container_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class ShellContainerParams(BaseModel):
+    """`{"type": "shell", "environment": {"type": "container_auto", ...} | {"type": "container_reference", ...}}`:
+    the commands run in a container's sandbox (tools/shell_container.py), like code_interpreter's code."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["shell"]
+    environment: Annotated[ShellContainerAuto | ShellContainerReference, Field(discriminator="type")]
+
+    def as_code_interpreter(self) -> CodeInterpreterParams:
+        """The same container choice in code_interpreter's terms."""
+        env = self.environment
+        if isinstance(env, ShellContainerReference):
+            return CodeInterpreterParams(type="code_interpreter", container=env.container_id)
+        return CodeInterpreterParams(type="code_interpreter", container=AutoContainer(
+            type="auto", file_ids=env.file_ids, memory_limit=env.memory_limit, network_policy=env.network_policy))

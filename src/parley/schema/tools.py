@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from parley.errors import InvalidRequest
 from parley.schema.builtin_tools import BUILTIN_PARAMS, McpParams, ToolSearchParams
 from parley.schema.client_tools import TOOL_KINDS, function_for
+from parley.schema.containers import ShellContainerParams
 from parley.schema.items import validation_to_invalid_request
 from parley.schema.requests import KNOWN_TOOL_TYPES, CreateResponseRequest, FunctionTool
 
@@ -231,6 +232,8 @@ def build_toolset(req: CreateResponseRequest) -> ToolSet:
             builtins.append(_builtin(raw, kind, index))
         elif kind in ("function", "custom"):
             tools.append(_client_tool(raw, path, None))
+        elif kind == "shell" and _container_environment(raw):
+            builtins.append(_shell_in_container(raw, index))
         elif kind in TOOL_KINDS:
             tools.append(_own_item_tool(raw, kind, path))
         elif kind == "namespace":
@@ -252,6 +255,20 @@ def build_toolset(req: CreateResponseRequest) -> ToolSet:
             raise InvalidRequest(f"Duplicate tool name '{name}'.", param="tools")
         seen.add(name)
     return ToolSet(tuple(tools), _plan(req, tools, builtins), tuple(builtins))
+
+
+def _container_environment(raw: dict[str, Any]) -> bool:
+    environment = raw.get("environment")
+    return isinstance(environment, dict) and environment.get("type") in ("container_auto", "container_reference")
+
+
+def _shell_in_container(raw: dict[str, Any], index: int) -> BuiltinSpec:
+    """`shell` whose commands run on the server, in a container (tools/shell_container.py)."""
+    try:
+        params = ShellContainerParams.model_validate(raw)
+    except ValidationError as err:
+        raise validation_to_invalid_request(err, f"tools[{index}]", raw) from None
+    return BuiltinSpec("shell", "shell", index, params, "shell")
 
 
 def _tool_search(raw: dict[str, Any], index: int) -> ClientTool | BuiltinSpec:
@@ -306,9 +323,8 @@ def _own_item_tool(raw: dict[str, Any], tool_type: str, path: str) -> ClientTool
         environment = raw.get("environment")
         env_type = environment.get("type") if isinstance(environment, dict) else None
         if environment is not None and env_type != "local":
-            raise InvalidRequest(f"shell with a '{env_type}' environment is not supported by this server yet; "
-                                 "use a local environment (the client runs the commands).",
-                                 param=f"{path}.environment", code="unsupported_tool")
+            raise InvalidRequest(f"Invalid shell environment type '{env_type}': expected local, container_auto or "
+                                 "container_reference.", param=f"{path}.environment.type")
     return ClientTool(kind, kind, kind, parameters=params, preview=tool_type == "computer_use_preview")
 
 
@@ -338,10 +354,14 @@ def _builtin_named(builtins: list[BuiltinSpec], kind: str, param: str) -> str:
     raise InvalidRequest(f"Tool choice '{kind}' not found in 'tools' parameter.", param=param)
 
 
-def _own_item_named(tools: list[ClientTool], tool_type: str, param: str) -> str:
+def _own_item_named(tools: list[ClientTool], tool_type: str, param: str,
+                    builtins: Sequence[BuiltinSpec] = ()) -> str:
     for tool in tools:
         if tool.kind == TOOL_KINDS[tool_type]:
             return tool.upstream_name
+    for spec in builtins:  # shell in a container runs on the server
+        if spec.kind == TOOL_KINDS[tool_type]:
+            return spec.upstream_name
     raise InvalidRequest(f"Tool choice '{tool_type}' not found in 'tools' parameter.", param=param)
 
 
@@ -372,7 +392,7 @@ def _plan(req: CreateResponseRequest, tools: list[ClientTool], builtins: list[Bu
                 allowed.add(_builtin_named(builtins, ref_kind, f"tool_choice.tools[{index}].type"))
                 continue
             if isinstance(ref_kind, str) and ref_kind in TOOL_KINDS:
-                allowed.add(_own_item_named(tools, ref_kind, f"tool_choice.tools[{index}].type"))
+                allowed.add(_own_item_named(tools, ref_kind, f"tool_choice.tools[{index}].type", builtins))
                 continue
             if ref_kind not in ("function", "custom"):
                 raise InvalidRequest(f"allowed_tools entry of type '{ref_kind}' is not supported by this server yet.",
@@ -386,6 +406,6 @@ def _plan(req: CreateResponseRequest, tools: list[ClientTool], builtins: list[Bu
     if kind in BUILTIN_PARAMS:  # a hosted tool's choice, e.g. {"type": "file_search"}: forces the first turn
         return ToolChoicePlan(mode="required", forced=_builtin_named(builtins, kind, "tool_choice.type"))
     if kind in TOOL_KINDS:  # {"type": "computer"}, {"type": "shell"}, {"type": "apply_patch"}, ...
-        return ToolChoicePlan(mode="required", forced=_own_item_named(tools, kind, "tool_choice.type"))
+        return ToolChoicePlan(mode="required", forced=_own_item_named(tools, kind, "tool_choice.type", builtins))
     raise InvalidRequest(f"tool_choice of type '{kind}' is not supported by this server yet.",
                          param="tool_choice.type", code="unsupported_value")

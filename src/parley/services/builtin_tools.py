@@ -19,7 +19,7 @@ from parley.schema.builtin_tools import (
     WebSearchParams,
     WebSearchPreviewParams,
 )
-from parley.schema.containers import CodeInterpreterParams
+from parley.schema.containers import CodeInterpreterParams, ShellContainerParams
 from parley.schema.tools import BuiltinSpec
 from parley.services.code_interpreter import CodeInterpreterSetup
 from parley.services.image_generation import ImageGenerationSetup
@@ -89,6 +89,9 @@ class BuiltinTools:
             elif isinstance(spec.params, CodeInterpreterParams) and self._code is not None:
                 items = context.items if context is not None else ()
                 tools[spec.upstream_name] = await self._code.tool(project_id, spec, items)
+            elif isinstance(spec.params, ShellContainerParams) and self._code is not None:
+                items = context.items if context is not None else ()
+                tools[spec.upstream_name] = await self._code.shell_tool(project_id, spec, items)
             elif isinstance(spec.params, ToolSearchParams):
                 tools[spec.upstream_name] = ToolSearchTool(spec.catalog)
             elif isinstance(spec.params, ImageGenerationParams) and self._images is not None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from parley.errors import InvalidRequest
-from parley.schema.containers import CodeInterpreterParams
+from parley.errors import InvalidRequest, ParleyError
+from parley.schema.containers import CodeInterpreterParams, ShellContainerParams
 from parley.schema.tools import BuiltinSpec
 from parley.services.containers import ContainersService
 from parley.services.files import FilesService
 from parley.store.base import ContainerStore
 from parley.tools.code_interpreter import CodeInterpreterTool
+from parley.tools.shell_container import ShellContainerTool
 
 
 class CodeInterpreterSetup:
@@ -49,11 +50,32 @@ class CodeInterpreterSetup:
         return CodeInterpreterTool(project_id, self._containers, container_id=reused, auto_file_ids=file_ids,
                                    memory_limit=container.memory_limit, **common)
 
+    async def shell_tool(self, project_id: str, spec: BuiltinSpec,
+                         items: Sequence[dict[str, Any]]) -> ShellContainerTool:
+        """`shell` with a container environment: the same container choice, commands instead of code."""
+        params = spec.params
+        assert isinstance(params, ShellContainerParams)
+        as_code = BuiltinSpec(spec.type, spec.kind, spec.index, params.as_code_interpreter(), spec.upstream_name)
+        try:
+            code = await self.tool(project_id, as_code, items)
+        except ParleyError as err:  # the container's parameter is `environment` here
+            container = f"{spec.param}.container"
+            if err.param == container:
+                err.param = f"{spec.param}.environment.container_id"
+            elif err.param and err.param.startswith(container + "."):
+                err.param = f"{spec.param}.environment." + err.param.removeprefix(container + ".")
+            raise
+        data_path = "/mnt/data" if (await self._containers.ready()).kind == "bubblewrap" else "the current directory"
+        return ShellContainerTool(code, data_path, self._containers.config.cell_timeout_s)
+
     async def _reusable(self, project_id: str, items: Sequence[dict[str, Any]]) -> str | None:
         """The container of the latest code_interpreter_call in the context, if it still runs."""
         seen: list[str] = []
         for item in reversed(items):
             container_id = item.get("container_id") if item.get("type") == "code_interpreter_call" else None
+            environment = item.get("environment")
+            if item.get("type") == "shell_call" and isinstance(environment, dict):  # a container's shell
+                container_id = environment.get("container_id")
             if isinstance(container_id, str) and container_id and container_id not in seen:
                 seen.append(container_id)
         running = await self._store.running_containers(seen[:8], int(self._containers.now()))

@@ -36,6 +36,16 @@ class Source:
     inline: str | None = None  # text that replaces the marker (the annotation then spans it)
 
 
+@dataclass(frozen=True, slots=True)
+class Following:
+    """An item a call adds after its own (a tool search's output, a shell call's output), finished, with its own
+    events (kind and fields) emitted between its `output_item.added` (showing `started`, else the item) and `.done`."""
+
+    item: Item
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()
+    started: Item | None = None
+
+
 @dataclass(slots=True)
 class ToolOutcome:
     """What a finished call produced: its final item, the text the model sees, and citable sources.
@@ -52,7 +62,7 @@ class ToolOutcome:
     sources: dict[int, Source] = field(default_factory=dict)
     ends_response: bool = False
     closing_events: tuple[str, ...] = ()
-    more_items: tuple[Item, ...] = ()
+    more_items: tuple[Following, ...] = ()
     load: tuple[dict[str, Any], ...] = ()
 
 

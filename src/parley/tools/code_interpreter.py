@@ -125,10 +125,15 @@ class CodeInterpreterTool:
     def upstream_name(self) -> str:
         return NAME
 
+    @property
+    def runner(self) -> ContainerRunner:
+        return self._runner
+
     def function(self) -> dict[str, Any]:
         return function(self._data_path, self._timeout_s)
 
-    async def _container(self) -> str:
+    async def container(self) -> str:
+        """The container calls run in (created at the first call for `auto`)."""
         async with self._creating:  # parallel calls of one turn share the new container
             if self.container_id is None:
                 self.container_id = await self._runner.create_auto(self.project_id, self._auto_file_ids,
@@ -143,7 +148,7 @@ class CodeInterpreterTool:
         item: Item = {"id": new_id("ci"), "type": "code_interpreter_call", "status": "in_progress", "code": code,
                       "container_id": self.container_id or "", "outputs": None}
         try:
-            item["container_id"] = await self._container()
+            item["container_id"] = await self.container()
         except ParleyError as err:
             return self.failed(call, f"no container could be made ({err.message})", item)
         emit.start(item)

@@ -24,7 +24,7 @@ import orjson
 from parley.ids import new_id
 from parley.schema.client_tools import tool_search_text
 from parley.schema.tools import ClientTool
-from parley.tools.base import BuiltinCall, Citations, ItemEmitter, ToolOutcome
+from parley.tools.base import BuiltinCall, Citations, Following, ItemEmitter, ToolOutcome
 
 Item = dict[str, Any]
 NAME = "tool_search"
@@ -133,7 +133,7 @@ class ToolSearchTool:
                         "arguments": arguments, "execution": "server", "status": "completed"}
         output: Item = {"id": new_id("tso"), "type": "tool_search_output", "call_id": call.call_id,
                         "execution": "server", "status": "completed", "tools": tools}
-        return ToolOutcome(search, tool_search_text(tools), more_items=(output,),
+        return ToolOutcome(search, tool_search_text(tools), more_items=(Following(output),),
                            load=tuple(tool.upstream_function() for tool in found))
 
     def failed(self, call: BuiltinCall, message: str, item: Item | None) -> ToolOutcome:
