@@ -76,6 +76,7 @@ async def test_server_search_loads_a_deferred_tool(sdk: AsyncOpenAI, fake: Agent
     assert output.type == "tool_search_output" and output.call_id == search.call_id
     assert [tool.name for tool in output.tools] == ["get_weather"]  # type: ignore[union-attr]
     assert call.type == "function_call" and call.name == "get_weather"
+    assert call.namespace == "get_weather"  # a deferred top-level function names itself, as OpenAI's calls do
     assert json.loads(call.arguments) == {"city": "Oslo"}
     # The client answers the call: the loaded tool is still offered on the next request of the chain.
     after = await sdk.responses.create(model="agent", previous_response_id=response.id, tools=[WEATHER, CRM, SEARCH],  # type: ignore[list-item]

@@ -425,8 +425,9 @@ class StreamBuilder:
         else:
             item = {"id": new_id("fc"), "type": "function_call", "status": "in_progress", "arguments": "",
                     "call_id": call_id, "name": tool.name if tool else upstream_name}
-        if tool is not None and tool.namespace:
-            item["namespace"] = tool.namespace
+        if tool is not None and (tool.namespace or tool.deferred):
+            # A deferred top-level function's call names itself as its namespace, as OpenAI's do.
+            item["namespace"] = tool.namespace or tool.name
         return item
 
     def _call(self, delta: ToolCallDelta) -> list[Event]:

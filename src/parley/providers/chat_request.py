@@ -101,8 +101,9 @@ def chat_messages(call: ModelCall, profile: Profile) -> list[Message]:
 
 
 def upstream_tool_name(name: str, namespace: str | None) -> str:
-    """The function name the upstream sees for a (possibly namespaced) client tool."""
-    return f"{namespace}__{name}" if namespace else name
+    """The function name the upstream sees for a (possibly namespaced) client tool. A namespace equal to the name
+    marks a deferred top-level function (OpenAI's wire shape, the Agents SDK's lookup): no prefix."""
+    return f"{namespace}__{name}" if namespace and namespace != name else name
 
 
 def _append_tool_call(messages: list[Message], item: Item, profile: Profile) -> None:

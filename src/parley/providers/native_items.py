@@ -69,7 +69,7 @@ def upstream_call_name(item: Item) -> str:
     """The function name the upstream saw for a (possibly namespaced) call."""
     namespace = item.get("namespace")
     name: str = item["name"]
-    return f"{namespace}__{name}" if namespace else name
+    return f"{namespace}__{name}" if namespace and namespace != name else name  # equal: a deferred top-level one
 
 
 def data_url(url: str, path: str) -> tuple[str, str] | None:
