@@ -157,3 +157,17 @@ def test_ranking_prefers_names_and_exact_matches() -> None:
     assert [t.name for t in rank(tools, "email", 5)] == ["send_email", "get_weather"]
     assert rank(tools, "lookup", 5)[0].name == "lookup"
     assert rank(tools, "zebra", 5) == []
+
+
+@pytest.mark.parametrize(("tool", "param", "code"), [
+    ({"type": "programmatic_tool_calling"}, "tools[0].type", "unsupported_tool"),
+    ({"type": "mcp", "server_label": "x", "server_url": "https://example.com/mcp", "defer_loading": True},
+     "tools[0].defer_loading", "unsupported_value"),
+])
+async def test_what_is_not_supported_says_so(app: InProcess, tool: dict[str, Any], param: str, code: str) -> None:
+    response = await app.http.post("/v1/responses", json={"model": "agent", "input": "x", "tools": [tool]})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["code"] == code
+    if code == "unsupported_tool":
+        assert "programmatic_tool_calling" in error["message"]

@@ -229,6 +229,10 @@ def build_toolset(req: CreateResponseRequest) -> ToolSet:
             else:
                 builtins.append(search)
         elif kind in BUILTIN_PARAMS:
+            if kind == "mcp" and raw.get("defer_loading") is True:  # tool search over MCP servers: not yet
+                raise InvalidRequest("defer_loading on an mcp tool is not supported by this server yet; defer "
+                                     "function or namespace tools instead.", param=f"{path}.defer_loading",
+                                     code="unsupported_value")
             builtins.append(_builtin(raw, kind, index))
         elif kind in ("function", "custom"):
             tools.append(_client_tool(raw, path, None))
