@@ -233,3 +233,56 @@ async def test_refused_without_an_images_upstream(fake: AgentUpstream, tmp_path_
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "unsupported_tool" and error["param"] == "tools[0].type"
+
+
+# -- the paths every item takes: conversations, background runs and their replayed stream, compaction ----------
+
+
+async def test_a_conversation_keeps_the_image_for_a_later_edit(sdk: AsyncOpenAI, images: FakeImages) -> None:
+    conversation = await sdk.conversations.create()
+    tool = {"type": "image_generation", "size": "16x16"}
+    first = await sdk.responses.create(model="agent", conversation=conversation.id, tools=[tool],  # type: ignore[list-item]
+                                       input=_ask({"prompt": "a hill"}))
+    made = first.output[0]
+    assert made.type == "image_generation_call" and made.result is not None
+    items = [item async for item in sdk.conversations.items.list(conversation.id, order="asc")]
+    stored = [item for item in items if item.type == "image_generation_call"]
+    assert len(stored) == 1 and stored[0].result == made.result  # type: ignore[union-attr]
+    await sdk.responses.create(model="agent", conversation=conversation.id, tools=[tool],  # type: ignore[list-item]
+                               input=_ask({"prompt": "add snow", "action": "edit"}))
+    assert images.requests[-1]["files"]["image"] == [base64.b64decode(made.result)]
+
+
+async def test_a_background_run_and_its_replayed_stream(sdk: AsyncOpenAI, app: InProcess) -> None:
+    created = await sdk.responses.create(model="agent", background=True, input=_ask({"prompt": "a road"}),
+                                         tools=[{"type": "image_generation", "partial_images": 1}])
+    # The replayed stream follows the run live to its end (no polling).
+    async with app.http.stream("GET", f"/v1/responses/{created.id}", params={"stream": "true"}) as resp:
+        text = (await resp.aread()).decode()
+    done = await sdk.responses.retrieve(created.id)
+    assert done.status == "completed" and done.output[0].type == "image_generation_call"
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    for event in events:
+        EVENTS.validate_python(event)
+    kinds = [e["type"] for e in events]
+    assert "response.image_generation_call.partial_image" in kinds
+    assert "response.image_generation_call.completed" in kinds
+    later = next(e["sequence_number"] for e in events if e["type"] == "response.image_generation_call.generating")
+    async with app.http.stream("GET", f"/v1/responses/{created.id}",
+                               params={"stream": "true", "starting_after": str(later)}) as resp:
+        resumed = [json.loads(line[6:]) for line in (await resp.aread()).decode().splitlines()
+                   if line.startswith("data: {")]
+    assert resumed[0]["sequence_number"] == later + 1
+    assert resumed[0]["type"] == "response.image_generation_call.partial_image"
+
+
+async def test_compaction_takes_image_items(app: InProcess, sdk: AsyncOpenAI, fake: AgentUpstream) -> None:
+    first = await sdk.responses.create(model="agent", input=_ask({"prompt": "a moon"}),
+                                       tools=[{"type": "image_generation"}])
+    compacted = await app.http.post("/v1/responses/compact", json={"model": "agent",
+                                                                  "previous_response_id": first.id})
+    assert compacted.status_code == 200, compacted.text
+    sent = json.dumps(fake.requests[-1]["messages"])
+    made = first.output[0]
+    assert made.type == "image_generation_call" and made.result is not None
+    assert "revised: a moon" in sent and made.result not in sent  # the call as text, never the image

@@ -171,3 +171,21 @@ async def test_what_is_not_supported_says_so(app: InProcess, tool: dict[str, Any
     assert error["param"] == param and error["code"] == code
     if code == "unsupported_tool":
         assert "programmatic_tool_calling" in error["message"]
+
+
+async def test_loaded_tools_survive_conversations_and_resent_history(sdk: AsyncOpenAI, fake: AgentUpstream) -> None:
+    conversation = await sdk.conversations.create()
+    await sdk.responses.create(model="agent", conversation=conversation.id, tools=[WEATHER, SEARCH],  # type: ignore[list-item]
+                               input=_plan(("tool_search", {"query": "weather"})))
+    items = [item async for item in sdk.conversations.items.list(conversation.id, order="asc")]
+    assert [item.type for item in items] == ["message", "tool_search_call", "tool_search_output", "message"]
+    await sdk.responses.create(model="agent", conversation=conversation.id, tools=[WEATHER, SEARCH],  # type: ignore[list-item]
+                               input="next")
+    assert "get_weather" in _offered(fake.requests[-1])
+    # store: false, the client resends the items: the same.
+    first = await sdk.responses.create(model="agent", store=False, tools=[WEATHER, SEARCH],  # type: ignore[list-item]
+                                       input=_plan(("tool_search", {"query": "weather"})))
+    history = [item.model_dump(exclude_none=True) for item in first.output]
+    await sdk.responses.create(model="agent", store=False, tools=[WEATHER, SEARCH],  # type: ignore[list-item]
+                               input=[*history, {"role": "user", "content": "again"}])  # type: ignore[list-item]
+    assert "get_weather" in _offered(fake.requests[-1])
