@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from openai import OpenAI
-from ws_support import TERMINAL, Env, check_frame, environment, next_frame, one_response
+from ws_support import TERMINAL, Env, check_frame, environment, holding, next_frame, one_response
 
 from parley.store.sql import SqlStore
 
@@ -170,22 +170,27 @@ async def test_errors_are_events_and_the_socket_stays_open(env: Env) -> None:
 
 
 async def test_lanes_interleave_and_keep_their_order(env: Env) -> None:
-    async with env.sdk().responses.connect() as conn:
-        await conn.response.create(model="slow", input="a one", stream_id="a")
-        await conn.response.create(model="slow", input="b one", stream_id="b")
+    search: list[Any] = [{"type": "web_search"}]
+    async with env.sdk().responses.connect() as conn, holding(env.search) as gate:
+        # Lane a's first response waits in its tool loop (its search is held); lane b goes on meanwhile.
+        await conn.response.create(model="web-agent", input="slow a one", tools=search, stream_id="a")
+        await conn.response.create(model="echo", input="b one", stream_id="b")
         await conn.response.create(model="echo", input="a two", stream_id="a")
         frames: list[dict[str, Any]] = []
+        while not frames or frames[-1]["type"] not in TERMINAL:
+            frames.append(await next_frame(conn))
+        assert frames[-1]["stream_id"] == "b"  # b ended while a's first was still running
+        gate.set()
         while sum(f["type"] in TERMINAL for f in frames) < 3:
             frames.append(await next_frame(conn))
     lanes = [f["stream_id"] for f in frames]
-    first_b = lanes.index("b")
-    assert "a" in lanes[first_b:] and lanes.index("a") < first_b  # both lanes streamed at once
+    assert lanes.index("a") < lanes.index("b")  # a started first and b did not wait for it: both ran at once
     a_events = [f for f in frames if f["stream_id"] == "a"]
     created = [i for i, f in enumerate(a_events) if f["type"] == "response.created"]
     done = [i for i, f in enumerate(a_events) if f["type"] == "response.completed"]
-    assert done[0] < created[1]  # FIFO within lane a: its second response started after its first ended
-    texts = [f["response"]["output"][0]["content"][0]["text"] for f in frames if f["type"] == "response.completed"]
-    assert sorted(texts) == ["echo: a one", "echo: a two", "echo: b one"]
+    assert len(created) == 2 and done[0] < created[1]  # FIFO within lane a: its second started after its first
+    texts = [f["response"]["output"][-1]["content"][0]["text"] for f in frames if f["type"] == "response.completed"]
+    assert texts[0] == "echo: b one" and texts[1].startswith("The answer is here") and texts[2] == "echo: a two"
 
 
 async def test_an_unknown_websocket_path_is_a_404(env: Env) -> None:

@@ -73,9 +73,22 @@ class Env:
 def settings(data_dir: Path, upstream: AgentUpstream, search: FakeSearch, **extra: Any) -> Settings:
     models = [ModelConfig(id=name, base_url=upstream.base_url, upstream_model=name)
               for name in ("echo", "slow", "error-500", "error-400", "web-agent", "tools")]
-    web = WebSearchConfig(provider="searxng", base_url=search.root + "/searxng", timeout_s=1.0)
+    # A search never times out in these tests: a "slow" one is held open by the test (`holding`) instead.
+    web = WebSearchConfig(provider="searxng", base_url=search.root + "/searxng", timeout_s=60.0)
     return Settings(data_dir=data_dir, models=models, embedded=EmbeddedConfig(enabled=False), web_search=web,
                     **extra)
+
+
+@asynccontextmanager
+async def holding(search: FakeSearch) -> AsyncIterator[asyncio.Event]:
+    """"slow" searches wait until the event is set (at the latest when the block ends): a response stays in its
+    tool loop for as long as the test needs, whatever the machine's speed."""
+    search.hold = gate = asyncio.Event()
+    try:
+        yield gate
+    finally:
+        gate.set()
+        search.hold = None
 
 
 @asynccontextmanager

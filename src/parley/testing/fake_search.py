@@ -10,7 +10,8 @@ One aiohttp server, each API under its own prefix (point a provider's `base_url`
             (Authorization: Bearer <key>)       -> {"query", "results": [{title,url,content,score,raw_content}]}
   /pages/<name>                                 -> the HTML (or other) pages of PAGES
 Queries choose failures: "boom" -> HTTP 500, "ratelimit" -> 429, "garbage" -> a 200 that is not JSON,
-"slow" -> answers after 5 s. Other queries match DOCUMENTS by word. Every request is recorded in `requests`.
+"slow" -> answers after 5 s (or once `hold` is set, when there is one). Other queries match DOCUMENTS by word.
+Every request is recorded in `requests`.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def _matches(query: str, domains: list[str] | None = None) -> list[Document]:
 class FakeSearch:
     requests: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
+    # When set, a "slow" query waits until it is set instead of 5 s: a test holds a tool call open as long as it
+    # needs (e.g. to steer a response in its tool loop) without depending on how long anything takes.
+    hold: asyncio.Event | None = None
     _runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -123,7 +127,10 @@ class FakeSearch:
         if "garbage" in query:
             return web.Response(text="<html>not json</html>", content_type="text/html")
         if "slow" in query:
-            await asyncio.sleep(5)
+            if self.hold is not None:
+                await self.hold.wait()
+            else:
+                await asyncio.sleep(5)
         return None
 
     async def _searxng(self, request: web.Request) -> web.Response:

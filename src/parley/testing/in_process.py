@@ -53,16 +53,16 @@ class Served:
 
 
 @asynccontextmanager
-async def served(settings: Settings) -> AsyncIterator[Served]:
-    """Serve the app with uvicorn on a free port in this event loop: WebSocket mode (`responses.connect()`)
-    needs a socket, which httpx's ASGI transport does not give."""
+async def served(settings: Settings, port: int = 0) -> AsyncIterator[Served]:
+    """Serve the app with uvicorn on a free port (or `port`: a restart where clients reconnect) in this event
+    loop: WebSocket mode (`responses.connect()`) needs a socket, which httpx's ASGI transport does not give."""
     import uvicorn
 
     from parley.api.serving import uvicorn_options
 
     app = create_app(settings)
     options = {**uvicorn_options(settings), "log_level": "warning"}
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, **options))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
     task = asyncio.ensure_future(server.serve())
     try:
         while not server.started:
@@ -70,8 +70,8 @@ async def served(settings: Settings) -> AsyncIterator[Served]:
                 task.result()  # start-up failed: raise why
                 raise RuntimeError("uvicorn stopped before it started")
             await asyncio.sleep(0.01)
-        port: int = server.servers[0].sockets[0].getsockname()[1]
-        yield Served(app, port)
+        bound: int = server.servers[0].sockets[0].getsockname()[1]
+        yield Served(app, bound)
     finally:
         server.should_exit = True
         await task
