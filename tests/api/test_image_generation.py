@@ -286,3 +286,9 @@ async def test_compaction_takes_image_items(app: InProcess, sdk: AsyncOpenAI, fa
     made = first.output[0]
     assert made.type == "image_generation_call" and made.result is not None
     assert "revised: a moon" in sent and made.result not in sent  # the call as text, never the image
+
+
+async def test_a_resent_image_must_be_base64(app: InProcess) -> None:
+    item = {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": "not base64!"}
+    response = await app.http.post("/v1/responses", json={"model": "agent", "input": [item]})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "input[0].result"

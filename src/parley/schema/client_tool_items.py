@@ -4,11 +4,13 @@ malformed item stored and failing later turns."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Keep(BaseModel):
@@ -165,15 +167,35 @@ class ToolSearchOutput(_Keep):
     tools: list[dict[str, Any]] = Field(max_length=128)
 
 
+class ImageGenerationCall(_Keep):
+    """A generated image sent back (store: false history): its result must be base64, as a later edit reads it."""
+
+    type: Literal["image_generation_call"]
+    id: str | None = None
+    status: Literal["in_progress", "completed", "generating", "failed"]
+    result: str | None = None
+
+    @field_validator("result")
+    @classmethod
+    def _base64(cls, result: str | None) -> str | None:
+        if result is not None:
+            try:
+                base64.b64decode(result, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("result must be the image in base64") from None
+        return result
+
+
 MODELS: Mapping[str, type[BaseModel]] = MappingProxyType({
     "computer_call": ComputerCall, "computer_call_output": ComputerCallOutput,
     "local_shell_call": LocalShellCall, "local_shell_call_output": LocalShellCallOutput,
     "shell_call": ShellCall, "shell_call_output": ShellCallOutput,
     "apply_patch_call": ApplyPatchCall, "apply_patch_call_output": ApplyPatchCallOutput,
     "tool_search_call": ToolSearchCall, "tool_search_output": ToolSearchOutput,
+    "image_generation_call": ImageGenerationCall,
 })
 ID_PREFIX: Mapping[str, str] = MappingProxyType({
     "computer_call": "cu", "computer_call_output": "cuo", "local_shell_call": "lsh", "local_shell_call_output": "lsho",
     "shell_call": "sh", "shell_call_output": "sho", "apply_patch_call": "apc", "apply_patch_call_output": "apco",
-    "tool_search_call": "tsc", "tool_search_output": "tso",
+    "tool_search_call": "tsc", "tool_search_output": "tso", "image_generation_call": "ig",
 })
