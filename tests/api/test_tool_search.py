@@ -66,7 +66,8 @@ async def test_server_search_loads_a_deferred_tool(sdk: AsyncOpenAI, fake: Agent
         input=_plan(("tool_search", {"query": "weather in a city"}), ("get_weather", {"city": "Oslo"})))
     first, second = fake.requests[before], fake.requests[before + 1]
     assert _offered(first) == ["crm__ping", "tool_search"]  # the deferred tools are not sent up front
-    assert "get_weather: Current weather for a city." in first["tools"][1]["function"]["description"]
+    catalog = first["tools"][1]["function"]["description"]
+    assert "- tools: get_weather" in catalog and "- crm (a group of tools): Customer records." in catalog
     assert "get_weather" in _offered(second)
     kinds = [item.type for item in response.output]
     assert kinds == ["tool_search_call", "tool_search_output", "function_call"]

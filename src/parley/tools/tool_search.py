@@ -1,8 +1,8 @@
 """`tool_search` run by the server: the model searches the request's deferred tools (`defer_loading: true`) by
 name and description, and the tools found are offered to it from the next turn on.
 
-Offered as a function `tool_search(query)` whose description lists what can be searched (each deferred tool's or
-namespace's name and description, as OpenAI shows the model). A call becomes two items, `tool_search_call`
+Offered as a function `tool_search(query)` whose description lists what can be searched (each namespace's name and
+description, the other deferred tools' names). A call becomes two items, `tool_search_call`
 (`arguments`, `execution: "server"`) then `tool_search_output` (`tools`: the definitions found, as the client
 declared them, namespace members grouped under their namespace). The ranking is BM25 (k1 1.2, b 0.75: the
 weighting of the vector stores' full-text search, services/vector_search.py) over each tool's words — its name
@@ -13,6 +13,7 @@ are loaded per search.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections import Counter
@@ -30,6 +31,7 @@ Item = dict[str, Any]
 NAME = "tool_search"
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 _K1, _B = 1.2, 0.75
+_ON_LOOP = 200  # larger catalogs are searched in a worker thread
 # Words too common in tool descriptions and queries to say which tool is meant.
 _STOP = frozenset("a an and any by for from i in is it me my of on or the this to up with".split())
 
@@ -100,16 +102,19 @@ class ToolSearchTool:
         return NAME
 
     def function(self) -> dict[str, Any]:
+        # Namespaces with their description, other tools by name only: a catalog of thousands stays small
+        # (bench/tools_issue18.py measures the first request's size).
         listed: list[str] = []
         seen: set[str] = set()
         for tool in self._catalog:
-            if tool.namespace is not None:
-                if tool.namespace not in seen:
-                    seen.add(tool.namespace)
-                    listed.append(f"- {tool.namespace} (a group of tools): {tool.namespace_description or ''}")
-            else:
-                listed.append(f"- {tool.name}: {(tool.description or '').splitlines()[0] if tool.description else ''}")
-        catalog = "\n".join(line.rstrip(": ") for line in listed) or "(none)"
+            if tool.namespace is not None and tool.namespace not in seen:
+                seen.add(tool.namespace)
+                listed.append(f"- {tool.namespace} (a group of tools): {tool.namespace_description or ''}"
+                              .rstrip(": "))
+        names = [tool.name for tool in self._catalog if tool.namespace is None]
+        if names:
+            listed.append("- tools: " + ", ".join(names))
+        catalog = "\n".join(listed) or "(none)"
         return {
             "name": NAME,
             "description": "Search for more tools by what they do; the tools found can be called from your next "
@@ -127,7 +132,11 @@ class ToolSearchTool:
         if not isinstance(arguments, dict):
             arguments = {"query": str(arguments)}
         query = arguments.get("query")
-        found = rank(self._catalog, query if isinstance(query, str) else "", self._limit)
+        text = query if isinstance(query, str) else ""
+        if len(self._catalog) > _ON_LOOP:  # ~1 ms per 100 tools (bench/tools_issue18.py): off the event loop
+            found = await asyncio.to_thread(rank, self._catalog, text, self._limit)
+        else:
+            found = rank(self._catalog, text, self._limit)
         tools = definitions(found)
         search: Item = {"id": new_id("tsc"), "type": "tool_search_call", "call_id": call.call_id,
                         "arguments": arguments, "execution": "server", "status": "completed"}
