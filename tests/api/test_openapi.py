@@ -11,9 +11,9 @@ from openapi_spec_validator import validate
 from starlette.responses import Response
 from starlette.routing import Route
 
-from parley.api.endpoint_docs import DOCS
+from parley.api.endpoint_docs import DOCS, WEBSOCKETS
 from parley.api.openapi import SCHEMAS, openapi_document
-from parley.api.routes import routes
+from parley.api.routes import routes, websocket_routes
 from parley.config import EmbeddedConfig, Settings
 from parley.testing.in_process import InProcess, in_process
 
@@ -37,6 +37,7 @@ def test_every_route_has_its_description() -> None:
     assert undocumented == []
     for (method, path), doc in DOCS.items():
         assert doc.returns in SCHEMAS, f"{method} {path}: unknown answer schema {doc.returns}"
+    assert set(WEBSOCKETS) == set(websocket_routes())  # each WebSocket door is described
 
 
 async def test_the_document_lists_every_route_and_validates(parley: InProcess) -> None:
@@ -47,12 +48,20 @@ async def test_the_document_lists_every_route_and_validates(parley: InProcess) -
     assert document["openapi"] == "3.1.0"
     table = {(method, route.path.replace(":path", "")) for route in parley.app.router.routes
              if isinstance(route, Route) for method in (route.methods or set()) - {"HEAD"}}
+    table |= {("GET", path) for path in websocket_routes()}  # WebSocket doors: a GET that upgrades
     assert _operations(document) == table
     create = document["paths"]["/v1/responses"]["post"]
     ref = create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     schema = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
     assert {"model", "input", "stream", "background", "tools"} <= set(schema["properties"])
     assert "text/event-stream" in create["responses"]["200"]["content"]
+    upgrade = document["paths"]["/v1/responses"]["get"]
+    assert set(upgrade["responses"]) == {"101", "default"} and upgrade["security"] == [{"bearer": []}]
+    events = [document["components"]["schemas"][one["$ref"].rsplit("/", 1)[1]]
+              for one in upgrade["x-websocket"]["client_events"]["oneOf"]]
+    assert [event["properties"]["type"]["const"] for event in events] == ["response.create", "response.steer"]
+    assert {"model", "input", "stream_id", "generate", "previous_response_id"} <= set(events[0]["properties"])
+    assert "ResponsesServerEvent" in upgrade["x-websocket"]["server_events"]
     keys = document["paths"]["/v1/organization/keys"]["post"]
     assert keys["security"] == [{"bearer": []}] and "admin key" in keys["description"]
     assert document["paths"]["/health"]["get"]["security"] == []

@@ -25,6 +25,19 @@ class EndpointDoc:
     status: int = 200
 
 
+@dataclass(frozen=True, slots=True)
+class WebSocketDoc:
+    """A WebSocket door: a GET with `Upgrade: websocket`, answered 101 (or an HTTP error before any upgrade). Its
+    client events are the pydantic models it validates them with ("module:Model"); `server_events` says what it
+    sends."""
+
+    summary: str
+    tag: str
+    description: str
+    client_events: tuple[str, ...]
+    server_events: str
+
+
 _PAGE = ("limit", "order", "after", "before")
 _R = "Responses"
 _C = "Conversations"
@@ -57,7 +70,7 @@ DOCS: dict[tuple[str, str], EndpointDoc] = {
         "Create a model response", _R,
         "Runs the model (and built-in tools between its turns) on `input` and any stored context. `stream: true` "
         "answers Server-Sent Events; `background: true` queues the run. The same path also accepts a WebSocket "
-        "upgrade (WebSocket mode).", body=_REQUESTS, returns="Response", streams=True),
+        "upgrade (WebSocket mode: GET /v1/responses).", body=_REQUESTS, returns="Response", streams=True),
     ("POST", "/v1/responses/input_tokens"): EndpointDoc(
         "Count the input tokens a create request would use", _R, body=_REQUESTS, returns="InputTokens"),
     ("POST", "/v1/responses/compact"): EndpointDoc(
@@ -188,4 +201,28 @@ DOCS: dict[tuple[str, str], EndpointDoc] = {
         body="parley.schema.keys:UpdateKeyRequest", returns="ApiKey"),
     ("DELETE", "/v1/organization/keys/{key_id}"): EndpointDoc("Revoke an API key", _O, auth="admin",
                                                               returns="Deleted"),
+}
+
+# WebSocket doors by path (api/routes.py's websocket_routes()); api/openapi.py lists each as a GET operation.
+WEBSOCKETS: dict[str, WebSocketDoc] = {
+    "/v1/responses": WebSocketDoc(
+        "WebSocket mode: the Responses API over one connection (`client.responses.connect()`, Codex)", _R,
+        "The upgrade is authenticated like a request: a bad key is answered 401 (OpenAI's error shape) before "
+        "any upgrade. Each text frame from the client is one event: `response.create` carries the fields of "
+        "POST /v1/responses, validated and run the same way (`stream` is implicit; `background: true` is refused "
+        "with an error event), plus `stream_id` (a lane: first in, first out within a lane, lanes run "
+        "concurrently) and `generate: false` (prepare the response and its input without calling the model: an "
+        "id to chain from); `response.steer` adds user input to a running response in a tool loop, which takes "
+        "it in its next model turn. A connection keeps its recent responses in memory: a chain continues from "
+        "them with no database read, and `store: false` chains continue only on that connection (elsewhere: 400 "
+        "`previous_response_not_found`). Limits (`[websocket]`, by default): 16 responses in flight per "
+        "connection, the others queued; 32 lanes (more: `invalid_stream_id`); after 60 minutes "
+        "`websocket_connection_limit_reached` and a 1001 close, on which the SDK reconnects.",
+        client_events=("parley.schema.websocket:ResponseCreateEvent", "parley.schema.websocket:SteerEvent"),
+        server_events="One JSON object per text frame (the SDK's `ResponsesServerEvent`): the streaming events of "
+        "each response as POST /v1/responses streams them, numbered from `sequence_number` 0 per response, with "
+        "the request's `stream_id` (none on the default lane); `error` events `{type, status, error: {type, code, "
+        "message, param}}`, after which the socket stays open; `response.steer.accepted` and "
+        "`response.steer.failed` (`error.code`: response_not_found, response_already_completed, "
+        "response_not_active, steering_not_supported, invalid_input, too_many_pending_steers)."),
 }

@@ -4,6 +4,8 @@ The document is generated from the app's route table joined with api/endpoint_do
 it at once (marked undocumented until it has an entry). Request bodies are the JSON Schemas of the pydantic models
 the endpoints validate with (OpenAPI 3.1 schemas are JSON Schema 2020-12, which pydantic writes); answers are the
 small schemas below: the wire objects themselves are specified in api-surface.md and by the `openai` SDK's types.
+A WebSocket door (WebSocket mode on /v1/responses) is a GET answered 101, its client events' schemas and what the
+server sends under the operation's `x-websocket` (OpenAPI has no words for WebSocket messages).
 
 The page is three small files of Parley's own (docs/index.html, docs.js, docs.css: no CDN, no framework), served
 under a content-security policy that allows only them and same-origin requests.
@@ -23,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from parley.api.endpoint_docs import DOCS, EndpointDoc
+from parley.api.endpoint_docs import DOCS, WEBSOCKETS, EndpointDoc, WebSocketDoc
 from parley.api.http import endpoint, json_response
 from parley.errors import NotFound
 
@@ -126,6 +128,10 @@ def openapi_document(table: list[Route]) -> dict[str, Any]:
             if doc is not None and doc.body not in (None, "multipart"):
                 bodies[str(doc.body)] = _model(str(doc.body))
             paths.setdefault(template, {})[method.lower()] = _operation(method, template, route, doc)
+    for path, door in WEBSOCKETS.items():
+        for reference in door.client_events:
+            bodies[reference] = _model(reference)
+        paths.setdefault(path, {})["get"] = _websocket_operation(path, door)
     refs, defs = models_json_schema([(model, "validation") for model in bodies.values()],
                                     ref_template="#/components/schemas/{model}")
     for operation in (op for item in paths.values() for op in item.values()):
@@ -133,6 +139,10 @@ def openapi_document(table: list[Route]) -> dict[str, Any]:
         if body is not None:
             operation["requestBody"] = {"required": True, "content": {_JSON: {"schema": refs[(bodies[body],
                                                                                               "validation")]}}}
+        events = operation.get("x-websocket")
+        if events is not None:
+            events["client_events"] = {"oneOf": [refs[(bodies[reference], "validation")]
+                                                 for reference in events["client_events"]]}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Parley", "version": _version(),
@@ -179,6 +189,24 @@ def _operation(method: str, template: str, route: Route, doc: EndpointDoc | None
     }
     operation["security"] = {"none": [], "metrics": [{}, {"bearer": []}]}.get(doc.auth, [{"bearer": []}])
     return operation
+
+
+def _websocket_operation(path: str, door: WebSocketDoc) -> dict[str, Any]:
+    """A WebSocket door as OpenAPI can say it: a GET that upgrades (101), its events under `x-websocket`."""
+    slug = re.sub(r"[^a-z0-9]+", "_", path.lower()).strip("_")
+    return {
+        "operationId": f"websocket_{slug}", "summary": door.summary, "tags": [door.tag],
+        "description": door.description,
+        "parameters": [{"name": "Upgrade", "in": "header", "required": True, "schema": {"const": "websocket"}},
+                       {"name": "Connection", "in": "header", "required": True, "schema": {"const": "Upgrade"}}],
+        "responses": {
+            "101": {"description": "Switching Protocols: the connection is now a WebSocket"},
+            "default": {"description": "The upgrade is refused with an error in OpenAI's shape (e.g. 401)",
+                        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        },
+        "security": [{"bearer": []}],
+        "x-websocket": {"client_events": list(door.client_events), "server_events": door.server_events},
+    }
 
 
 def _path_params(template: str) -> list[dict[str, Any]]:

@@ -55,6 +55,15 @@ function content(title, block) {
     el("span", {}, i ? ", " : "", el("span", { class: "badge" }, type), " ", schemaLink(media.schema))));
 }
 
+// A WebSocket door (a GET that upgrades): the client events it reads and what it sends.
+function websocket(op) {
+  const door = op["x-websocket"];
+  if (!door) return null;
+  return [el("p", {}, "Client events (one JSON object per text frame): ",
+    door.client_events.oneOf.map((schema, i) => el("span", {}, i ? ", " : "", schemaLink(schema)))),
+  el("p", {}, "Server events: " + door.server_events)];
+}
+
 function operation(path, method, op) {
   const security = op.security && op.security.length ? (op.description || "").includes("admin key")
     ? "admin key" : "API key" : "no key";
@@ -66,6 +75,7 @@ function operation(path, method, op) {
       el("p", {}, el("span", { class: "badge" }, security)),
       parameters(op),
       content("Body", op.requestBody),
+      websocket(op),
       Object.entries(op.responses || {}).map(([status, answer]) =>
         content(status === "default" ? "Errors" : "Answer " + status, answer))));
 }
