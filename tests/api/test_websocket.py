@@ -132,6 +132,15 @@ async def test_a_failed_continuation_evicts_its_parent(env: Env) -> None:
         await conn.response.create(model="echo", input="retry", store=False, previous_response_id=base)
         [gone] = await one_response(conn)
         assert gone["error"]["code"] == "previous_response_not_found"
+        # The same when the continuation fails after it started (the upstream drops mid-stream).
+        await conn.response.create(model="echo", input="base two", store=False)
+        second = (await one_response(conn))[-1]["response"]["id"]
+        await conn.response.create(model="drop", input="cut", store=False, previous_response_id=second)
+        frames = await one_response(conn)
+        assert frames[0]["type"] == "response.created" and frames[-1]["type"] == "response.failed"
+        await conn.response.create(model="echo", input="retry", store=False, previous_response_id=second)
+        [gone] = await one_response(conn)
+        assert gone["error"]["code"] == "previous_response_not_found" and gone["status"] == 400
 
 
 async def test_generate_false_prepares_state_without_the_model(env: Env) -> None:

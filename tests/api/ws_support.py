@@ -72,7 +72,7 @@ class Env:
 
 def settings(data_dir: Path, upstream: AgentUpstream, search: FakeSearch, **extra: Any) -> Settings:
     models = [ModelConfig(id=name, base_url=upstream.base_url, upstream_model=name)
-              for name in ("echo", "slow", "error-500", "error-400", "web-agent", "tools")]
+              for name in ("echo", "slow", "error-500", "error-400", "drop", "web-agent", "tools")]
     # A search never times out in these tests: a "slow" one is held open by the test (`holding`) instead.
     web = WebSearchConfig(provider="searxng", base_url=search.root + "/searxng", timeout_s=60.0)
     return Settings(data_dir=data_dir, models=models, embedded=EmbeddedConfig(enabled=False), web_search=web,
