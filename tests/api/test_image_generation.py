@@ -292,3 +292,12 @@ async def test_a_resent_image_must_be_base64(app: InProcess) -> None:
     item = {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": "not base64!"}
     response = await app.http.post("/v1/responses", json={"model": "agent", "input": [item]})
     assert response.status_code == 400 and response.json()["error"]["param"] == "input[0].result"
+
+
+async def test_tool_choice_forces_the_image_call(sdk: AsyncOpenAI, fake: AgentUpstream) -> None:
+    response = await sdk.responses.create(model="agent", input=_ask({"prompt": "a kite"}),
+                                          tools=[{"type": "image_generation"}],
+                                          tool_choice={"type": "image_generation"})
+    assert response.output[0].type == "image_generation_call"
+    first_turn = fake.requests[-2]
+    assert first_turn["tool_choice"] == {"type": "function", "function": {"name": "image_generation"}}

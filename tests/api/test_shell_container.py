@@ -112,3 +112,10 @@ async def test_bad_environments(app: InProcess, tool: dict[str, Any], param: str
     response = await app.http.post("/v1/responses", json={"model": "agent", "input": "x", "tools": [tool]})
     assert response.status_code in (400, 404), response.text
     assert response.json()["error"]["param"] == param
+
+
+async def test_tool_choice_shell_forces_the_container_shell(sdk: AsyncOpenAI, fake: AgentUpstream) -> None:
+    response = await sdk.responses.create(model="agent", tools=[AUTO], tool_choice={"type": "shell"},  # type: ignore[list-item]
+                                          input=_ask({"commands": ["true"]}))
+    assert response.output[0].type == "shell_call"
+    assert fake.requests[-2]["tool_choice"] == {"type": "function", "function": {"name": "shell"}}
