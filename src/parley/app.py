@@ -150,7 +150,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack,
     vector_stores, ingestion = await start_vector_stores(settings, store, files, http, encodings, stack)
     tools = BuiltinTools(vector_stores, _tool_limits(settings), web=web_search, mcp=mcp,
                          code=CodeInterpreterSetup(containers, files, store),
-                         images=ImageGenerationSetup(settings.images, http, files))
+                         images=ImageGenerationSetup(settings.images, http, files, fetcher))
     responses = ResponsesService(
         store, models, sealer, prompts=prompts, conversations=conversations, compactor=compactor,
         obfuscation_default=settings.obfuscation_default, tools=tools,

@@ -13,7 +13,7 @@ from openai import AsyncOpenAI
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from parley.config import EmbeddedConfig, ImagesConfig, ModelConfig, Settings
+from parley.config import EmbeddedConfig, FetchConfig, ImagesConfig, ModelConfig, Settings
 from parley.testing.fake_agent import AgentUpstream
 from parley.testing.fake_images import FakeImages, colour, png
 from parley.testing.in_process import InProcess, in_process
@@ -46,6 +46,7 @@ async def app(fake: AgentUpstream, images: FakeImages, tmp_path_factory: pytest.
         models=[ModelConfig(id="agent", base_url=fake.base_url, upstream_model="call-agent")],
         images=ImagesConfig(base_url=images.base_url, model="img-1", models=["gpt-image-1"],
                             api_key_env="PARLEY_TEST_IMAGES_KEY"),
+        fetch=FetchConfig(allow=["127.0.0.1/32"]),  # the fake serves the web image an edit fetches
     )
     async with in_process(settings) as running:
         yield running
@@ -301,3 +302,20 @@ async def test_tool_choice_forces_the_image_call(sdk: AsyncOpenAI, fake: AgentUp
     assert response.output[0].type == "image_generation_call"
     first_turn = fake.requests[-2]
     assert first_turn["tool_choice"] == {"type": "function", "function": {"name": "image_generation"}}
+
+
+@pytest.mark.parametrize("where", ["fake", "private"])
+async def test_an_image_on_the_web_is_fetched_through_the_guard(sdk: AsyncOpenAI, images: FakeImages,
+                                                                where: str) -> None:
+    url = (f"http://127.0.0.1:{images.port}/pictures/12x12.png" if where == "fake"
+           else "http://10.255.255.1/pictures/12x12.png")  # a private address: refused, never connected to
+    response = await sdk.responses.create(
+        model="agent", tools=[{"type": "image_generation", "action": "edit"}],
+        input=[{"role": "user", "content": [{"type": "input_image", "image_url": url, "detail": "auto"},
+                                            {"type": "input_text", "text": _ask({"prompt": "brighter"})}]}])
+    call = response.output[0]
+    assert call.type == "image_generation_call"
+    if where == "fake":
+        assert call.status == "completed" and images.requests[-1]["files"]["image"] == [png(12, 12, (9, 9, 9))]
+    else:
+        assert call.status == "failed" and "could not be read" in response.output_text

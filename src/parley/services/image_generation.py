@@ -3,7 +3,7 @@
 Checked before anything goes upstream: the server has an images upstream ([images] in the config), the tool's
 `model` is one it may use, the mask (a data URL or a File) is an image. The image an edit starts from is found
 only when the model asks for an edit: the latest image in the context, an earlier call's result or a user's
-`input_image` (a data URL or a File).
+`input_image` (a data URL, a File, or an http(s) URL fetched through the SSRF guard, as file inputs are).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from parley.config import ImagesConfig
 from parley.errors import InvalidRequest
 from parley.providers.http1 import Http1Pool
 from parley.providers.images import ImageInput, ImagesEndpoint, ImagesUpstream
+from parley.retrieval.fetch import UrlFetcher
 from parley.schema.builtin_tools import ImageGenerationParams
 from parley.schema.tools import BuiltinSpec
 from parley.services.files import FilesService
@@ -51,9 +52,11 @@ def decode_data_url(url: str, param: str) -> ImageInput:
 
 
 class ImageGenerationSetup:
-    def __init__(self, config: ImagesConfig, http: Http1Pool, files: FilesService) -> None:
+    def __init__(self, config: ImagesConfig, http: Http1Pool, files: FilesService,
+                 fetcher: UrlFetcher | None = None) -> None:
         self._config = config
         self._files = files
+        self._fetcher = fetcher
         self._upstream: ImagesUpstream | None = None
         if config.base_url is not None:
             self._upstream = ImagesUpstream(ImagesEndpoint(
@@ -102,6 +105,14 @@ class ImageGenerationSetup:
             raise InvalidRequest(f"File '{file_id}' is not a PNG, JPEG, WebP or GIF image.", param=param)
         return ImageInput(data, mime)
 
+    async def _fetched(self, url: str) -> ImageInput:
+        assert self._fetcher is not None
+        fetched = await self._fetcher.fetch(url, max_bytes=self._config.max_image_bytes)
+        mime = sniff(fetched.body)
+        if mime is None:
+            raise InvalidRequest(f"{url} is not a PNG, JPEG, WebP or GIF image", param="input_image.image_url")
+        return ImageInput(fetched.body, mime)
+
     async def _latest(self, project_id: str, items: Sequence[Item]) -> ImageInput | None:
         """The latest image of the context: a generated one, or one a user sent (data URL or File)."""
         for item in reversed(items):
@@ -118,6 +129,8 @@ class ImageGenerationSetup:
                         return decode_data_url(url, "input_image.image_url")
                     if isinstance(file_id, str):
                         return await self._file_image(project_id, file_id, None)
-                    raise InvalidRequest("only images sent as data URLs or Files can be edited, not image URLs",
+                    if isinstance(url, str) and self._fetcher is not None:
+                        return await self._fetched(url)
+                    raise InvalidRequest("the image has no data URL, file_id or fetchable URL",
                                          param="input_image.image_url")
         return None

@@ -64,6 +64,7 @@ class FakeImages:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/images/generations", self._generations)
         app.router.add_post("/v1/images/edits", self._edits)
+        app.router.add_get("/pictures/{size}.png", self._picture)  # an image on the web, for edits of URL images
         return app
 
     async def start(self) -> None:
@@ -78,6 +79,10 @@ class FakeImages:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _picture(self, request: web.Request) -> web.Response:
+        width, height = _dimensions(request.match_info["size"])
+        return web.Response(body=png(width, height, (9, 9, 9)), content_type="image/png")
 
     def _refused(self, request: web.Request) -> web.Response | None:
         if self.key is not None and request.headers.get("authorization") != f"Bearer {self.key}":
