@@ -299,3 +299,39 @@ async def test_a_restart_closes_with_1012_and_the_sdk_resumes_a_stored_chain(
     finally:
         await search.stop()
         await upstream.stop()
+
+
+async def test_a_dropped_connection_1006_and_the_sdk_reconnect(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The network drops (no close frame: 1006 on the client): the SDK reconnects, a stored chain goes on, the
+    dropped connection's store:false responses are gone with it."""
+    async with environment(tmp_path_factory.mktemp("ws-drop")) as dropping:
+        reconnecting = asyncio.Event()
+        closes: list[int] = []
+
+        def on_reconnecting(event: Any) -> None:
+            closes.append(event.close_code)
+            reconnecting.set()
+
+        async with dropping.sdk().responses.connect(on_reconnecting=on_reconnecting, initial_delay=0.05) as conn:
+            await conn.response.create(model="echo", input="stored turn")
+            stored = (await one_response(conn))[-1]["response"]["id"]
+            await conn.response.create(model="echo", input="memory turn", store=False)
+            unstored = (await one_response(conn))[-1]["response"]["id"]
+            sockets = [c for c in dropping.server.connections if type(c).__module__.endswith("websockets_sansio_impl")]
+            assert len(sockets) == 1
+            sockets[0].transport.abort()  # the TCP connection is reset: no close frame
+            events = conn.__aiter__()
+            reading = asyncio.ensure_future(events.__anext__())
+            await asyncio.wait_for(reconnecting.wait(), 10)
+            assert closes == [1006]
+            await conn.response.create(model="echo", input="resumed", previous_response_id=stored)
+            first = check_frame((await asyncio.wait_for(reading, 10)).to_json())
+            frames = [first]
+            while frames[-1]["type"] not in TERMINAL:
+                frames.append(await next_frame(conn))
+            assert first["type"] == "response.created" and frames[-1]["type"] == "response.completed"
+            assert [m["content"] for m in dropping.upstream.requests[-1]["messages"]] == [
+                "stored turn", "echo: stored turn", "resumed"]
+            await conn.response.create(model="echo", input="lost", store=False, previous_response_id=unstored)
+            [error] = await one_response(conn)
+            assert error["error"]["code"] == "previous_response_not_found"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from openai import AsyncOpenAI
@@ -43,6 +44,7 @@ class Served:
 
     app: ParleyApp
     port: int
+    connections: set[Any] = field(default_factory=set)  # uvicorn's open connections (protocols with a transport)
 
     @property
     def base_url(self) -> str:
@@ -71,7 +73,7 @@ async def served(settings: Settings, port: int = 0) -> AsyncIterator[Served]:
                 raise RuntimeError("uvicorn stopped before it started")
             await asyncio.sleep(0.01)
         bound: int = server.servers[0].sockets[0].getsockname()[1]
-        yield Served(app, bound)
+        yield Served(app, bound, server.server_state.connections)
     finally:
         server.should_exit = True
         await task
