@@ -41,7 +41,7 @@ NATIVE_QUIRKS: dict[str, frozenset[str]] = {
     "gemini": frozenset({"vision", "files", "tokenizer"}),
 }
 # Built-in tool types a native Responses upstream may run itself (`hosted_tools`); `web_search` covers its aliases.
-HostableTool = Literal["web_search", "web_search_preview", "file_search", "code_interpreter", "mcp"]
+HostableTool = Literal["web_search", "web_search_preview", "file_search", "code_interpreter", "mcp", "image_generation"]
 TokenizerName = Literal["estimate", "vllm", "llamacpp", "tiktoken:o200k_base", "tiktoken:cl100k_base"]
 
 

@@ -215,3 +215,29 @@ def test_responses_whole_reply_incomplete_and_failures() -> None:
                 {"type": "response.completed", "response": {"status": "completed", "usage": {"input_tokens": 1.5}}}):
         with pytest.raises(MalformedReply):
             ResponsesParser(CALL, 100).event(bad)
+
+
+def test_responses_hosted_image_generation_keeps_its_partial_images() -> None:
+    call = ModelCall("model-x", [], hosted_tools=[HostedTool("image_generation", {"type": "image_generation",
+                                                                                   "partial_images": 1})])
+    parser = ResponsesParser(call, 10_000)
+    image = {"id": "ig_up", "type": "image_generation_call", "status": "completed", "result": "iVBORw0KGgo="}
+    out = _feed(parser, [
+        {"type": "response.created", "response": {}},
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": {**image, "status": "in_progress", "result": None}},
+        {"type": "response.image_generation_call.generating", "item_id": "ig_up", "output_index": 0,
+         "sequence_number": 3},
+        {"type": "response.image_generation_call.partial_image", "item_id": "ig_up", "output_index": 0,
+         "sequence_number": 4, "partial_image_b64": "AAAA", "partial_image_index": 0, "size": "64x64"},
+        {"type": "response.output_item.done", "output_index": 0, "item": image},
+        {"type": "response.completed", "response": {"status": "completed", "usage": {
+            "input_tokens": 1, "output_tokens": 1}}},
+    ])
+    hosted = out[0]
+    assert isinstance(hosted, HostedItem) and hosted.item["result"] == image["result"]
+    assert hosted.item["id"].startswith("ig_") and hosted.item["id"] != "ig_up"
+    assert hosted.events == ("response.image_generation_call.generating",
+                             ("response.image_generation_call.partial_image",
+                              {"partial_image_b64": "AAAA", "partial_image_index": 0, "size": "64x64"}))
+    assert hosted.tool == "image_generation"

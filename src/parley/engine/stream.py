@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import orjson
@@ -205,13 +205,14 @@ class StreamBuilder:
             )
         return output_index
 
-    def add_done_item(self, item: Item, progress: tuple[str, ...] = ()) -> list[Event]:
+    def add_done_item(self, item: Item, progress: Sequence[str | tuple[str, dict[str, Any]]] = ()) -> list[Event]:
         """Add an item that is complete before the model turn (a compaction, an MCP tool list):
         output_item.added, the item's own `progress` events (e.g. `response.mcp_list_tools.in_progress`), .done."""
         events: list[Event] = []
         output_index = self._add_item(item, events)
-        for kind in progress:
-            events += self.tool_event(output_index, kind)
+        for entry in progress:
+            kind, fields = (entry, None) if isinstance(entry, str) else entry
+            events += self.tool_event(output_index, kind, fields)
         if self.emit:
             events.append(self._item_done(item, output_index))
         return events

@@ -44,13 +44,14 @@ class ReasoningState:
 class HostedItem:
     """A finished output item of a tool the upstream ran itself (a Responses upstream's `web_search_call` when
     the model config lists the tool in `hosted_tools`). `events` are the item's own progress event types
-    (`response.web_search_call.searching`, ...), emitted between its `added` and `done`; `tool` is the upstream
+    (`response.web_search_call.searching`, ...) — with their fields when they carry any (an image's
+    `partial_image_b64`, ...) — emitted between its `added` and `done`; `tool` is the upstream
     name of the tool (what tool_choice checks count). `upstream` is kept on the item as ReasoningState's is, so
     the same upstream gets the item back verbatim on a later turn."""
 
     item: dict[str, Any]
     upstream: dict[str, Any]
-    events: tuple[str, ...] = ()
+    events: tuple[str | tuple[str, dict[str, Any]], ...] = ()
     tool: str | None = None
 
 

@@ -33,7 +33,9 @@ from parley.providers.upstream_http import UpstreamReport, error_report
 _MAX_COUNT = 2**53
 # Item types of the upstream's own tools, by the type of the tool entry that makes them.
 _HOSTED_ITEM = {"web_search": "web_search_call", "web_search_preview": "web_search_call",
-                "file_search": "file_search_call", "code_interpreter": "code_interpreter_call", "mcp": "mcp_call"}
+                "file_search": "file_search_call", "code_interpreter": "code_interpreter_call", "mcp": "mcp_call",
+                "image_generation": "image_generation_call"}
+_EVENT_KEYS = frozenset({"type", "item_id", "output_index", "sequence_number"})
 
 
 def _text(value: object, what: str) -> str:
@@ -92,7 +94,7 @@ class ResponsesParser:
         self._hosted = _hosted_types(call)
         self._usage: Usage | None = None
         self._types: dict[int, str] = {}  # output_index -> item type
-        self._progress: dict[int, list[str]] = {}  # output_index -> a hosted item's own event types
+        self._progress: dict[int, list[str | tuple[str, dict[str, Any]]]] = {}  # output_index -> its own events
         self._streamed: set[int] = set()  # output indexes whose text or arguments came as deltas
         self._calls = 0
         self._chars = 0
@@ -119,10 +121,12 @@ class ResponsesParser:
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is not None:
             return handler(event)
-        if isinstance(kind, str) and event.keys() <= {"type", "item_id", "output_index", "sequence_number"}:
-            index = event.get("output_index")
-            if isinstance(index, int) and index in self._progress:  # e.g. response.web_search_call.searching
-                self._progress[index].append(kind)
+        index = event.get("output_index")
+        if isinstance(kind, str) and isinstance(index, int) and index in self._progress:
+            # A hosted item's own event (response.web_search_call.searching, ...), its fields kept
+            # (response.image_generation_call.partial_image's image).
+            fields = {key: value for key, value in event.items() if key not in _EVENT_KEYS}
+            self._progress[index].append((kind, fields) if fields else kind)
         return []
 
     def _grow(self, text: str) -> None:
@@ -187,7 +191,8 @@ class ResponsesParser:
             return [self._hosted_item(kind, item, tuple(self._progress.pop(index, ())))]
         return []
 
-    def _hosted_item(self, kind: str, item: dict[str, Any], events: tuple[str, ...]) -> HostedItem:
+    def _hosted_item(self, kind: str, item: dict[str, Any],
+                     events: tuple[str | tuple[str, dict[str, Any]], ...]) -> HostedItem:
         upstream_id = str(item.get("id") or "")
         prefix = upstream_id.split("_", 1)[0] if "_" in upstream_id else "item"
         shown = {**item, "id": new_id(prefix)}
