@@ -1,6 +1,6 @@
-"""Input items of the client-executed tools (computer, local shell, shell, apply_patch), validated as the SDK
-types them: a client resending history or returning a tool's output gets a 400 naming the field, never a
-malformed item stored and failing later turns."""
+"""Input items of the client-executed tools (computer, local shell, shell, apply_patch, tool_search) and a resent
+image_generation_call, validated as the SDK types them: a client resending history or returning a tool's output
+gets a 400 naming the field, never a malformed item stored and failing later turns."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Client-executed tools with their own item types: computer use, local shell, shell, apply_patch.
+"""Client-executed tools with their own item types: computer use, local shell, shell, apply_patch, tool_search
+(`execution: "client"`).
 
 The model is offered each as a function whose schema Parley chooses; its call becomes the tool's item
 (`computer_call`, `local_shell_call`, `shell_call`, `apply_patch_call`, with the SDK's fields), the client runs
