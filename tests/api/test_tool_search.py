@@ -164,6 +164,10 @@ def test_ranking_prefers_names_and_exact_matches() -> None:
     ({"type": "programmatic_tool_calling"}, "tools[0].type", "unsupported_tool"),
     ({"type": "mcp", "server_label": "x", "server_url": "https://example.com/mcp", "defer_loading": True},
      "tools[0].defer_loading", "unsupported_value"),
+    ({**WEATHER, "defer_loading": False, "allowed_callers": ["programmatic"]}, "tools[0].allowed_callers",
+     "unsupported_value"),
+    ({**CRM, "tools": [{**CRM["tools"][1], "allowed_callers": ["programmatic"]}]},  # type: ignore[index]
+     "tools[0].tools[0].allowed_callers", "unsupported_value"),
 ])
 async def test_what_is_not_supported_says_so(app: InProcess, tool: dict[str, Any], param: str, code: str) -> None:
     response = await app.http.post("/v1/responses", json={"model": "agent", "input": "x", "tools": [tool]})

@@ -161,6 +161,14 @@ class ToolSet:
         return self.plan.mode
 
 
+def _check_callers(raw: dict[str, Any], path: str) -> None:
+    """`allowed_callers` without "direct" asks for programmatic calling only, which Parley does not have."""
+    callers = raw.get("allowed_callers")
+    if isinstance(callers, list) and "direct" not in callers:
+        raise InvalidRequest("allowed_callers without 'direct' (programmatic tool calling only) is not supported by "
+                             "this server yet.", param=f"{path}.allowed_callers", code="unsupported_value")
+
+
 def _searched_tools(raw: Any) -> list[ClientTool]:
     """The tools of one `tool_search_output.tools` entry (a function, custom tool or namespace)."""
     if not isinstance(raw, dict):
@@ -177,6 +185,8 @@ def _searched_tools(raw: Any) -> list[ClientTool]:
 def _client_tool(raw: dict[str, Any], path: str, namespace: str | None,
                  namespace_description: str | None = None) -> ClientTool:
     kind = raw.get("type")
+    if namespace is not None:
+        _check_callers(raw, path)
     try:
         if kind == "function":
             fn = FunctionTool.model_validate(raw)
@@ -222,6 +232,7 @@ def build_toolset(req: CreateResponseRequest) -> ToolSet:
         path = f"tools[{index}]"
         if not isinstance(kind, str) or kind not in KNOWN_TOOL_TYPES:
             raise InvalidRequest(f"Invalid tool type '{kind}'.", param=f"{path}.type")
+        _check_callers(raw, path)
         if kind == "tool_search":
             search = _tool_search(raw, index)
             if isinstance(search, ClientTool):
