@@ -319,3 +319,15 @@ async def test_an_image_on_the_web_is_fetched_through_the_guard(sdk: AsyncOpenAI
         assert call.status == "completed" and images.requests[-1]["files"]["image"] == [png(12, 12, (9, 9, 9))]
     else:
         assert call.status == "failed" and "could not be read" in response.output_text
+
+
+async def test_a_turn_with_a_client_tool_next_to_the_image_call_ends_the_response(
+        sdk: AsyncOpenAI, fake: AgentUpstream) -> None:
+    before = len(fake.requests)
+    plan = json.dumps([[{"call": "image_generation", "arguments": {"prompt": "a map"}},
+                        {"call": "apply_patch", "arguments": {"type": "delete_file", "path": "old.txt"}}]])
+    response = await sdk.responses.create(model="agent", input=plan,
+                                          tools=[{"type": "image_generation"}, {"type": "apply_patch"}])
+    assert len(fake.requests) == before + 1  # no second model turn: the patch goes to the client first
+    assert sorted(item.type for item in response.output) == ["apply_patch_call", "image_generation_call"]
+    assert response.status == "completed"

@@ -12,12 +12,14 @@ from the results (for the web_search tool loop and for driving agent CLIs such a
   call-agent   the last user text is {"call": <function name>, "arguments": {...}}: it calls that function (if
                offered) with those arguments; once a tool result came back it answers "done: <result>", adding
                " (with an image)" when an image follows the result (a computer-use screenshot).
-               A JSON list of such objects is a plan, one call per turn (the next one once a result came back;
-               "no such tool: <name>" if it is not offered then), then "done: <last result>".
+               A JSON list of such objects is a plan, one step per turn (the next one once the last turn's results
+               came back; a step that is a list makes those calls in parallel; "no such tool: <name>" if one is not
+               offered then), then "done: <last result>".
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -86,12 +88,16 @@ def _call_agent(body: dict[str, Any], messages: list[dict[str, Any]], at: int,
         steps = orjson.loads(prompt)
     except orjson.JSONDecodeError:
         steps = None
-    if isinstance(steps, list) and all(isinstance(step, dict) for step in steps):  # several calls, one per turn
-        if len(results) < len(steps):
-            step = steps[len(results)]
-            if not _offered(body, str(step.get("call"))):
-                return f"no such tool: {step.get('call')}", []
-            return "", [{"name": str(step["call"]), "arguments": orjson.dumps(step.get("arguments") or {}).decode()}]
+    if isinstance(steps, list) and all(isinstance(step, dict | list) for step in steps):  # one step per turn
+        turns = sum(1 for m in messages[at + 1:] if m.get("role") == "assistant" and m.get("tool_calls"))
+        if turns < len(steps):
+            step = steps[turns]
+            calls = step if isinstance(step, list) else [step]  # a list: parallel calls in one turn
+            for one in calls:
+                if not _offered(body, str(one.get("call"))):
+                    return f"no such tool: {one.get('call')}", []
+            return "", [{"name": str(one["call"]), "arguments": orjson.dumps(one.get("arguments") or {}).decode()}
+                        for one in calls]
         return "done: " + message_text(results[-1].get("content")), []
     if results:
         image = any(isinstance(p, dict) and p.get("type") == "image_url"
@@ -107,12 +113,23 @@ def _call_agent(body: dict[str, Any], messages: list[dict[str, Any]], at: int,
 
 
 class AgentUpstream(FakeUpstream):
+    def __init__(self) -> None:
+        super().__init__()
+        # When `hold` is set to an event, an agent turn that follows tool results is recorded, sets `held`, then
+        # waits for `hold`: a test can act while a response's model turn after its tools is running.
+        self.hold: asyncio.Event | None = None
+        self.held = asyncio.Event()
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json(loads=orjson.loads)
         model = str(body.get("model", ""))
         if model not in AGENT_MODELS:
             return await super()._chat(request)  # aiohttp keeps the body: it can be read again
         self.requests.append(body)
+        messages = body.get("messages") or []
+        if self.hold is not None and messages and messages[-1].get("role") == "tool":
+            self.held.set()
+            await self.hold.wait()
         text, calls = plan(model, body)
         reply = ChatReply("agent", model, len(self.requests), text, calls, word_usage(body, text))
         return await send_chat_reply(request, body, reply)
