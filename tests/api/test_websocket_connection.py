@@ -219,6 +219,56 @@ async def test_too_many_pending_steers(env: Env) -> None:
     assert [m["content"] for m in turn[-8:]] == [f"also {n}" for n in range(8)] and turn[-9]["role"] == "tool"
 
 
+@contextlib.asynccontextmanager
+async def holding_turns(env: Env) -> AsyncIterator[asyncio.Event]:
+    """The agent's model turns after tool results wait until the event is set (`env.upstream.held`: one is)."""
+    env.upstream.held.clear()
+    env.upstream.hold = gate = asyncio.Event()
+    try:
+        yield gate
+    finally:
+        gate.set()
+        env.upstream.hold = None
+
+
+async def test_steering_a_response_on_its_last_model_turn(env: Env) -> None:
+    """With max_tool_calls 1, the turn after the search is the last: steering is closed (response_not_active).
+    Without it, that turn could still call tools, so input is accepted, and returned when the model answers
+    instead (response_already_completed, with the steering id)."""
+    async with env.sdk().responses.connect() as conn:
+        async with holding_turns(env) as gate:
+            await conn.response.create(model="web-agent", input="paris", tools=[{"type": "web_search"}],
+                                       max_tool_calls=1, stream_id="last")
+            last = (await _created(conn))["response"]["id"]
+            await asyncio.wait_for(env.upstream.held.wait(), 10)  # its last model turn is running
+            await conn.response.steer(input="too late", previous_response_id=last)
+            while (frame := await next_frame(conn))["type"] != "response.steer.failed":
+                pass
+            assert frame["error"]["code"] == "response_not_active" and frame["stream_id"] == "last"
+            assert frame["steer"] == {"input": "too late", "previous_response_id": last}
+            gate.set()
+            while (await next_frame(conn))["type"] not in TERMINAL:
+                pass
+        async with holding_turns(env) as gate:
+            await conn.response.create(model="web-agent", input="paris", tools=[{"type": "web_search"}])
+            open_ended = (await _created(conn))["response"]["id"]
+            await asyncio.wait_for(env.upstream.held.wait(), 10)
+            await conn.response.steer(input="and berlin?", previous_response_id=open_ended)
+            frames: list[dict[str, Any]] = []
+            while not frames or frames[-1]["type"] != "response.steer.accepted":
+                frames.append(await next_frame(conn))
+            steer_id = frames[-1]["steer"]["id"]
+            gate.set()
+            while not frames or frames[-1]["type"] != "response.steer.failed":
+                frames.append(await next_frame(conn))
+        kinds = [f["type"] for f in frames]
+        assert kinds.index("response.completed") < kinds.index("response.steer.failed")
+        returned = frames[-1]
+        assert returned["error"]["code"] == "response_already_completed" and returned["steer"]["id"] == steer_id
+        assert returned["steer"]["previous_response_id"] == open_ended and "stream_id" not in returned
+        assert returned["steer"]["input"] == "and berlin?"  # as it was sent, for the client to send again
+
+
 async def test_what_cannot_be_steered(env: Env) -> None:
     async with env.sdk().responses.connect() as conn:
         await conn.response.steer(input="anyone?", previous_response_id="resp_unknown")

@@ -66,7 +66,7 @@ class SteerDesk:
             return
         active = self._active.get(target)  # the response may have moved on while the files were read
         problem = self._why_not(target, active)
-        steer = SteerInput(new_id("steer"), stored, model)
+        steer = SteerInput(new_id("steer"), stored, model, event.input)
         if problem is None and active is not None and active.steering is not None:
             if not active.steering.offer(steer):
                 problem = ("too_many_pending_steers", "Too much steering input is pending for this response.")
@@ -98,7 +98,7 @@ class SteerDesk:
             return
         response_id = active.prepared.response["id"]
         for steer in active.steering.close():
-            echo = steer_echo(steer.stored, response_id, steer.steer_id)
+            echo = steer_echo(steer.sent, response_id, steer.steer_id)
             await self._fail("response_already_completed", f"Response '{response_id}' ended before a next model "
                              "turn could take this input.", echo, active)
 

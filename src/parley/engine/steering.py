@@ -18,11 +18,12 @@ from parley.providers.base import Item
 @dataclass(frozen=True, slots=True)
 class SteerInput:
     """One accepted submission: its id, its items as stored (with the response's input) and as the model
-    gets them (files resolved)."""
+    gets them (files resolved), and the input as the client sent it (returned as it was if never committed)."""
 
     steer_id: str
     stored: list[Item]
     model: list[Item]
+    sent: str | list[Item]
 
 
 @dataclass(slots=True)
