@@ -217,3 +217,17 @@ async def test_agents_sdk_local_shell(app: InProcess, tmp_path: Path) -> None:
     result = await Runner.run(agent, _ask("local_shell", {"command": ["true"]}))
     assert ran == [["true"]] and result.final_output == "done: agents-ok"
 
+
+
+async def test_a_screenshot_sent_as_a_file(sdk: AsyncOpenAI, fake: AgentUpstream) -> None:
+    first = await sdk.responses.create(model="agent", input=_ask("computer", {"actions": [{"type": "wait"}]}),
+                                       tools=[TOOLS["computer"]])  # type: ignore[list-item]
+    png = base64.b64decode(_png().split(",", 1)[1])
+    uploaded = await sdk.files.create(file=("screen.png", png), purpose="vision")
+    output = {"type": "computer_call_output", "call_id": first.output[-1].call_id,  # type: ignore[union-attr]
+              "output": {"type": "computer_screenshot", "file_id": uploaded.id}}
+    second = await sdk.responses.create(model="agent", previous_response_id=first.id, input=[output],  # type: ignore[list-item]
+                                        tools=[TOOLS["computer"]])  # type: ignore[list-item]
+    assert second.output_text.endswith("(with an image)")
+    url = fake.requests[-1]["messages"][-1]["content"][0]["image_url"]["url"]
+    assert base64.b64decode(url.split(",", 1)[1]) == png

@@ -221,12 +221,15 @@ def _replay_computer_call(item: Item) -> list[Item]:
 
 def _replay_computer_output(item: Item) -> list[Item]:
     screenshot = item.get("output") or {}
-    url = screenshot.get("image_url")
-    if not url:
-        raise InvalidRequest("A computer_call_output screenshot with file_id is not supported by this server yet; "
-                             "send image_url.", param="input", code="unsupported_value")
+    url, file_id = screenshot.get("image_url"), screenshot.get("file_id")
+    if url:
+        part: dict[str, Any] = {"type": "input_image", "image_url": url, "detail": "auto"}
+    elif file_id:  # a File: read like any input_image by file_id (services/file_inputs.py)
+        part = {"type": "input_image", "file_id": file_id, "detail": "auto"}
+    else:
+        raise InvalidRequest("A computer_call_output screenshot needs an image_url or a file_id.", param="input")
     image = {"type": "message", "id": item["id"] + "_screenshot", "role": "user", "status": "completed",
-             "content": [{"type": "input_image", "image_url": url, "detail": "auto"}]}
+             "content": [part]}
     return [*_output(item, "Done. The screenshot taken after the action follows."), image]
 
 
