@@ -16,7 +16,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 LLAMA_BUILD_ID := $(shell echo '$(LLAMA_CPP_VERSION) $(LLAMA_CMAKE_ARGS)' | sha1sum | cut -c1-12)
 WHEELHOUSE ?= $(HOME)/.cache/parley/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(LLAMA_BUILD_ID)
 
-.PHONY: run test lint bench clean llama-wheel
+.PHONY: run test lint bench clean llama-wheel chromium
 
 $(VENV)/.stamp-base:
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,18 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-run
 run: $(VENV)/.stamp-run
 	$(VENV)/bin/parley serve $(ARGS)
 
-test: $(VENV)/.stamp-test
+# The console's browser test (tests/compat/test_console_browser.py) drives Debian's Chromium through Playwright
+# (never Playwright's own browser download). Installed with apt-get when missing, as root; otherwise this stops
+# with a message saying what to install (the test itself fails, never skips, without it).
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get install -y -q chromium || \
+		 (apt-get update -q && apt-get install -y -q chromium)) >/dev/null; \
+	else echo "make: Chromium is missing and cannot be installed here (not root, or no apt-get):" \
+		"install Debian's 'chromium' package; the console's browser test needs it" >&2; exit 1; fi
+
+test: $(VENV)/.stamp-test chromium
 	$(PY) -m ruff check src tests bench
 	$(PY) -m mypy
 	$(PY) -m pytest -q $(ARGS)

@@ -66,11 +66,24 @@ DOCS: dict[tuple[str, str], EndpointDoc] = {
                                   auth="none", returns="Text", media_type="text/html"),
     ("GET", "/docs/{asset}"): EndpointDoc("The reference page's script and style sheet", _S, auth="none",
                                           returns="Text", media_type="text/plain"),
+    ("GET", "/console"): EndpointDoc(
+        "The web console: playground, response explorer, usage and keys (HTML, works offline)", _S,
+        "Static pages holding no secret: the user pastes a key, kept in sessionStorage and sent as a bearer "
+        "header on each API call, so the console can do what that key can.", auth="none", returns="Text",
+        media_type="text/html"),
+    ("GET", "/console/{asset}"): EndpointDoc("The console's script and style sheet", _S, auth="none",
+                                             returns="Text", media_type="text/plain"),
     ("POST", "/v1/responses"): EndpointDoc(
         "Create a model response", _R,
         "Runs the model (and built-in tools between its turns) on `input` and any stored context. `stream: true` "
         "answers Server-Sent Events; `background: true` queues the run. The same path also accepts a WebSocket "
         "upgrade (WebSocket mode: GET /v1/responses).", body=_REQUESTS, returns="Response", streams=True),
+    ("GET", "/v1/responses/list"): EndpointDoc(
+        "List stored responses (a Parley extension)", _R,
+        "The console's response explorer: the key's project's stored responses without `output` (retrieve one "
+        "for its items), newest first, filtered by exact `model`, `status`, `metadata[KEY]=VALUE` (repeatable) and "
+        "`created_after` (inclusive) / `created_before` (exclusive) in unix seconds; an unknown parameter is a 400.",
+        returns="List", query=(*_PAGE, "model", "status", "created_after", "created_before", "metadata[KEY]")),
     ("POST", "/v1/responses/input_tokens"): EndpointDoc(
         "Count the input tokens a create request would use", _R, body=_REQUESTS, returns="InputTokens"),
     ("POST", "/v1/responses/compact"): EndpointDoc(

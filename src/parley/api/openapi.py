@@ -114,6 +114,11 @@ QUERY: dict[str, tuple[dict[str, Any], str]] = {
     "models": ({"type": "array", "items": _STRING}, "Only these models"),
     "page": (_STRING, "The `next_page` cursor of the previous page"),
     "project_id": (_STRING, "Only keys of this project"),
+    "model": (_STRING, "Only responses of this model"),
+    "status": (_STRING, "Only responses in this status"),
+    "created_after": (_INT, "Only responses created at or after this time (Unix seconds)"),
+    "created_before": (_INT, "Only responses created before this time (Unix seconds)"),
+    "metadata[KEY]": (_STRING, "Only responses whose metadata KEY has this value (repeatable, one per key)"),
 }
 
 

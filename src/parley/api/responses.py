@@ -28,6 +28,7 @@ from parley.providers.routing import served_by
 from parley.schema.requests import CreateResponseRequest, IncludeValue
 from parley.services.background import follow
 from parley.services.usage import UsageOrigin
+from parley.store.base import ResponseFilter
 
 _INCLUDE_VALUES = frozenset(get_args(IncludeValue))
 
@@ -157,4 +158,32 @@ async def list_input_items(request: Request, rid: str) -> Response:
     include = _include(request)
     page = await rt.responses.input_items(project, request.path_params["response_id"], page_query(request),
                                           include)
+    return json_response(list_body(page.data, page.has_more), rid)
+
+
+_STATUSES = ("completed", "failed", "in_progress", "cancelled", "queued", "incomplete")
+_LIST_PARAMS = frozenset({"limit", "order", "after", "before", "model", "status", "created_after", "created_before"})
+
+
+@endpoint
+async def list_responses(request: Request, rid: str) -> Response:
+    """GET /v1/responses/list (a Parley extension, for the console's explorer): stored responses without `output`,
+    filtered by `model`, `status`, `metadata[key]=value` and `created_after`/`created_before` (unix seconds)."""
+    rt = runtime_of(request)
+    project = await rt.auth.project_of(request)
+    params = request.query_params
+    metadata: dict[str, str] = {}
+    for name, value in params.multi_items():
+        if name.startswith("metadata[") and name.endswith("]") and len(name) > len("metadata[]"):
+            metadata[name[len("metadata["):-1]] = value
+        elif name not in _LIST_PARAMS:
+            raise InvalidRequest(f"Unknown query parameter '{name}'.", param=name, code="unknown_parameter")
+    status = params.get("status")
+    if status is not None and status not in _STATUSES:
+        raise InvalidRequest(f"'status' must be one of {', '.join(_STATUSES)}.", param="status")
+    after = query_int(request, "created_after", -1, minimum=0) if "created_after" in params else None
+    before = query_int(request, "created_before", -1, minimum=0) if "created_before" in params else None
+    where = ResponseFilter(model=params.get("model"), status=status, metadata=metadata,
+                           created_after=after, created_before=before)
+    page = await rt.store.list_responses(project, where, page_query(request))
     return json_response(list_body(page.data, page.has_more), rid)

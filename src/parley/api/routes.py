@@ -20,6 +20,7 @@ from parley.api import (
     responses,
 )
 from parley.api import vector_stores as vs
+from parley.api.console import console_asset, console_page
 from parley.api.http import error_response, json_response, request_id
 from parley.api.messages_errors import anthropic_error
 from parley.api.observability import metrics, ready
@@ -41,9 +42,13 @@ def routes() -> list[Route]:
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs_page, methods=["GET"]),
         Route("/docs/{asset}", docs_asset, methods=["GET"]),
+        Route("/console", console_page, methods=["GET"]),
+        Route("/console/{asset}", console_asset, methods=["GET"]),
         Route("/v1/responses", responses.create_response, methods=["POST"]),
         # Before /v1/responses/{response_id}: that GET would otherwise take "input_tokens" as a response id.
         Route("/v1/responses/input_tokens", responses.count_input_tokens, methods=["POST"]),
+        # GET /v1/responses is WebSocket mode's upgrade; the list (a Parley extension) has its own path.
+        Route("/v1/responses/list", responses.list_responses, methods=["GET"]),
         Route("/v1/responses/compact", compaction.compact_response, methods=["POST"]),
         Route("/v1/responses/{response_id}", responses.retrieve_response, methods=["GET"]),
         Route("/v1/responses/{response_id}", responses.delete_response, methods=["DELETE"]),

@@ -146,6 +146,16 @@ class PromptPage:
     has_more: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseFilter:
+    """What GET /v1/responses/list lists: exact model, status and metadata values, created_at in [after, before)."""
+    model: str | None = None
+    status: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    created_after: int | None = None
+    created_before: int | None = None
+
+
 class ResponseStore(Protocol):
     async def save_response(self, project_id: str, response: dict[str, Any], input_items: list[Item],
                             usage: UsageRecord | None = None) -> None:
@@ -165,6 +175,9 @@ class ResponseStore(Protocol):
     async def find_items(self, project_id: str, item_ids: list[str]) -> dict[str, Item]: ...
 
     async def list_input_items(self, project_id: str, response_id: str, page: PageQuery) -> Page | None: ...
+
+    async def list_responses(self, project_id: str, where: ResponseFilter, page: PageQuery) -> Page:
+        """Stored responses (without `output`), newest first by default, paged over (created_at, id)."""
 
 
 class KeyStore(Protocol):

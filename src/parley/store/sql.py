@@ -23,6 +23,7 @@ from parley.store.sql_keys import SqlKeys
 from parley.store.sql_keys import hash_key as hash_key  # where api/auth.py and tests find it
 from parley.store.sql_limits import SqlLimits
 from parley.store.sql_prompts import SqlPrompts
+from parley.store.sql_response_list import SqlResponseList
 from parley.store.sql_usage import SqlUsage, usage_row
 from parley.store.sql_vector_search import SqlVectorSearch
 from parley.store.sql_vector_stores import SqlVectorStores
@@ -54,8 +55,8 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False, hide_parameters=True)
 
 
-class SqlStore(SqlPrompts, SqlConversations, SqlBackground, SqlWebPages, SqlFiles, SqlKeys, SqlUsage, SqlLimits,
-               SqlContainers, SqlVectorStores, SqlIngestion, SqlVectorSearch):
+class SqlStore(SqlResponseList, SqlPrompts, SqlConversations, SqlBackground, SqlWebPages, SqlFiles, SqlKeys,
+               SqlUsage, SqlLimits, SqlContainers, SqlVectorStores, SqlIngestion, SqlVectorSearch):
     """Responses, items, API keys, prompt templates, conversations, the page cache, files, usage records,
     rate-limit counters, containers and vector stores in one SQL database."""
 
