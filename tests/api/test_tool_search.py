@@ -194,3 +194,17 @@ async def test_loaded_tools_survive_conversations_and_resent_history(sdk: AsyncO
     await sdk.responses.create(model="agent", store=False, tools=[WEATHER, SEARCH],  # type: ignore[list-item]
                                input=[*history, {"role": "user", "content": "again"}])  # type: ignore[list-item]
     assert "get_weather" in _offered(fake.requests[-1])
+
+
+async def test_a_namespace_member_named_as_its_namespace(sdk: AsyncOpenAI, fake: AgentUpstream) -> None:
+    group = {"type": "namespace", "name": "notes", "description": "Notes.", "tools": [
+        {"type": "function", "name": "notes", "description": "Read the notes.", "parameters": {"type": "object"}}]}
+    first = await sdk.responses.create(model="agent", tools=[group],  # type: ignore[list-item]
+                                       input=_plan(("notes", {})))
+    call = first.output[-1]
+    assert call.type == "function_call" and call.name == "notes" and call.namespace == "notes"
+    second = await sdk.responses.create(model="agent", previous_response_id=first.id, tools=[group],  # type: ignore[list-item]
+                                        input=[{"type": "function_call_output", "call_id": call.call_id,
+                                                "output": "none yet"}])
+    assert second.output_text == "done: none yet"
+    assert fake.requests[-1]["messages"][-2]["tool_calls"][0]["function"]["name"] == "notes"

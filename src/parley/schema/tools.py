@@ -190,13 +190,13 @@ def _client_tool(raw: dict[str, Any], path: str, namespace: str | None,
     try:
         if kind == "function":
             fn = FunctionTool.model_validate(raw)
-            upstream = f"{namespace}__{fn.name}" if namespace else fn.name
+            upstream = _upstream_name(fn.name, namespace)
             tool = ClientTool("function", fn.name, upstream, namespace, fn.description, fn.parameters, fn.strict,
                               deferred=raw.get("defer_loading") is True, declared=raw,
                               namespace_description=namespace_description)
         elif kind == "custom":
             custom = CustomTool.model_validate(raw)
-            upstream = f"{namespace}__{custom.name}" if namespace else custom.name
+            upstream = _upstream_name(custom.name, namespace)
             tool = ClientTool("custom", custom.name, upstream, namespace, _custom_description(custom),
                               deferred=raw.get("defer_loading") is True, declared=raw,
                               namespace_description=namespace_description)
@@ -208,6 +208,12 @@ def _client_tool(raw: dict[str, Any], path: str, namespace: str | None,
         raise InvalidRequest("Namespace and tool name together must be at most 62 characters.",
                              param=f"{path}.name")
     return tool
+
+
+def _upstream_name(name: str, namespace: str | None) -> str:
+    """`<namespace>__<name>`; a member named as its namespace is sent bare, as a call naming `namespace == name`
+    (a deferred top-level function's shape) maps back (providers/chat_request.py upstream_tool_name)."""
+    return f"{namespace}__{name}" if namespace and namespace != name else name
 
 
 def _custom_description(tool: CustomTool) -> str:
