@@ -148,6 +148,8 @@ class ModelConfig(BaseModel):
     retries: int = Field(default=0, ge=0, le=10, description="Times a turn is sent again after a 429, 5xx, connect "
                          "error or timeout before its first event (honouring retry-after); then a route's next "
                          "deployment")
+    max_concurrent: int | None = Field(default=None, ge=1, description="Turns open at once on this deployment "
+                                       "(per process): a route passes a full one over; when all are full, a 429")
     aliases: list[str] = Field(default_factory=list, description="Other public ids of this model")
 
     @model_validator(mode="after")

@@ -1,10 +1,13 @@
 """Routes and retries through the API, against the fake upstream over real HTTP: a failing deployment is retried,
 then the next one serves and `x-parley-deployment` names it (streamed too); a cooled-down deployment is skipped;
-a 429 whose retry-after is too long is not waited for; the request's own 400 is not retried; aliases; the
-configuration is checked at start-up."""
+a 429 whose retry-after is too long is not waited for; the request's own 400 is not retried; a connection
+refused, one dropped after the 200 but before any event and a read timeout fall over, a drop after the first
+event does not; max_concurrent; aliases; the configuration is checked at start-up."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +36,27 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     url = upstream.base_url
 
     def model(model_id: str, upstream_model: str, **extra: object) -> ModelConfig:
-        return ModelConfig(id=model_id, base_url=url, upstream_model=upstream_model, **extra)  # type: ignore[arg-type]
+        options = {"base_url": url, **extra}
+        return ModelConfig(id=model_id, upstream_model=upstream_model, **options)  # type: ignore[arg-type]
+
+    with socket.socket() as probe:  # a port nothing listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
 
     settings = Settings(
         data_dir=tmp_path, embedded=EmbeddedConfig(enabled=False),
         models=[model("down", "error-500", retries=1), model("limited", "error-429", retries=3),
-                model("refusing", "error-403"), model("picky", "error-400"), model("good", "echo", aliases=["bee"])],
+                model("refusing", "error-403"), model("picky", "error-400"), model("good", "echo", aliases=["bee"]),
+                model("early", "drop-early"), model("stalled", "hang", read_timeout_s=0.3),
+                model("nowhere", "echo", base_url=closed), model("dropper", "drop"),
+                model("narrow", "slow", max_concurrent=1)],
         routes=[RouteConfig(id="main", deployments=["down", "good"], cooldown_s=3600),
                 RouteConfig(id="rated", deployments=["limited", "good"], retry_max_wait_s=1.0, aliases=["rated-2"]),
                 RouteConfig(id="keys", deployments=["refusing", "good"]),
-                RouteConfig(id="strict", deployments=["picky", "good"])])
+                RouteConfig(id="strict", deployments=["picky", "good"]),
+                RouteConfig(id="resilient", deployments=["nowhere", "early", "stalled", "good"], cooldown_s=3600),
+                RouteConfig(id="late", deployments=["dropper", "good"]),
+                RouteConfig(id="capped", deployments=["narrow", "good"])])
     async with in_process(settings) as app:
         yield Env(app, upstream)
     await upstream.stop()
@@ -75,6 +89,46 @@ async def test_refused_credentials_fall_over_and_the_requests_own_errors_do_not(
     rejected = await env.app.http.post("/v1/responses", json={"model": "strict", "input": "hi"})
     assert rejected.status_code == 400 and "x-parley-deployment" not in rejected.headers
     assert env.sent("echo") == 1  # only the `keys` request reached the healthy deployment
+
+
+async def test_refused_dropped_and_stalled_deployments_fall_over_before_the_first_event(env: Env) -> None:
+    # nowhere refuses the connection, early answers 200 and drops before any chunk, stalled answers 200 and then
+    # sends nothing past its read timeout: none of them had produced an event, so the next deployment serves.
+    async with env.app.http.stream("POST", "/v1/responses",
+                                   json={"model": "resilient", "input": "hello", "stream": True}) as streamed:
+        assert streamed.status_code == 200 and streamed.headers["x-parley-deployment"] == "good"
+        body = (await streamed.aread()).decode()
+    assert "echo: hello" in body and "response.completed" in body and "response.failed" not in body
+    assert env.sent("drop-early") == 1 and env.sent("hang") == 1
+    # All three are cooled down now: the next request goes straight to good.
+    resp = await env.app.http.post("/v1/responses", json={"model": "resilient", "input": "again"})
+    assert resp.status_code == 200 and resp.headers["x-parley-deployment"] == "good"
+    assert env.sent("drop-early") == 1 and env.sent("hang") == 1 and env.sent("echo") == 2
+
+
+async def test_a_drop_after_the_first_event_is_the_responses_own_failure(env: Env) -> None:
+    # dropper streams two chunks, then drops: its events already went out, so no other deployment may continue.
+    async with env.app.http.stream("POST", "/v1/responses",
+                                   json={"model": "late", "input": "hello there", "stream": True}) as streamed:
+        assert streamed.status_code == 200 and streamed.headers["x-parley-deployment"] == "dropper"
+        body = (await streamed.aread()).decode()
+    assert "response.output_text.delta" in body and "response.failed" in body
+    assert env.sent("echo") == 0
+
+
+async def test_a_full_deployment_is_passed_over_and_a_model_with_no_room_is_a_429(env: Env) -> None:
+    held = asyncio.create_task(env.app.http.post("/v1/responses", json={"model": "capped", "input": "one two"}))
+    await env.upstream.arrived("slow")  # narrow's one turn is open
+    other = await env.app.http.post("/v1/responses", json={"model": "capped", "input": "hi"})
+    assert other.status_code == 200 and other.headers["x-parley-deployment"] == "good"
+    # The limit is the deployment's, whichever public id reaches it: narrow itself has no room either.
+    refused = await env.app.http.post("/v1/responses", json={"model": "narrow", "input": "hi"})
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert "max_concurrent" in refused.json()["error"]["message"] and refused.headers["retry-after"] == "1"
+    first = await held
+    assert first.status_code == 200 and first.headers["x-parley-deployment"] == "narrow"
+    again = await env.app.http.post("/v1/responses", json={"model": "narrow", "input": "hi"})
+    assert again.status_code == 200 and env.sent("slow") == 2
 
 
 async def test_unrouted_models_say_nothing_and_aliases_are_models(env: Env) -> None:

@@ -15,32 +15,43 @@ from parley.providers.routing import Deployment, RoutedProvider, served_by
 
 
 class Stream:
-    def __init__(self, name: str) -> None:
+    """One batch; `fail_at` 0 raises instead of the first batch, 1 after it."""
+
+    def __init__(self, name: str, fail_at: int | None = None) -> None:
         self.name = name
+        self.fail_at = fail_at
+        self.closed = False
 
     async def _events(self) -> AsyncIterator[list[ModelEvent]]:
+        if self.fail_at == 0:
+            raise UpstreamError.timeout("no first event")
         yield []
+        if self.fail_at == 1:
+            raise UpstreamError.bad_gateway("dropped")
 
     def __aiter__(self) -> AsyncIterator[list[ModelEvent]]:
         return self._events()
 
     async def aclose(self) -> None:
-        return None
+        self.closed = True
 
 
 class Scripted:
     """A deployment's provider: raises the scripted errors in turn, then opens streams; records the calls."""
 
-    def __init__(self, name: str, *errors: Exception) -> None:
+    def __init__(self, name: str, *errors: Exception, fail_at: int | None = None) -> None:
         self.name = name
         self.errors = list(errors)
         self.calls: list[str] = []
+        self.fail_at = fail_at
+        self.streams: list[Stream] = []
 
     async def open(self, call: ModelCall) -> ModelStream:
         self.calls.append(call.upstream_model)
         if self.errors:
             raise self.errors.pop(0)
-        return Stream(self.name)
+        self.streams.append(Stream(self.name, self.fail_at))
+        return self.streams[-1]
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
         raise NotImplementedError
@@ -165,3 +176,40 @@ async def test_least_busy_counts_open_turns() -> None:
         pass  # a's turn ended
     await second.aclose()
     assert [d.open_turns for d in routed.deployments] == [0, 0]
+
+
+async def test_a_stream_failing_before_its_first_batch_falls_over_and_after_it_does_not() -> None:
+    early, b = Scripted("early", fail_at=0), Scripted("b")
+    routed = route(early, b)
+    stream = await routed.open(call())
+    assert served_by() == "b" and early.streams[0].closed  # the failed stream was released
+    assert [batch async for batch in stream] == [[]]
+    late = Scripted("late", fail_at=1)
+    routed = route(late, Scripted("c"))
+    stream = await routed.open(call())
+    assert served_by() == "late"
+    with pytest.raises(UpstreamError, match="dropped"):
+        async for _ in stream:
+            pass
+    assert routed.deployments[0].open_turns == 0 and routed.deployments[1].provider.calls == []  # type: ignore[attr-defined]
+
+
+async def test_max_concurrent_passes_a_full_deployment_over_and_refuses_when_all_are_full() -> None:
+    a, b = Scripted("a"), Scripted("b")
+    deployments = [Deployment("a", a, "x", max_concurrent=1), Deployment("b", b, "x", max_concurrent=1)]
+    routed = RoutedProvider("public", deployments)
+    held = await routed.open(call())
+    assert served_by() == "a"
+    other = await routed.open(call())
+    assert served_by() == "b"
+    with pytest.raises(UpstreamError) as info:
+        await routed.open(call())
+    assert info.value.status == 429 and "max_concurrent" in info.value.message and len(a.calls) == 1
+    await held.aclose()
+    await routed.open(call())
+    assert served_by() == "a"
+    await other.aclose()
+    # A deployment's Load is shared: another route over the same deployment sees it full.
+    shared = RoutedProvider("other", [Deployment("a", a, "y", max_concurrent=1, load=deployments[0].load)])
+    with pytest.raises(UpstreamError):
+        await shared.open(call())

@@ -25,7 +25,7 @@ from parley.providers.native_profiles import NativeProfile, resolve_native_profi
 from parley.providers.openai_responses import ResponsesWire
 from parley.providers.profiles import Profile, resolve_profile
 from parley.providers.redact import SecretMasker
-from parley.providers.routing import Deployment, RoutedProvider
+from parley.providers.routing import Deployment, Load, RoutedProvider
 from parley.providers.tokens import Encodings
 
 
@@ -181,12 +181,14 @@ def routed(entries: list[ModelEntry], settings: Settings) -> list[ModelEntry]:
     log = logging.getLogger("parley.routing")
     configs = {m.id: m for m in settings.models}
     by_id: dict[str, ModelEntry] = {}
+    loads: dict[str, Load] = {}  # one per deployment, whichever routes use it
     public: list[ModelEntry] = []
     for entry in entries:
         cfg = configs.get(entry.id)
         by_id[entry.id] = entry
-        if cfg is not None and cfg.retries:
-            deployment = Deployment(entry.id, entry.provider, entry.upstream_model, cfg.retries)
+        if cfg is not None and (cfg.retries or cfg.max_concurrent):
+            deployment = Deployment(entry.id, entry.provider, entry.upstream_model, cfg.retries,
+                                    max_concurrent=cfg.max_concurrent, load=loads.setdefault(entry.id, Load()))
             entry = dataclasses.replace(entry, provider=RoutedProvider(entry.id, [deployment], cooldown_s=0.0))
         public.append(entry)
         public += [dataclasses.replace(entry, id=alias) for alias in (cfg.aliases if cfg is not None else ())]
@@ -200,7 +202,9 @@ def routed(entries: list[ModelEntry], settings: Settings) -> list[ModelEntry]:
         if not members:
             continue
         deployments = [Deployment(e.id, e.provider, e.upstream_model, configs[e.id].retries if e.id in configs else 0,
-                                  weight) for e, weight in members]
+                                  weight, configs[e.id].max_concurrent if e.id in configs else None,
+                                  loads.setdefault(e.id, Load()))
+                       for e, weight in members]
         caps = [e.capabilities for e, _ in members if e.capabilities is not None]
         entry = ModelEntry(
             id=route.id, owned_by=route.owned_by, created=members[0][0].created, upstream_model=route.id,

@@ -6,9 +6,13 @@ weight; `least_busy` by open turns; with cache affinity a request's prompt_cache
 first input item, picks the same deployment every time so the upstream's prompt cache hits). A deployment that
 fails to open the turn with a 429, a 5xx, a connect error or a timeout is asked again up to its `retries`
 (waiting what its retry-after says, else a short exponential back-off), then cooled down for `cooldown_s` and
-the next one is tried; once the cool-down is over the next request probes it again. Only the opening of a turn
-is retried, before its first event: nothing a deployment streamed is ever mixed with another's. An error that is
-the request's own (a 400) is never retried. A model with `retries` and no route is a route of one.
+the next one is tried; once the cool-down is over the next request probes it again. A turn is retried or moved
+only until its first event: `open` waits for the deployment's first batch of events, so an upstream that
+answers 200 and then drops the connection or stalls past its read timeout before sending anything counts as a
+failure to open; once an event is returned, nothing a deployment streamed is ever mixed with another's. An error
+that is the request's own (a 400) is never retried. A deployment with `max_concurrent` takes at most that many
+open turns (per process); a full one is passed over, and when all are full the turn is refused with a 429. A
+model with `retries` or `max_concurrent` and no route is a route of one.
 
 Which deployment served is logged and kept for the response headers (`served_by`, `x-parley-deployment`).
 """
@@ -23,11 +27,11 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
-from parley.errors import ParleyError
+from parley.errors import ParleyError, UpstreamError
 from parley.providers.base import ModelCall, ModelEvent, ModelStream, Provider, TokenCount
 
 log = logging.getLogger("parley.routing")
@@ -63,21 +67,53 @@ def _retry_after(err: ParleyError) -> float | None:
 
 
 @dataclass(slots=True)
+class Load:
+    """What one deployment is doing in this process, shared by every route (and the model itself) that uses it,
+    so its max_concurrent and its cool-down hold across them."""
+
+    open_turns: int = 0  # turns opened and not yet ended (least_busy, max_concurrent)
+    cooled_until: float = 0.0
+
+
+@dataclass(slots=True)
 class Deployment:
     name: str  # the configured model id
     provider: Provider
     upstream_model: str
     retries: int = 0
     weight: float = 1.0
-    open_turns: int = 0  # turns opened and not yet ended (least_busy)
-    cooled_until: float = 0.0
+    max_concurrent: int | None = None  # open turns at once (per process); None: no limit
+    load: Load = field(default_factory=Load)
+
+    @property
+    def open_turns(self) -> int:
+        return self.load.open_turns
+
+    @open_turns.setter
+    def open_turns(self, value: int) -> None:
+        self.load.open_turns = value
+
+    @property
+    def cooled_until(self) -> float:
+        return self.load.cooled_until
+
+    @cooled_until.setter
+    def cooled_until(self, value: float) -> None:
+        self.load.cooled_until = value
+
+    def full(self) -> bool:
+        return self.max_concurrent is not None and self.open_turns >= self.max_concurrent
 
 
 class _CountedStream:
-    """A deployment's stream, counted as an open turn until it ends or is closed."""
+    """A deployment's stream, its first batch already read (by `open`), counted as an open turn until it ends or
+    is closed."""
 
-    def __init__(self, inner: ModelStream, deployment: Deployment) -> None:
+    def __init__(self, inner: ModelStream, events: AsyncIterator[list[ModelEvent]],
+                 first: list[ModelEvent] | None, deployment: Deployment) -> None:
         self._inner = inner
+        self._events = events
+        self._first = first  # None: the stream ended before any batch
         self._deployment: Deployment | None = deployment
 
     def _done(self) -> None:
@@ -87,7 +123,10 @@ class _CountedStream:
 
     async def _iterate(self) -> AsyncIterator[list[ModelEvent]]:
         try:
-            async for batch in self._inner:
+            if self._first is None:
+                return
+            yield self._first
+            async for batch in self._events:
                 yield batch
         finally:
             self._done()
@@ -132,8 +171,9 @@ class RoutedProvider:
         """The deployments to try, best first: healthy ones by the strategy, then cooled-down ones (soonest
         back first), so a route whose every deployment failed lately still tries rather than refusing."""
         now = self._clock()
-        healthy = [d for d in self.deployments if d.cooled_until <= now]
-        cooled = sorted((d for d in self.deployments if d.cooled_until > now), key=lambda d: d.cooled_until)
+        open_ = [d for d in self.deployments if not d.full()]
+        healthy = [d for d in open_ if d.cooled_until <= now]
+        cooled = sorted((d for d in open_ if d.cooled_until > now), key=lambda d: d.cooled_until)
         key = affinity_key(call) if self._affinity and len(healthy) > 1 else None
         if self._strategy == "weighted":
             healthy = self._weighted(healthy, key)
@@ -165,9 +205,11 @@ class RoutedProvider:
             attempt = 0
             turn = dataclasses.replace(call, upstream_model=deployment.upstream_model)
             while True:
+                if deployment.full():  # filled up while an earlier deployment was tried
+                    break
                 deployment.open_turns += 1
                 try:
-                    stream = await deployment.provider.open(turn)
+                    stream, events, first = await _first_batch(deployment.provider, turn)
                 except ParleyError as err:
                     deployment.open_turns -= 1
                     if not _falls_over(err):
@@ -186,17 +228,39 @@ class RoutedProvider:
                     log.warning("model %s: deployment %s failed (%s, HTTP %s); cooled down for %g s",
                                 self.model_id, deployment.name, err.code, err.status, self._cooldown_s)
                     break
+                except BaseException:
+                    deployment.open_turns -= 1
+                    raise
                 deployment.cooled_until = 0.0
                 _SERVED.set(deployment.name)
                 if len(self.deployments) > 1 or attempt:
                     log.info("model %s served by deployment %s", self.model_id, deployment.name)
-                return _CountedStream(stream, deployment)
-        assert last is not None
+                return _CountedStream(stream, events, first, deployment)
+        if last is None:  # no deployment had room
+            raise UpstreamError(f"Every deployment of model '{self.model_id}' is at its max_concurrent limit; "
+                                "try again shortly.", "model", "rate_limit_exceeded", 429, "rate_limit_error",
+                                {"retry-after": "1"})
         raise last
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
         first = self.order(call)[0]
         return await first.provider.count_tokens(dataclasses.replace(call, upstream_model=first.upstream_model))
+
+
+async def _first_batch(provider: Provider, call: ModelCall
+                       ) -> tuple[ModelStream, AsyncIterator[list[ModelEvent]], list[ModelEvent] | None]:
+    """Open the call and read its first batch of events: until then nothing of this turn reached the client, so
+    a drop or a read timeout here may still go to another deployment."""
+    stream = await provider.open(call)
+    events = stream.__aiter__()
+    try:
+        first: list[ModelEvent] | None = await events.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await stream.aclose()
+        raise
+    return stream, events, first
 
 
 def _pick(key: bytes, names: Sequence[str], weights: Sequence[float]) -> int:

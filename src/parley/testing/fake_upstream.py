@@ -16,6 +16,8 @@ bodies) and its behaviour is chosen by the requested upstream `model`:
                   then one user message: the transcript) gets "SUMMARY(<n> words of the transcript)"
   error-<status>  answers HTTP <status> with an OpenAI error body (429 adds retry-after: 7)
   drop            sends two chunks (non-streaming: half the body), then drops the connection
+  drop-early      drops the connection before any chunk (streaming: after the 200 headers; non-streaming:
+                  without answering)
   nousage         no usage chunk even if asked
   hang            streaming: sends headers, then nothing; non-streaming: never answers
 
@@ -78,6 +80,7 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.disconnects: list[str] = []
+        self._arrived: dict[str, asyncio.Event] = {}  # set when a chat request for that model arrives
         self.tokenize_requests: list[tuple[str, dict[str, Any]]] = []
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self._chat)
@@ -87,6 +90,10 @@ class FakeUpstream:
         self.app.router.add_post("/extras/tokenize/count", self._llamacpp_tokenize)
         self._runner: web.AppRunner | None = None
         self.port = 0
+
+    async def arrived(self, model: str) -> None:
+        """Wait until a chat request for `model` has arrived (it may still be being answered)."""
+        await self._arrived.setdefault(model, asyncio.Event()).wait()
 
     async def start(self, port: int = 0) -> None:
         # A short shutdown timeout: a `hang` handler must not hold up stop() for aiohttp's default 60 s.
@@ -131,6 +138,7 @@ class FakeUpstream:
         body = await request.json(loads=orjson.loads)
         self.requests.append(body)
         model = str(body.get("model", "echo"))
+        self._arrived.setdefault(model, asyncio.Event()).set()
         if model.startswith("error-"):
             status = int(model.split("-", 1)[1])
             headers = {"retry-after": "7"} if status == 429 else {}
@@ -144,6 +152,10 @@ class FakeUpstream:
                     return web.Response()
             if model == "drop":
                 return await self._drop_body(request, orjson.dumps(_completion(model, plan)))
+            if model == "drop-early":
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response()
             return web.json_response(_completion(model, plan))
         return await self._stream(request, model, body, plan)
 
@@ -173,6 +185,10 @@ class FakeUpstream:
         await resp.prepare(request)
         if model == "hang":
             await self._wait_unless_closed(request, model, 3600.0)
+            return resp
+        if model == "drop-early":
+            assert request.transport is not None
+            request.transport.close()
             return resp
         delay = 0.2 if model == "slow" else 0.0
         chunks = _chunks(model, plan)
