@@ -119,6 +119,32 @@ def test_embedded_forced_tool_call_under_grammar(embedded_client: OpenAI) -> Non
     assert isinstance(json.loads(call.arguments)["city"], str)
 
 
+def test_embedded_model_runs_a_builtin_tool(embedded_client: OpenAI) -> None:
+    """A built-in tool on the embedded model, offered as a function: file_search forced on the first turn, run by
+    Parley, and the model asked again with its outcome. SmolLM2-135M's forced arguments are not valid JSON
+    (llama-cpp-python does not constrain them to the schema), so the call fails as a tool failure should: a
+    `failed` item, the error text for the model, and a completed response, never a 500."""
+    store = embedded_client.vector_stores.create(name="facts")
+    indexed = embedded_client.vector_stores.files.upload_and_poll(
+        vector_store_id=store.id, file=("rome.txt", b"Rome is the capital of Italy. It has about 2.8 million people."),
+        poll_interval_ms=50)
+    assert indexed.status == "completed", indexed.last_error
+    stream = embedded_client.responses.create(
+        model=MODEL, input="How many people live in Rome? Search the files.", max_output_tokens=80, temperature=0,
+        tools=[{"type": "file_search", "vector_store_ids": [store.id]}], tool_choice={"type": "file_search"},
+        max_tool_calls=1, include=["file_search_call.results"], stream=True)
+    events = list(stream)
+    types = [event.type for event in events]
+    assert "response.file_search_call.in_progress" in types and types[-1] == "response.completed"
+    response = events[-1].response  # type: ignore[union-attr]
+    call = response.output[0]
+    assert call.type == "file_search_call" and call.status in ("completed", "failed")
+    if call.status == "completed":
+        assert call.results and call.results[0].file_id == indexed.id
+    assert response.output[-1].type == "message"  # the second turn (no built-in tool left) answered
+    assert response.output_text.strip()
+
+
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                           "required": ["city"], "additionalProperties": False}, "strict": True}
