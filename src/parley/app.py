@@ -110,7 +110,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack,
                         tracer_provider: TracerProvider | None = None) -> Runtime:
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = await SqlStore.open(settings.effective_database_url)
+    store = await SqlStore.open(settings.effective_database_url, settings.chain_cache_bytes)
     stack.push_async_callback(store.close)
     telemetry = build_telemetry(settings, stack, tracer_provider)  # metrics, tracing, access lines (telemetry/)
     store.writer.observer = telemetry.writes

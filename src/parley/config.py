@@ -591,6 +591,10 @@ class Settings(BaseSettings):
         "(at start-up or later) until the server stops, also if every key is revoked",
     )
     auth_cache_ttl_s: float = Field(default=2.0, ge=0)
+    chain_cache_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0,
+        description="Item JSON of recently continued previous_response_id chains kept per process, so a turn "
+        "reads only the response it continues from (0: off, every turn reads its whole chain)")
     max_upstream_reply_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024,
         description="Bytes read from one upstream reply (a whole body or stream); past it the reply is cut (502)",

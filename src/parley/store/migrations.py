@@ -374,6 +374,19 @@ def _v10(conn: Connection) -> None:
     frozen.create_all(conn)
 
 
+def _v11(conn: Connection) -> None:
+    # The deletion counter that keeps each process's chain cache honest (store/chain_cache.py).
+    frozen = MetaData()
+    table = Table(
+        "response_deletions",
+        frozen,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("n", BigInteger, nullable=False),
+    )
+    frozen.create_all(conn)
+    conn.execute(insert(table).values(id=1, n=0))
+
+
 MIGRATIONS: list[Migration] = [
     (1, "api keys, responses and their items", _v1),
     (2, "prompt templates", _v2),
@@ -384,6 +397,7 @@ MIGRATIONS: list[Migration] = [
     (7, "the web_search page cache", _v7),
     (9, "containers and their files", _v9),
     (10, "key roles, expiry, allowed models and limits; usage records; rate-limit counters", _v10),
+    (11, "the response deletion counter (chain caches)", _v11),
 ]
 
 

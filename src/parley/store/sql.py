@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, event, select, text
+from sqlalchemy import delete, event, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from parley.errors import InvalidRequest
 from parley.store import tables
 from parley.store.base import Item, Page, PageQuery, UsageRecord
+from parley.store.chain_cache import ChainCache
 from parley.store.migrations import migrate
 from parley.store.pages import keyset_page
 from parley.store.rows import item_rows, response_row
@@ -32,14 +33,15 @@ from parley.store.writer import GroupCommitWriter, Write, sqlite_pragmas
 
 _CHAIN_SQL = text(
     """
-    WITH RECURSIVE chain(id, prev, depth) AS (
-        SELECT id, previous_response_id, 0 FROM responses WHERE id = :rid AND project_id = :pid
+    WITH RECURSIVE chain(id, prev, depth, status) AS (
+        SELECT id, previous_response_id, 0, status FROM responses WHERE id = :rid AND project_id = :pid
         UNION ALL
-        SELECT r.id, r.previous_response_id, c.depth + 1
+        SELECT r.id, r.previous_response_id, c.depth + 1, r.status
         FROM responses r JOIN chain c ON r.id = c.prev
         WHERE r.project_id = :pid
     )
-    SELECT c.id, i.data FROM chain c LEFT JOIN items i ON i.response_id = c.id
+    SELECT c.depth, c.status, COALESCE((SELECT n FROM response_deletions WHERE id = 1), 0), i.data
+    FROM chain c LEFT JOIN items i ON i.response_id = c.id
     ORDER BY c.depth DESC, i.kind, i.position
     """
 )
@@ -60,15 +62,17 @@ class SqlStore(SqlResponseList, SqlPrompts, SqlConversations, SqlBackground, Sql
     """Responses, items, API keys, prompt templates, conversations, the page cache, files, usage records,
     rate-limit counters, containers and vector stores in one SQL database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, chain_cache_bytes: int = 0) -> None:
         self.engine = engine
         self.writer = GroupCommitWriter(engine)
+        # previous_response_id chains recently continued (0: none kept, every turn reads its whole chain).
+        self.chains = ChainCache(engine, chain_cache_bytes) if chain_cache_bytes > 0 else None
 
     @classmethod
-    async def open(cls, url: str) -> SqlStore:
+    async def open(cls, url: str, chain_cache_bytes: int = 0) -> SqlStore:
         engine = make_engine(url)
         await migrate(engine)
-        store = cls(engine)
+        store = cls(engine, chain_cache_bytes)
         store.writer.start()
         return store
 
@@ -111,14 +115,28 @@ class SqlStore(SqlResponseList, SqlPrompts, SqlConversations, SqlBackground, Sql
             if not result.rowcount:
                 return False
             await conn.execute(delete(i).where(i.c.response_id == response_id, i.c.project_id == project_id))
+            # Every process's chain cache sees this with its next chain and forgets what it kept.
+            d = tables.response_deletions
+            if not (await conn.execute(update(d).where(d.c.id == 1).values(n=d.c.n + 1))).rowcount:
+                await conn.execute(insert(d).values(id=1, n=1))  # its row was emptied (a truncated table)
         return True
 
     async def load_context(self, project_id: str, response_id: str) -> list[Item] | None:
+        if self.chains is not None:
+            cached, served = await self.chains.load(project_id, response_id)
+            if served:
+                return cached
         async with self.engine.connect() as conn:
             rows = (await conn.execute(_CHAIN_SQL, {"rid": response_id, "pid": project_id})).all()
         if not rows:
             return None
-        return [orjson.loads(data) for _, data in rows if data is not None]
+        data = [row[3] for row in rows if row[3] is not None]
+        items = [orjson.loads(d) for d in data]
+        if self.chains is not None:
+            head_status = next(row[1] for row in rows if row[0] == 0)
+            self.chains.remember(project_id, response_id, items, sum(len(d) for d in data), rows[0][2],
+                                 head_status)
+        return items
 
     async def find_items(self, project_id: str, item_ids: list[str]) -> dict[str, Item]:
         i = tables.items

@@ -369,3 +369,13 @@ rate_counters = Table(
     Column("tokens", BigInteger, nullable=False),
     Column("cost", BigInteger, nullable=False),
 )
+
+# One row (id 1): how many responses were ever deleted, bumped in the deleting transaction. A process's chain
+# cache (store/chain_cache.py) reads it with each chain it serves and forgets everything when it moved, so a
+# response deleted by any process is never continued from a cache (migration 11).
+response_deletions = Table(
+    "response_deletions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("n", BigInteger, nullable=False),
+)
