@@ -121,6 +121,28 @@ async def test_discriminators_must_be_strings(http: httpx.AsyncClient, body: dic
     assert error["param"] == param, error
 
 
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/responses", {"model": "fake", "input": "hi", "tools": [
+        {"type": "file_search", "vector_store_ids": ["vs_1"], "max_num_results": True}]}, "tools[0].max_num_results"),
+    ("/v1/responses", {"model": "fake", "input": "hi", "tools": [
+        {"type": "file_search", "vector_store_ids": ["vs_1"], "ranking_options": {"score_threshold": False}}]},
+     "tools[0].ranking_options.score_threshold"),
+    ("/v1/responses", {"model": "fake", "input": "hi", "tools": [
+        {"type": "file_search", "vector_store_ids": ["vs_1"],
+         "ranking_options": {"hybrid_search": {"embedding_weight": True, "text_weight": 1}}}]},
+     "tools[0].ranking_options.hybrid_search.embedding_weight"),
+    ("/v1/containers", {"name": "c", "expires_after": {"anchor": "last_active_at", "minutes": True}},
+     "expires_after.minutes"),
+    ("/v1/vector_stores/vs_1/search", {"query": "x", "ranking_options": {"score_threshold": True}},
+     "ranking_options.score_threshold"),
+])
+async def test_a_boolean_is_not_a_number_in_builtin_tools(http: httpx.AsyncClient, path: str, body: dict[str, Any],
+                                                           param: str) -> None:
+    """`true` where a count or a weight belongs is a 400 naming it, never silently taken as 1."""
+    error = _error(await http.post(path, json=body))
+    assert error["param"] == param, error
+
+
 async def test_input_file_of_an_unknown_file_is_a_404_naming_it(http: httpx.AsyncClient) -> None:
     body = {"model": "fake", "input": [{"role": "user", "content": [
         {"type": "input_text", "text": "read this"}, {"type": "input_file", "file_id": "file_1"}]}]}

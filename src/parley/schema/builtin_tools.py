@@ -13,7 +13,16 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
 
 from parley.schema.containers import CodeInterpreterParams
 
@@ -22,21 +31,22 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# Strict numbers: `true` is not 1 (a JSON boolean where a number belongs is a 400, never silently repaired).
 class HybridSearch(_Lenient):
-    embedding_weight: float = Field(ge=0)
-    text_weight: float = Field(ge=0)
+    embedding_weight: StrictFloat = Field(ge=0)
+    text_weight: StrictFloat = Field(ge=0)
 
 
 class RankingOptions(_Lenient):
     ranker: Literal["none", "auto", "default-2024-11-15", "default_2024_08_21"] | None = None
-    score_threshold: float | None = Field(default=None, ge=0, le=1)
+    score_threshold: StrictFloat | None = Field(default=None, ge=0, le=1)
     hybrid_search: HybridSearch | None = None
 
 
 class FileSearchParams(_Lenient):
     type: Literal["file_search"]
     vector_store_ids: list[str] = Field(min_length=1, max_length=16)
-    max_num_results: int | None = Field(default=None, ge=1, le=50)
+    max_num_results: StrictInt | None = Field(default=None, ge=1, le=50)
     filters: dict[str, Any] | None = None  # comparison or compound filter, checked by the vector stores service
     ranking_options: RankingOptions | None = None
 

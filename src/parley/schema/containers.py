@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
 MemoryLimit = Literal["1g", "4g", "16g", "64g"]
 MEMORY_BYTES: dict[str, int] = {"1g": 1 << 30, "4g": 4 << 30, "16g": 16 << 30, "64g": 64 << 30}
@@ -14,7 +14,7 @@ FileIds = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_leng
 class ExpiresAfter(BaseModel):
     model_config = ConfigDict(extra="ignore")
     anchor: Literal["last_active_at"]
-    minutes: int = Field(ge=1, le=1440)
+    minutes: StrictInt = Field(ge=1, le=1440)
 
 
 class NetworkPolicy(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
 from parley.retrieval.chunking import AUTO, ChunkingStrategy, check_strategy
 from parley.schema.requests import _check_metadata
@@ -126,15 +126,15 @@ class CreateFileBatchRequest(_Body):
 class HybridSearchParam(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    embedding_weight: float = Field(ge=0)
-    text_weight: float = Field(ge=0)
+    embedding_weight: StrictFloat = Field(ge=0)
+    text_weight: StrictFloat = Field(ge=0)
 
 
 class RankingOptionsParam(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     ranker: Literal["none", "auto", "default-2024-11-15", "default_2024_08_21"] | None = None
-    score_threshold: float | None = Field(default=None, ge=0, le=1)
+    score_threshold: StrictFloat | None = Field(default=None, ge=0, le=1)
     hybrid_search: HybridSearchParam | None = None
 
 
