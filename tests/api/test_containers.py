@@ -314,3 +314,24 @@ async def test_limits_and_eviction(tmp_path: Path, env: Env) -> None:
         assert (await service.run("default", second, "b = 2")).notes == []
         again = await service.run("default", first, "print('a' in globals())")
         assert RESTARTED in again.notes and again.result.logs == "False\n"
+
+
+async def test_an_auto_container_is_reused_along_a_conversation(env: Env) -> None:
+    conversation = await env.sdk.conversations.create()
+    first = await ask(env, "along = 'the conversation'", conversation=conversation.id)
+    second = await ask(env, "print(along)", conversation=conversation.id, include=["code_interpreter_call.outputs"])
+    assert calls(first)[0]["container_id"] == calls(second)[0]["container_id"]
+    assert calls(second)[0]["outputs"] == [{"type": "logs", "logs": "the conversation\n"}]
+    # Another conversation gets a container of its own.
+    elsewhere = await ask(env, "print('new')", conversation=(await env.sdk.conversations.create()).id)
+    assert calls(elsewhere)[0]["container_id"] != calls(first)[0]["container_id"]
+
+
+async def test_the_insecure_mode_runs_code_only_when_named(tmp_path: Path, env: Env) -> None:
+    named = settings(tmp_path, env.upstream.base_url, sandbox="insecure-no-sandbox")
+    async with in_process(named) as app:
+        sandbox = await app.app.state.runtime.containers.ready()
+        assert sandbox.kind == "insecure" and "insecure-no-sandbox" in sandbox.reason
+        response = await app.sdk().responses.create(model="code-agent", input=steps("print(6 * 7)"), tools=[AUTO],
+                                                    include=["code_interpreter_call.outputs"])
+        assert calls(response)[0]["outputs"] == [{"type": "logs", "logs": "42\n"}]
