@@ -7,6 +7,7 @@ event does not; max_concurrent; aliases; the configuration is checked at start-u
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
 
     settings = Settings(
-        data_dir=tmp_path, embedded=EmbeddedConfig(enabled=False),
+        data_dir=tmp_path, embedded=EmbeddedConfig(enabled=False), access_log=True,
         models=[model("down", "error-500", retries=1), model("limited", "error-429", retries=3),
                 model("refusing", "error-403"), model("picky", "error-400"), model("good", "echo", aliases=["bee"]),
                 model("early", "drop-early"), model("stalled", "hang", read_timeout_s=0.3),
@@ -74,6 +75,21 @@ async def test_a_failing_deployment_is_retried_then_the_next_serves(env: Env) ->
         assert streamed.status_code == 200 and streamed.headers["x-parley-deployment"] == "good"
         body = (await streamed.aread()).decode()
     assert "response.completed" in body and env.sent("error-500") == 2
+
+
+async def test_the_log_says_which_deployment_served(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    resp = await env.app.http.post("/v1/responses", json={"model": "keys", "input": "hi"})
+    assert resp.status_code == 200
+    lines = [r for r in caplog.records if r.name == "parley.access" and r.getMessage().startswith("response")]
+    assert [r.getMessage().split()[2:4] for r in lines] == [["keys", "via"]]
+    assert lines[0].getMessage().split()[4] == "good" and lines[0].fields["served_by"] == "good"
+    routing = [r.getMessage() for r in caplog.records if r.name == "parley.routing"]
+    assert "model keys served by deployment good" in routing
+    plain = await env.app.http.post("/v1/responses", json={"model": "good", "input": "hi"})
+    assert plain.status_code == 200
+    last = [r for r in caplog.records if r.name == "parley.access" and r.getMessage().startswith("response")][-1]
+    assert " via " not in last.getMessage() and "served_by" not in last.fields
 
 
 async def test_a_long_retry_after_is_not_waited_for(env: Env) -> None:

@@ -24,7 +24,7 @@ from parley.api.http import (
 )
 from parley.api.runtime import parse_body, runtime_of
 from parley.errors import InvalidRequest
-from parley.providers.routing import served_by
+from parley.providers.routing import clear_served, served_by
 from parley.schema.requests import CreateResponseRequest, IncludeValue
 from parley.services.background import follow
 from parley.services.usage import UsageOrigin
@@ -67,6 +67,7 @@ async def cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[An
 
 @endpoint
 async def create_response(request: Request, rid: str) -> Response:
+    clear_served()
     rt = runtime_of(request)
     caller = await rt.auth.caller_of(request)
     project = caller.project

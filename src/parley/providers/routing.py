@@ -46,6 +46,13 @@ def served_by() -> str | None:
     return _SERVED.get()
 
 
+def clear_served() -> None:
+    """A new response starts: forget the deployment of an earlier one run in the same context (a server gives
+    each request its own task and context, but an in-process ASGI client or a caller running several responses
+    in one task does not)."""
+    _SERVED.set(None)
+
+
 def _transient(err: ParleyError) -> bool:
     """Worth asking the same deployment again: it is busy, down or slow, not refusing this request."""
     return err.status in _RETRIED_STATUSES and err.code != "upstream_auth_failed"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from parley.errors import ParleyError
 from parley.providers.base import ModelCall
+from parley.providers.routing import served_by
 from parley.store.base import UsageRecord
 from parley.telemetry.metrics import Metrics
 from parley.tools.base import BuiltinCall, Item
@@ -126,12 +127,16 @@ class Telemetry:
             "output_tokens": record.output_tokens, "reasoning_tokens": record.reasoning_tokens,
             "tool_calls": record.tool_calls, "cost_usd": record.cost / 1e9,
         }
+        served = served_by()  # a routed model: the deployment that served its last turn
+        if served is not None:
+            fields["served_by"] = served
         if self.log_content:
             fields["instructions"] = response.get("instructions")
             fields["output_text"] = _output_text(response)
-        access_log.info("response %s %s %s latency_ms=%d ttft_ms=%s tokens=%d/%d", record.response_id,
-                        record.model, record.status, record.latency_ms, record.ttft_ms, record.input_tokens,
-                        record.output_tokens, extra={"fields": fields})
+        access_log.info("response %s %s%s %s latency_ms=%d ttft_ms=%s tokens=%d/%d", record.response_id,
+                        record.model, f" via {served}" if served is not None else "", record.status,
+                        record.latency_ms, record.ttft_ms, record.input_tokens, record.output_tokens,
+                        extra={"fields": fields})
 
     # -- model turns (telemetry/provider.py) -----------------------------------------------------
 
