@@ -157,6 +157,20 @@ async def test_console_pages_in_chromium(browser_page: tuple[Page, list[str]],
     await expect(page.locator("#response-list tbody tr")).to_have_count(3)
     await page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
 
+    # A background run: its events replayed and followed in the explorer's timeline until it ends.
+    queued = await http.post(server.base_url + "/responses", headers={"Authorization": f"Bearer {project_key}"},
+                             json={"model": "echo", "input": "one two three four", "background": True})
+    assert queued.status_code == 200, queued.text
+    await page.click("#filter-form button[type=submit]")
+    await page.locator(f"#response-list tbody tr[data-id={queued.json()['id']}]").click()
+    timeline = page.locator("#detail .timeline")
+    await expect(timeline).to_contain_text("response.completed", timeout=30_000)
+    await expect(timeline).to_contain_text("response.output_text.delta")
+    await expect(timeline).to_contain_text("response.created")
+    await expect(page.locator("#detail .status")).to_contain_text("completed")  # the live run's end, shown
+    await expect(page.locator("#detail .outputs")).to_contain_text("echo: one two three four")
+    await page.screenshot(path=str(ARTIFACTS / "explorer-background.png"), full_page=True)
+
     # A project key cannot read usage: the page says so in the API's words.
     await page.goto(server.root + "/console#usage")
     await expect(page.locator("#usage-error")).to_contain_text("40")

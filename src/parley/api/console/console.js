@@ -286,11 +286,12 @@ async function openResponse(id) {
     const inputs = await api("GET", `/v1/responses/${encodeURIComponent(id)}/input_items?order=asc&limit=100`);
     const chain = await chainOf(response);
     const timeline = el("table", { class: "timeline" }, el("tbody"));
+    const summary = (r) => `${r.model} · ${r.status} · created ${when(r.created_at)}${r.background ? " · background" : ""}`;
+    const status = el("p", { class: "status" }, summary(response));
+    const usage = el("p", { class: "usage-line" }, usageLine(response.usage));
+    const outputs = el("div", { class: "outputs" }, (response.output || []).map(itemView));
     detail.replaceChildren(
-      el("h2", {}, response.id),
-      el("p", {}, `${response.model} · ${response.status} · created ${when(response.created_at)}`,
-        response.background ? " · background" : ""),
-      el("p", { class: "usage-line" }, usageLine(response.usage)),
+      el("h2", {}, response.id), status, usage,
       el("h3", {}, "Chain"),
       el("ol", { class: "chain" }, [...chain, response].map((r) => el("li", {},
         el("a", { href: "#responses", onclick: (e) => { e.preventDefault(); openResponse(r.id); } }, r.id),
@@ -298,19 +299,27 @@ async function openResponse(id) {
       el("h3", {}, "Input items"),
       el("div", { class: "inputs" }, inputs.data.map(itemView)),
       el("h3", {}, "Output items"),
-      el("div", { class: "outputs" }, (response.output || []).map(itemView)),
+      outputs,
       el("h3", {}, "Event timeline"),
       response.background ? timeline : el("p", { class: "hint" },
         "Only background responses keep their events (POST with background: true)."),
       el("details", {}, el("summary", {}, "Raw response"), el("pre", {}, pretty(response))));
-    if (response.background) followEvents(response.id, timeline.querySelector("tbody"));
+    if (response.background) {
+      followEvents(response.id, timeline.querySelector("tbody"), (final) => {  // a live run ended: show its end
+        status.textContent = summary(final);
+        usage.textContent = usageLine(final.usage);
+        outputs.replaceChildren(...(final.output || []).map(itemView));
+      });
+    }
   } catch (err) {
     detail.replaceChildren(el("p", { class: "error" }, err.message));
   }
 }
 
 // A background run's events, replayed from the start and then followed live until its terminal event.
-async function followEvents(id, tbody) {
+const TERMINAL = ["response.completed", "response.failed", "response.incomplete", "response.cancelled"];
+
+async function followEvents(id, tbody, onEnd) {
   following = new AbortController();
   const started = performance.now();
   try {
@@ -322,6 +331,7 @@ async function followEvents(id, tbody) {
       const what = ev.delta !== undefined ? JSON.stringify(ev.delta) : ev.item ? ev.item.type : "";
       tbody.append(el("tr", {}, el("td", {}, at), el("td", {}, String(ev.sequence_number)), el("td", {}, ev.type),
         el("td", {}, what)));
+      if (TERMINAL.includes(ev.type) && ev.response) onEnd(ev.response);
     });
   } catch (err) {
     if (err.name !== "AbortError") tbody.append(el("tr", {}, el("td", { class: "error" }, err.message)));
