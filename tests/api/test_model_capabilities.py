@@ -9,7 +9,7 @@ from typing import Any
 
 from openai.types import Model
 
-from parley.config import EmbeddedConfig, ModelConfig, ProfileOverrides, Settings
+from parley.config import EmbeddedConfig, ModelConfig, ProfileOverrides, RouteConfig, Settings
 from parley.testing.in_process import in_process
 
 FAKE_CHILD = Path(__file__).parent.parent / "providers" / "fake_embedded_child.py"
@@ -27,7 +27,7 @@ def _settings(tmp_path: Path) -> Settings:
         ModelConfig(id="claude", base_url=url, provider="anthropic", profile="anthropic"),
         ModelConfig(id="azure", base_url=url, provider="openai_responses", profile="azure",
                     hosted_tools=["web_search"]),
-    ])
+    ], routes=[RouteConfig(id="any", deployments=["gpt", "ollama"], aliases=["any-2"])])
 
 
 async def test_models_list_their_capabilities(tmp_path: Path) -> None:
@@ -44,6 +44,12 @@ async def test_models_list_their_capabilities(tmp_path: Path) -> None:
     assert by_id["claude"]["native_files"] is True and by_id["claude"]["hosted_tools"] == []
     assert by_id["azure"]["hosted_tools"] == ["web_search"]
     assert by_id["tiny"]["vision"] is False and by_id["tiny"]["structured_output"] == "native"
+    # A route supports what all its deployments do; its context window is the smallest; it lists them.
+    assert by_id["any"] == by_id["any-2"] == {
+        "context_window": 8192, "vision": False, "native_files": False, "reasoning_effort": False,
+        "tool_choice": "checked", "structured_output": "native", "hosted_tools": []}
+    routes = {m["id"]: m.get("deployments") for m in listed}
+    assert routes["any"] == routes["any-2"] == ["gpt", "ollama"] and routes["gpt"] is None
 
 
 async def test_the_embedded_model_refuses_images(tmp_path: Path) -> None:

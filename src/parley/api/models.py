@@ -19,6 +19,8 @@ def _model(entry: ModelEntry) -> dict[str, Any]:
     model: dict[str, Any] = {"id": entry.id, "object": "model", "created": entry.created, "owned_by": entry.owned_by}
     if entry.capabilities is not None:  # Parley's own field (the SDK's Model type keeps extras)
         model["capabilities"] = entry.capabilities.as_json(entry.context_window, entry.hosted_tools)
+    if entry.deployments:  # a route: the models that serve it (x-parley-deployment names one of them)
+        model["deployments"] = list(entry.deployments)
     if entry.status is not None:
         # Parley's own fields (the SDK's Model type keeps extras): whether the embedded model can answer now.
         status = entry.status()

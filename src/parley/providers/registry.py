@@ -42,6 +42,7 @@ class ModelEntry:
     # Built-in tool types its upstream runs itself (config `hosted_tools`; services/hosted_tools.py).
     hosted_tools: frozenset[str] = frozenset()
     capabilities: Capabilities | None = None  # what /v1/models says the model supports
+    deployments: tuple[str, ...] = ()  # a route's deployments, in configured order (listed by /v1/models)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +213,7 @@ def routed(entries: list[ModelEntry], settings: Settings) -> list[ModelEntry]:
             provider=RoutedProvider(route.id, deployments, strategy=route.strategy, cooldown_s=route.cooldown_s,
                                     retry_max_wait_s=route.retry_max_wait_s, cache_affinity=route.cache_affinity),
             capabilities=Capabilities.common(caps) if len(caps) == len(members) else None,
+            deployments=tuple(e.id for e, _ in members),
         )
         public.append(entry)
         public += [dataclasses.replace(entry, id=alias) for alias in route.aliases]
