@@ -17,6 +17,9 @@ import pytest
 from pydantic import ValidationError
 
 from parley.config import EmbeddedConfig, ModelConfig, RouteConfig, Settings
+from parley.testing.fake_anthropic import FakeAnthropic
+from parley.testing.fake_gemini import FakeGemini
+from parley.testing.fake_responses_upstream import FakeResponsesUpstream
 from parley.testing.fake_upstream import FakeUpstream
 from parley.testing.in_process import InProcess, in_process
 
@@ -171,3 +174,30 @@ def test_the_configuration_is_checked_at_load(routes: list[dict[str, object]], m
         Settings(models=[{"id": m, "base_url": "http://127.0.0.1:1/v1"} for m in models],  # type: ignore[arg-type]
                  routes=routes, embedded={"enabled": False})  # type: ignore[arg-type]
     assert message in str(info.value)
+
+
+async def test_a_route_over_three_provider_kinds_falls_over_on_their_own_errors(tmp_path: Path) -> None:
+    # Anthropic's 529 overloaded_error (retry-after 7, beyond retry_max_wait_s: not waited for), then Gemini's 503
+    # UNAVAILABLE, then a Responses upstream serves: each kind's error, read at its edge, moves the turn on.
+    claude, gemini, responses = FakeAnthropic(), FakeGemini(), FakeResponsesUpstream()
+    for server in (claude, gemini, responses):
+        await server.start()
+    settings = Settings(
+        data_dir=tmp_path, embedded=EmbeddedConfig(enabled=False),
+        models=[ModelConfig(id="claude", provider="anthropic", profile="anthropic", base_url=claude.base_url,
+                            upstream_model="error-529", retries=2),
+                ModelConfig(id="gem", provider="gemini", profile="gemini", base_url=gemini.base_url,
+                            upstream_model="error-503"),
+                ModelConfig(id="gpt", provider="openai_responses", profile="openai", base_url=responses.base_url,
+                            upstream_model="echo")],
+        routes=[RouteConfig(id="any", deployments=["claude", "gem", "gpt"], retry_max_wait_s=1.0)])
+    try:
+        async with in_process(settings) as app:
+            client = app.sdk()
+            raw = await client.responses.with_raw_response.create(model="any", input="hello")
+            assert raw.headers["x-parley-deployment"] == "gpt"
+            assert raw.parse().output_text == "echo: hello" and raw.parse().model == "any"
+    finally:
+        for server in (claude, gemini, responses):
+            await server.stop()
+    assert len(claude.requests) == 1 and len(gemini.requests) == 1 and len(responses.requests) == 1
