@@ -3,6 +3,7 @@ honouring retry-after, fallbacks, cool-downs and the probe after them, and what 
 
 from __future__ import annotations
 
+import email.utils
 import random
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -11,7 +12,9 @@ import pytest
 
 from parley.errors import InvalidRequest, UpstreamError
 from parley.providers.base import ModelCall, ModelEvent, ModelStream, TokenCount
-from parley.providers.routing import Deployment, RoutedProvider, served_by
+from parley.providers.redact import SecretMasker
+from parley.providers.routing import Deployment, RoutedProvider, retry_after, served_by
+from parley.providers.upstream_http import status_error
 
 
 class Stream:
@@ -213,3 +216,33 @@ async def test_max_concurrent_passes_a_full_deployment_over_and_refuses_when_all
     shared = RoutedProvider("other", [Deployment("a", a, "y", max_concurrent=1, load=deployments[0].load)])
     with pytest.raises(UpstreamError):
         await shared.open(call())
+
+
+def test_retry_after_is_read_as_the_openai_sdk_reads_it() -> None:
+    assert retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5  # the precise one first
+    assert retry_after({"retry-after": "2.5"}) == 2.5
+    date = "Wed, 21 Oct 2026 07:28:10 GMT"
+    then = email.utils.parsedate_to_datetime(date).timestamp()
+    assert retry_after({"retry-after": date}, now=lambda: then - 4) == 4.0
+    assert retry_after({"retry-after": date}, now=lambda: then + 60) == 0.0  # already past
+    assert retry_after({"retry-after": "soon"}) is None and retry_after({}) is None
+    assert retry_after({"retry-after-ms": "x", "retry-after": "3"}) == 3.0
+
+
+def test_upstream_wait_hints_are_kept_on_429_and_5xx() -> None:
+    hints = {"retry-after": "3", "retry-after-ms": "2500", "x-other": "no"}
+    limited = status_error("m", 429, b'{"error": {"message": "slow down"}}', hints, SecretMasker())
+    assert limited.status == 429 and limited.headers == {"retry-after": "3", "retry-after-ms": "2500"}
+    down = status_error("m", 503, b"", {"retry-after": "5"}, SecretMasker())
+    assert down.status == 502 and down.headers == {"retry-after": "5"}
+    rejected = status_error("m", 400, b"", {"retry-after": "5"}, SecretMasker())
+    assert rejected.headers == {}
+
+
+async def test_a_retry_waits_what_retry_after_ms_says() -> None:
+    clock = Clock()
+    limited = UpstreamError.rate_limited("busy", "30")
+    limited.headers["retry-after-ms"] = "250"
+    a = Scripted("a", limited)
+    await route(a, retries=1, clock=clock, retry_max_wait_s=10.0).open(call())
+    assert clock.slept == [0.25] and len(a.calls) == 2 and served_by() == "a"

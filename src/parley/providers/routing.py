@@ -20,7 +20,9 @@ Which deployment served is logged and kept for the response headers (`served_by`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import email.utils
 import hashlib
 import logging
 import random
@@ -63,14 +65,27 @@ def _falls_over(err: ParleyError) -> bool:
     return _transient(err) or err.code == "upstream_auth_failed"
 
 
-def _retry_after(err: ParleyError) -> float | None:
-    value = err.headers.get("retry-after")
+def retry_after(headers: dict[str, str], now: Callable[[], float] = time.time) -> float | None:
+    """Seconds the upstream asked to wait, as the openai SDK reads it: `retry-after-ms`, else `retry-after` in
+    seconds or as an HTTP date; None when absent or unreadable."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(millis) / 1000)
+    value = headers.get("retry-after")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        return None  # an HTTP date: treated as absent
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now())
 
 
 @dataclass(slots=True)
@@ -222,7 +237,7 @@ class RoutedProvider:
                     if not _falls_over(err):
                         raise
                     last = err
-                    told = _retry_after(err)
+                    told = retry_after(err.headers)
                     wait = told if told is not None else _BACKOFF_S * (2 ** attempt) * (0.5 + self._rng.random())
                     if _transient(err) and attempt < deployment.retries and wait <= self._max_wait_s:
                         log.warning("model %s: deployment %s failed (%s, HTTP %s); retry %d of %d in %.2f s",

@@ -107,6 +107,7 @@ def status_error(
     elif status == 429:
         err = UpstreamError.rate_limited(f"{where} is rate limiting requests ({said}): "
                                          f"{message or 'too many requests'}", headers.get("retry-after"))
+        err.headers.update(_retry_after(headers))
     elif status == 529 or report.type == "overloaded_error":
         # Anthropic's "overloaded" (HTTP 529, https://docs.anthropic.com/en/api/errors): a temporary lack of
         # capacity, not a failure of this request: a 503 the client may retry, keeping any retry-after.
@@ -120,14 +121,16 @@ def status_error(
                                      report.param, code)
     else:
         err = UpstreamError.bad_gateway(f"{where} failed ({said}): {message}".rstrip(": "))
+        err.headers.update(_retry_after(headers))  # a 503 saying when it is back
     err.upstream_status = status
     err.upstream_text = masker.mask(body[: _MAX_LOGGED * 2].decode("utf-8", "replace"))[:_MAX_LOGGED]
     return err
 
 
 def _retry_after(headers: Mapping[str, str]) -> dict[str, str]:
-    value = headers.get("retry-after")
-    return {"retry-after": value} if value else {}
+    """The upstream's wait hints, kept for the client and for routing: `retry-after` (seconds or an HTTP date)
+    and OpenAI's and Azure's `retry-after-ms`."""
+    return {name: headers[name] for name in ("retry-after", "retry-after-ms") if headers.get(name)}
 
 
 def reported_error(model: str, report: UpstreamReport, masker: SecretMasker) -> UpstreamError:
