@@ -201,3 +201,15 @@ async def test_a_route_over_three_provider_kinds_falls_over_on_their_own_errors(
         for server in (claude, gemini, responses):
             await server.stop()
     assert len(claude.requests) == 1 and len(gemini.requests) == 1 and len(responses.requests) == 1
+
+
+async def test_the_messages_door_names_the_deployment_too(env: Env) -> None:
+    body = {"model": "keys", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"anthropic-version": "2023-06-01"}
+    resp = await env.app.http.post("/v1/messages", json=body, headers=headers)
+    assert resp.status_code == 200 and resp.headers["x-parley-deployment"] == "good", resp.text
+    async with env.app.http.stream("POST", "/v1/messages", json={**body, "stream": True}, headers=headers) as s:
+        assert s.status_code == 200 and s.headers["x-parley-deployment"] == "good"
+        assert "message_stop" in (await s.aread()).decode()
+    plain = await env.app.http.post("/v1/messages", json={**body, "model": "good"}, headers=headers)
+    assert plain.status_code == 200 and "x-parley-deployment" not in plain.headers

@@ -22,10 +22,11 @@ from parley.api.http import Endpoint, SseResponse, json_response
 from parley.api.messages_errors import anthropic_error, headers
 from parley.api.messages_request import Translated, translate
 from parley.api.messages_stream import MessageEvents, Rendering, error_event, message_from_response, message_id
-from parley.api.responses import cancel_on_disconnect
+from parley.api.responses import cancel_on_disconnect, served_headers
 from parley.api.runtime import parse_body, runtime_of
 from parley.engine.stream import sse_frame
 from parley.errors import ParleyError
+from parley.providers.routing import clear_served
 from parley.schema.messages import CountTokensRequest, CreateMessageRequest
 from parley.services.keys import Caller
 from parley.services.responses import PreparedResponse, ResponsesService
@@ -40,6 +41,7 @@ _PING = sse_frame({"type": "ping"})
 
 
 async def _create_message(request: Request, rid: str) -> Response:
+    clear_served()
     rt = runtime_of(request)
     caller = await rt.auth.caller_of(request)
     project = caller.project
@@ -53,14 +55,14 @@ async def _create_message(request: Request, rid: str) -> Response:
         prepared = await _prepare(service, project, translated, caller, origin)
         rendering = _rendering(prepared, translated)
         stream_headers = {k: v for k, v in limit_headers.items() if k != "x-request-id"}  # SseResponse sets it
-        return SseResponse(_frames(service, prepared, rendering), rid, stream_headers, end=b"")
+        return SseResponse(_frames(service, prepared, rendering), rid, served_headers(stream_headers), end=b"")
 
     async def prepare_and_complete() -> dict[str, Any]:
         prepared = await _prepare(service, project, translated, caller, origin)
         return message_from_response(await service.complete(prepared), _rendering(prepared, translated))
 
     message = await cancel_on_disconnect(request, prepare_and_complete)
-    return json_response(message, rid, headers=limit_headers)
+    return json_response(message, rid, headers=served_headers(limit_headers))
 
 
 async def _count_tokens(request: Request, rid: str) -> Response:

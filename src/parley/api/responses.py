@@ -86,7 +86,7 @@ async def create_response(request: Request, rid: str) -> Response:
     origin = UsageOrigin(caller, scopes)
     if req.stream:
         prepared = await rt.responses.prepare(project, req, caller, origin)
-        return sse_response(rt.responses.stream(prepared), rid, _served(headers))
+        return sse_response(rt.responses.stream(prepared), rid, served_headers(headers))
 
     async def prepare_and_complete() -> Any:
         # A non-streaming upstream sends its headers only when it has finished, so opening the call
@@ -94,10 +94,10 @@ async def create_response(request: Request, rid: str) -> Response:
         return await rt.responses.complete(await rt.responses.prepare(project, req, caller, origin))
 
     response = await cancel_on_disconnect(request, prepare_and_complete)
-    return json_response(response, rid, headers=_served(headers))
+    return json_response(response, rid, headers=served_headers(headers))
 
 
-def _served(headers: dict[str, str]) -> dict[str, str]:
+def served_headers(headers: dict[str, str]) -> dict[str, str]:
     """A routed model's answer names the deployment that opened its (last) turn (providers/routing.py)."""
     deployment = served_by()
     return {**headers, "x-parley-deployment": deployment} if deployment is not None else headers
