@@ -5,6 +5,7 @@ processes sharing one database."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -335,3 +336,38 @@ async def test_the_insecure_mode_runs_code_only_when_named(tmp_path: Path, env: 
         response = await app.sdk().responses.create(model="code-agent", input=steps("print(6 * 7)"), tools=[AUTO],
                                                     include=["code_interpreter_call.outputs"])
         assert calls(response)[0]["outputs"] == [{"type": "logs", "logs": "42\n"}]
+
+
+async def test_cancelling_a_background_run_stops_its_running_cell(tmp_path: Path, env: Env) -> None:
+    """A cancelled run stops its running tool: the cell (which would run for its whole 10-minute limit) is
+    interrupted and its session killed, not left running."""
+    patient = Settings(data_dir=tmp_path, models=[ModelConfig(id="code-agent", base_url=env.upstream.base_url)],
+                       embedded=EmbeddedConfig(enabled=False),
+                       code_interpreter=CodeInterpreterConfig(cell_timeout_s=600))
+    async with in_process(patient) as app:
+        sdk, service = app.sdk(), app.app.state.runtime.containers
+        container = await sdk.containers.create(name="cancel-me")
+        tool = {"type": "code_interpreter", "container": container.id}
+        code = "import time\nopen('/mnt/data/started', 'w').close()\nwhile True:\n    time.sleep(0.05)"
+        created = await sdk.responses.create(model="code-agent", input=steps(code), tools=[tool],  # type: ignore[list-item]
+                                             background=True)
+        pool = service._pool
+        assert pool is not None
+        for _ in range(2000):  # until the cell runs: it made its file in the session's working copy
+            workdir = pool.slot(container.id).workdir
+            if workdir is not None and (workdir / "started").exists():
+                break
+            await asyncio.sleep(0.025)
+        else:
+            raise AssertionError("the cell never started")
+        assert pool.slot(container.id).live
+        cancelled = await sdk.responses.cancel(created.id)
+        assert cancelled.status == "cancelled"
+        for _ in range(2000):  # well under the cell's own limit
+            if not pool.slot(container.id).live:
+                break
+            await asyncio.sleep(0.025)
+        else:
+            raise AssertionError("the cancelled run's cell is still running")
+        after = await service.run("default", container.id, "print('next')")
+        assert RESTARTED in after.notes and after.result.logs == "next\n"
