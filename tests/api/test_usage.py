@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from parley.config import EmbeddedConfig, ModelConfig, ModelPrice, Settings, WebSearchConfig
+from parley.config import EmbeddedConfig, ModelConfig, ModelPrice, RouteConfig, Settings, WebSearchConfig
 from parley.ids import new_id
 from parley.store import tables
 from parley.store.base import KeySpec, UsageRecord
@@ -64,7 +64,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         ModelConfig(id="web-agent", base_url=upstream.base_url, upstream_model="web-agent", price=AGENT_PRICE),
     ]
     settings = Settings(data_dir=tmp_path_factory.mktemp("usage"), models=models, auth="keys",
-                        embedded=EmbeddedConfig(enabled=False),
+                        embedded=EmbeddedConfig(enabled=False), routes=[RouteConfig(id="priced", deployments=["echo"])],
                         web_search=WebSearchConfig(provider="searxng", base_url=search.root + "/searxng"))
     async with in_process(settings) as parley:
         store: SqlStore = parley.app.state.runtime.store
@@ -88,6 +88,15 @@ async def test_a_response_records_its_usage_and_cost(env: Env) -> None:
     assert row["cached_cost"] == 0 and row["tool_cost"] == 0 and json.loads(row["tool_calls"]) == {}
     assert row["created_at"] == body["created_at"]
     assert 0 <= row["ttft_ms"] <= row["latency_ms"] < 10_000
+
+
+async def test_a_routed_response_is_priced_as_the_deployment_that_served_it(env: Env) -> None:
+    resp = await env.http.post("/v1/responses", headers=env.auth(), json={"model": "priced", "input": "one two"})
+    assert resp.headers["x-parley-deployment"] == "echo"
+    body = resp.json()
+    row = await env.usage_of(body["id"])
+    assert (row["model"], row["upstream_model"]) == ("priced", "echo")  # the route has no price of its own
+    assert row["input_cost"] == body["usage"]["input_tokens"] * 2000 > 0
 
 
 async def test_a_stream_records_time_to_first_token(env: Env) -> None:
