@@ -3,6 +3,7 @@ honouring retry-after, fallbacks, cool-downs and the probe after them, and what 
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import random
 from collections import Counter
@@ -246,3 +247,44 @@ async def test_a_retry_waits_what_retry_after_ms_says() -> None:
     a = Scripted("a", limited)
     await route(a, retries=1, clock=clock, retry_max_wait_s=10.0).open(call())
     assert clock.slept == [0.25] and len(a.calls) == 2 and served_by() == "a"
+
+
+class Held(Scripted):
+    """A deployment whose next open waits until released (a probe under way)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+        self.piled = 0  # opens that came while one was held (they are not held: the test must not hang)
+
+    async def open(self, call: ModelCall) -> ModelStream:
+        if self.entered.is_set() and not self.release.is_set():
+            self.piled += 1
+            return await super().open(call)
+        self.entered.set()
+        await self.release.wait()
+        return await super().open(call)
+
+
+async def test_after_a_cool_down_one_request_probes_while_the_others_go_elsewhere() -> None:
+    clock = Clock()
+    a, b = Held("a"), Scripted("b")
+    a.release.set()
+    a.errors.append(UpstreamError.bad_gateway("down"))
+    routed = route(a, b, clock=clock, cooldown_s=30.0)
+    await routed.open(call())  # a fails and is cooled down; b serves
+    assert served_by() == "b"
+    clock.now += 31
+    a.release.clear()
+    a.entered.clear()
+    probe = asyncio.create_task(routed.open(call()))
+    await a.entered.wait()  # the probe is waiting on a
+    await routed.open(call())
+    assert served_by() == "b" and a.piled == 0 and len(a.calls) == 1  # no second request piles onto the probe
+    a.release.set()
+    await probe
+    assert len(a.calls) == 2 and not routed.deployments[0].load.failed
+    await routed.open(call())
+    assert served_by() == "a"  # the probe succeeded: a is back in the order

@@ -6,7 +6,8 @@ weight; `least_busy` by open turns; with cache affinity a request's prompt_cache
 first input item, picks the same deployment every time so the upstream's prompt cache hits). A deployment that
 fails to open the turn with a 429, a 5xx, a connect error or a timeout is asked again up to its `retries`
 (waiting what its retry-after says, else a short exponential back-off), then cooled down for `cooldown_s` and
-the next one is tried; once the cool-down is over the next request probes it again. A turn is retried or moved
+the next one is tried; once the cool-down is over the next request probes it again, alone: while that probe
+runs, other requests go to the other deployments (a half-open circuit breaker). A turn is retried or moved
 only until its first event: `open` waits for the deployment's first batch of events, so an upstream that
 answers 200 and then drops the connection or stalls past its read timeout before sending anything counts as a
 failure to open; once an event is returned, nothing a deployment streamed is ever mixed with another's. An error
@@ -95,6 +96,8 @@ class Load:
 
     open_turns: int = 0  # turns opened and not yet ended (least_busy, max_concurrent)
     cooled_until: float = 0.0
+    failed: bool = False  # its last turn failed: once cooled down, one request at a time probes it
+    probing: bool = False  # a probe is under way: other requests go elsewhere meanwhile
 
 
 @dataclass(slots=True)
@@ -190,12 +193,13 @@ class RoutedProvider:
         self._sleep = sleep
 
     def order(self, call: ModelCall) -> list[Deployment]:
-        """The deployments to try, best first: healthy ones by the strategy, then cooled-down ones (soonest
-        back first), so a route whose every deployment failed lately still tries rather than refusing."""
+        """The deployments to try, best first: healthy ones by the strategy, then cooled-down ones and ones being
+        probed (soonest back first), so a route whose every deployment failed lately still tries rather than
+        refusing."""
         now = self._clock()
         open_ = [d for d in self.deployments if not d.full()]
-        healthy = [d for d in open_ if d.cooled_until <= now]
-        cooled = sorted((d for d in open_ if d.cooled_until > now), key=lambda d: d.cooled_until)
+        healthy = [d for d in open_ if d.cooled_until <= now and not d.load.probing]
+        cooled = sorted((d for d in open_ if d.cooled_until > now or d.load.probing), key=lambda d: d.cooled_until)
         key = affinity_key(call) if self._affinity and len(healthy) > 1 else None
         if self._strategy == "weighted":
             healthy = self._weighted(healthy, key)
@@ -224,45 +228,64 @@ class RoutedProvider:
     async def open(self, call: ModelCall) -> ModelStream:
         last: ParleyError | None = None
         for deployment in self.order(call):
-            attempt = 0
-            turn = dataclasses.replace(call, upstream_model=deployment.upstream_model)
-            while True:
-                if deployment.full():  # filled up while an earlier deployment was tried
-                    break
-                deployment.open_turns += 1
-                try:
-                    stream, events, first = await _first_batch(deployment.provider, turn)
-                except ParleyError as err:
-                    deployment.open_turns -= 1
-                    if not _falls_over(err):
-                        raise
-                    last = err
-                    told = retry_after(err.headers)
-                    wait = told if told is not None else _BACKOFF_S * (2 ** attempt) * (0.5 + self._rng.random())
-                    if _transient(err) and attempt < deployment.retries and wait <= self._max_wait_s:
-                        log.warning("model %s: deployment %s failed (%s, HTTP %s); retry %d of %d in %.2f s",
-                                    self.model_id, deployment.name, err.code, err.status, attempt + 1,
-                                    deployment.retries, wait)
-                        await self._sleep(wait)
-                        attempt += 1
-                        continue
-                    deployment.cooled_until = self._clock() + self._cooldown_s
-                    log.warning("model %s: deployment %s failed (%s, HTTP %s); cooled down for %g s",
-                                self.model_id, deployment.name, err.code, err.status, self._cooldown_s)
-                    break
-                except BaseException:
-                    deployment.open_turns -= 1
-                    raise
-                deployment.cooled_until = 0.0
-                _SERVED.set(deployment.name)
-                if len(self.deployments) > 1 or attempt:
-                    log.info("model %s served by deployment %s", self.model_id, deployment.name)
-                return _CountedStream(stream, events, first, deployment)
+            load = deployment.load
+            probe = load.failed and not load.probing  # the first request after a failure: the others wait for it
+            if probe:
+                load.probing = True
+            try:
+                opened = await self._try(deployment, call)
+            finally:
+                if probe:
+                    load.probing = False
+            if isinstance(opened, ParleyError):
+                last = opened
+                continue
+            if opened is not None:
+                return opened
         if last is None:  # no deployment had room
             raise UpstreamError(f"Every deployment of model '{self.model_id}' is at its max_concurrent limit; "
                                 "try again shortly.", "model", "rate_limit_exceeded", 429, "rate_limit_error",
                                 {"retry-after": "1"})
         raise last
+
+    async def _try(self, deployment: Deployment, call: ModelCall) -> ModelStream | ParleyError | None:
+        """One deployment's attempts at the turn: its stream, the error that moves the turn on (the deployment
+        cooled down), or None when it had no room; an error that is the request's own is raised."""
+        attempt = 0
+        turn = dataclasses.replace(call, upstream_model=deployment.upstream_model)
+        while True:
+            if deployment.full():  # filled up while an earlier deployment was tried
+                return None
+            deployment.open_turns += 1
+            try:
+                stream, events, first = await _first_batch(deployment.provider, turn)
+            except ParleyError as err:
+                deployment.open_turns -= 1
+                if not _falls_over(err):
+                    raise
+                told = retry_after(err.headers)
+                wait = told if told is not None else _BACKOFF_S * (2 ** attempt) * (0.5 + self._rng.random())
+                if _transient(err) and attempt < deployment.retries and wait <= self._max_wait_s:
+                    log.warning("model %s: deployment %s failed (%s, HTTP %s); retry %d of %d in %.2f s",
+                                self.model_id, deployment.name, err.code, err.status, attempt + 1,
+                                deployment.retries, wait)
+                    await self._sleep(wait)
+                    attempt += 1
+                    continue
+                deployment.cooled_until = self._clock() + self._cooldown_s
+                deployment.load.failed = True
+                log.warning("model %s: deployment %s failed (%s, HTTP %s); cooled down for %g s",
+                            self.model_id, deployment.name, err.code, err.status, self._cooldown_s)
+                return err
+            except BaseException:
+                deployment.open_turns -= 1
+                raise
+            deployment.cooled_until = 0.0
+            deployment.load.failed = False
+            _SERVED.set(deployment.name)
+            if len(self.deployments) > 1 or attempt:
+                log.info("model %s served by deployment %s", self.model_id, deployment.name)
+            return _CountedStream(stream, events, first, deployment)
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
         first = self.order(call)[0]
