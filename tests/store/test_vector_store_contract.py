@@ -125,3 +125,37 @@ async def test_failures_retries_cancel_detach_delete(store: SqlStore) -> None:
     assert await store.delete_vector_store("p", record.id)
     assert await store.get_store_file(record.id, "file-0") is None
     assert not await store.delete_vector_store("p", record.id)
+
+
+async def test_sqlite_full_text_top_k_is_exact_for_small_and_large_stores(tmp_path: Any) -> None:
+    """fts_search takes the index's best matches without the join when they hold enough of the searched stores'
+    chunks, else falls back to the join: either way the same k chunks as the join query alone."""
+    store = await SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/fts.db")
+    try:
+        texts = {"vs_big": [f"lava flow number {i} " + "lava " * (i % 7) for i in range(120)],
+                 "vs_small": ["a little lava here", "lava lava lava in the small store"]}
+        for store_id, chunks in texts.items():
+            record = _store(8, store_id)
+            await store.insert_vector_store(record)
+            assert await store.attach_files("p", store_id, [NewStoreFile(f"file-{store_id}", "f.txt", {}, 800, 400)],
+                                            1000)
+            [job] = await store.claim_ingestion("w1", 60_000, 10)
+            rows = [ChunkRow(i, i * 100, i * 100 + len(t), t, _vectors([t], 8)[0]) for i, t in enumerate(chunks)]
+            assert await store.complete_ingestion(job, "w1", rows, 10)
+
+        async def by_join(store_ids: list[str], k: int) -> list[tuple[int, float]]:
+            from sqlalchemy import bindparam, text
+
+            from parley.store.sql_vector_search import _FTS_SEARCH
+            statement = text(_FTS_SEARCH.text.format(files="")).bindparams(bindparam("stores", expanding=True))
+            async with store.engine.connect() as conn:
+                rows = (await conn.execute(statement, {"match": '"lava"', "stores": store_ids, "k": k})).all()
+            return [(int(seq), float(score)) for seq, score in rows]
+
+        for store_ids, k in ((["vs_small"], 5), (["vs_big"], 5), (["vs_big"], 50), (["vs_big", "vs_small"], 10)):
+            assert await store.fts_search(store_ids, ["lava"], k, None) == await by_join(store_ids, k)
+        small = await store.fts_search(["vs_small"], ["lava"], 5, None)
+        assert len(small) == 2  # found by the fallback: the index's best 20 are all the big store's
+        assert await store.fts_search(["vs_big"], ["lava"], 5, ["file-vs_small"]) == []
+    finally:
+        await store.close()

@@ -34,6 +34,14 @@ _FTS_SEARCH = text(
     "WHERE vector_store_chunks_fts MATCH :match AND c.vector_store_id IN :stores {files}"
     "ORDER BY score DESC LIMIT :k"
 )
+# The best matches of the whole index, without the join: three times cheaper at 100k chunks (bench/retrieval.py);
+# exact for the stores searched whenever enough of them are theirs (fts_search).
+_FTS_TOP = text(
+    "SELECT rowid, -bm25(vector_store_chunks_fts) AS score FROM vector_store_chunks_fts "
+    "WHERE vector_store_chunks_fts MATCH :match ORDER BY score DESC LIMIT :n"
+)
+_CHUNK_OWNERS = select(_vc.c.seq, _vc.c.vector_store_id, _vc.c.file_id).where(
+    _vc.c.seq.in_(bindparam("seqs", expanding=True)))
 _FTS_COUNT = text("SELECT count(*) FROM vector_store_chunks_fts WHERE vector_store_chunks_fts MATCH :match")
 _FTS_SCORES = text(
     "SELECT rowid, -bm25(vector_store_chunks_fts) FROM vector_store_chunks_fts "
@@ -122,14 +130,28 @@ class SqlVectorSearch:
 
     async def fts_search(self, store_ids: list[str], terms: list[str], k: int,
                          file_ids: list[str] | None) -> list[tuple[int, float]]:
+        """The k best BM25 matches in the stores (and files). First the index's best 4k matches of every store,
+        kept if they hold at least k of these stores': then they are exactly these stores' k best (any other of
+        their chunks scores below all 4k). Otherwise (stores that are a small part of the index) the join query."""
         if not terms:
             return []
+        if file_ids is not None and not file_ids:
+            return []
+        async with self.engine.connect() as conn:
+            top = (await conn.execute(_FTS_TOP, {"match": _fts_match(terms), "n": 4 * k})).all()
+            if top:
+                owners = {int(seq): (store, file) for seq, store, file in
+                          (await conn.execute(_CHUNK_OWNERS, {"seqs": [int(seq) for seq, _ in top]})).all()}
+                stores, files = set(store_ids), set(file_ids) if file_ids is not None else None
+                kept = [(int(seq), float(score)) for seq, score in top
+                        if (owner := owners.get(int(seq))) is not None and owner[0] in stores
+                        and (files is None or owner[1] in files)]
+                if len(kept) >= k or len(top) < 4 * k:  # enough, or every match of the index was seen
+                    return kept[:k]
         statement = _FTS_SEARCH.text.format(files="AND c.file_id IN :files " if file_ids is not None else "")
         params: dict[str, Any] = {"match": _fts_match(terms), "stores": store_ids, "k": k}
         binds: list[BindParameter[Any]] = [bindparam("stores", expanding=True)]
         if file_ids is not None:
-            if not file_ids:
-                return []
             params["files"] = file_ids
             binds.append(bindparam("files", expanding=True))
         async with self.engine.connect() as conn:
