@@ -25,6 +25,8 @@ from typing import Any
 import orjson
 from aiohttp import BodyPartReader, web
 
+from parley.testing.fake_server import serve_app
+
 
 def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
     """A real RGB PNG of one colour."""
@@ -68,13 +70,7 @@ class FakeImages:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve_app(self.app(), self.port, shutdown_timeout=0.5)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from parley.testing.fake_server import Threaded
+from parley.testing.fake_server import Threaded, serve_app
 
 KEY = "test-search-key"
 
@@ -107,13 +107,7 @@ class FakeSearch:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve_app(self.app(), shutdown_timeout=0.5)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -13,6 +13,18 @@ import orjson
 from aiohttp import web
 
 
+async def serve_app(app: web.Application, port: int = 0, shutdown_timeout: float = 1.0) -> tuple[web.AppRunner, int]:
+    """Serve an aiohttp app on 127.0.0.1 (`port` 0: a free one); its runner (for cleanup) and port. A short
+    shutdown timeout: a handler that hangs must not hold up stopping for aiohttp's default 60 s."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    server = site._server
+    assert server is not None and server.sockets  # type: ignore[attr-defined]
+    return runner, server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+
 class FakeServer:
     """A fake upstream: subclasses add routes to `app` and record each request body in `requests`."""
 
@@ -26,14 +38,7 @@ class FakeServer:
         self.port = 0
 
     async def start(self, port: int = 0) -> None:
-        # A short shutdown timeout: a `hang` handler must not hold up stop() for aiohttp's default 60 s.
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve_app(self.app, port)
 
     async def stop(self) -> None:
         if self._runner is not None:

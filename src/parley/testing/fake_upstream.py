@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from parley.testing.fake_server import Threaded
+from parley.testing.fake_server import Threaded, serve_app
 
 FIXED_TEXT = " ".join(["token"] * 32)
 
@@ -96,14 +96,7 @@ class FakeUpstream:
         await self._arrived.setdefault(model, asyncio.Event()).wait()
 
     async def start(self, port: int = 0) -> None:
-        # A short shutdown timeout: a `hang` handler must not hold up stop() for aiohttp's default 60 s.
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve_app(self.app, port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from parley.testing.fake_server import Threaded
+from parley.testing.fake_server import Threaded, serve_app
 
 CHUNK_CHARS = 1000
 _TEXT = ("lorem ipsum dolor sit amet " * 40)[:CHUNK_CHARS]
@@ -123,13 +123,7 @@ class FaultyUpstream:
         self.port = 0
 
     async def start(self, port: int = 0) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner, self.port = await serve_app(self.app, port)
 
     async def stop(self) -> None:
         if self._runner is not None:
