@@ -57,7 +57,7 @@ import uvloop
 
 from bench.load import Target, run_round, session
 from bench.procs import Child, child_env, free_port, machine_cpu_s, postgres_url, sample
-from bench.report import TargetRuns, summarize_scenario, targets
+from bench.report import POSTGRES_LATENCY_LIMIT_MS, POSTGRES_RATIO_MIN, TargetRuns, summarize_scenario, targets
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = {"non_streaming": False, "streaming": True}
@@ -278,7 +278,8 @@ def run(opts: Options) -> dict[str, Any]:
         },
         "environment": environment,
         "scenarios": scenarios,
-        "targets": targets(scenarios),
+        "targets": (targets(scenarios, latency_limit_ms=POSTGRES_LATENCY_LIMIT_MS, ratio_min=POSTGRES_RATIO_MIN)
+                    if opts.postgres else targets(scenarios)),
         "parley_process": {
             "startup_s": round(srv.parley_startup_s, 2),
             "rss_mb_idle": round(idle.rss_mb, 1),

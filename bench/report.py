@@ -11,6 +11,9 @@ from bench.load import RoundResult, percentile
 PROCESSES = ("parley", "upstream", "load_generator")
 ADDED_LATENCY_LIMIT_MS = 1.0  # target: Parley adds <= 1 ms p50 at concurrency 1
 THROUGHPUT_RATIO_MIN = 0.25  # target: Parley sustains >= 25% of the upstream's requests/s at concurrency 64
+# A stored request on PostgreSQL (issue 14): at most 1.5 ms added at c=1, at least 20% of direct at c=64.
+POSTGRES_LATENCY_LIMIT_MS = 1.5
+POSTGRES_RATIO_MIN = 0.20
 
 
 @dataclass(slots=True)
@@ -103,19 +106,21 @@ def summarize_scenario(name: str, stream: bool, concurrency: int, runs: dict[str
     return scenario
 
 
-def targets(scenarios: list[dict[str, Any]]) -> dict[str, Any]:
-    """The two goals, checked on whichever of the c=1 and c=64 scenarios were run."""
+def targets(scenarios: list[dict[str, Any]], *, latency_limit_ms: float = ADDED_LATENCY_LIMIT_MS,
+            ratio_min: float = THROUGHPUT_RATIO_MIN) -> dict[str, Any]:
+    """The two goals, checked on whichever of the c=1 and c=64 scenarios were run (the core targets by default;
+    PostgreSQL's are POSTGRES_LATENCY_LIMIT_MS and POSTGRES_RATIO_MIN)."""
     latency = {s["name"]: s["added_latency_ms_p50"] for s in scenarios if s["concurrency"] == 1}
     ratio = {s["name"]: s["throughput_ratio"] for s in scenarios if s["concurrency"] == 64}
     return {
         "added_latency_ms_p50_at_c1": {
-            "limit": ADDED_LATENCY_LIMIT_MS,
+            "limit": latency_limit_ms,
             "values": latency,
-            "met": all(v is not None and v <= ADDED_LATENCY_LIMIT_MS for v in latency.values()) if latency else None,
+            "met": all(v is not None and v <= latency_limit_ms for v in latency.values()) if latency else None,
         },
         "throughput_ratio_at_c64": {
-            "limit": THROUGHPUT_RATIO_MIN,
+            "limit": ratio_min,
             "values": ratio,
-            "met": all(v is not None and v >= THROUGHPUT_RATIO_MIN for v in ratio.values()) if ratio else None,
+            "met": all(v is not None and v >= ratio_min for v in ratio.values()) if ratio else None,
         },
     }
