@@ -85,7 +85,9 @@ async def test_pages_by_id(made: tuple[InProcess, list[dict[str, Any]]]) -> None
 @pytest.mark.parametrize(("query", "param"), [
     ("?status=done", "status"), ("?limit=0", "limit"), ("?order=up", "order"), ("?created_after=x", "created_after"),
     ("?created_before=-1", "created_before"), ("?after=resp_nope", "after"), ("?colour=red", "colour"),
-    ("?metadata[]=x", "metadata[]"),
+    ("?metadata[]=x", "metadata[]"), ("?status=completed&status=failed", "status"),
+    ("?metadata[team]=a&metadata[team]=b", "metadata[team]"), (f"?metadata[{'k' * 65}]=x", f"metadata[{'k' * 65}]"),
+    (f"?metadata[k]={'v' * 513}", "metadata[k]"),
 ])
 async def test_bad_parameters_are_400_naming_them(made: tuple[InProcess, list[dict[str, Any]]], query: str,
                                                    param: str) -> None:

@@ -174,9 +174,16 @@ async def list_responses(request: Request, rid: str) -> Response:
     project = await rt.auth.project_of(request)
     params = request.query_params
     metadata: dict[str, str] = {}
+    seen: set[str] = set()
     for name, value in params.multi_items():
+        if name in seen:  # which one would count is a guess: refuse rather than pick
+            raise InvalidRequest(f"Query parameter '{name}' is given more than once.", param=name)
+        seen.add(name)
         if name.startswith("metadata[") and name.endswith("]") and len(name) > len("metadata[]"):
-            metadata[name[len("metadata["):-1]] = value
+            key = name[len("metadata["):-1]
+            if len(key) > 64 or len(value) > 512:  # what a metadata key and value can be
+                raise InvalidRequest("A metadata key has at most 64 characters and its value at most 512.", param=name)
+            metadata[key] = value
         elif name not in _LIST_PARAMS:
             raise InvalidRequest(f"Unknown query parameter '{name}'.", param=name, code="unknown_parameter")
     status = params.get("status")
