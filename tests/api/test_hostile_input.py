@@ -255,3 +255,19 @@ async def test_logprobs_without_alternatives(http: httpx.AsyncClient) -> None:
     response = await http.post("/v1/responses", json=body)
     assert response.status_code == 200, response.text
     assert response.json()["output"][0]["content"][0]["logprobs"]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("store", "yes"), ("stream", 1), ("background", "false"), ("parallel_tool_calls", 0),
+    ("max_output_tokens", "16"), ("max_tool_calls", 2.0), ("temperature", "0.5"), ("top_logprobs", True),
+])
+async def test_a_string_or_number_is_not_converted_to_another_type(http: httpx.AsyncClient, field: str,
+                                                                    value: Any) -> None:
+    """Pydantic's lax mode would take "yes" as true and "16" as 16; the request is refused, naming the field."""
+    error = _error(await http.post("/v1/responses", json={"model": "fake", "input": "hi", field: value}))
+    assert error["param"] == field and error["code"] == "invalid_value"
+
+
+async def test_a_json_integer_still_fills_a_number_field(http: httpx.AsyncClient) -> None:
+    resp = await http.post("/v1/responses", json={"model": "fake", "input": "hi", "temperature": 1})
+    assert resp.status_code == 200, resp.text

@@ -176,7 +176,9 @@ def _check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
 class CreateResponseRequest(BaseModel):
     """POST /v1/responses. Items in `input` are validated separately by schema.items."""
 
-    model_config = ConfigDict(extra="allow")  # unknown fields: api.http.FieldPolicy
+    # unknown fields: api.http.FieldPolicy. Strict: "true", 1 or "16" are not a boolean or a number (pydantic's lax
+    # mode would convert them silently; OpenAI answers a 400), while a JSON integer still fills a float.
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str | None = None
     input: str | list[dict[str, Any]] | None = None
