@@ -68,6 +68,13 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
      "non-empty content"),
     ("temperature above 1", {"model": "echo", "max_tokens": 10, "temperature": 1.5, "messages": USER}, "temperature"),
     ("max_tokens 0", {"model": "echo", "max_tokens": 0, "messages": USER}, "max_tokens"),
+    ("max_tokens as a string", {"model": "echo", "max_tokens": "10", "messages": USER}, "max_tokens"),
+    ("stream as a string", {"model": "echo", "max_tokens": 10, "stream": "true", "messages": USER}, "stream"),
+    ("is_error as a number", {"model": "echo", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok", "is_error": 1}]}]},
+     "is_error"),
     ("a thinking budget under 1024", {"model": "echo", "max_tokens": 4000, "messages": USER,
                                       "thinking": {"type": "enabled", "budget_tokens": 100}}, "budget_tokens"),
     ("a thinking budget over max_tokens", {"model": "echo", "max_tokens": 2000, "messages": USER,

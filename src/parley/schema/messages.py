@@ -17,7 +17,7 @@ ToolName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 def _by_type(tags: frozenset[str], what: str) -> Discriminator:
@@ -245,7 +245,7 @@ class Metadata(_Lenient):
 class MessagesBase(BaseModel):
     """What create and count_tokens share."""
 
-    model_config = ConfigDict(extra="allow")  # unknown fields: api/http.py FieldPolicy
+    model_config = ConfigDict(extra="allow", strict=True)  # unknown fields: api/http.py FieldPolicy
 
     model: Annotated[str, StringConstraints(min_length=1)]
     messages: list[MessageParam] = Field(min_length=1)

@@ -40,13 +40,13 @@ Short64 = Annotated[str, StringConstraints(max_length=64)]
 class Lenient(BaseModel):
     """Nested request objects: unknown keys are ignored, known keys validated."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class Passthrough(BaseModel):
     """Objects echoed back as sent (their extra keys are kept)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class StreamOptions(Lenient):
