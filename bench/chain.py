@@ -31,7 +31,8 @@ from typing import Any
 import aiohttp
 
 from bench.gateway import REPO, _environment, _git_commit, _parley_argv, _parley_config
-from bench.procs import Child, child_env, free_port, postgres_url, sample
+from bench.procs import Child, child_env, free_port, postgres_url, sample, start_upstream
+from bench.report import emit
 
 
 def _log(message: str) -> None:
@@ -115,14 +116,11 @@ async def one_run(database: str, cache: bool, turns: int, workdir: Path) -> dict
     server = None
     if database == "postgres":
         server, env["PARLEY_DATABASE_URL"] = await postgres_url(workdir, f"chain_{'on' if cache else 'off'}")
-    up_port, parley_port = free_port(), free_port()
+    parley_port = free_port()
     children: list[Child] = []
     try:
-        upstream = Child("upstream", [sys.executable, "-m", "bench.upstream", "--port", str(up_port)],
-                         workdir / "upstream.log", env)
+        upstream, upstream_url = start_upstream(workdir, env)
         children.append(upstream)
-        upstream_url = f"http://127.0.0.1:{up_port}"
-        upstream.wait_ready(f"{upstream_url}/v1/models")
         config = workdir / "config.toml"
         # a window the whole chain fits in (1,000 turns are ~30k tokens): truncation does not hide the cost
         config.write_text(_parley_config(upstream_url).replace('upstream_model = "fixed"\n',
@@ -160,11 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", nargs="+", choices=["on", "off"], default=["on", "off"])
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
-    report = asyncio.run(main_async(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output is not None:
-        args.output.write_text(text + "\n")
+    emit(asyncio.run(main_async(args)), args.output)
 
 
 if __name__ == "__main__":

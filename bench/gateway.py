@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib.metadata
-import json
 import os
 import platform
 import shutil
@@ -56,8 +55,16 @@ import orjson
 import uvloop
 
 from bench.load import Target, run_round, session
-from bench.procs import Child, child_env, free_port, machine_cpu_s, postgres_url, sample
-from bench.report import POSTGRES_LATENCY_LIMIT_MS, POSTGRES_RATIO_MIN, TargetRuns, summarize_scenario, targets
+from bench.procs import Child, child_env, free_port, machine_cpu_s, postgres_url, sample, start_upstream
+from bench.report import (
+    POSTGRES_LATENCY_LIMIT_MS,
+    POSTGRES_RATIO_MIN,
+    TargetRuns,
+    emit,
+    process_summary,
+    summarize_scenario,
+    targets,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = {"non_streaming": False, "streaming": True}
@@ -153,18 +160,15 @@ def servers(opts: Options, workdir: Path) -> Iterator[Servers]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     if not opts.metrics:
         env["PARLEY_METRICS"] = "off"
-    up_port, parley_port = free_port(), free_port()
+    parley_port = free_port()
     upstream_module = "bench.upstream" if opts.upstream == "fast" else "parley.testing.fake_upstream"
     children: list[Child] = []
     pg = None
     if opts.postgres:
         pg, env["PARLEY_DATABASE_URL"] = asyncio.run(postgres_url(workdir, "gateway"))
     try:
-        upstream = Child("upstream", [sys.executable, "-m", upstream_module, "--port", str(up_port)],
-                         workdir / "upstream.log", env)
+        upstream, upstream_url = start_upstream(workdir, env, upstream_module)
         children.append(upstream)
-        upstream_url = f"http://127.0.0.1:{up_port}"
-        upstream.wait_ready(f"{upstream_url}/v1/models")
         config = workdir / "config.toml"
         config.write_text(_parley_config(upstream_url, opts.limits))
         argv = [*_parley_argv(), "serve", "--host", "127.0.0.1", "--port", str(parley_port),
@@ -280,24 +284,14 @@ def run(opts: Options) -> dict[str, Any]:
         "scenarios": scenarios,
         "targets": (targets(scenarios, latency_limit_ms=POSTGRES_LATENCY_LIMIT_MS, ratio_min=POSTGRES_RATIO_MIN)
                     if opts.postgres else targets(scenarios)),
-        "parley_process": {
-            "startup_s": round(srv.parley_startup_s, 2),
-            "rss_mb_idle": round(idle.rss_mb, 1),
-            "rss_mb_end": round(end.rss_mb, 1),
-            "rss_mb_peak": round(end.rss_peak_mb, 1),
-            "cpu_s_total": round(end.cpu_s - idle.cpu_s, 2),
-        },
+        "parley_process": process_summary(srv.parley_startup_s, idle, end),
         "wall_s": round(time.perf_counter() - started, 1),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
-    report = run(opts)
-    text = json.dumps(report, indent=2)
-    if opts.output is not None:
-        opts.output.write_text(text + "\n")
-    print(text)
+    emit(run(opts), opts.output)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -132,6 +133,20 @@ class Child:
                 self.process.wait(timeout_s)
         with contextlib.suppress(OSError):
             self._log.close()
+
+
+def start_upstream(workdir: Path, env: dict[str, str], module: str = "bench.upstream") -> tuple[Child, str]:
+    """A fake upstream (`python -m <module> --port N`) on a free loopback port, ready to answer: the process and
+    its root URL. Stopped again if it does not get ready."""
+    port = free_port()
+    upstream = Child("upstream", [sys.executable, "-m", module, "--port", str(port)], workdir / "upstream.log", env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        upstream.wait_ready(f"{url}/v1/models")
+    except BaseException:
+        upstream.stop()
+        raise
+    return upstream, url
 
 
 def child_env() -> dict[str, str]:

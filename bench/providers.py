@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -39,8 +38,8 @@ import uvloop
 
 from bench.gateway import MODES, REPO, _cpu_now, _environment, _parley_argv
 from bench.load import Target, run_round, session
-from bench.procs import Child, child_env, free_port, sample
-from bench.report import TargetRuns, summarize_scenario, targets
+from bench.procs import Child, child_env, free_port, sample, start_upstream
+from bench.report import TargetRuns, emit, process_summary, summarize_scenario, targets
 from parley.config import ProfileOverrides
 from parley.providers.anthropic_request import anthropic_body
 from parley.providers.base import ModelCall
@@ -140,14 +139,11 @@ class Servers:
 def servers(opts: Options, workdir: Path) -> Iterator[Servers]:
     env = child_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    up_port, parley_port = free_port(), free_port()
+    parley_port = free_port()
     children: list[Child] = []
     try:
-        upstream = Child("upstream", [sys.executable, "-m", "bench.upstream", "--port", str(up_port)],
-                         workdir / "upstream.log", env)
+        upstream, upstream_url = start_upstream(workdir, env)
         children.append(upstream)
-        upstream_url = f"http://127.0.0.1:{up_port}"
-        upstream.wait_ready(f"{upstream_url}/v1/models")
         config = workdir / "config.toml"
         config.write_text(_config(upstream_url, opts.kinds))
         argv = [*_parley_argv(), "serve", "--host", "127.0.0.1", "--port", str(parley_port), "--data-dir",
@@ -208,20 +204,14 @@ def run(opts: Options) -> dict[str, Any]:
                    "prompt": opts.prompt, "store": opts.store, "answer_tokens": 32},
         "environment": environment,
         "kinds": {kind: {"scenarios": runs, "targets": targets(runs)} for kind, runs in measured.items()},
-        "parley_process": {"startup_s": round(srv.parley_startup_s, 2), "rss_mb_idle": round(idle.rss_mb, 1),
-                           "rss_mb_end": round(end.rss_mb, 1), "rss_mb_peak": round(end.rss_peak_mb, 1),
-                           "cpu_s_total": round(end.cpu_s - idle.cpu_s, 2)},
+        "parley_process": process_summary(srv.parley_startup_s, idle, end),
         "wall_s": round(time.perf_counter() - started, 1),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
-    report = run(opts)
-    text = json.dumps(report, indent=2)
-    if opts.output is not None:
-        opts.output.write_text(text + "\n")
-    print(text)
+    emit(run(opts), opts.output)
 
 
 if __name__ == "__main__":

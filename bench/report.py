@@ -1,12 +1,16 @@
-"""Fold the rounds of a gateway benchmark into the JSON report: per target, per scenario, targets met."""
+"""Fold the rounds of a gateway benchmark into the JSON report: per target, per scenario, targets met; and what
+every benchmark reports the same way (Parley's process, the JSON output)."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.load import RoundResult, percentile
+from bench.procs import ProcSample
 
 PROCESSES = ("parley", "upstream", "load_generator")
 ADDED_LATENCY_LIMIT_MS = 1.0  # target: Parley adds <= 1 ms p50 at concurrency 1
@@ -124,3 +128,17 @@ def targets(scenarios: list[dict[str, Any]], *, latency_limit_ms: float = ADDED_
             "met": all(v is not None and v >= ratio_min for v in ratio.values()) if ratio else None,
         },
     }
+
+
+def process_summary(startup_s: float, idle: ProcSample, end: ProcSample) -> dict[str, float]:
+    """Parley's process over a run: start-up until /health answered, RSS idle / at the end / peak, CPU used."""
+    return {"startup_s": round(startup_s, 2), "rss_mb_idle": round(idle.rss_mb, 1), "rss_mb_end": round(end.rss_mb, 1),
+            "rss_mb_peak": round(end.rss_peak_mb, 1), "cpu_s_total": round(end.cpu_s - idle.cpu_s, 2)}
+
+
+def emit(report: dict[str, Any], output: Path | None) -> None:
+    """The report as JSON on stdout, and in `output` when given."""
+    text = json.dumps(report, indent=2)
+    if output is not None:
+        output.write_text(text + "\n")
+    print(text)

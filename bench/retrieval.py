@@ -25,6 +25,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from bench.report import emit
 from bench.retrieval_corpus import DEFAULT_CORPUS, Question, answers, corpus_files, questions
 from parley.config import EmbeddingsConfig, Settings
 from parley.providers.http1 import Http1Pool
@@ -158,10 +159,7 @@ def main() -> None:
         from bench.retrieval_scale import scale
 
         report["scale"] = asyncio.run(scale(sizes, args.databases, progress))
-    text = json.dumps(report, indent=2)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(text)
+    emit(report, args.output)
 
 
 if __name__ == "__main__":

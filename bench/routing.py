@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import emit
 from parley.config import EmbeddedConfig, ModelConfig, RouteConfig, RouteStrategy, Settings
 from parley.providers.base import ModelCall
 from parley.providers.routing import Deployment, RoutedProvider
@@ -134,6 +134,8 @@ async def _run_setup(setup: tuple[str, RouteStrategy, bool], upstreams: dict[str
 
 
 class _Idle:
+    """A deployment's provider for timing `order` alone: never opened, so its methods are never called."""
+
     async def open(self, call: ModelCall) -> Any:
         raise NotImplementedError
 
@@ -186,11 +188,7 @@ def cli() -> None:
     parser.add_argument("--order-rounds", type=int, default=20000)
     parser.add_argument("--output")
     args = parser.parse_args()
-    report = asyncio.run(main(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
+    emit(asyncio.run(main(args)), Path(args.output) if args.output else None)
 
 
 if __name__ == "__main__":

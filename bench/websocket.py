@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -44,7 +43,8 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.load import percentile
-from bench.procs import Child, child_env, free_port, sample
+from bench.procs import Child, child_env, free_port, sample, start_upstream
+from bench.report import emit
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = ("direct", "ws_store_true", "ws_store_false", "http_store_true", "http_store_false")
@@ -227,15 +227,12 @@ async def _measure(opts: Options, urls: tuple[str, str], pids: dict[str, int]) -
 def run(opts: Options) -> dict[str, Any]:
     env = child_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    up_port, parley_port = free_port(), free_port()
+    parley_port = free_port()
     with tempfile.TemporaryDirectory(prefix="parley-bench-ws-") as tmp:
         work = Path(tmp)
-        upstream = Child("upstream", [sys.executable, "-m", "bench.upstream", "--port", str(up_port)],
-                         work / "upstream.log", env)
+        upstream, upstream_url = start_upstream(work, env)
         parley = None
         try:
-            upstream_url = f"http://127.0.0.1:{up_port}"
-            upstream.wait_ready(f"{upstream_url}/v1/models")
             config = work / "config.toml"
             config.write_text("[embedded]\nenabled = false\n\n"
                               f'[[models]]\nid = "bench"\nbase_url = "{upstream_url}/v1"\nupstream_model = "fixed"\n'
@@ -264,11 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle", type=int, default=500, help="idle WebSocket connections to open (default 500)")
     parser.add_argument("--output", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
-    report = run(Options(args.turns, args.rounds, args.idle, args.output))
-    text = json.dumps(report, indent=2)
-    if args.output is not None:
-        args.output.write_text(text + "\n")
-    print(text)
+    emit(run(Options(args.turns, args.rounds, args.idle, args.output)), args.output)
 
 
 if __name__ == "__main__":

