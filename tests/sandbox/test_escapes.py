@@ -13,6 +13,7 @@ import pytest
 
 from parley.config import CodeInterpreterConfig, EmbeddedConfig, ModelConfig, Settings
 from parley.sandbox import workdir
+from parley.sandbox.launch import Runtime
 from parley.services.containers import RESTARTED, ContainersService, RunOutcome
 from parley.testing.fake_upstream import FakeUpstream
 from parley.testing.in_process import InProcess, in_process
@@ -110,9 +111,11 @@ print(os.listdir("/"))
         del os.environ["PARLEY_TEST_SECRET_KEY"]
     logs = outcome.result.logs
     assert "READ" not in logs and "must-not-leak" not in logs and "[]\n" in logs
-    visible = set(eval(logs.splitlines()[-1]))  # the sandbox's root: the runtime, its data and nothing else
-    assert visible <= {"usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32", "etc", "root", "work", "opt", "mnt",
-                       "tmp", "proc", "dev", "home"}, visible
+    visible = set(eval(logs.splitlines()[-1]))  # the sandbox's root: the system, the runtime, its data, nothing else
+    runtime_roots = {Path(p).parts[1] for p in Runtime.of().read_only}  # where this venv lives (e.g. /check in CI)
+    assert visible <= {"usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32", "etc", "opt", "mnt", "tmp", "proc",
+                       "dev"} | runtime_roots, visible
+    assert not visible & {Path(p).parts[1] for p in (env.data_dir, Path.cwd())} - runtime_roots - {"tmp"}, visible
 
 
 async def test_no_writing_outside_the_container(env: Env) -> None:
