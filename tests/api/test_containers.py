@@ -213,6 +213,18 @@ async def test_plot_saved_as_file_and_cited(env: Env) -> None:
     assert written.source == "assistant" and written.path == "/mnt/data/plot.png"
 
 
+async def test_a_figure_that_cannot_be_returned_is_said_in_the_logs(env: Env) -> None:
+    code = ("import matplotlib.pyplot as plt\nplt.figure(1); plt.plot([1, 2])\n"
+            "plt.figure(2); plt.title(r'$\\frac{$')\nprint('drawn')")  # mathtext that cannot render
+    response = await ask(env, code, include=["code_interpreter_call.outputs"])
+    outputs = calls(response)[0]["outputs"]
+    [image] = [o for o in outputs if o["type"] == "image"]
+    assert image["url"].startswith("data:image/png;base64,")  # the good figure still comes back
+    [logs] = [o["logs"] for o in outputs if o["type"] == "logs"]
+    assert logs.startswith("drawn\n") and "[figure 2 not returned: ValueError" in logs
+    assert "[figure 2 not returned" in env.tool_outputs()[0]  # the model is told too
+
+
 async def test_file_ids_of_auto_container(env: Env) -> None:
     upload = await env.sdk.files.create(file=("numbers.csv", b"n\n1\n2\n3\n"), purpose="user_data")
     tool = {"type": "code_interpreter", "container": {"type": "auto", "file_ids": [upload.id]}}

@@ -100,8 +100,10 @@ class Driver:
         os.lseek(capture, 0, os.SEEK_SET)
         logs = os.read(capture, self.max_log_bytes)
         os.close(capture)
-        return {"ok": error is None, "logs": logs.decode("utf-8", "replace"), "logs_bytes": size,
-                "images": self._figures(), "error": error}
+        images, notes = self._figures()
+        text = logs.decode("utf-8", "replace") + "".join(notes)  # a figure left out is said, never dropped silently
+        return {"ok": error is None, "logs": text, "logs_bytes": size + sum(len(n) for n in notes),
+                "images": images, "error": error}
 
     def _execute(self, code: str, name: str) -> None:
         tree = ast.parse(code, name, "exec")
@@ -115,26 +117,38 @@ class Driver:
         else:
             exec(compile(tree, name, "exec"), self.namespace)
 
-    def _figures(self) -> list[str]:
-        """Open matplotlib figures as base64 PNGs (then closed), within the image budget."""
+    def _figures(self) -> tuple[list[str], list[str]]:
+        """Open matplotlib figures as base64 PNGs (then closed), within the image budget; and a line for the logs
+        about each figure left out (over the budget, or failing to render)."""
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is None:
-            return []
+            return [], []
         images: list[str] = []
+        notes: list[str] = []
         budget = self.max_image_bytes
         try:
-            for number in pyplot.get_fignums():
+            numbers = list(pyplot.get_fignums())
+        except Exception as exc:
+            return [], [f"[figures not returned: {type(exc).__name__}: {exc}]\n"]
+        for number in numbers:
+            try:
                 figure = pyplot.figure(number)
                 buffer = io.BytesIO()
                 figure.savefig(buffer, format="png")
-                pyplot.close(figure)
-                data = buffer.getvalue()
-                if len(data) <= budget:
-                    budget -= len(data)
-                    images.append(base64.b64encode(data).decode())
-        except Exception:
-            pass
-        return images
+            except Exception as exc:
+                notes.append(f"[figure {number} not returned: {type(exc).__name__}: {exc}]\n")
+                continue
+            finally:
+                with contextlib.suppress(Exception):
+                    pyplot.close(number)
+            data = buffer.getvalue()
+            if len(data) > budget:
+                notes.append(f"[figure {number} not returned: its PNG is {len(data)} bytes, over the {budget} bytes "
+                             "left of this cell's image budget]\n")
+                continue
+            budget -= len(data)
+            images.append(base64.b64encode(data).decode())
+        return images, notes
 
 
 def _traceback_text(exc: BaseException) -> str:
