@@ -150,6 +150,12 @@ class ModelConfig(BaseModel):
                          "deployment")
     max_concurrent: int | None = Field(default=None, ge=1, description="Turns open at once on this deployment "
                                        "(per process): a route passes a full one over; when all are full, a 429")
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, strict=True, description="Turns sent to this deployment per UTC minute (per process; "
+        "LiteLLM's rpm): a route passes one at its limit over; when all are at a limit, a 429 with retry-after")
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, strict=True, description="Tokens (input + output, from each turn's usage) this "
+        "deployment may use per UTC minute (per process; LiteLLM's tpm): at it, it is passed over like a full one")
     aliases: list[str] = Field(default_factory=list, description="Other public ids of this model")
 
     @model_validator(mode="after")

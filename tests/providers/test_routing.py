@@ -1,5 +1,6 @@
 """RoutedProvider on scripted deployments (a fake clock, no sleeping): orders by strategy, cache affinity, retries
-honouring retry-after, fallbacks, cool-downs and the probe after them, and what is never retried."""
+honouring retry-after, fallbacks, cool-downs and the probe after them, what is never retried, and the per-minute
+limits of a deployment (requests, tokens from usage, an upstream's 429)."""
 
 from __future__ import annotations
 
@@ -12,24 +13,28 @@ from collections.abc import AsyncIterator
 import pytest
 
 from parley.errors import InvalidRequest, UpstreamError
-from parley.providers.base import ModelCall, ModelEvent, ModelStream, TokenCount
+from parley.providers.base import ModelCall, ModelEvent, ModelStream, TokenCount, Usage
 from parley.providers.redact import SecretMasker
 from parley.providers.routing import Deployment, RoutedProvider, retry_after, served_by
 from parley.providers.upstream_http import status_error
+from parley.rate_windows import reset_seconds
 
 
 class Stream:
     """One batch; `fail_at` 0 raises instead of the first batch, 1 after it."""
 
-    def __init__(self, name: str, fail_at: int | None = None) -> None:
+    def __init__(self, name: str, fail_at: int | None = None, usage: Usage | None = None) -> None:
         self.name = name
         self.fail_at = fail_at
+        self.usage = usage
         self.closed = False
 
     async def _events(self) -> AsyncIterator[list[ModelEvent]]:
         if self.fail_at == 0:
             raise UpstreamError.timeout("no first event")
         yield []
+        if self.usage is not None:
+            yield [self.usage]
         if self.fail_at == 1:
             raise UpstreamError.bad_gateway("dropped")
 
@@ -43,18 +48,19 @@ class Stream:
 class Scripted:
     """A deployment's provider: raises the scripted errors in turn, then opens streams; records the calls."""
 
-    def __init__(self, name: str, *errors: Exception, fail_at: int | None = None) -> None:
+    def __init__(self, name: str, *errors: Exception, fail_at: int | None = None, usage: Usage | None = None) -> None:
         self.name = name
         self.errors = list(errors)
         self.calls: list[str] = []
         self.fail_at = fail_at
+        self.usage = usage
         self.streams: list[Stream] = []
 
     async def open(self, call: ModelCall) -> ModelStream:
         self.calls.append(call.upstream_model)
         if self.errors:
             raise self.errors.pop(0)
-        self.streams.append(Stream(self.name, self.fail_at))
+        self.streams.append(Stream(self.name, self.fail_at, self.usage))
         return self.streams[-1]
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
@@ -77,7 +83,7 @@ class Clock:
 def route(*providers: Scripted, retries: int = 0, clock: Clock | None = None, **options: object) -> RoutedProvider:
     clock = clock or Clock()
     deployments = [Deployment(p.name, p, f"up-{p.name}", retries) for p in providers]
-    return RoutedProvider("public", deployments, clock=clock, sleep=clock.sleep, rng=random.Random(7),
+    return RoutedProvider("public", deployments, clock=clock, wall=clock, sleep=clock.sleep, rng=random.Random(7),
                           **options)  # type: ignore[arg-type]
 
 
@@ -288,3 +294,139 @@ async def test_after_a_cool_down_one_request_probes_while_the_others_go_elsewher
     assert len(a.calls) == 2 and not routed.deployments[0].load.failed
     await routed.open(call())
     assert served_by() == "a"  # the probe succeeded: a is back in the order
+
+
+MINUTE = 1_798_761_540.0  # a UTC minute's first second (2026-12-31 23:59:00)
+
+
+def limited(*providers: Scripted, clock: Clock, rpm: list[int | None] | None = None,
+            tpm: list[int | None] | None = None, **options: object) -> RoutedProvider:
+    """A route over `providers` with per-minute limits, reading `clock` for cool-downs and windows alike."""
+    deployments = [Deployment(p.name, p, "x", requests_per_minute=(rpm or [None] * len(providers))[i],
+                              tokens_per_minute=(tpm or [None] * len(providers))[i]) for i, p in enumerate(providers)]
+    return RoutedProvider("public", deployments, clock=clock, wall=clock, sleep=clock.sleep, rng=random.Random(7),
+                          **options)  # type: ignore[arg-type]
+
+
+async def test_requests_per_minute_passes_a_spent_deployment_over_then_429_until_the_minute_ends() -> None:
+    clock = Clock()
+    clock.now = MINUTE + 10
+    a, b = Scripted("a"), Scripted("b")
+    routed = limited(a, b, clock=clock, rpm=[2, 1])
+    served = []
+    for _ in range(3):
+        await routed.open(call())
+        served.append(served_by())
+    assert served == ["a", "a", "b"]  # a's two turns of this minute are spent: b serves the third
+    clock.now = MINUTE + 20.5
+    with pytest.raises(UpstreamError) as info:
+        await routed.open(call())
+    err = info.value
+    assert (err.status, err.code, err.headers) == (429, "rate_limit_exceeded", {"retry-after": "40"})
+    assert "a: requests_per_minute 2" in err.message and "b: requests_per_minute 1" in err.message
+    assert "try again in 39.5s" in err.message and len(a.calls) == 2 and len(b.calls) == 1
+    clock.now = MINUTE + 60  # the next minute: both have room again, a first
+    await routed.open(call())
+    assert served_by() == "a" and len(a.calls) == 3
+
+
+async def test_tokens_per_minute_counts_each_turns_usage_when_it_arrives() -> None:
+    clock = Clock()
+    clock.now = MINUTE + 5
+    a, b = Scripted("a", usage=Usage(input_tokens=70, output_tokens=40)), Scripted("b")
+    routed = limited(a, b, clock=clock, tpm=[200, None])
+    first = await routed.open(call())
+    # Its usage has not arrived yet: a turn is never refused for tokens it has not used (as project limits).
+    second = await routed.open(call())
+    assert served_by() == "a" and routed.deployments[0].load.tokens == 0
+    for stream in (first, second):
+        assert [batch async for batch in stream][-1] == [Usage(70, 40)]
+    assert routed.deployments[0].load.tokens == 220  # input and output of both turns
+    await routed.open(call())
+    assert served_by() == "b"  # 220 >= 200: a is passed over for the rest of the minute
+    clock.now = MINUTE + 61
+    await routed.open(call())
+    assert served_by() == "a"
+
+
+async def test_the_429_says_when_the_first_deployment_has_room_again() -> None:
+    clock = Clock()
+    clock.now = MINUTE + 1
+    a, b = Scripted("a", usage=Usage(10, 10)), Scripted("b", busy("7"))
+    routed = limited(a, b, clock=clock, tpm=[5, None], retry_max_wait_s=1.0)
+    async for _ in await routed.open(call()):
+        pass
+    # b answers 429 with retry-after 7: it is passed over for 7 s (not the route's cool-down) ...
+    with pytest.raises(UpstreamError) as info:
+        await routed.open(call())
+    assert info.value.status == 429 and len(b.calls) == 1 and not routed.deployments[1].load.failed
+    # ... and a has spent its tokens for 59 s: the route is full, and b is back first.
+    with pytest.raises(UpstreamError) as info:
+        await routed.open(call())
+    assert info.value.headers == {"retry-after": "7"} and len(b.calls) == 1
+    assert "a: tokens_per_minute 5" in info.value.message and "b: rate limited by its upstream" in info.value.message
+    clock.now += 7
+    await routed.open(call())
+    assert served_by() == "b" and len(b.calls) == 2
+
+
+async def test_an_upstream_429_without_a_wait_is_cooled_down_and_a_5xx_wait_lengthens_the_cool_down() -> None:
+    clock = Clock()
+    a, b = Scripted("a", busy(None)), Scripted("b")
+    routed = limited(a, b, clock=clock, cooldown_s=30.0)
+    await routed.open(call())
+    assert served_by() == "b" and routed.deployments[0].load.failed  # the usual cool-down and probe
+    assert routed.deployments[0].cooled_until == clock.now + 30
+    down = UpstreamError.bad_gateway("down")
+    down.headers["retry-after"] = "90"
+    c, d = Scripted("c", down), Scripted("d")
+    routed = limited(c, d, clock=clock, cooldown_s=30.0)
+    await routed.open(call())
+    assert routed.deployments[0].cooled_until == clock.now + 90
+
+
+async def test_retries_count_against_requests_per_minute() -> None:
+    clock = Clock()
+    clock.now = MINUTE
+    a = Scripted("a", UpstreamError.bad_gateway("down"), UpstreamError.bad_gateway("down"))
+    b = Scripted("b")
+    deployments = [Deployment("a", a, "x", retries=3, requests_per_minute=2), Deployment("b", b, "x")]
+    routed = RoutedProvider("public", deployments, clock=clock, wall=clock, sleep=clock.sleep, rng=random.Random(1))
+    await routed.open(call())
+    # Both of a's sends this minute failed; a third would exceed its limit, so b serves without it.
+    assert len(a.calls) == 2 and served_by() == "b"
+
+
+async def test_a_deployments_minute_is_shared_by_every_route_over_it() -> None:
+    clock = Clock()
+    clock.now = MINUTE
+    a = Scripted("a")
+    first = RoutedProvider("one", [Deployment("a", a, "x", requests_per_minute=1)], clock=clock, wall=clock)
+    other = RoutedProvider("two", [Deployment("a", a, "y", requests_per_minute=1, load=first.deployments[0].load)],
+                           clock=clock, wall=clock)
+    await first.open(call())
+    with pytest.raises(UpstreamError) as info:
+        await other.open(call())
+    assert info.value.status == 429 and len(a.calls) == 1
+    with pytest.raises(NotImplementedError):  # counting still asks a deployment (Scripted cannot count)
+        await other.count_tokens(call())
+
+
+def test_openai_rate_limit_headers_become_the_wait_of_a_429_without_retry_after() -> None:
+    spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s",
+             "x-ratelimit-remaining-tokens": "900", "x-ratelimit-reset-tokens": "6m0s"}
+    err = status_error("m", 429, b'{"error": {"message": "slow down"}}', spent, SecretMasker())
+    assert err.headers == {"retry-after-ms": "1500", "retry-after": "2"}  # the spent limit's reset, not the later
+    assert retry_after(err.headers) == 1.5
+    unknown = {"x-ratelimit-reset-requests": "20ms", "x-ratelimit-reset-tokens": "1m30s"}  # none says which
+    assert status_error("m", 429, b"", unknown, SecretMasker()).headers["retry-after"] == "90"
+    told = status_error("m", 429, b"", {**spent, "retry-after": "4"}, SecretMasker())
+    assert told.headers == {"retry-after": "4"}  # the upstream's own retry-after wins
+    assert status_error("m", 429, b"", {"x-ratelimit-reset-requests": "soon"}, SecretMasker()).headers == {}
+    assert status_error("m", 503, b"", spent, SecretMasker()).headers == {}
+
+
+def test_reset_durations_read_back_as_openai_writes_them() -> None:
+    assert [reset_seconds(t) for t in ("20ms", "1s", "12.5s", "6m0s", "1h2m3s", "6m1.5s")] == [
+        0.02, 1.0, 12.5, 360.0, 3723.0, 361.5]
+    assert [reset_seconds(t) for t in ("", "12", "1x", "s", "1s junk")] == [None] * 5

@@ -177,8 +177,8 @@ def configured_entries(
 
 
 def routed(entries: list[ModelEntry], settings: Settings) -> list[ModelEntry]:
-    """The public models: each configured one (behind a route of one when it has `retries`), each route over its
-    deployments, and every alias as its model under another id."""
+    """The public models: each configured one (behind a route of one when it has `retries` or a limit), each
+    route over its deployments, and every alias as its model under another id."""
     log = logging.getLogger("parley.routing")
     configs = {m.id: m for m in settings.models}
     by_id: dict[str, ModelEntry] = {}
@@ -187,9 +187,9 @@ def routed(entries: list[ModelEntry], settings: Settings) -> list[ModelEntry]:
     for entry in entries:
         cfg = configs.get(entry.id)
         by_id[entry.id] = entry
-        if cfg is not None and (cfg.retries or cfg.max_concurrent):
-            deployment = Deployment(entry.id, entry.provider, entry.upstream_model, cfg.retries,
-                                    max_concurrent=cfg.max_concurrent, load=loads.setdefault(entry.id, Load()))
+        if cfg is not None and (cfg.retries or cfg.max_concurrent or cfg.requests_per_minute
+                                or cfg.tokens_per_minute):
+            deployment = _deployment(entry, cfg, 1.0, loads)
             entry = dataclasses.replace(entry, provider=RoutedProvider(entry.id, [deployment], cooldown_s=0.0))
         public.append(entry)
         public += [dataclasses.replace(entry, id=alias) for alias in (cfg.aliases if cfg is not None else ())]
@@ -202,10 +202,7 @@ def routed(entries: list[ModelEntry], settings: Settings) -> list[ModelEntry]:
             log.warning("route %s: deployments %s are not available", route.id, missing)
         if not members:
             continue
-        deployments = [Deployment(e.id, e.provider, e.upstream_model, configs[e.id].retries if e.id in configs else 0,
-                                  weight, configs[e.id].max_concurrent if e.id in configs else None,
-                                  loads.setdefault(e.id, Load()))
-                       for e, weight in members]
+        deployments = [_deployment(e, configs.get(e.id), weight, loads) for e, weight in members]
         caps = [e.capabilities for e, _ in members if e.capabilities is not None]
         entry = ModelEntry(
             id=route.id, owned_by=route.owned_by, created=members[0][0].created, upstream_model=route.id,
@@ -218,3 +215,13 @@ def routed(entries: list[ModelEntry], settings: Settings) -> list[ModelEntry]:
         public.append(entry)
         public += [dataclasses.replace(entry, id=alias) for alias in route.aliases]
     return public
+
+
+def _deployment(entry: ModelEntry, cfg: ModelConfig | None, weight: float, loads: dict[str, Load]) -> Deployment:
+    """A model as a route's deployment, with its limits (none for the embedded model) and the one Load it shares
+    with every other route over it."""
+    load = loads.setdefault(entry.id, Load())
+    if cfg is None:
+        return Deployment(entry.id, entry.provider, entry.upstream_model, weight=weight, load=load)
+    return Deployment(entry.id, entry.provider, entry.upstream_model, cfg.retries, weight, cfg.max_concurrent, load,
+                      cfg.requests_per_minute, cfg.tokens_per_minute)

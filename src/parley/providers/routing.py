@@ -12,8 +12,15 @@ only until its first event: `open` waits for the deployment's first batch of eve
 answers 200 and then drops the connection or stalls past its read timeout before sending anything counts as a
 failure to open; once an event is returned, nothing a deployment streamed is ever mixed with another's. An error
 that is the request's own (a 400) is never retried. A deployment with `max_concurrent` takes at most that many
-open turns (per process); a full one is passed over, and when all are full the turn is refused with a 429. A
-model with `retries` or `max_concurrent` and no route is a route of one.
+open turns (per process). A deployment with `requests_per_minute` or `tokens_per_minute` takes at most that many
+turns, or turns until that many tokens were used, in each UTC minute (per process; the windows of the project
+and key limits, parley/rate_windows.py): a turn is counted when it is sent, its tokens when its usage arrives, so
+like those limits a turn is never refused for tokens not used yet and the last turn of a minute may overshoot.
+An upstream's 429 that says how long to wait (`retry-after-ms`, `retry-after`, or OpenAI's `x-ratelimit-reset-*`
+read into them at the edge, providers/upstream_http.py) puts its deployment at its limit for that long instead of
+the cool-down. A deployment at a limit is passed over; when every deployment is, the turn is refused with a 429
+whose retry-after is when the first of them has room again. A model with `retries`, `max_concurrent` or a
+per-minute limit and no route is a route of one.
 
 Which deployment served is logged and kept for the response headers (`served_by`, `x-parley-deployment`).
 """
@@ -26,6 +33,7 @@ import dataclasses
 import email.utils
 import hashlib
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -35,7 +43,8 @@ from dataclasses import dataclass, field
 import orjson
 
 from parley.errors import ParleyError, UpstreamError
-from parley.providers.base import ModelCall, ModelEvent, ModelStream, Provider, TokenCount
+from parley.providers.base import ModelCall, ModelEvent, ModelStream, Provider, TokenCount, Usage
+from parley.rate_windows import minute_window, reset_text
 
 log = logging.getLogger("parley.routing")
 
@@ -92,12 +101,22 @@ def retry_after(headers: dict[str, str], now: Callable[[], float] = time.time) -
 @dataclass(slots=True)
 class Load:
     """What one deployment is doing in this process, shared by every route (and the model itself) that uses it,
-    so its max_concurrent and its cool-down hold across them."""
+    so its limits and its cool-down hold across them."""
 
     open_turns: int = 0  # turns opened and not yet ended (least_busy, max_concurrent)
-    cooled_until: float = 0.0
+    cooled_until: float = 0.0  # monotonic clock
     failed: bool = False  # its last turn failed: once cooled down, one request at a time probes it
     probing: bool = False  # a probe is under way: other requests go elsewhere meanwhile
+    minute: tuple[int, int] = (0, 0)  # the UTC minute `requests` and `tokens` count in (wall clock)
+    requests: int = 0  # turns sent in that minute (requests_per_minute)
+    tokens: int = 0  # tokens those turns used, from their usage (tokens_per_minute)
+    limited_until: float = 0.0  # wall clock: its upstream answered 429 and said to wait until then
+
+    def count_from(self, now: float) -> None:
+        """Start counting afresh when `now` is past the minute counted so far."""
+        if not self.minute[0] <= now < self.minute[1]:
+            self.minute = minute_window(now)
+            self.requests = self.tokens = 0
 
 
 @dataclass(slots=True)
@@ -109,6 +128,8 @@ class Deployment:
     weight: float = 1.0
     max_concurrent: int | None = None  # open turns at once (per process); None: no limit
     load: Load = field(default_factory=Load)
+    requests_per_minute: int | None = None  # turns sent per UTC minute (per process); None: no limit
+    tokens_per_minute: int | None = None  # tokens used per UTC minute (per process); None: no limit
 
     @property
     def open_turns(self) -> int:
@@ -126,8 +147,35 @@ class Deployment:
     def cooled_until(self, value: float) -> None:
         self.load.cooled_until = value
 
-    def full(self) -> bool:
-        return self.max_concurrent is not None and self.open_turns >= self.max_concurrent
+    def at_limit(self, now: float) -> tuple[float, str] | None:
+        """None when it can take a turn at `now` (wall clock); else about how many seconds until it can, and why.
+        A turn may end at any moment, so a deployment at max_concurrent only is said to have room in a second."""
+        load = self.load
+        found: list[tuple[float, str]] = []
+        if self.max_concurrent is not None and load.open_turns >= self.max_concurrent:
+            found.append((1.0, f"max_concurrent {self.max_concurrent}"))
+        if self.requests_per_minute is not None or self.tokens_per_minute is not None:
+            load.count_from(now)
+            rest = load.minute[1] - now
+            if self.requests_per_minute is not None and load.requests >= self.requests_per_minute:
+                found.append((rest, f"requests_per_minute {self.requests_per_minute}"))
+            if self.tokens_per_minute is not None and load.tokens >= self.tokens_per_minute:
+                found.append((rest, f"tokens_per_minute {self.tokens_per_minute}"))
+        if load.limited_until > now:
+            found.append((load.limited_until - now, "rate limited by its upstream"))
+        return max(found) if found else None
+
+    def sent(self, now: float) -> None:
+        """A turn goes to this deployment: count it against its requests_per_minute."""
+        if self.requests_per_minute is not None:
+            self.load.count_from(now)
+            self.load.requests += 1
+
+    def used(self, now: float, usage: Usage) -> None:
+        """A turn's usage arrived: count its tokens against its tokens_per_minute (input and output, as the
+        project and key limits count them)."""
+        self.load.count_from(now)
+        self.load.tokens += usage.input_tokens + usage.output_tokens
 
 
 class _CountedStream:
@@ -135,11 +183,20 @@ class _CountedStream:
     is closed."""
 
     def __init__(self, inner: ModelStream, events: AsyncIterator[list[ModelEvent]],
-                 first: list[ModelEvent] | None, deployment: Deployment) -> None:
+                 first: list[ModelEvent] | None, deployment: Deployment, wall: Callable[[], float]) -> None:
         self._inner = inner
         self._events = events
         self._first = first  # None: the stream ended before any batch
         self._deployment: Deployment | None = deployment
+        # Only a deployment with a tokens_per_minute looks at the batches (for their usage).
+        self._metered = deployment if deployment.tokens_per_minute is not None else None
+        self._wall = wall
+
+    def _meter(self, batch: list[ModelEvent]) -> None:
+        assert self._metered is not None
+        for event in batch:
+            if isinstance(event, Usage):
+                self._metered.used(self._wall(), event)
 
     def _done(self) -> None:
         if self._deployment is not None:
@@ -150,8 +207,12 @@ class _CountedStream:
         try:
             if self._first is None:
                 return
+            if self._metered is not None:
+                self._meter(self._first)
             yield self._first
             async for batch in self._events:
+                if self._metered is not None:
+                    self._meter(batch)
                 yield batch
         finally:
             self._done()
@@ -180,15 +241,16 @@ def affinity_key(call: ModelCall) -> bytes | None:
 class RoutedProvider:
     def __init__(self, model_id: str, deployments: Sequence[Deployment], *, strategy: str = "ordered",
                  cooldown_s: float = 30.0, retry_max_wait_s: float = 10.0, cache_affinity: bool = False,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 rng: random.Random | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.model_id = model_id
         self.deployments = list(deployments)
         self._strategy = strategy
         self._cooldown_s = cooldown_s
         self._max_wait_s = retry_max_wait_s
         self._affinity = cache_affinity
-        self._clock = clock
+        self._clock = clock  # cool-downs
+        self.wall = wall  # per-minute windows and upstream rate limits (a retry-after may be a date); tests set it
         self._rng = rng or random.Random()
         self._sleep = sleep
 
@@ -196,8 +258,8 @@ class RoutedProvider:
         """The deployments to try, best first: healthy ones by the strategy, then cooled-down ones and ones being
         probed (soonest back first), so a route whose every deployment failed lately still tries rather than
         refusing."""
-        now = self._clock()
-        open_ = [d for d in self.deployments if not d.full()]
+        now, wall = self._clock(), self.wall()
+        open_ = [d for d in self.deployments if d.at_limit(wall) is None]
         healthy = [d for d in open_ if d.cooled_until <= now and not d.load.probing]
         cooled = sorted((d for d in open_ if d.cooled_until > now or d.load.probing), key=lambda d: d.cooled_until)
         key = affinity_key(call) if self._affinity and len(healthy) > 1 else None
@@ -243,10 +305,18 @@ class RoutedProvider:
             if opened is not None:
                 return opened
         if last is None:  # no deployment had room
-            raise UpstreamError(f"Every deployment of model '{self.model_id}' is at its max_concurrent limit; "
-                                "try again shortly.", "model", "rate_limit_exceeded", 429, "rate_limit_error",
-                                {"retry-after": "1"})
+            raise self._no_room()
         raise last
+
+    def _no_room(self) -> UpstreamError:
+        """The 429 for a turn no deployment had room for, saying when the first of them will have."""
+        wall = self.wall()
+        limits = [(d, d.at_limit(wall)) for d in self.deployments]
+        wait = min((found[0] for _, found in limits if found is not None), default=1.0)
+        why = ", ".join(f"{d.name}: {found[1]}" for d, found in limits if found is not None)
+        return UpstreamError(f"Every deployment of model '{self.model_id}' is at a limit ({why}); try again in "
+                             f"{reset_text(wait)}.", "model", "rate_limit_exceeded", 429, "rate_limit_error",
+                             {"retry-after": str(max(1, math.ceil(wait)))})
 
     async def _try(self, deployment: Deployment, call: ModelCall) -> ModelStream | ParleyError | None:
         """One deployment's attempts at the turn: its stream, the error that moves the turn on (the deployment
@@ -254,16 +324,18 @@ class RoutedProvider:
         attempt = 0
         turn = dataclasses.replace(call, upstream_model=deployment.upstream_model)
         while True:
-            if deployment.full():  # filled up while an earlier deployment was tried
+            wall = self.wall()
+            if deployment.at_limit(wall) is not None:  # reached while an earlier deployment (or try) was under way
                 return None
             deployment.open_turns += 1
+            deployment.sent(wall)
             try:
                 stream, events, first = await _first_batch(deployment.provider, turn)
             except ParleyError as err:
                 deployment.open_turns -= 1
                 if not _falls_over(err):
                     raise
-                told = retry_after(err.headers)
+                told = retry_after(err.headers, self.wall)
                 wait = told if told is not None else _BACKOFF_S * (2 ** attempt) * (0.5 + self._rng.random())
                 if _transient(err) and attempt < deployment.retries and wait <= self._max_wait_s:
                     log.warning("model %s: deployment %s failed (%s, HTTP %s); retry %d of %d in %.2f s",
@@ -272,10 +344,16 @@ class RoutedProvider:
                     await self._sleep(wait)
                     attempt += 1
                     continue
-                deployment.cooled_until = self._clock() + self._cooldown_s
+                if err.status == 429 and told is not None:  # the upstream said when it has room again
+                    deployment.load.limited_until = self.wall() + told
+                    log.warning("model %s: deployment %s is rate limited by its upstream (HTTP 429); passed over "
+                                "for %.3g s", self.model_id, deployment.name, told)
+                    return err
+                cooldown = max(self._cooldown_s, told or 0.0)  # a 5xx saying when it is back
+                deployment.cooled_until = self._clock() + cooldown
                 deployment.load.failed = True
                 log.warning("model %s: deployment %s failed (%s, HTTP %s); cooled down for %g s",
-                            self.model_id, deployment.name, err.code, err.status, self._cooldown_s)
+                            self.model_id, deployment.name, err.code, err.status, cooldown)
                 return err
             except BaseException:
                 deployment.open_turns -= 1
@@ -285,10 +363,11 @@ class RoutedProvider:
             _SERVED.set(deployment.name)
             if len(self.deployments) > 1 or attempt:
                 log.info("model %s served by deployment %s", self.model_id, deployment.name)
-            return _CountedStream(stream, events, first, deployment)
+            return _CountedStream(stream, events, first, deployment, self.wall)
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
-        first = self.order(call)[0]
+        """The first deployment's count (counting is not a turn: it does not count against a limit)."""
+        first = next(iter(self.order(call)), self.deployments[0])
         return await first.provider.count_tokens(dataclasses.replace(call, upstream_model=first.upstream_model))
 
 

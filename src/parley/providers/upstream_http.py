@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from parley.errors import ParleyError, UpstreamError
 from parley.log_context import current_request_id
 from parley.providers.http1 import BodyTooLarge, ConnectFailed, Disconnected, HttpError, ReadTimeout
 from parley.providers.redact import SecretMasker
+from parley.rate_windows import reset_seconds
 
 log = logging.getLogger("parley.upstream")
 
@@ -107,7 +109,7 @@ def status_error(
     elif status == 429:
         err = UpstreamError.rate_limited(f"{where} is rate limiting requests ({said}): "
                                          f"{message or 'too many requests'}", headers.get("retry-after"))
-        err.headers.update(_retry_after(headers))
+        err.headers.update(_retry_after(headers) or _rate_reset(headers))
     elif status == 529 or report.type == "overloaded_error":
         # Anthropic's "overloaded" (HTTP 529, https://docs.anthropic.com/en/api/errors): a temporary lack of
         # capacity, not a failure of this request: a 503 the client may retry, keeping any retry-after.
@@ -131,6 +133,23 @@ def _retry_after(headers: Mapping[str, str]) -> dict[str, str]:
     """The upstream's wait hints, kept for the client and for routing: `retry-after` (seconds or an HTTP date)
     and OpenAI's and Azure's `retry-after-ms`."""
     return {name: headers[name] for name in ("retry-after", "retry-after-ms") if headers.get(name)}
+
+
+def _rate_reset(headers: Mapping[str, str]) -> dict[str, str]:
+    """A 429 without retry-after: when OpenAI's `x-ratelimit-reset-requests` / `-tokens` say the exhausted limit
+    (its `x-ratelimit-remaining-*` is 0; else the later of the two) resets, as `retry-after-ms` and `retry-after`,
+    so routing and the client wait for it as they would for a retry-after
+    (https://platform.openai.com/docs/guides/rate-limits#rate-limits-in-headers)."""
+    resets: list[tuple[bool, float]] = []  # (exhausted, seconds)
+    for kind in ("requests", "tokens"):
+        text = headers.get(f"x-ratelimit-reset-{kind}")
+        seconds = reset_seconds(text) if text else None
+        if seconds is not None:
+            resets.append((headers.get(f"x-ratelimit-remaining-{kind}", "").strip() == "0", seconds))
+    if not resets:
+        return {}
+    wait = max(seconds for exhausted, seconds in resets if exhausted or not any(e for e, _ in resets))
+    return {"retry-after-ms": str(math.ceil(wait * 1000)), "retry-after": str(math.ceil(wait))}
 
 
 def reported_error(model: str, report: UpstreamReport, masker: SecretMasker) -> UpstreamError:

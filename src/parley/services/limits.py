@@ -16,7 +16,6 @@ others admitted during one interval.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import contextlib
 import logging
 import math
@@ -27,6 +26,7 @@ from typing import Protocol
 
 from parley.config import LimitsConfig, RateLimits
 from parley.errors import RateLimited
+from parley.rate_windows import Windows, reset_text
 
 log = logging.getLogger("parley.limits")
 
@@ -51,38 +51,6 @@ class Scope:
 
     name: str  # "project:<id>" or "key:<id>"
     limits: RateLimits
-
-
-@dataclass(frozen=True, slots=True)
-class Windows:
-    """The current fixed windows: period -> (start, end), Unix seconds, UTC."""
-
-    bounds: dict[str, tuple[int, int]]
-
-    @classmethod
-    def at(cls, now: float) -> Windows:
-        t = int(now)
-        minute, day = t - t % 60, t - t % 86400
-        year, month = time.gmtime(t)[:2]
-        month_start = calendar.timegm((year, month, 1, 0, 0, 0))
-        month_end = calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0))
-        return cls({"minute": (minute, minute + 60), "day": (day, day + 86400), "month": (month_start, month_end)})
-
-    def start(self, period: str) -> int:
-        return self.bounds[period][0]
-
-    def end(self, period: str) -> int:
-        return self.bounds[period][1]
-
-
-def reset_text(seconds: float) -> str:
-    """A duration as OpenAI writes `x-ratelimit-reset-*`: `20ms`, `1.5s`, `6m0s`."""
-    if seconds < 1:
-        return f"{max(0, int(seconds * 1000))}ms"
-    if seconds < 60:
-        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes}m{rest}s"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ bodies) and its behaviour is chosen by the requested upstream `model`:
   summary         like echo, but a summarisation request (exactly a system message that mentions "summar",
                   then one user message: the transcript) gets "SUMMARY(<n> words of the transcript)"
   error-<status>  answers HTTP <status> with an OpenAI error body (429 adds retry-after: 7)
+  ratelimited     answers 429 as OpenAI does when a key's requests per minute are spent, with no retry-after:
+                  x-ratelimit-remaining-requests 0, x-ratelimit-reset-requests 20s (tokens: 5000 left, reset 6m0s)
   drop            sends two chunks (non-streaming: half the body), then drops the connection
   drop-early      drops the connection before any chunk (streaming: after the 200 headers; non-streaming:
                   without answering)
@@ -137,6 +139,13 @@ class FakeUpstream:
             headers = {"retry-after": "7"} if status == 429 else {}
             error = {"error": {"message": f"fake upstream error {status}", "type": "fake", "code": None}}
             return web.json_response(error, status=status, headers=headers)
+        if model == "ratelimited":
+            headers = {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0",
+                       "x-ratelimit-reset-requests": "20s", "x-ratelimit-limit-tokens": "150000",
+                       "x-ratelimit-remaining-tokens": "5000", "x-ratelimit-reset-tokens": "6m0s"}
+            error = {"error": {"message": "Rate limit reached for requests", "type": "requests", "param": None,
+                               "code": "rate_limit_exceeded"}}
+            return web.json_response(error, status=429, headers=headers)
         plan = _plan(model, body)
         if not body.get("stream"):
             if model in ("hang", "slow"):
