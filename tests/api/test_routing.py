@@ -2,7 +2,8 @@
 then the next one serves and `x-parley-deployment` names it (streamed too); a cooled-down deployment is skipped;
 a 429 whose retry-after is too long is not waited for; the request's own 400 is not retried; a connection
 refused, one dropped after the 200 but before any event and a read timeout fall over, a drop after the first
-event does not; max_concurrent; aliases; the configuration is checked at start-up."""
+event does not; max_concurrent; per-minute request and token limits per deployment (a wall clock the test moves)
+and an upstream 429's wait; aliases; the configuration is checked at start-up."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+import orjson
 import pytest
 from pydantic import ValidationError
 
 from parley.config import EmbeddedConfig, ModelConfig, RouteConfig, Settings
+from parley.providers.routing import RoutedProvider
 from parley.testing.fake_anthropic import FakeAnthropic
 from parley.testing.fake_gemini import FakeGemini
 from parley.testing.fake_responses_upstream import FakeResponsesUpstream
@@ -213,3 +217,141 @@ async def test_the_messages_door_names_the_deployment_too(env: Env) -> None:
         assert "message_stop" in (await s.aread()).decode()
     plain = await env.app.http.post("/v1/messages", json={**body, "model": "good"}, headers=headers)
     assert plain.status_code == 200 and "x-parley-deployment" not in plain.headers
+
+
+class WallClock:
+    """The wall clock routes read their per-minute windows and upstream waits from, moved by the test."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+MINUTE = 1_798_761_540.0  # a UTC minute's first second
+
+
+@dataclass
+class Limited:
+    app: InProcess
+    upstream: FakeUpstream
+    clock: WallClock
+
+    def sent(self, upstream_model: str) -> int:
+        return sum(1 for r in self.upstream.requests if r.get("model") == upstream_model)
+
+    def route(self, model_id: str) -> RoutedProvider:
+        provider = self.app.app.state.runtime.models.get(model_id).provider
+        assert isinstance(provider, RoutedProvider)
+        return provider
+
+    async def ask(self, model: str, text: str = "hi", stream: bool = False) -> httpx.Response:
+        body = {"model": model, "input": text, "stream": stream}
+        if not stream:
+            return await self.app.http.post("/v1/responses", json=body)
+        async with self.app.http.stream("POST", "/v1/responses", json=body) as streamed:
+            await streamed.aread()
+            return streamed
+
+
+@pytest.fixture
+async def limited(tmp_path: Path) -> AsyncIterator[Limited]:
+    upstream = FakeUpstream()
+    await upstream.start()
+
+    def model(model_id: str, upstream_model: str, **extra: object) -> ModelConfig:
+        return ModelConfig(id=model_id, upstream_model=upstream_model, base_url=upstream.base_url,
+                           **extra)  # type: ignore[arg-type]
+
+    settings = Settings(
+        data_dir=tmp_path, embedded=EmbeddedConfig(enabled=False),
+        models=[model("a", "echo", requests_per_minute=2), model("b", "echo", requests_per_minute=1),
+                model("t", "echo", tokens_per_minute=100), model("u", "echo"),
+                model("rl", "ratelimited"), model("solo", "ratelimited", requests_per_minute=1000)],
+        routes=[RouteConfig(id="rpm", deployments=["a", "b"]), RouteConfig(id="tpm", deployments=["t", "u"]),
+                RouteConfig(id="upstream", deployments=["rl", "u"], cooldown_s=3600)])
+    clock = WallClock(MINUTE + 10)
+    async with in_process(settings) as app:
+        for entry in app.app.state.runtime.models.all():
+            if isinstance(entry.provider, RoutedProvider):
+                entry.provider.wall = clock
+        yield Limited(app, upstream, clock)
+    await upstream.stop()
+
+
+async def test_requests_per_minute_pass_a_spent_deployment_over_then_429_until_the_minute_ends(
+        limited: Limited) -> None:
+    served = [(await limited.ask("rpm", stream=n == 1)).headers["x-parley-deployment"] for n in range(3)]
+    assert served == ["a", "a", "b"]  # a's two turns of this minute are spent: b serves the third
+    limited.clock.now = MINUTE + 20.5
+    for stream in (False, True):  # streamed too: the 429 comes before any event
+        refused = await limited.ask("rpm", stream=stream)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "40"
+        assert "x-parley-deployment" not in refused.headers
+    error = refused.json()["error"]
+    assert (error["code"], error["type"]) == ("rate_limit_exceeded", "rate_limit_error")
+    assert "a: requests_per_minute 2" in error["message"] and "b: requests_per_minute 1" in error["message"]
+    # The limit is the deployment's, whichever public id reaches it: model a itself has no room this minute.
+    assert (await limited.ask("a")).status_code == 429
+    assert limited.sent("echo") == 3
+    limited.clock.now = MINUTE + 60  # the next minute frees both, a first
+    again = await limited.ask("rpm")
+    assert again.status_code == 200 and again.headers["x-parley-deployment"] == "a" and limited.sent("echo") == 4
+
+
+async def test_tokens_per_minute_count_the_tokens_each_answer_used(limited: Limited) -> None:
+    first = await limited.ask("tpm", "hi")
+    assert first.headers["x-parley-deployment"] == "t"
+    used = first.json()["usage"]["total_tokens"]
+    assert limited.route("tpm").deployments[0].load.tokens == used  # what the upstream reported, not an estimate
+    # A long question (streamed: its usage arrives in the last chunk) still fits: t has used `used` of 100.
+    long = " ".join(["word"] * 50)
+    second = await limited.ask("tpm", long, stream=True)
+    assert second.headers["x-parley-deployment"] == "t"
+    completed = next(orjson.loads(line[6:]) for line in second.text.splitlines()
+                     if line.startswith("data: ") and '"response.completed"' in line)
+    usage = completed["response"]["usage"]
+    assert limited.route("tpm").deployments[0].load.tokens == used + usage["total_tokens"] >= 100
+    assert used + usage["input_tokens"] < 100  # the answers' output tokens count too: they filled t
+    third = await limited.ask("tpm")
+    assert third.status_code == 200 and third.headers["x-parley-deployment"] == "u"
+    limited.clock.now = MINUTE + 60
+    assert (await limited.ask("tpm")).headers["x-parley-deployment"] == "t"
+
+
+async def test_an_upstream_429_with_openai_rate_limit_headers_passes_its_deployment_over_for_that_long(
+        limited: Limited) -> None:
+    # The route of one: the upstream's 429 reaches the client with the spent limit's reset as retry-after ...
+    told = await limited.ask("solo")
+    assert told.status_code == 429 and told.json()["error"]["code"] == "rate_limit_exceeded"
+    assert (told.headers["retry-after"], told.headers["retry-after-ms"]) == ("20", "20000")
+    # ... and until then Parley answers for it, without asking the upstream again.
+    limited.clock.now += 19
+    refused = await limited.ask("solo")
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert "solo: rate limited by its upstream" in refused.json()["error"]["message"]
+    assert limited.sent("ratelimited") == 1
+    # A route passes it over for those 20 s, not for its hour-long cool-down, then asks it again.
+    limited.clock.now = MINUTE + 1
+    assert (await limited.ask("upstream")).headers["x-parley-deployment"] == "u"
+    limited.clock.now = MINUTE + 20
+    assert (await limited.ask("upstream")).headers["x-parley-deployment"] == "u"
+    assert limited.sent("ratelimited") == 2  # solo's request and the route's first
+    limited.clock.now = MINUTE + 21
+    assert (await limited.ask("upstream")).headers["x-parley-deployment"] == "u"
+    assert limited.sent("ratelimited") == 3  # its 20 s were over: asked again (and again it said no)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"requests_per_minute": 0}, "greater than or equal to 1"),
+    ({"tokens_per_minute": -5}, "greater than or equal to 1"),
+    ({"requests_per_minute": "60"}, "Input should be a valid integer"),
+    ({"tokens_per_minute": 1.5}, "Input should be a valid integer"),
+    ({"tokens_per_minute": True}, "Input should be a valid integer"),
+])
+def test_per_minute_limits_are_checked_at_load(extra: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(models=[{"id": "m", "base_url": "http://127.0.0.1:1/v1", **extra}],  # type: ignore[list-item]
+                 embedded={"enabled": False})  # type: ignore[arg-type]
+    assert message in str(info.value) and f"models.0.{next(iter(extra))}" in str(info.value)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from parley.engine.budget import ToolCallBudget
 from parley.engine.stream import Event, StreamBuilder
+from parley.engine.timing import Timing
 from parley.tools.base import BuiltinCall, BuiltinTool, Item, LeadingItem, ToolOutcome
 
 log = logging.getLogger("parley.tools")
@@ -117,9 +118,10 @@ class Dispatch:
     """One turn's built-in calls. Iterate `events()` for their stream events; `ran` holds the outcomes after."""
 
     def __init__(self, toolbox: Toolbox, builder: StreamBuilder, budget: ToolCallBudget,
-                 calls: list[BuiltinCall]) -> None:
+                 calls: list[BuiltinCall], timing: Timing | None = None) -> None:
         self._toolbox = toolbox
         self._builder = builder
+        self._timing = timing
         self.calls = [call for call in calls if budget.take()]
         self.ignored = len(calls) - len(self.calls)
         self.ran: list[Ran] = []
@@ -153,7 +155,14 @@ class Dispatch:
         emitter = _Emitter(self._builder, queue)
         try:
             async with gate:
+                timing = self._timing
+                if timing is not None:
+                    timing.mark("tool_call_started", {"name": call.name, "call_id": call.call_id})
                 outcome = await self._observed(call, emitter)
+                if timing is not None:
+                    timing.mark("tool_call_done", {"name": call.name, "call_id": call.call_id,
+                                                   "type": outcome.item.get("type"),
+                                                   "status": outcome.item.get("status")})
             emitter.finish(outcome.item, outcome.closing_events)
             for following in outcome.more_items:
                 more = _Emitter(self._builder, queue)

@@ -15,6 +15,7 @@ from parley.engine.empty_turn import EmptyTurn
 from parley.engine.run import TERMINAL_EVENTS, ResponseRun
 from parley.engine.sealing import ReasoningSealer
 from parley.engine.stream import Event, StreamBuilder
+from parley.engine.timing import Timing
 from parley.engine.tool_loop import Toolbox
 from parley.engine.truncation import fit_context
 from parley.engine.turns import Turns
@@ -35,7 +36,7 @@ from parley.services.file_inputs import FileInputLimits, FileInputs
 from parley.services.hosted_tools import split_hosted
 from parley.services.keys import Caller
 from parley.services.prompts import PromptsService
-from parley.services.usage import Meter, TimedStream, Timing, UsageOrigin
+from parley.services.usage import Meter, UsageOrigin
 from parley.store.base import Page, PageQuery, ResponseStore
 from parley.telemetry.observe import Telemetry
 from parley.tools.base import LeadingItem, ToolContext
@@ -142,7 +143,7 @@ class ResponsesService:
     async def open_run(self, project_id: str, built: BuiltCall, *, emit: bool,
                        timing: Timing | None = None) -> ResponseRun:
         """Compact and truncate the context as asked, open the upstream call and set up the run (`timing`
-        notes when its first output arrives)."""
+        notes when its turns and built-in calls happen, engine/timing.py)."""
         req, entry, toolset, response = built.req, built.entry, built.toolset, built.response
         call, toolbox = built.call, built.toolbox
         leading: list[Item | LeadingItem] = [*toolbox.leading]  # MCP tool lists
@@ -157,7 +158,7 @@ class ResponsesService:
             # Calls the client approved (MCP) run first; the first model turn is opened after them (engine/run.py).
             stream = None if toolbox.first_calls else await entry.provider.open(fitted.call)
         if timing is not None and stream is not None:
-            stream = TimedStream(stream, timing)
+            timing.mark("upstream_opened", {"turn": 1})
         obfuscate = self._obfuscation_default
         if req.stream_options is not None and req.stream_options.include_obfuscation is not None:
             obfuscate = req.stream_options.include_obfuscation
@@ -178,7 +179,7 @@ class ResponsesService:
             turns = Turns(entry.provider, fitted.call, builtin_names, fit)
         return ResponseRun(builder, stream, built.checks, leading, ToolCallBudget(req.max_tool_calls),
                            first_turn_checks=built.first_turn_checks, toolbox=toolbox, turns=turns,
-                           first_calls=toolbox.first_calls)
+                           first_calls=toolbox.first_calls, timing=timing)
 
     async def append_to_conversation(
         self, project_id: str, conversation_id: str | None, response: dict[str, Any], items: list[Item]
