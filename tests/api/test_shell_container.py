@@ -3,10 +3,15 @@ sandboxed session (the code_interpreter sandbox), and the call comes back as she
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import Response, ResponseStreamEvent
@@ -14,7 +19,7 @@ from pydantic import TypeAdapter
 
 from parley.config import CodeInterpreterConfig, EmbeddedConfig, ModelConfig, Settings
 from parley.testing.fake_agent import AgentUpstream
-from parley.testing.in_process import InProcess, in_process
+from parley.testing.in_process import InProcess, Served, in_process, served
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
 AUTO = {"type": "shell", "environment": {"type": "container_auto"}}
@@ -64,8 +69,12 @@ async def test_commands_run_in_a_container(app: InProcess, sdk: AsyncOpenAI) -> 
     assert kinds.count("response.shell_call_command.added") == 3
     assert [e["command"] for e in events if e["type"] == "response.shell_call_command.done"] == [
         "echo hi > a.txt", "cat a.txt; echo oops >&2", "exit 3"]
-    deltas = [e["delta"] for e in events if e["type"] == "response.shell_call_output_content.delta"]
-    assert {"stdout": "hi\n", "stderr": "oops\n"} in deltas
+    deltas = [e for e in events if e["type"] == "response.shell_call_output_content.delta"]
+    assert "".join(e["delta"].get("stdout", "") for e in deltas if e["command_index"] == 1) == "hi\n"
+    assert "".join(e["delta"].get("stderr", "") for e in deltas if e["command_index"] == 1) == "oops\n"
+    done = [e for e in events if e["type"] == "response.shell_call_output_content.done"]
+    assert [e["command_index"] for e in done] == [0, 1, 2]
+    assert done[2]["output"] == [{"stdout": "", "stderr": "", "outcome": {"type": "exit", "exit_code": 3}}]
     assert kinds.index("response.shell_call_command.added") < kinds.index("response.shell_call_output_content.done")
     final = Response.model_validate(events[-1]["response"])
     call, output, answer = final.output
@@ -119,3 +128,176 @@ async def test_tool_choice_shell_forces_the_container_shell(sdk: AsyncOpenAI, fa
                                           input=_ask({"commands": ["true"]}))
     assert response.output[0].type == "shell_call"
     assert fake.requests[-2]["tool_choice"] == {"type": "function", "function": {"name": "shell"}}
+
+
+# -- live output, limits, cancellation ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def server(fake: AgentUpstream, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
+    """The app behind a real socket: an SSE stream reaches the client as it is written (the ASGI transport of
+    the in-process client hands a body over only once it is complete)."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("shell-live"), embedded=EmbeddedConfig(enabled=False),
+                        models=[ModelConfig(id="agent", base_url=fake.base_url, upstream_model="call-agent")],
+                        code_interpreter=CodeInterpreterConfig(cell_timeout_s=600))
+    async with served(settings) as running:
+        yield running
+
+
+def _workdir(server: Served, container_id: str) -> Path:
+    pool = server.app.state.runtime.containers._pool
+    assert pool is not None
+    workdir = pool.slot(container_id).workdir
+    assert workdir is not None
+    return Path(workdir)
+
+
+def _has_reader(fifo: Path) -> bool:
+    """Whether a process has the fifo open for reading (opening it to write without blocking tells)."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as err:
+        if err.errno == errno.ENXIO:
+            return False
+        raise
+    os.close(fd)
+    return True
+
+
+def _release(fifo: Path) -> None:
+    with open(fifo, "w") as gate:  # blocks until the command opens the fifo to read it
+        gate.write("go\n")
+
+
+async def _events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    async for line in lines:
+        if line.startswith("data: {"):
+            event = json.loads(line[6:])
+            EVENTS.validate_python(event)
+            yield event
+
+
+async def test_output_streams_while_the_command_runs(server: Served) -> None:
+    """The first line a command prints reaches the client while the command still waits (on a fifo only this
+    test writes to), and what follows arrives after the release."""
+    command = "mkfifo gate && echo first && cat gate && echo second >&2"
+    body = {"model": "agent", "tools": [AUTO], "stream": True,
+            "input": _ask({"commands": [command, "echo third"]})}
+    events: list[dict[str, Any]] = []
+    released_at: int | None = None
+    container_id = ""
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client, \
+            client.stream("POST", "/responses", json=body) as resp:
+        assert resp.status_code == 200
+        async for event in _events(resp.aiter_lines()):
+            events.append(event)
+            if event["type"] == "response.output_item.added" and event["item"]["type"] == "shell_call_output":
+                assert released_at is None
+            if event["type"] == "response.output_item.done" and event["item"]["type"] == "shell_call":
+                container_id = event["item"]["environment"]["container_id"]
+            if event["type"] == "response.shell_call_output_content.delta" and released_at is None:
+                assert event["delta"] == {"stdout": "first\n"} and event["command_index"] == 0
+                fifo = _workdir(server, container_id) / "gate"
+                released_at = len(events)
+                await asyncio.to_thread(_release, fifo)
+    assert released_at is not None
+    kinds = [e["type"] for e in events]
+    first_delta = kinds.index("response.shell_call_output_content.delta")
+    assert first_delta == released_at - 1
+    later = [e for e in events[released_at:] if e["type"] == "response.shell_call_output_content.delta"]
+    assert "".join(e["delta"].get("stdout", "") for e in later if e["command_index"] == 0) == "go\n"
+    assert "".join(e["delta"].get("stderr", "") for e in later if e["command_index"] == 0) == "second\n"
+    # The call's item is final before its output starts; the output's item folds its deltas.
+    call_done = next(i for i, e in enumerate(events) if e["type"] == "response.output_item.done"
+                     and e["item"]["type"] == "shell_call")
+    output_added = next(i for i, e in enumerate(events) if e["type"] == "response.output_item.added"
+                        and e["item"]["type"] == "shell_call_output")
+    assert call_done < output_added < first_delta
+    final = Response.model_validate(events[-1]["response"])
+    output = final.output[1]
+    assert output.type == "shell_call_output" and output.status == "completed"
+    deltas = [e for e in events if e["type"] == "response.shell_call_output_content.delta"]
+    for index, out in enumerate(output.output):
+        assert out.stdout == "".join(e["delta"].get("stdout", "") for e in deltas if e["command_index"] == index)
+        assert out.stderr == "".join(e["delta"].get("stderr", "") for e in deltas if e["command_index"] == index)
+    assert output.output[0].stdout == "first\ngo\n" and output.output[0].stderr == "second\n"
+    assert output.output[1].stdout == "third\n"
+    done = [e for e in events if e["type"] == "response.shell_call_output_content.done"]
+    assert [e["command_index"] for e in done] == [0, 1]
+    assert done[0]["output"][0]["outcome"] == {"type": "exit", "exit_code": 0}
+
+
+async def test_output_is_cut_at_max_output_length(server: Served, fake: AgentUpstream) -> None:
+    sdk = server.sdk()
+    commands = ["yes 0123456789 | head -c 200000; yes e | head -c 50 >&2", "echo small"]
+    response = await sdk.responses.create(model="agent", tools=[AUTO],  # type: ignore[list-item]
+                                          input=_ask({"commands": commands, "max_output_length": 1000}))
+    output = response.output[1]
+    assert output.type == "shell_call_output" and output.max_output_length == 1000
+    assert len(output.output[0].stdout) + len(output.output[0].stderr) == 1000
+    assert output.output[0].stdout.startswith("0123456789\n0123456789\n")
+    assert output.output[1].stdout == "small\n"
+    assert [o.outcome.type for o in output.output] == ["exit", "exit"]
+    told = json.dumps(fake.requests[-1]["messages"])
+    assert "output cut to its first 1000 characters; the command wrote 200050 bytes" in told
+
+
+async def test_each_command_has_its_own_time_limit(server: Served) -> None:
+    sdk = server.sdk()
+    response = await sdk.responses.create(model="agent", tools=[AUTO],  # type: ignore[list-item]
+                                          input=_ask({"commands": ["echo before; sleep 600", "echo after"],
+                                                      "timeout_ms": 1000}))
+    output = response.output[1]
+    assert output.type == "shell_call_output" and output.status == "completed"
+    assert output.output[0].outcome.type == "timeout" and output.output[0].stdout == "before\n"
+    assert output.output[1].outcome.type == "exit" and output.output[1].stdout == "after\n"
+
+
+async def _until(check: Any) -> None:
+    for _ in range(4000):  # a bound on the wait, not a timing assertion
+        if check():
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("the condition never held")
+
+
+async def test_a_client_that_goes_away_kills_the_command(server: Served) -> None:
+    body = {"model": "agent", "tools": [AUTO], "stream": True,
+            "input": _ask({"commands": ["mkfifo gate && echo waiting && cat gate"]})}
+    response_id = container_id = ""
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+        async with client.stream("POST", "/responses", json=body) as resp:
+            async for event in _events(resp.aiter_lines()):
+                if event["type"] == "response.created":
+                    response_id = event["response"]["id"]
+                if event["type"] == "response.output_item.done" and event["item"]["type"] == "shell_call":
+                    container_id = event["item"]["environment"]["container_id"]
+                if event["type"] == "response.shell_call_output_content.delta":
+                    break  # the command now waits on the fifo; the client leaves
+        fifo = _workdir(server, container_id) / "gate"
+        pool = server.app.state.runtime.containers._pool
+        await _until(lambda: not pool.slot(container_id).live)
+        assert not fifo.exists() or not _has_reader(fifo)  # the command is gone with its session
+        stored = (await client.get(f"/responses/{response_id}")).json()
+    assert stored["status"] == "cancelled"
+
+
+async def test_cancelling_a_background_response_kills_the_command(server: Served) -> None:
+    sdk = server.sdk()
+    created = await sdk.responses.create(model="agent", tools=[AUTO], background=True,  # type: ignore[list-item]
+                                         input=_ask({"commands": ["mkfifo gate && cat gate"]}))
+    pool = server.app.state.runtime.containers._pool
+    before = {cid for cid, slot in pool._slots.items() if slot.workdir is not None}
+
+    def started() -> list[str]:  # the response's container, once its command made the fifo
+        return [cid for cid, slot in list(pool._slots.items()) if cid not in before and slot.workdir is not None
+                and (Path(slot.workdir) / "gate").exists()]
+
+    await _until(lambda: bool(started()))
+    container_id = started()[0]
+    fifo = _workdir(server, container_id) / "gate"
+    assert pool.slot(container_id).live
+    cancelled = await sdk.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    await _until(lambda: not pool.slot(container_id).live)
+    assert not fifo.exists() or not _has_reader(fifo)

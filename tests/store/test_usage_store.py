@@ -1,9 +1,11 @@
 """Migration 10's tables on SQLite and PostgreSQL: key roles, expiry, allowed models and limits; usage records
-(written only alongside other writes) and their sums per bucket and group; the shared rate-limit counters."""
+(written only alongside other writes) and their sums per bucket and group; the shared rate-limit counters.
+Migration 12: a record's timeline, and one response's records read back by its id, in its project only."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -15,6 +17,7 @@ from parley.store import migrations, tables
 from parley.store.base import KeySpec, UsageQuery, UsageRecord
 from parley.store.migrations import migrate
 from parley.store.sql import SqlStore, hash_key, make_engine
+from parley.store.sql_usage import usage_row
 
 
 def usage(created_at: int, project: str = "p1", key: str | None = "key_a", model: str = "m1",
@@ -134,6 +137,48 @@ async def test_usage_totals_by_bucket_and_group(store: SqlStore) -> None:
                                                  group_by=("project_id", "api_key_id"), project_ids=("p1",)))
     assert [(t.bucket, t.group, t.requests) for t in by_key] == [
         (0, {"project_id": "p1", "api_key_id": None}, 1), (0, {"project_id": "p1", "api_key_id": "key_a"}, 2)]
+
+
+async def test_a_responses_records_come_back_with_their_timeline_in_its_project_only(store: SqlStore) -> None:
+    timeline = {"started_at": 1_700_000_000_000, "marks": [{"event": "started", "ms": 0.0},
+                                                           {"event": "finished", "ms": 12.5, "status": "completed"}]}
+    first = dataclasses.replace(usage(100), timeline=timeline)
+    second = dataclasses.replace(usage(101), response_id=first.response_id, timeline=None)
+    other = usage(102, project="p2")
+    await store.save_response("p1", {"id": first.response_id, "created_at": 100, "status": "completed",
+                                      "model": "m1", "output": []}, [], first)
+    for record in (second, other):
+        store.record_usage(record)
+    store.writer.flush_deferred()
+    await store.save_response("p1", {"id": "resp_empty", "created_at": 1, "status": "completed", "model": "m",
+                                      "output": []}, [])  # committed after the deferred records: they are in
+    assert await store.response_usage("p1", first.response_id) == [first, second]  # every field, in order
+    assert await store.response_usage("p2", first.response_id) is None  # another project's: not there
+    assert await store.response_usage("p2", other.response_id) == [other]  # store: false, found by its record
+    assert await store.response_usage("p1", other.response_id) is None
+    assert await store.response_usage("p1", "resp_empty") == []  # a stored response without a record
+    assert await store.response_usage("p1", "resp_nope") is None
+
+
+async def test_records_of_an_older_database_have_no_timeline(sqlite_url: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in migrations.MIGRATIONS if m[0] < 12])
+    engine = make_engine(sqlite_url)
+    try:
+        await migrate(engine)
+        old = usage(5)
+        async with engine.begin() as conn:  # the row as migration 10 made it: no timeline column yet
+            await conn.execute(insert(tables.usage_records).values(
+                {name: value for name, value in usage_row(old).items() if name != "timeline"}))
+        monkeypatch.undo()
+        assert await migrate(engine) == [12]
+    finally:
+        await engine.dispose()
+    store = await SqlStore.open(sqlite_url)
+    try:
+        assert await store.response_usage("p1", old.response_id) == [old]  # timeline None
+    finally:
+        await store.close()
 
 
 # -- rate-limit counters -------------------------------------------------------------------------

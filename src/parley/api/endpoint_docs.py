@@ -97,6 +97,14 @@ DOCS: dict[tuple[str, str], EndpointDoc] = {
         "Cancel a background response", _R, returns="Response"),
     ("GET", "/v1/responses/{response_id}/input_items"): EndpointDoc(
         "List a response's input items", _R, returns="List", query=(*_PAGE, "include")),
+    ("GET", "/v1/responses/{response_id}/usage"): EndpointDoc(
+        "A response's tokens, cost and timeline (a Parley extension)", _R,
+        "The console's explorer: the response's usage records (one per run that reached a model, its model turns "
+        "summed) added up — tokens, built-in tool calls, cost in USD from the configured prices — and each run's "
+        "latency, time to first token and `timeline` of server-side timing marks (`started_at` in Unix ms, then "
+        "each mark's `event` and `ms` after it: upstream_opened, first_output, turn_done, tool_call_started, "
+        "tool_call_done, finished). In the key's project only; a `store: false` response is found by its id too.",
+        returns="ResponseUsage"),
     ("GET", "/v1/models"): EndpointDoc(
         "List models", _M, "With an `anthropic-version` header: the Anthropic Models API's shape (`after_id`, "
         "`before_id`, `limit`).", returns="List"),

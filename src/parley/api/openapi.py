@@ -71,6 +71,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Response": _object("A Response (api-surface.md §5; the SDK's `Response`).", "response",
                         status={"enum": ["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]},
                         model=_STRING, output={"type": "array"}, usage={"type": ["object", "null"]}),
+    "ResponseUsage": _object(
+        "One response's usage records summed, and each run with its timeline (a Parley extension).", None,
+        object={"const": "response.usage"}, response_id=_STRING, input_tokens=_INT, output_tokens=_INT,
+        total_tokens=_INT, tool_calls={"type": "object", "additionalProperties": _INT},
+        cost={"type": "object", "properties": {"value": {"type": "number"}, "currency": {"const": "usd"}}},
+        runs={"type": "array", "items": {"type": "object", "properties": {
+            "latency_ms": _INT, "ttft_ms": {"type": ["integer", "null"]}, "timeline": {"type": ["object", "null"]}}}}),
     "InputTokens": _object("An input token count.", None, object={"const": "response.input_tokens"},
                            input_tokens=_INT),
     "Compaction": _object("A compacted context: its user messages and one compaction item.", "response.compaction",

@@ -27,6 +27,7 @@ from parley.errors import InvalidRequest
 from parley.providers.routing import clear_served, served_by
 from parley.schema.requests import CreateResponseRequest, IncludeValue
 from parley.services.background import follow
+from parley.services.response_usage import response_usage
 from parley.services.usage import UsageOrigin
 from parley.store.base import ResponseFilter
 
@@ -160,6 +161,17 @@ async def list_input_items(request: Request, rid: str) -> Response:
     page = await rt.responses.input_items(project, request.path_params["response_id"], page_query(request),
                                           include)
     return json_response(list_body(page.data, page.has_more), rid)
+
+
+@endpoint
+async def get_response_usage(request: Request, rid: str) -> Response:
+    """GET /v1/responses/{response_id}/usage (a Parley extension, for the console's explorer): the response's
+    tokens, cost and timeline from its usage records, in the key's project. It takes no query parameter."""
+    rt = runtime_of(request)
+    project = await rt.auth.project_of(request)
+    for name in request.query_params:
+        raise InvalidRequest(f"Unknown query parameter '{name}'.", param=name, code="unknown_parameter")
+    return json_response(await response_usage(rt.store, project, request.path_params["response_id"]), rid)
 
 
 _STATUSES = ("completed", "failed", "in_progress", "cancelled", "queued", "incomplete")

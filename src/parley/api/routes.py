@@ -54,6 +54,7 @@ def routes() -> list[Route]:
         Route("/v1/responses/{response_id}", responses.delete_response, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/cancel", responses.cancel_response, methods=["POST"]),
         Route("/v1/responses/{response_id}/input_items", responses.list_input_items, methods=["GET"]),
+        Route("/v1/responses/{response_id}/usage", responses.get_response_usage, methods=["GET"]),
         Route("/v1/models", models.list_models, methods=["GET"]),
         # The Anthropic Messages API (api/messages.py); Claude Code adds `?beta=true`.
         Route("/v1/messages", messages.create_message, methods=["POST"]),

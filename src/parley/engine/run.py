@@ -18,10 +18,19 @@ from parley.engine.budget import ToolCallBudget
 from parley.engine.checks import TurnCheck
 from parley.engine.steering import Steering
 from parley.engine.stream import Event, StreamBuilder
+from parley.engine.timing import Timing
 from parley.engine.tool_loop import Dispatch, Toolbox
 from parley.engine.turns import Turns
 from parley.errors import InternalError, ParleyError, UpstreamError
-from parley.providers.base import Finish, FinishReason, Item, ModelStream
+from parley.providers.base import (
+    Finish,
+    FinishReason,
+    Item,
+    ModelStream,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+)
 from parley.schema.client_tools import CALL_TYPES
 from parley.tools.base import BuiltinCall, LeadingItem, function_pair
 
@@ -30,6 +39,8 @@ log = logging.getLogger("parley.engine")
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # Calls the client runs (functions, and tools with their own call items: computer, shell, tool_search, ...).
 _CLIENT_CALLS = frozenset({"function_call", "custom_tool_call", *CALL_TYPES.values()})
+# What counts as a turn's first output (its time to first token): text, reasoning or a tool call.
+_OUTPUT_EVENTS = (TextDelta, ReasoningDelta, ToolCallDelta)
 
 
 def _response_error_code(error: ParleyError) -> str:
@@ -42,9 +53,10 @@ class ResponseRun:
         self, builder: StreamBuilder, stream: ModelStream | None, checks: Sequence[TurnCheck] = (),
         leading: Sequence[Item | LeadingItem] = (), budget: ToolCallBudget | None = None, *,
         first_turn_checks: Sequence[TurnCheck] = (), toolbox: Toolbox | None = None, turns: Turns | None = None,
-        first_calls: Sequence[BuiltinCall] = (),
+        first_calls: Sequence[BuiltinCall] = (), timing: Timing | None = None,
     ) -> None:
         self.builder = builder
+        self.timing = timing  # notes each turn's and built-in call's times (engine/timing.py)
         # None only with `first_calls`: the first model turn is opened (by `turns`) once they ran.
         self._stream = stream
         self._first_calls = first_calls
@@ -84,17 +96,23 @@ class ResponseRun:
                 async for batch in self._run_first_calls():
                     yield batch
             turn = 0
+            timing = self.timing
             while True:
                 assert self._stream is not None
                 turn_start = len(builder.output)
                 out: list[Event] = []
                 reason: FinishReason | None = None
+                output_seen = False
                 async for model_events in self._stream:
                     for model_event in model_events:
                         if isinstance(model_event, Finish):
                             reason = model_event.reason
                             break
                         out += builder.feed(model_event)
+                    if (timing is not None and not output_seen
+                            and any(isinstance(event, _OUTPUT_EVENTS) for event in model_events)):
+                        output_seen = True  # looked for until found, not in every batch of the turn
+                        timing.first_output(turn + 1)
                     if reason is not None:
                         break
                     if out:
@@ -103,6 +121,8 @@ class ResponseRun:
                 if reason is None:
                     raise UpstreamError.bad_gateway("the upstream ended the stream without finishing the turn.")
                 out += builder.close_turn(reason)
+                if timing is not None:
+                    timing.mark("turn_done", {"turn": turn + 1, "finish_reason": reason})
                 cut_short = reason in ("length", "content_filter")
                 if turn == 0 and not cut_short:
                     self._check(self._first_turn_checks)
@@ -117,7 +137,7 @@ class ResponseRun:
                 if out:
                     yield out
                 turn_items = builder.output[turn_start:]
-                dispatch = Dispatch(self._toolbox, builder, self.budget, calls)
+                dispatch = Dispatch(self._toolbox, builder, self.budget, calls, timing)
                 async for batch in dispatch.events():
                     yield batch
                 new_items = list(turn_items)
@@ -142,6 +162,8 @@ class ResponseRun:
                     if final:
                         self.steering.close()  # no turn after this one could take more
                 self._stream = await self._turns.open_next(new_items, final=final, load=loaded)
+                if timing is not None:
+                    timing.mark("upstream_opened", {"turn": turn + 1})
         except ParleyError as err:
             if not builder.emit:
                 raise
@@ -159,7 +181,7 @@ class ResponseRun:
         """Calls the client approved run before the first model turn, which then opens with their results."""
         if self._turns is None:
             raise InternalError()  # a run with first calls always has its turns (services/responses.py)
-        dispatch = Dispatch(self._toolbox, self.builder, self.budget, list(self._first_calls))
+        dispatch = Dispatch(self._toolbox, self.builder, self.budget, list(self._first_calls), self.timing)
         async for batch in dispatch.events():
             yield batch
         new_items: list[Item] = []
@@ -168,6 +190,8 @@ class ResponseRun:
             new_items += function_pair(ran.call.call_id, ran.call.name, ran.call.arguments, ran.outcome.model_text)
         final = self._toolbox.max_turns <= 1 or self.budget.remaining == 0 or dispatch.ignored > 0
         self._stream = await self._turns.open_next(new_items, final=final, first=True)
+        if self.timing is not None:
+            self.timing.mark("upstream_opened", {"turn": 1})
 
     def _check(self, checks: Sequence[TurnCheck]) -> None:
         for check in checks:

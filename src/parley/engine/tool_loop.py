@@ -86,6 +86,8 @@ class _Emitter:
         self._queue = queue
         self.index: int | None = None
         self.item: Item | None = None
+        self.done = False
+        self.followers: list[_Emitter] = []
 
     def start(self, item: Item) -> None:
         self.item = item
@@ -101,12 +103,23 @@ class _Emitter:
         if self.index is not None:
             self._builder.update_tool_item(self.index, item)
 
+    def follow(self, done: Item, item: Item) -> _Emitter:
+        self.finish(done)
+        follower = _Emitter(self._builder, self._queue)
+        follower.start(item)
+        self.followers.append(follower)
+        return follower
+
     def finish(self, item: Item, closing_events: tuple[str, ...] = ()) -> None:
+        if self.done:  # finished early by `follow`: the item's `.done` is out, what it says stays true
+            return
         if self.index is None:
             self.start(item)
         assert self.index is not None
         for kind in closing_events:
             self.progress(kind)
+        self.done = True
+        self.item = item
         self._put(self._builder.finish_tool_item(self.index, item))
 
     def _put(self, events: list[Event]) -> None:
@@ -164,12 +177,18 @@ class Dispatch:
                                                    "type": outcome.item.get("type"),
                                                    "status": outcome.item.get("status")})
             emitter.finish(outcome.item, outcome.closing_events)
+            live = {str((f.item or {}).get("id")): f for f in emitter.followers}
             for following in outcome.more_items:
-                more = _Emitter(self._builder, queue)
-                more.start(following.started or following.item)
+                more = live.pop(str(following.item.get("id")), None)
+                if more is None:
+                    more = _Emitter(self._builder, queue)
+                    more.start(following.started or following.item)
                 for kind, fields in following.events:
                     more.progress(kind, fields)
                 more.finish(following.item)
+            for more in live.values():  # items the tool started live but did not finish (it failed)
+                assert more.item is not None
+                more.finish({**more.item, "status": "incomplete"})
             return Ran(call, outcome)
         finally:
             queue.put_nowait(None)

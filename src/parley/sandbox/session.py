@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,38 @@ class CellResult:
     # Why the session ended during this cell (it was killed): "timeout", "disk", "exited"; None if it lives on.
     ended: str | None = None
     seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ShellRequest:
+    """Shell commands for the driver: each runs with `/bin/sh -c` for at most `timeout_s`, all of them within
+    `deadline_s`; each may write `limit` characters of output (stdout and stderr together) to the frames."""
+
+    commands: Sequence[str]
+    timeout_s: float
+    deadline_s: float
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShellOutput:
+    """Output a running command wrote (a frame)."""
+
+    command_index: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShellEnded:
+    """A command ended: its exit code, or None when it was stopped at its time limit; the bytes it wrote."""
+
+    command_index: int
+    exit_code: int | None
+    bytes: int
+
+
+ShellFrame = ShellOutput | ShellEnded
 
 
 class PythonSession:
@@ -99,11 +132,22 @@ class PythonSession:
 
     async def run(self, code: str, timeout_s: float, quota: Quota | None) -> CellResult:
         """Run one cell. The result's `ended` says if the session was lost on the way (it is then dead)."""
+        return await self._cell({"code": code}, timeout_s, quota, None)
+
+    async def shell(self, request: ShellRequest, timeout_s: float, quota: Quota | None,
+                    on_frame: Callable[[ShellFrame], None]) -> CellResult:
+        """Run shell commands; `on_frame` gets their output and endings (checked) while they run."""
+        shell = {"commands": list(request.commands), "timeout_s": request.timeout_s,
+                 "deadline_s": request.deadline_s, "limit": request.limit}
+        return await self._cell({"shell": shell}, timeout_s, quota, on_frame)
+
+    async def _cell(self, message: dict[str, Any], timeout_s: float, quota: Quota | None,
+                    on_frame: Callable[[ShellFrame], None] | None) -> CellResult:
         started = time.monotonic()
         self.last_used = started
         process = self._process
         assert process.stdin is not None and process.stdout is not None
-        reply = asyncio.ensure_future(self._exchange(code))
+        reply = asyncio.ensure_future(self._exchange(message, on_frame))
         watch = asyncio.ensure_future(self._watch(quota)) if quota is not None else None
         try:
             waiting = {reply} if watch is None else {reply, watch}
@@ -132,18 +176,29 @@ class PythonSession:
         result.seconds = elapsed
         return result
 
-    async def _exchange(self, code: str) -> bytes:
-        """The answer to this cell (lines of other numbers, which a cell's code may write, are skipped)."""
+    async def _exchange(self, request: dict[str, Any], on_frame: Callable[[ShellFrame], None] | None) -> bytes:
+        """The answer to this cell (lines of other numbers, which a cell's code may write, are skipped); its
+        frames go to `on_frame` as they come. A frame that does not check out breaks the protocol (b"")."""
         process = self._process
         assert process.stdin is not None and process.stdout is not None
         self._seq += 1
-        process.stdin.write(orjson.dumps({"code": code, "seq": self._seq}) + b"\n")
+        process.stdin.write(orjson.dumps({**request, "seq": self._seq}) + b"\n")
         await process.stdin.drain()
-        for _ in range(100):
+        foreign = 0
+        while foreign < 100:
             line = await process.stdout.readline()
             message = _json(line) if line else None
-            if message is None or message.get("seq") == self._seq:
+            if message is None:
                 return line
+            if message.get("seq") != self._seq:
+                foreign += 1
+                continue
+            if "frame" not in message:
+                return line
+            frame = _shell_frame(message["frame"])
+            if frame is None or on_frame is None:
+                return b""
+            on_frame(frame)
         return b""
 
     async def _watch(self, quota: Quota) -> None:
@@ -186,6 +241,32 @@ def _json(line: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _shell_frame(data: Any) -> ShellFrame | None:
+    """A shell frame, checked field by field (None: not one)."""
+    if not isinstance(data, dict):
+        return None
+    index = _int(data.get("command_index"))
+    if index is None or index < 0:
+        return None
+    outcome = data.get("outcome")
+    if outcome is None:
+        stdout, stderr = data.get("stdout", ""), data.get("stderr", "")
+        if not isinstance(stdout, str) or not isinstance(stderr, str):
+            return None
+        return ShellOutput(index, stdout, stderr)
+    size = _int(data.get("bytes"))
+    if not isinstance(outcome, dict) or size is None or size < 0:
+        return None
+    if outcome.get("type") == "timeout":
+        return ShellEnded(index, None, size)
+    code = _int(outcome.get("exit_code"))
+    return ShellEnded(index, code, size) if outcome.get("type") == "exit" and code is not None else None
 
 
 def _cell_result(data: dict[str, Any] | None) -> CellResult | None:

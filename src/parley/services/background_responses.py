@@ -8,12 +8,13 @@ from typing import Any
 from parley.config import RateLimits
 from parley.engine.run import ResponseRun
 from parley.engine.stream import StreamBuilder, sse_frame
+from parley.engine.timing import Timing
 from parley.errors import InvalidRequest, NotFound
 from parley.schema.requests import CreateResponseRequest
 from parley.services.background import BackgroundRunner
 from parley.services.keys import Caller
 from parley.services.responses import ResponsesService
-from parley.services.usage import Meter, Timing, UsageOrigin
+from parley.services.usage import Meter, UsageOrigin
 from parley.store.base import UsageRecord
 from parley.store.sql_background import BackgroundJob, SqlBackground
 

@@ -66,7 +66,8 @@ class CodeInterpreterSetup:
                 err.param = f"{spec.param}.environment." + err.param.removeprefix(container + ".")
             raise
         data_path = "/mnt/data" if (await self._containers.ready()).kind == "bubblewrap" else "the current directory"
-        return ShellContainerTool(code, data_path, self._containers.config.cell_timeout_s)
+        cfg = self._containers.config
+        return ShellContainerTool(code, self._containers, data_path, cfg.cell_timeout_s, cfg.max_output_chars)
 
     async def _reusable(self, project_id: str, items: Sequence[dict[str, Any]]) -> str | None:
         """The container of the latest code_interpreter_call in the context, if it still runs."""

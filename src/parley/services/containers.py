@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from parley.sandbox import workdir
 from parley.sandbox.detect import Sandbox, detect
 from parley.sandbox.launch import Limits, Runtime
 from parley.sandbox.pool import KnownFile, PoolFull, SessionPool, Slot
-from parley.sandbox.session import CellResult, Quota, SessionFailed
+from parley.sandbox.session import CellResult, PythonSession, Quota, SessionFailed, ShellFrame, ShellRequest
 from parley.schema.containers import MEMORY_BYTES, CreateContainerRequest
 from parley.services.files import FilesService
 from parley.store.base import ContainerFileRecord, ContainerRecord, ContainerStore, PageQuery
@@ -37,6 +37,7 @@ from parley.store.blobs import BlobMissing, BlobStorage
 log = logging.getLogger("parley.containers")
 DATA_ROOT = "/mnt/data/"
 _MEMORY_ORDER = ["1g", "4g", "16g", "64g"]
+SHELL_GRACE_S = 5.0  # how long past a shell call's deadline its answer may take (the driver kills at the deadline)
 RESTARTED = ("Note: this call ran in a new Python session; variables, imports and functions from earlier calls "
              "are gone (the files in /mnt/data were kept).")
 
@@ -284,6 +285,20 @@ class ContainersService:
 
     async def run(self, project_id: str, container_id: str, code: str) -> RunOutcome:
         """Run `code` in the container's session (started, or restarted from the stored files, as needed)."""
+        timeout_s = self._config.cell_timeout_s
+        return await self._in_session(project_id, container_id,
+                                      lambda session, quota: session.run(code, timeout_s, quota))
+
+    async def shell(self, project_id: str, container_id: str, request: ShellRequest,
+                    on_frame: Callable[[ShellFrame], None]) -> RunOutcome:
+        """Run shell commands in the container's session, their output to `on_frame` as it comes. The session
+        waits `SHELL_GRACE_S` past the commands' deadline for the driver's answer before it is killed."""
+        timeout_s = request.deadline_s + SHELL_GRACE_S
+        return await self._in_session(project_id, container_id,
+                                      lambda session, quota: session.shell(request, timeout_s, quota, on_frame))
+
+    async def _in_session(self, project_id: str, container_id: str,
+                          act: Callable[[PythonSession, Quota], Awaitable[CellResult]]) -> RunOutcome:
         await self.ready()
         pool = self._pool
         if pool is None or not self.sandbox.available:
@@ -302,7 +317,7 @@ class ContainersService:
                 await self._store.touch_container(container_id, int(self._clock()), None)
             assert slot.session is not None and slot.workdir is not None
             quota = Quota(cfg.disk_quota_bytes, cfg.max_files)
-            outcome.result = await slot.session.run(code, cfg.cell_timeout_s, quota)
+            outcome.result = await act(slot.session, quota)
             if outcome.result.ended == "disk":  # the copy is over quota: dropped, the stored files stay
                 await pool.stop(slot, keep_index=True)
                 return outcome

@@ -5,18 +5,19 @@ Cost comes from the model's price in the configuration (`[models.price]`, USD pe
 call) and is kept in nano-USD integers, so sums are exact. Input tokens read from the cache are priced as
 cached input, those written to it as cache writes, the rest as input; reasoning tokens are output tokens.
 A response of several model turns (the built-in tool loop) has the usage of all its turns summed already.
+The record also carries the run's timeline (engine/timing.py), stored in the same row.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from parley.config import ModelPrice, Settings
-from parley.providers.base import ModelEvent, ModelStream, ReasoningDelta, TextDelta, ToolCallDelta
+from parley.engine.timing import Timing
 from parley.providers.routing import served_by
 from parley.schema.client_tools import CALL_TYPES
 from parley.services.keys import Caller
@@ -25,40 +26,6 @@ from parley.store.base import UsageRecord
 
 # Calls the client runs; every other `*_call` output item is a built-in tool Parley ran (counted, priced).
 _CLIENT_CALLS = frozenset({"function_call", "custom_tool_call", *CALL_TYPES.values()})
-_OUTPUT_EVENTS = (TextDelta, ReasoningDelta, ToolCallDelta)
-
-
-class Timing:
-    """When a response's work started and when its first output token arrived (time.monotonic())."""
-
-    __slots__ = ("first_token", "started")
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.first_token: float | None = None
-
-
-class TimedStream:
-    """A model stream that notes when its first output (text, reasoning or a tool call) arrives."""
-
-    def __init__(self, stream: ModelStream, timing: Timing) -> None:
-        self._stream = stream
-        self._timing = timing
-        self._batches: AsyncIterator[list[ModelEvent]] | None = None
-
-    def __aiter__(self) -> TimedStream:
-        self._batches = self._stream.__aiter__()
-        return self
-
-    async def __anext__(self) -> list[ModelEvent]:
-        assert self._batches is not None
-        batch = await self._batches.__anext__()
-        if self._timing.first_token is None and any(isinstance(event, _OUTPUT_EVENTS) for event in batch):
-            self._timing.first_token = time.monotonic()
-        return batch
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +98,12 @@ class Meter:
         calls = tool_calls(response.get("output") or [])
         uncached = max(0, input_tokens - cached - cache_write)
         now = time.monotonic()
+        status = str(response.get("status"))
         record = UsageRecord(
             response_id=response["id"], created_at=int(response.get("created_at") or time.time()),
             project_id=origin.caller.project_id or "", api_key_id=origin.caller.key_id, model=model,
             upstream_model=deployment.upstream_model, upstream_host=deployment.upstream_host,
-            status=str(response.get("status")), background=origin.background,
+            status=status, background=origin.background,
             input_tokens=input_tokens, cached_tokens=cached, cache_write_tokens=cache_write,
             output_tokens=output_tokens, reasoning_tokens=reasoning, tool_calls=calls,
             input_cost=_nanos(uncached, price.input)
@@ -146,6 +114,7 @@ class Meter:
             latency_ms=round((now - timing.started) * 1000) if timing else 0,
             ttft_ms=round((timing.first_token - timing.started) * 1000)
             if timing and timing.first_token is not None else None,
+            timeline=timing.timeline(status, now) if timing else None,
         )
         if self.limiter is not None:
             self.limiter.charge(origin.scopes, input_tokens + output_tokens, record.cost)

@@ -64,6 +64,9 @@ class UsageRecord:
     tool_cost: int
     latency_ms: int
     ttft_ms: int | None
+    # When its steps happened (engine/timing.py: `started_at` in Unix ms, `marks`); None for rows made before
+    # migration 12 or without a run.
+    timeline: dict[str, Any] | None = None
 
     @property
     def cost(self) -> int:

@@ -387,6 +387,12 @@ def _v11(conn: Connection) -> None:
     conn.execute(insert(table).values(id=1, n=0))
 
 
+def _v12(conn: Connection) -> None:
+    # A response's timing marks in its usage record, and reading one response's records (its cost, timeline).
+    conn.execute(text("ALTER TABLE usage_records ADD COLUMN timeline TEXT"))
+    conn.execute(text("CREATE INDEX ix_usage_records_response ON usage_records (response_id)"))
+
+
 MIGRATIONS: list[Migration] = [
     (1, "api keys, responses and their items", _v1),
     (2, "prompt templates", _v2),
@@ -398,6 +404,7 @@ MIGRATIONS: list[Migration] = [
     (9, "containers and their files", _v9),
     (10, "key roles, expiry, allowed models and limits; usage records; rate-limit counters", _v10),
     (11, "the response deletion counter (chain caches)", _v11),
+    (12, "usage records: a response's timeline, and an index by response", _v12),
 ]
 
 

@@ -1,5 +1,5 @@
-"""SQL side of usage records, mixed into SqlStore: their rows, written only with other writes, and their
-sums per time bucket and group for the usage and costs endpoints.
+"""SQL side of usage records, mixed into SqlStore: their rows, written only with other writes, their sums per
+time bucket and group for the usage and costs endpoints, and one response's records (its cost and timeline).
 
 A usage record never costs a write of its own on the request path: a stored response carries it in its
 own transaction (`save_response`), a background run in its final event-log flush, and a response that
@@ -34,7 +34,16 @@ def usage_row(record: UsageRecord) -> dict[str, Any]:
         "reasoning_tokens": record.reasoning_tokens, "tool_calls": orjson.dumps(record.tool_calls).decode(),
         "input_cost": record.input_cost, "cached_cost": record.cached_cost, "output_cost": record.output_cost,
         "tool_cost": record.tool_cost, "latency_ms": record.latency_ms, "ttft_ms": record.ttft_ms,
+        "timeline": orjson.dumps(record.timeline).decode() if record.timeline is not None else None,
     }
+
+
+def _record(row: Any) -> UsageRecord:
+    fields = dict(row._mapping)
+    del fields["seq"]
+    fields["tool_calls"] = orjson.loads(fields["tool_calls"])
+    fields["timeline"] = orjson.loads(fields["timeline"]) if fields["timeline"] is not None else None
+    return UsageRecord(**fields)
 
 
 class SqlUsage:
@@ -44,6 +53,19 @@ class SqlUsage:
     def record_usage(self, record: UsageRecord) -> None:
         """Queue the record for a coming group commit; nobody waits for it."""
         self.writer.defer(tables.usage_records, usage_row(record))
+
+    async def response_usage(self, project_id: str, response_id: str) -> list[UsageRecord] | None:
+        """The usage records of one response of the project, oldest first; None if the project has neither a
+        record nor a stored response of that id (an index lookup each)."""
+        u, r = tables.usage_records, tables.responses
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(u).where(u.c.response_id == response_id, u.c.project_id == project_id).order_by(u.c.seq)
+            )).all()
+            if not rows and (await conn.execute(
+                    select(r.c.id).where(r.c.id == response_id, r.c.project_id == project_id))).first() is None:
+                return None
+        return [_record(row) for row in rows]
 
     async def usage_totals(self, query: UsageQuery) -> list[UsageTotals]:
         """Sums per bucket and group, in bucket order (one query)."""

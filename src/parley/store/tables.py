@@ -352,9 +352,13 @@ usage_records = Table(
     Column("tool_cost", BigInteger, nullable=False),
     Column("latency_ms", Integer, nullable=False),
     Column("ttft_ms", Integer, nullable=True),
+    # Migration 12: the run's timing marks (JSON, engine/timing.py), written in the same row.
+    Column("timeline", Text, nullable=True),
 )
 
 Index("ix_usage_records_time", usage_records.c.created_at)
+# Migration 12: one response's records (GET /v1/responses/{id}/usage).
+Index("ix_usage_records_response", usage_records.c.response_id)
 
 # Requests, tokens and spend (nano-USD) per scope ("project:<id>" or "key:<id>") and fixed window (period
 # "minute", "day" or "month", starting at `window_start`, Unix seconds, UTC): what every process adds its own

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from parley.engine.timing import Timing
 from parley.services.limits import Limiter
-from parley.services.usage import Deployment, Meter, Timing, UsageOrigin
+from parley.services.usage import Deployment, Meter, UsageOrigin
 from parley.store.base import UsageRecord
 from parley.telemetry.observe import Telemetry
 

@@ -102,6 +102,13 @@ class ItemEmitter(Protocol):
         """Replace the item's snapshot (no event)."""
         ...
 
+    def follow(self, done: Item, item: Item) -> ItemEmitter:
+        """The call's own item is final now (`done`: its `output_item.done`) and `item` starts after it, live (a
+        shell call's output while its commands run); that item's emitter. Its final state is the outcome's
+        `more_items` entry with its id (whose events are emitted before its `.done`); one the outcome does not
+        name (the call failed or timed out) is closed as it stands, `incomplete`."""
+        ...
+
 
 class Citations(Protocol):
     """Numbers sources across a response's tool calls, so markers stay unique."""

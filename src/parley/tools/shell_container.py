@@ -2,47 +2,44 @@
 
 The same containers and sandboxed session as code_interpreter (tools/code_interpreter.py picks or creates the
 container: a `container_reference`, or `container_auto` reusing the context's container while it runs). The
-session runs each command with `/bin/sh -c` in the container's data directory (one after the other, each with
-its own time limit), and the call becomes two items: `shell_call` (`action.commands`, `environment` naming the
-container; `response.shell_call_command.*` events) then `shell_call_output` (stdout, stderr and an exit or timeout
-outcome per command; `response.shell_call_output_content.delta` / `.done`). The model is told each command's
-result. Files the commands write become container files, as code_interpreter's do.
+session's driver runs each command with `/bin/sh -c` in the container's data directory, one after the other, and
+streams what they write (sandbox/inside/driver.py, `ShellRunner`). The call becomes two items: `shell_call`
+(`action.commands`, `environment` naming the container; `response.shell_call_command.*` events), final once the
+commands are sent, then `shell_call_output`, live while they run: `response.shell_call_output_content.delta` as
+output arrives, `.done` as each command ends (stdout, stderr and an exit or timeout outcome).
+
+Limits: each command runs at most the action's `timeout_ms` (default 20 s), all of them within the server's
+`cell_timeout_s`, a command past either is killed (outcome `timeout`); each command keeps at most the action's
+`max_output_length` characters of stdout and stderr together (default 10,000, at most the server's
+`max_output_chars`): the output item says the limit in `max_output_length` and the model is told how much was
+cut. Files the commands write become container files, as code_interpreter's do. A cancelled response (or a
+client that went away) kills the session, and with it the command.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Any, Protocol
 
 from parley.errors import ParleyError
 from parley.ids import new_id
+from parley.sandbox.session import ShellEnded, ShellFrame, ShellOutput, ShellRequest
 from parley.schema.client_tools import BadCall, call_item, function_for
 from parley.tools.base import BuiltinCall, Citations, Following, ItemEmitter, ToolOutcome
-from parley.tools.code_interpreter import CodeInterpreterTool, clip
+from parley.tools.code_interpreter import CodeInterpreterTool, Outcome
 
 Item = dict[str, Any]
 NAME = "shell"
-_MARK = "\x1eparley-shell\x1e"
 DEFAULT_TIMEOUT_MS = 20_000
 DEFAULT_MAX_OUTPUT = 10_000
+_DELTA = "response.shell_call_output_content.delta"
+_DONE = "response.shell_call_output_content.done"
 
-# Run inside the sandboxed Python session: each command through /bin/sh, results as one marked JSON line.
-_SCRIPT = """
-def _parley_shell(commands, timeout_s, limit, mark):
-    import json, os, subprocess
-    out = []
-    for command in commands:
-        try:
-            done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, timeout=timeout_s, cwd=os.getcwd())
-            outcome = {"type": "exit", "exit_code": done.returncode}
-            stdout, stderr = done.stdout, done.stderr
-        except subprocess.TimeoutExpired as expired:
-            outcome = {"type": "timeout"}
-            stdout, stderr = expired.stdout or b"", expired.stderr or b""
-        out.append({"stdout": stdout.decode("utf-8", "replace")[-limit:],
-                    "stderr": stderr.decode("utf-8", "replace")[-limit:], "outcome": outcome})
-    print(mark + json.dumps(out))
-"""
+
+class ShellRunner(Protocol):
+    """What the tool needs from the containers service."""
+
+    async def shell(self, project_id: str, container_id: str, request: ShellRequest,
+                    on_frame: Any) -> Outcome: ...
 
 
 def function(data_path: str) -> dict[str, Any]:
@@ -54,10 +51,13 @@ def function(data_path: str) -> dict[str, Any]:
 
 
 class ShellContainerTool:
-    def __init__(self, code: CodeInterpreterTool, data_path: str, max_timeout_s: float) -> None:
+    def __init__(self, code: CodeInterpreterTool, runner: ShellRunner, data_path: str, max_timeout_s: float,
+                 max_output_chars: int) -> None:
         self._code = code
+        self._runner = runner
         self._data_path = data_path
         self._max_timeout_s = max_timeout_s
+        self._max_output = max_output_chars
 
     @property
     def upstream_name(self) -> str:
@@ -85,35 +85,23 @@ class ShellContainerTool:
             emit.progress("response.shell_call_command.added", {**base, "command": ""})
             emit.progress("response.shell_call_command.delta", {**base, "delta": command})
             emit.progress("response.shell_call_command.done", {**base, "command": command})
-        emit.update(item)
-        timeout_s = min(action.get("timeout_ms") or DEFAULT_TIMEOUT_MS, self._max_timeout_s * 1000) / 1000
-        limit = action.get("max_output_length") or DEFAULT_MAX_OUTPUT
-        per_command = max(0.1, timeout_s / max(1, len(commands)))
-        code = (_SCRIPT + f"\n_parley_shell({json.dumps(commands)}, {per_command!r}, {int(limit)}, "
-                f"{json.dumps(_MARK)})\n")
+        limit = min(action.get("max_output_length") or DEFAULT_MAX_OUTPUT, self._max_output)
+        live = LiveOutput(call.call_id, len(commands), limit)
+        live.emit = emit.follow({**item, "status": "completed"}, live.item())
+        request = ShellRequest(commands, min(action.get("timeout_ms") or DEFAULT_TIMEOUT_MS,
+                                             self._max_timeout_s * 1000) / 1000, self._max_timeout_s, limit)
         try:
-            outcome = await self._code.runner.run(self._code.project_id, container_id, code)
+            outcome = await self._runner.shell(self._code.project_id, container_id, request, live.frame)
         except ParleyError as err:
             return self.failed(call, err.message, item)
-        logs = outcome.result.logs
-        marked = logs.rfind(_MARK)
-        if marked < 0:
-            ended = outcome.result.ended or "no result"
-            return self.failed(call, f"the commands did not finish ({ended}): {clip(logs, 2000)}", item)
-        outputs = json.loads(logs[marked + len(_MARK):].splitlines()[0])
-        done: Item = {**item, "status": "completed"}
-        output: Item = {"id": new_id("sho"), "type": "shell_call_output", "call_id": call.call_id,
-                        "status": "completed", "output": outputs, "max_output_length": limit}
-        events: list[tuple[str, dict[str, Any]]] = []
-        for index, out in enumerate(outputs):
-            delta = {key: out[key] for key in ("stdout", "stderr") if out[key]}
-            if delta:
-                events.append(("response.shell_call_output_content.delta", {"command_index": index, "delta": delta}))
-        events.append(("response.shell_call_output_content.done", {"command_index": max(0, len(outputs) - 1),
-                                                                   "output": outputs}))
-        return ToolOutcome(done, model_text(outputs, outcome.notes),
-                           more_items=(Following(output, tuple(events), {**output, "status": "in_progress",
-                                                                         "output": []}),))
+        result = outcome.result
+        if result.ended is not None or not live.complete():
+            ended = result.ended or "no result"
+            notes = [*outcome.notes, f"The commands did not finish ({ended}); the shell session was restarted."]
+            return ToolOutcome({**item, "status": "completed"}, live.model_text(notes),
+                               more_items=(Following(live.item("incomplete")),))
+        return ToolOutcome({**item, "status": "completed"}, live.model_text(outcome.notes),
+                           more_items=(Following(live.item("completed")),))
 
     def failed(self, call: BuiltinCall, message: str, item: Item | None) -> ToolOutcome:
         base = item or {"id": new_id("sh"), "type": "shell_call", "call_id": call.call_id,
@@ -121,11 +109,68 @@ class ShellContainerTool:
         return ToolOutcome({**base, "status": "incomplete"}, f"The commands could not run: {message}.")
 
 
-def model_text(outputs: list[dict[str, Any]], notes: Any = ()) -> str:
-    parts = list(notes or ())
-    for index, out in enumerate(outputs):
-        outcome = out.get("outcome") or {}
-        ending = f"exit code {outcome.get('exit_code')}" if outcome.get("type") == "exit" else "timed out"
-        parts.append(f"command {index + 1} ({ending})\nstdout:\n{out.get('stdout', '')}\nstderr:\n"
-                     f"{out.get('stderr', '')}")
-    return "\n\n".join(parts) or "(no output)"
+class LiveOutput:
+    """The `shell_call_output` item of one call, built from the session's frames as they come: each frame's
+    output is a delta event (within the per-command `limit`, checked here too: the frames are untrusted), each
+    command's end a `.done` event with its output."""
+
+    def __init__(self, call_id: str, commands: int, limit: int) -> None:
+        self.id = new_id("sho")
+        self.call_id = call_id
+        self.limit = limit
+        self.emit: ItemEmitter | None = None
+        self._out = [{"stdout": "", "stderr": ""} for _ in range(commands)]
+        self._outcomes: list[dict[str, Any] | None] = [None] * commands
+        self._written = [0] * commands  # bytes each command wrote, past the limit too
+
+    def item(self, status: str = "in_progress") -> Item:
+        output = [{**out, "outcome": outcome or {"type": "timeout"}}
+                  for out, outcome in zip(self._out, self._outcomes, strict=True)
+                  if outcome is not None or status != "in_progress"]
+        return {"id": self.id, "type": "shell_call_output", "call_id": self.call_id, "status": status,
+                "output": output, "max_output_length": self.limit}
+
+    def complete(self) -> bool:
+        return all(outcome is not None for outcome in self._outcomes)
+
+    def frame(self, frame: ShellFrame) -> None:
+        index = frame.command_index
+        if index >= len(self._out) or self._outcomes[index] is not None or self.emit is None:
+            return  # not a command of this call, or one that already ended
+        out = self._out[index]
+        if isinstance(frame, ShellOutput):
+            room = self.limit - len(out["stdout"]) - len(out["stderr"])
+            stdout = frame.stdout[:max(0, room)]
+            stderr = frame.stderr[:max(0, room - len(stdout))]
+            delta = {key: text for key, text in (("stdout", stdout), ("stderr", stderr)) if text}
+            if delta:
+                out["stdout"] += stdout
+                out["stderr"] += stderr
+                self.emit.progress(_DELTA, {"command_index": index, "delta": delta})
+            return
+        assert isinstance(frame, ShellEnded)
+        for earlier in range(index):  # the driver runs commands in order: an earlier one without an end never ran
+            if self._outcomes[earlier] is None:
+                self._end(earlier, None, 0)
+        self._end(index, frame.exit_code, frame.bytes)
+
+    def _end(self, index: int, exit_code: int | None, written: int) -> None:
+        assert self.emit is not None
+        outcome = {"type": "timeout"} if exit_code is None else {"type": "exit", "exit_code": exit_code}
+        self._outcomes[index] = outcome
+        self._written[index] = written
+        self.emit.progress(_DONE, {"command_index": index, "output": [{**self._out[index], "outcome": outcome}]})
+        self.emit.update(self.item())
+
+    def model_text(self, notes: Any = ()) -> str:
+        parts = list(notes or ())
+        for index, (out, outcome) in enumerate(zip(self._out, self._outcomes, strict=True)):
+            if outcome is None:
+                parts.append(f"command {index + 1} did not run")
+                continue
+            ending = f"exit code {outcome['exit_code']}" if outcome["type"] == "exit" else "timed out"
+            kept = len(out["stdout"]) + len(out["stderr"])
+            cut = (f"\n[output cut to its first {self.limit} characters; the command wrote {self._written[index]} "
+                   "bytes]") if kept >= self.limit and self._written[index] > kept else ""
+            parts.append(f"command {index + 1} ({ending})\nstdout:\n{out['stdout']}\nstderr:\n{out['stderr']}{cut}")
+        return "\n\n".join(parts) or "(no output)"

@@ -2,7 +2,10 @@
 
 Protocol (one JSON object per line): the host writes `{"code": "...", "seq": n}` on stdin; the driver answers on
 stdout with `{"seq", "ok", "logs", "logs_bytes", "images", "error"}` after each cell, and `{"ready": true}` once
-at start.
+at start. A shell request `{"shell": {"commands", "timeout_s", "deadline_s", "limit"}, "seq": n}` runs each command
+with `/bin/sh -c` and streams frames while they run — `{"seq", "frame": {"command_index", "stdout"?, "stderr"?}}`
+as output arrives (small pieces coalesced), `{"seq", "frame": {"command_index", "outcome", "bytes"}}` as each
+command ends — before the same closing answer.
 The driver moves the protocol to private descriptors first; while a cell runs, descriptors 1 and 2 (print,
 C extensions, subprocesses alike) go to a capture file in the sandbox's /tmp (a new one per cell), read back
 (bounded) after the cell. The value of a cell's last expression is printed, as in a notebook. Open matplotlib
@@ -17,13 +20,17 @@ from __future__ import annotations
 
 import ast
 import base64
+import codecs
 import contextlib
 import io
 import json
 import linecache
 import os
+import selectors
 import signal
+import subprocess
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -62,7 +69,12 @@ class Driver:
             while b"\n" in buffered:
                 line, buffered = buffered.split(b"\n", 1)
                 request = json.loads(line)
-                result = self.run(str(request.get("code", "")))
+                shell = request.get("shell")
+                if isinstance(shell, dict):
+                    seq = request.get("seq")
+                    result = self.shell(shell, lambda frame, seq=seq: self.send({"seq": seq, "frame": frame}))
+                else:
+                    result = self.run(str(request.get("code", "")))
                 if os.getpid() != self.pid:  # a process the cell forked must never act as the driver
                     os._exit(0)
                 self.send({**result, "seq": request.get("seq")})
@@ -104,6 +116,15 @@ class Driver:
         text = logs.decode("utf-8", "replace") + "".join(notes)  # a figure left out is said, never dropped silently
         return {"ok": error is None, "logs": text, "logs_bytes": size + sum(len(n) for n in notes),
                 "images": images, "error": error}
+
+    def shell(self, request: dict[str, Any], send: Any) -> dict[str, Any]:
+        """Run shell commands one after the other, streaming their output (see the module's protocol)."""
+        commands = [str(c) for c in request.get("commands") or ()]
+        runner = ShellRunner(float(request.get("timeout_s", 10)), int(request.get("limit", 10_000)), send)
+        deadline = time.monotonic() + float(request.get("deadline_s", 30))
+        for index, command in enumerate(commands):
+            runner.run(index, command, deadline)
+        return {"ok": True, "logs": "", "logs_bytes": 0, "images": [], "error": None}
 
     def _execute(self, code: str, name: str) -> None:
         tree = ast.parse(code, name, "exec")
@@ -149,6 +170,89 @@ class Driver:
             budget -= len(data)
             images.append(base64.b64encode(data).decode())
         return images, notes
+
+
+class ShellRunner:
+    """One command at a time through /bin/sh, its stdout and stderr read as they come. Pieces are coalesced into
+    frames of up to `CHUNK` bytes, or sent after `COALESCE_S` (output is live, the host is not sent a frame per
+    byte). Each command may write `limit` characters (stdout and stderr together) to the frames; the rest is read
+    and counted, never kept. A command past its time limit, or past the call's deadline, is killed with its
+    process group: its outcome is `timeout`."""
+
+    CHUNK = 4096
+    COALESCE_S = 0.05
+
+    def __init__(self, timeout_s: float, limit: int, send: Any) -> None:
+        self.timeout_s = timeout_s
+        self.limit = limit
+        self.send = send
+
+    def run(self, index: int, command: str, deadline: float) -> None:
+        ends = min(time.monotonic() + self.timeout_s, deadline)
+        if ends <= time.monotonic():
+            self.send({"command_index": index, "outcome": {"type": "timeout"}, "bytes": 0})
+            return
+        process = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, cwd=os.getcwd(), start_new_session=True)
+        assert process.stdout is not None and process.stderr is not None
+        pipes = (process.stdout, process.stderr)
+        streams = {pipe.fileno(): name for pipe, name in zip(pipes, ("stdout", "stderr"), strict=True)}
+        decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in streams.values()}
+        selector = selectors.DefaultSelector()
+        for pipe in pipes:
+            selector.register(pipe, selectors.EVENT_READ)
+        pending: dict[str, str] = {}
+        pending_since = 0.0
+        room, total, timed_out = self.limit, 0, False
+        while selector.get_map():
+            now = time.monotonic()
+            if now >= ends:
+                timed_out = True
+                break
+            wait = ends - now
+            if pending:
+                wait = min(wait, max(0.0, pending_since + self.COALESCE_S - now))
+            if process.poll() is not None:
+                wait = 0.0  # exited: read what is there, without waiting on pipes a child may still hold
+            ready = selector.select(min(wait, 0.05))
+            if not ready and process.returncode is not None:
+                break
+            for key, _ in ready:
+                data = os.read(key.fd, 65536)
+                if not data:
+                    selector.unregister(key.fileobj)
+                    continue
+                total += len(data)
+                name = streams[key.fd]
+                text = decoders[name].decode(data)[:room]
+                if text:
+                    room -= len(text)
+                    if not pending:
+                        pending_since = time.monotonic()
+                    pending[name] = pending.get(name, "") + text
+            if pending and (sum(len(v) for v in pending.values()) >= self.CHUNK
+                            or time.monotonic() >= pending_since + self.COALESCE_S):
+                self.send({"command_index": index, **pending})
+                pending = {}
+        if timed_out or process.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        code = process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # what the command left running in its group
+        for name, decoder in decoders.items():
+            tail = decoder.decode(b"", final=True)[:room]
+            if tail:
+                room -= len(tail)
+                pending[name] = pending.get(name, "") + tail
+        if pending:
+            self.send({"command_index": index, **pending})
+        selector.close()
+        for pipe in pipes:
+            pipe.close()
+        # A shell killed by a signal reports it as shells do: 128 + the signal's number.
+        outcome = {"type": "timeout"} if timed_out else {"type": "exit", "exit_code": code if code >= 0 else 128 - code}
+        self.send({"command_index": index, "outcome": outcome, "bytes": total})
 
 
 def _traceback_text(exc: BaseException) -> str:
