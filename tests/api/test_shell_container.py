@@ -280,6 +280,8 @@ async def test_a_client_that_goes_away_kills_the_command(server: Served) -> None
         assert not fifo.exists() or not _has_reader(fifo)  # the command is gone with its session
         stored = (await client.get(f"/responses/{response_id}")).json()
     assert stored["status"] == "cancelled"
+    assert [(i["type"], i["status"]) for i in stored["output"]] == [
+        ("shell_call", "completed"), ("shell_call_output", "incomplete")]
 
 
 async def test_cancelling_a_background_response_kills_the_command(server: Served) -> None:

@@ -37,6 +37,12 @@ Event = dict[str, Any]
 Item = dict[str, Any]
 
 
+# Built-in tool items whose SDK type has an `incomplete` status, and the statuses of one still running: a response
+# cancelled meanwhile stores them `incomplete` (the other types have no such status and keep theirs).
+_CUT_OFF = {"shell_call_output": ("in_progress",), "code_interpreter_call": ("in_progress", "interpreting"),
+            "file_search_call": ("in_progress", "searching"), "mcp_call": ("in_progress", "calling")}
+
+
 def sse_frame(event: Event) -> bytes:
     """One SSE event: `event:` equal to data.type, one-line JSON data, LF framing, no `id:` (api-surface §6.1).
     Background runs log these frames as they are, so a replay is written without re-serialising."""
@@ -639,5 +645,9 @@ class StreamBuilder:
         emit, self.emit = self.emit, False
         self.close_turn("length")
         self.emit = emit
+        output = self.output
+        for index, item in enumerate(output):  # a built-in tool's item cut off while it ran (a shell's output)
+            if item.get("type") in _CUT_OFF and item.get("status") in _CUT_OFF[item["type"]]:
+                output[index] = {**item, "status": "incomplete"}
         self.response["status"] = "cancelled"
         self.response["usage"] = self.usage_object() if self._usage else None
