@@ -346,8 +346,6 @@ async def test_request_level_refusals(env: Env) -> None:
     assert "loopback" in refused["message"]
     closed = await _error(env.closed, input="hi", tools=[tool])
     assert closed["param"] == "tools[0].server_url" and closed["code"] == "unsupported_value"
-    choice = await _error(env.sdk, input="hi", tools=[tool], tool_choice={"type": "mcp", "server_label": "srv"})
-    assert choice["param"] == "tool_choice.type" and choice["code"] == "unsupported_value"
     twice = await _error(env.sdk, input="hi", tools=[tool, tool])
     assert twice["param"] == "tools"
     unknown = await _error(env.sdk, input=[{"type": "mcp_approval_response", "approval_request_id": "mcpr_nope",
@@ -356,6 +354,43 @@ async def test_request_level_refusals(env: Env) -> None:
     bad_item = await _error(env.sdk, input=[{"type": "mcp_approval_response", "approval_request_id": "mcpr_x",
                                              "approve": "yes"}], tools=[tool])
     assert bad_item["param"] == "input[0].approve"
+
+
+async def test_tool_choice_names_an_mcp_server_or_one_of_its_tools(env: Env) -> None:
+    tool = env.tool(require_approval="never")
+    fn = {"type": "function", "name": "fn", "parameters": {"type": "object", "properties": {}}}
+    # One tool of the server: forced as its function on the first turn (later turns are auto).
+    named = await env.sdk.responses.create(model=MODEL, input=steps([("srv__add", {"a": 1, "b": 2})]), tools=[tool],
+                                           tool_choice={"type": "mcp", "server_label": "srv", "name": "add"})
+    assert [item.type for item in named.output] == ["mcp_list_tools", "mcp_call", "message"]
+    assert env.upstream.requests[-2]["tool_choice"] == {"type": "function", "function": {"name": "srv__add"}}
+    assert env.upstream.requests[-1]["tool_choice"] == "auto"
+    assert named.tool_choice.model_dump(exclude_none=True) == {"type": "mcp", "server_label": "srv", "name": "add"}
+    # Any tool of the server: a call is required, and it must be one of the server's.
+    listed = named.output[0].model_dump()
+    anyone = await env.sdk.responses.create(model=MODEL, input=steps([("srv__echo", {"text": "x"})]),
+                                            tools=[tool, fn], tool_choice={"type": "mcp", "server_label": "srv"},
+                                            previous_response_id=named.id)
+    assert anyone.status == "completed" and anyone.output[0].type == "mcp_call"  # the chain's tool list reused
+    assert env.upstream.requests[-2]["tool_choice"] == "required" and listed["tools"]
+    with pytest.raises(openai.APIStatusError) as caught:  # an upstream that ignored the choice: not a success
+        await env.sdk.responses.create(model=MODEL, input=steps([("fn", {})]), tools=[tool, fn],
+                                       tool_choice={"type": "mcp", "server_label": "srv"})
+    assert caught.value.status_code == 502 and "MCP server's tools" in caught.value.message
+    # allowed_tools naming a server: only its tools are offered.
+    await env.sdk.responses.create(model=MODEL, input="hi", tools=[fn, env.tool(allowed_tools=["add", "echo"])],
+                                   tool_choice={"type": "allowed_tools", "mode": "auto",
+                                                "tools": [{"type": "mcp", "server_label": "srv"}]})
+    assert set(env.offered()) == {"srv__add", "srv__echo"}
+    # A tool the server does not offer, a server the request lacks, a label that is not a string.
+    for choice, param in [({"type": "mcp", "server_label": "srv", "name": "nope"}, "tool_choice.name"),
+                          ({"type": "mcp", "server_label": "other"}, "tool_choice.server_label"),
+                          ({"type": "mcp", "server_label": 7}, "tool_choice.server_label"),
+                          ({"type": "allowed_tools", "mode": "required",
+                            "tools": [{"type": "mcp", "server_label": "srv", "name": "hidden"}]},
+                           "tool_choice.tools[0].name")]:
+        body = await _error(env.sdk, input="hi", tools=[env.tool(allowed_tools=["add"])], tool_choice=choice)
+        assert body["param"] == param, (choice, body)
 
 
 async def test_an_approval_for_a_server_the_request_lacks(env: Env) -> None:

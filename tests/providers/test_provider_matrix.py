@@ -62,6 +62,8 @@ async def matrix(fake_chat: FakeUpstream, fake_responses: FakeResponsesUpstream,
               for kind, fake in fakes.items() for behaviour in BEHAVIOURS]
     models.append(ModelConfig(id="hosted-search", provider="openai_responses", base_url=fake_responses.base_url,
                               upstream_model="search", hosted_tools=["web_search"]))
+    models.append(ModelConfig(id="hosted-mcp", provider="openai_responses", base_url=fake_responses.base_url,
+                              upstream_model="echo", hosted_tools=["mcp"]))
     settings = Settings(data_dir=tmp_path_factory.mktemp("matrix"), models=models, embedded={"enabled": False})
     async with in_process(settings) as parley:
         yield Matrix(parley, parley.sdk(), fakes)
@@ -270,6 +272,20 @@ async def test_hosted_web_search_items_pass_through(matrix: Matrix) -> None:
     await _create(matrix.sdk, model="hosted-search", previous_response_id=done["id"], input="more",
                   tools=[{"type": "web_search"}])
     assert fake.requests[-1]["input"][1]["id"] == "ws_fake"  # the upstream's own item, as it gave it
+
+
+async def test_a_tool_choice_of_a_hosted_mcp_server_goes_upstream_as_sent(matrix: Matrix) -> None:
+    fake = matrix.fakes["openai_responses"]
+    tool = {"type": "mcp", "server_label": "docs", "server_url": "https://mcp.example.com/mcp",
+            "require_approval": "never"}
+    choice = {"type": "mcp", "server_label": "docs", "name": "search"}
+    response = await _create(matrix.sdk, model="hosted-mcp", input="hello", tools=[tool], tool_choice=choice)
+    assert response.status == "completed"
+    assert fake.requests[-1]["tools"] == [tool] and fake.requests[-1]["tool_choice"] == choice
+    await _create(matrix.sdk, model="hosted-mcp", input="hello", tools=[tool, LOOKUP],
+                  tool_choice={"type": "allowed_tools", "mode": "auto",
+                               "tools": [{"type": "mcp", "server_label": "docs"}]})
+    assert fake.requests[-1]["tools"] == [tool]  # the hosted server is passed; the function is not allowed
 
 
 async def test_a_client_cannot_forge_upstream_state(matrix: Matrix) -> None:

@@ -91,7 +91,7 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
 
 def _tool_choice(call: ModelCall) -> str | dict[str, Any] | None:
     choice = call.tool_choice
-    if not isinstance(choice, dict):
+    if not isinstance(choice, dict) or choice.get("type") == "mcp":  # mcp: a server the upstream hosts, as sent
         return choice
     for hosted in call.hosted_tools:  # a forced hosted tool: the only tool allowed, and a call required
         if hosted.name == choice.get("name"):

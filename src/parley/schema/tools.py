@@ -78,22 +78,57 @@ class ClientTool:
 
 
 @dataclass(frozen=True, slots=True)
+class McpChoice:
+    """A `tool_choice` naming an MCP server's tools (`server_label`, and a tool `name` or any of its tools), known
+    only once the server's tools are listed: ToolChoicePlan.with_mcp_tools resolves it."""
+
+    server_label: str
+    name: str | None
+    param: str  # where the request gave it: "tool_choice" or "tool_choice.tools[i]"
+
+
+@dataclass(frozen=True, slots=True)
 class ToolChoicePlan:
-    """What the model may and must do: `mode`, an optional forced tool, an optional allowed subset."""
+    """What the model may and must do: `mode`, an optional forced tool, an optional allowed subset, an optional
+    set one of which must be called (`among`: an MCP server's tools); `mcp`: references not resolved yet."""
 
     mode: Literal["none", "auto", "required"] = "auto"
     forced: str | None = None
     allowed: frozenset[str] | None = None
+    among: frozenset[str] | None = None
+    mcp: tuple[McpChoice, ...] = ()
 
     def violation(self, called: list[str]) -> str | None:
         """Why a finished turn breaks the plan (None when it complies)."""
         if self.forced is not None and called and any(name != self.forced for name in called):
             return f"the model called a tool other than '{self.forced}' required by tool_choice"
+        if self.among is not None and called and any(name not in self.among for name in called):
+            return "the model called a tool other than the MCP server's tools required by tool_choice"
         if (self.mode == "required" or self.forced is not None) and not called:
             return "the model did not call a tool although tool_choice required one"
         if self.allowed is not None and any(name not in self.allowed for name in called):
             return "the model called a tool outside tool_choice.allowed_tools"
         return None
+
+    def with_mcp_tools(self, offered: dict[tuple[str, str], str]) -> ToolChoicePlan:
+        """The plan with its MCP references resolved, `offered` being the functions offered for the servers' tools
+        by (server label, tool name). A named tool the server does not offer is a 400; a server whose listing
+        failed offers none, so a choice of it cannot be met (the turn check fails the response)."""
+        if not self.mcp:
+            return self
+        resolved: set[str] = set()
+        for ref in self.mcp:
+            found = {function for (label, tool), function in offered.items()
+                     if label == ref.server_label and ref.name in (None, tool)}
+            if ref.name is not None and not found and any(label == ref.server_label for label, _ in offered):
+                raise InvalidRequest(f"Tool '{ref.name}' not found among the tools MCP server '{ref.server_label}' "
+                                     "offers (its listed tools, within its allowed_tools).", param=f"{ref.param}.name")
+            resolved |= found
+        if self.allowed is not None:  # allowed_tools entries
+            return replace(self, mcp=(), allowed=self.allowed | resolved)
+        if len(resolved) == 1:
+            return replace(self, mcp=(), forced=next(iter(resolved)))
+        return replace(self, mcp=(), among=frozenset(resolved))
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +421,20 @@ def _own_item_named(tools: list[ClientTool], tool_type: str, param: str,
     raise InvalidRequest(f"Tool choice '{tool_type}' not found in 'tools' parameter.", param=param)
 
 
+def _mcp_choice(builtins: list[BuiltinSpec], data: dict[str, Any], param: str) -> McpChoice:
+    """`{"type": "mcp", "server_label", "name"?}`, naming an `mcp` entry of `tools`."""
+    label, name = data.get("server_label"), data.get("name")
+    if not isinstance(label, str):
+        raise InvalidRequest("An mcp tool choice needs a 'server_label' (a string).", param=f"{param}.server_label",
+                             code="missing_required_parameter" if label is None else "invalid_type")
+    if name is not None and not isinstance(name, str):
+        raise InvalidRequest("'name' must be a string.", param=f"{param}.name", code="invalid_type")
+    if not any(isinstance(spec.params, McpParams) and spec.params.server_label == label for spec in builtins):
+        raise InvalidRequest(f"Tool choice MCP server '{label}' not found in 'tools' parameter.",
+                             param=f"{param}.server_label")
+    return McpChoice(label, name, param)
+
+
 def _plan(req: CreateResponseRequest, tools: list[ClientTool], builtins: list[BuiltinSpec]) -> ToolChoicePlan:
     choice = req.tool_choice
     if choice is None:
@@ -404,11 +453,12 @@ def _plan(req: CreateResponseRequest, tools: list[ClientTool], builtins: list[Bu
                               forced=_resolve(tools, kind, name, data.get("namespace"), "tool_choice.name"))
     if kind == "allowed_tools":
         allowed: set[str] = set()
+        mcp: list[McpChoice] = []
         for index, ref in enumerate(data["tools"]):
             ref_kind = ref.get("type")
             if ref_kind == "mcp":
-                raise InvalidRequest("allowed_tools entries of type 'mcp' are not supported by this server yet.",
-                                     param=f"tool_choice.tools[{index}].type", code="unsupported_value")
+                mcp.append(_mcp_choice(builtins, ref, f"tool_choice.tools[{index}]"))
+                continue
             if isinstance(ref_kind, str) and ref_kind in BUILTIN_PARAMS:
                 allowed.add(_builtin_named(builtins, ref_kind, f"tool_choice.tools[{index}].type"))
                 continue
@@ -420,10 +470,9 @@ def _plan(req: CreateResponseRequest, tools: list[ClientTool], builtins: list[Bu
                                      param=f"tool_choice.tools[{index}].type", code="unsupported_value")
             allowed.add(_resolve(tools, ref_kind, str(ref.get("name")), ref.get("namespace"),
                                  f"tool_choice.tools[{index}].name"))
-        return ToolChoicePlan(mode=data["mode"], allowed=frozenset(allowed))
+        return ToolChoicePlan(mode=data["mode"], allowed=frozenset(allowed), mcp=tuple(mcp))
     if kind == "mcp":  # its functions are known only once the server's tools are listed
-        raise InvalidRequest("tool_choice of type 'mcp' is not supported by this server yet.",
-                             param="tool_choice.type", code="unsupported_value")
+        return ToolChoicePlan(mode="required", mcp=(_mcp_choice(builtins, data, "tool_choice"),))
     if kind in BUILTIN_PARAMS:  # a hosted tool's choice, e.g. {"type": "file_search"}: forces the first turn
         return ToolChoicePlan(mode="required", forced=_builtin_named(builtins, kind, "tool_choice.type"))
     if kind in TOOL_KINDS:  # {"type": "computer"}, {"type": "shell"}, {"type": "apply_patch"}, ...

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from parley.providers.base import HostedTool
-from parley.schema.tools import ToolSet
+from parley.schema.builtin_tools import McpParams
+from parley.schema.tools import BuiltinSpec, ToolChoicePlan, ToolSet
 
 
 def split_hosted(
@@ -29,6 +30,23 @@ def split_hosted(
     for spec in toolset.builtins:
         if spec.type not in hosted and spec.kind not in hosted:
             keep.append(spec)
-        elif plan.mode != "none" and (plan.allowed is None or spec.upstream_name in plan.allowed):
+        elif plan.mode != "none" and (plan.allowed is None or spec.upstream_name in plan.allowed
+                                      or _chosen_server(spec, plan)):
             passed.append(HostedTool(spec.upstream_name, dict(raw_tools[spec.index])))
     return dataclasses.replace(toolset, builtins=tuple(keep)), passed
+
+
+def _chosen_server(spec: BuiltinSpec, plan: ToolChoicePlan) -> bool:
+    """An `mcp` entry whose server `tool_choice.allowed_tools` names."""
+    return isinstance(spec.params, McpParams) and any(ref.server_label == spec.params.server_label
+                                                      for ref in plan.mcp)
+
+
+def hosted_mcp_choice(toolset: ToolSet, passed: Sequence[HostedTool], choice: dict[str, Any]
+                      ) -> tuple[ToolSet, dict[str, Any]] | None:
+    """A `tool_choice` of type `mcp` naming a server the upstream hosts: the choice goes to the upstream as the
+    client sent it (the upstream enforces it), and Parley's plan has nothing left to check."""
+    labels = {hosted.entry.get("server_label") for hosted in passed if hosted.entry.get("type") == "mcp"}
+    if choice.get("type") != "mcp" or choice.get("server_label") not in labels:
+        return None
+    return dataclasses.replace(toolset, plan=ToolChoicePlan()), choice

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import anyio
+from pydantic import BaseModel
 
 from parley.engine.budget import ToolCallBudget
 from parley.engine.checks import TurnCheck, json_format_check, tool_choice_check
@@ -21,7 +22,7 @@ from parley.engine.truncation import fit_context
 from parley.engine.turns import Turns
 from parley.errors import InvalidRequest, NotFound
 from parley.ids import new_id
-from parley.providers.base import ModelCall
+from parley.providers.base import HostedTool, ModelCall
 from parley.providers.registry import ModelEntry, ModelRegistry
 from parley.schema.compaction import CompactRequest
 from parley.schema.items import Item, normalize_input
@@ -33,13 +34,14 @@ from parley.services.builtin_tools import BuiltinTools, ToolLimits
 from parley.services.compaction import Compactor, check_compaction_trigger, compact_threshold
 from parley.services.conversations import ConversationsService
 from parley.services.file_inputs import FileInputLimits, FileInputs
-from parley.services.hosted_tools import split_hosted
+from parley.services.hosted_tools import hosted_mcp_choice, split_hosted
 from parley.services.keys import Caller
 from parley.services.prompts import PromptsService
 from parley.services.usage import Meter, UsageOrigin
 from parley.store.base import Page, PageQuery, ResponseStore
 from parley.telemetry.observe import Telemetry
 from parley.tools.base import LeadingItem, ToolContext
+from parley.tools.mcp.tool import McpTool
 from parley.tools.replay import replay_items
 
 log = logging.getLogger("parley.responses")
@@ -255,6 +257,8 @@ class ResponsesService:
             tool_context = ToolContext(model_items, len(context), len(prompt_items),
                                        frozenset(tool.upstream_name for tool in toolset.tools))
             toolbox = await self._tools.toolbox(project_id, toolset.builtins, tool_context)
+        if toolset.plan.mcp:  # a tool_choice naming an MCP server: its functions are known now
+            toolset, upstream_choice = _mcp_choice(toolset, toolbox, hosted, req)
         # Built-in tool items of earlier turns go upstream as the function calls they were (tools/replay.py).
         model_items = replay_items(self._compactor.expand(project_id, model_items))
         # Files in messages: their bytes and extracted text, for whichever form the upstream takes.
@@ -428,6 +432,20 @@ _CALLS = frozenset({"function_call", "custom_tool_call", "computer_call", "local
                     "apply_patch_call", "tool_search_call"})
 _OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output", "computer_call_output",
                       "local_shell_call_output", "shell_call_output", "apply_patch_call_output", "tool_search_output"})
+
+
+def _mcp_choice(toolset: ToolSet, toolbox: Toolbox, hosted: Sequence[HostedTool], req: CreateResponseRequest
+                ) -> tuple[ToolSet, str | dict[str, Any] | None]:
+    """The toolset's plan with its MCP references resolved to the functions the toolbox offers for the servers'
+    tools, and the upstream's tool_choice for it (as sent, when the upstream hosts that server)."""
+    choice = req.tool_choice.model_dump(exclude_none=True) if isinstance(req.tool_choice, BaseModel) else {}
+    passed = hosted_mcp_choice(toolset, hosted, choice)
+    if passed is not None:
+        return passed
+    offered = {(tool.connection.endpoint.server_label, tool.tool.name): name
+               for name, tool in toolbox.tools.items() if isinstance(tool, McpTool)}
+    resolved = replace(toolset, plan=toolset.plan.with_mcp_tools(offered))
+    return resolved, resolved.upstream_choice()
 
 
 def _check_call_outputs(items: list[Item], first_new: int) -> None:
