@@ -9,8 +9,12 @@ One chain of `--turns` turns at c=1. Turn n is sent both ways, alternating which
   * parley = POST /v1/responses {"model": "bench", "input": "question n", "previous_response_id": <turn n-1>}
   * direct = POST {upstream}/v1/chat/completions with the whole history resent (every earlier question and
     answer, then question n): what a client without Parley sends for the same turn.
+Both bodies are serialised (orjson) before the clock starts, so the direct client pays nothing for its growing
+history: everything Parley does with it, its own JSON included, is in Parley's cost.
 Reported per bucket of turns (1-10, 491-500, 991-1000 by default): p50 latency of each, and Parley's own cost
-(parley p50 - direct p50); `own_cost_ratio` is a bucket's own cost over the first bucket's.
+(parley p50 - direct p50); `own_cost_ratio` is a bucket's own cost over the first bucket's. `parley_cpu_ms_per_turn`
+is Parley's CPU (from /proc, 10 ms ticks) per turn over the 100 turns ending with the bucket (the first bucket: turns
+1-100): its cost without the upstream's or the client's, and without the noise of latency.
 
 Run: `python -m bench.chain [--turns 1000] [--databases sqlite postgres] [--cache on off] [--output FILE]`.
 JSON on stdout (and --output), progress on stderr.
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from bench.gateway import REPO, _environment, _git_commit, _parley_argv, _parley_config
 from bench.procs import Child, child_env, free_port, postgres_url, sample, start_upstream
@@ -51,8 +56,9 @@ def buckets(turns: int) -> list[tuple[int, int]]:
 
 
 async def _timed_post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[float, Any]:
+    data = orjson.dumps(body)
     started = time.perf_counter()
-    async with http.post(url, json=body) as resp:
+    async with http.post(url, data=data, headers={"content-type": "application/json"}) as resp:
         raw = await resp.read()
         if resp.status != 200:
             raise RuntimeError(f"{url}: {resp.status} {raw[:300]!r}")
@@ -74,6 +80,7 @@ async def run_chain(parley_url: str, upstream_url: str, turns: int, parley_pid: 
             await _timed_post(http, f"{upstream_url}/v1/chat/completions",
                               {"model": "fixed", "messages": [{"role": "user", "content": "warm-up"}]})
         cpu_before = sample(parley_pid).cpu_s
+        cpu_at = {0: sample(parley_pid, descendants=False).cpu_s}  # Parley's CPU seconds after turn n
         for n in range(1, turns + 1):
             question = f"question {n}: what comes next?"
             body: dict[str, Any] = {"model": "bench", "input": question}
@@ -91,6 +98,7 @@ async def run_chain(parley_url: str, upstream_url: str, turns: int, parley_pid: 
                     text = answer["choices"][0]["message"]["content"]
                     direct_ms.append(elapsed * 1000)
             history += [{"role": "user", "content": question}, {"role": "assistant", "content": text}]
+            cpu_at[n] = sample(parley_pid, descendants=False).cpu_s
             if n % 100 == 0:
                 _log(f"turn {n}: parley {parley_ms[-1]:.1f} ms, direct {direct_ms[-1]:.1f} ms")
     cpu_s = sample(parley_pid).cpu_s - cpu_before
@@ -101,9 +109,13 @@ async def run_chain(parley_url: str, upstream_url: str, turns: int, parley_pid: 
         d = statistics.median(direct_ms[lo - 1:hi])
         cost = p - d
         first_cost = cost if first_cost is None else first_cost
+        window = max(hi - 100, 0)
+        end = min(window + 100, turns)  # the 100 turns ending with the bucket (the first bucket: turns 1-100)
+        cpu_ms = (cpu_at[end] - cpu_at[window]) * 1000 / (end - window)
         rows.append({"turns": f"{lo}-{hi}", "parley_p50_ms": round(p, 2), "direct_p50_ms": round(d, 2),
                      "own_cost_ms": round(cost, 2),
-                     "own_cost_ratio": round(cost / first_cost, 2) if first_cost > 0 else None})
+                     "own_cost_ratio": round(cost / first_cost, 2) if first_cost > 0 else None,
+                     "parley_cpu_ms_per_turn": round(cpu_ms, 2), "cpu_turns": f"{window + 1}-{end}"})
     return {"buckets": rows, "parley_cpu_ms_per_turn": round(cpu_s * 1000 / turns, 2),
             "parley_rss_mb_end": round(sample(parley_pid).rss_mb, 1)}
 

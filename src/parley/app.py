@@ -21,6 +21,7 @@ from parley.api.routes import http_exception, routes, websocket_routes
 from parley.api.runtime import Runtime
 from parley.api.websocket import unknown_url
 from parley.config import Settings
+from parley.engine.context_measure import ContextMeasures
 from parley.engine.sealing import ReasoningSealer, new_key
 from parley.gc_tuning import freeze_startup_objects
 from parley.providers.embedded import EmbeddedServer, default_model_path, embedded_available
@@ -136,7 +137,8 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack,
     stack.push_async_callback(fetcher.close)
     web_search = WebSearchService(settings.web_search, build_provider(settings.web_search, http), store,
                                   GuardedFetcher(fetcher))
-    file_inputs = FileInputs(files, fetcher, FileInputLimits())
+    # Its context measures are memoised along chains as the chain cache is, in the same bound.
+    file_inputs = FileInputs(files, fetcher, FileInputLimits(), ContextMeasures(settings.chain_cache_bytes))
     # MCP servers a client names by URL go through the same guard and allowlist ([fetch] allow).
     mcp = McpService(settings.mcp, settings.mcp_servers, FetchPolicy.from_entries(fetch.allow))
     stack.push_async_callback(mcp.aclose)

@@ -600,7 +600,9 @@ class Settings(BaseSettings):
     chain_cache_bytes: int = Field(
         default=64 * 1024 * 1024, ge=0,
         description="Item JSON of recently continued previous_response_id chains kept per process, so a turn "
-        "reads only the response it continues from (0: off, every turn reads its whole chain)")
+        "reads only the response it continues from; the same bound for each model's memo of translated contexts "
+        "and for the context measures, so a turn translates only its new items (0: all off, every turn reads and "
+        "translates its whole chain)")
     max_upstream_reply_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024,
         description="Bytes read from one upstream reply (a whole body or stream); past it the reply is cut (502)",

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import orjson
 
+from parley.engine.context_measure import ContextMeasures
 from parley.errors import InvalidRequest, UpstreamError
 from parley.providers.base import Item, ModelCall, TokenCount
 
@@ -44,21 +45,13 @@ class Fitted:
     dropped: int = 0
 
 
-def _images(items: list[Item]) -> int:
-    return sum(
-        1
-        for item in items
-        if item.get("type") == "message" and isinstance(item.get("content"), list)
-        for part in item["content"]
-        if isinstance(part, dict) and part.get("type") == "input_image"
-    )
-
-
-def might_not_fit(call: ModelCall, budget: int) -> bool:
-    """A cheap, sound test (one orjson pass, no tokenizer): False means `call` fits in `budget` tokens."""
-    size = len(orjson.dumps(call.items)) + len((call.instructions or "").encode())
+def might_not_fit(call: ModelCall, budget: int, measures: ContextMeasures | None = None) -> bool:
+    """A cheap, sound test (orjson over the items `measures` has not seen yet, no tokenizer): False means `call`
+    fits in `budget` tokens."""
+    measure = (measures or ContextMeasures()).of(call.items)
+    size = measure.json_bytes + len((call.instructions or "").encode())
     size += len(orjson.dumps(call.tools)) if call.tools else 0
-    size += IMAGE_BYTES * _images(call.items)
+    size += IMAGE_BYTES * measure.images
     return size >= budget * BYTES_PER_TOKEN_BOUND
 
 
@@ -115,10 +108,11 @@ def context_length_exceeded(
     )
 
 
-async def fit_context(call: ModelCall, count: CountTokens, mode: Truncation, context_window: int) -> Fitted:
+async def fit_context(call: ModelCall, count: CountTokens, mode: Truncation, context_window: int,
+                      measures: ContextMeasures | None = None) -> Fitted:
     """Apply `truncation` to `call`: the call to send (possibly without its oldest items), or a 400."""
     budget = context_window - (call.max_output_tokens or 0)
-    if not might_not_fit(call, budget):
+    if not might_not_fit(call, budget, measures):
         return Fitted(call, None)
     try:
         whole = await count(call)

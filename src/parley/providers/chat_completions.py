@@ -13,8 +13,9 @@ import orjson
 from parley.errors import UpstreamError
 from parley.providers.base import Finish, ModelCall, ModelEvent, TokenCount, Usage
 from parley.providers.chat_chunks import ChunkParser, MalformedReply, TooMuchOutput
-from parley.providers.chat_request import chat_body
+from parley.providers.chat_request import ChatMessages, chat_body
 from parley.providers.http1 import BodyTooLarge, Endpoint, Http1Pool, HttpError, Response
+from parley.providers.prefix_memo import PrefixMemo
 from parley.providers.profiles import Profile
 from parley.providers.redact import SecretMasker
 from parley.providers.tokens import Encodings, count_chat_tokens
@@ -151,7 +152,7 @@ class ChatCompletionsProvider:
     def __init__(
         self, *, model_id: str, base_url: str, api_key: str | None, profile: Profile, http: Http1Pool,
         connect_timeout_s: float = 10.0, read_timeout_s: float = 600.0, encodings: Encodings | None = None,
-        limits: ReplyLimits | None = None, masker: SecretMasker | None = None,
+        limits: ReplyLimits | None = None, masker: SecretMasker | None = None, memo_bytes: int = 0,
     ) -> None:
         self._model_id = model_id
         self._endpoint = Endpoint.parse(base_url.rstrip("/") + "/chat/completions")
@@ -169,6 +170,8 @@ class ChatCompletionsProvider:
         self._limits = limits or ReplyLimits()
         # Masks what the upstream says before anyone sees it: every configured key, this one included.
         self._masker = (masker or SecretMasker()).with_secrets(api_key)
+        # The translated messages of recent contexts: the next turn of a chain translates only its new items.
+        self.memo: PrefixMemo[ChatMessages] = PrefixMemo(memo_bytes)
 
     async def _post(self, endpoint: Endpoint, body: bytes) -> Response:
         try:
@@ -186,7 +189,7 @@ class ChatCompletionsProvider:
             resp.release()
 
     async def open(self, call: ModelCall) -> _UpstreamStream:
-        body = orjson.dumps(chat_body(call, self.profile))
+        body = orjson.dumps(chat_body(call, self.profile, self.memo))
         started = time.monotonic()
         try:
             resp = await self._post(self._endpoint, body)
@@ -200,7 +203,7 @@ class ChatCompletionsProvider:
         return _UpstreamStream(resp, call, context)
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
-        body = chat_body(dataclasses.replace(call, stream=False), self.profile)
+        body = chat_body(dataclasses.replace(call, stream=False), self.profile, self.memo)
         return await count_chat_tokens(self.profile.tokenizer, body, encodings=self._encodings, post=self._post_json)
 
     async def _post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any] | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from parley.errors import InvalidRequest
 from parley.providers.base import ModelCall
+from parley.providers.prefix_memo import PrefixMemo
 from parley.providers.profiles import Profile
 
 Item = dict[str, Any]
@@ -60,12 +62,30 @@ def _reasoning_text(item: Item) -> str:
     return "".join(p.get("text", "") for p in item.get("content") or () if p.get("type") == "reasoning_text")
 
 
-def chat_messages(call: ModelCall, profile: Profile) -> list[Message]:
-    messages: list[Message] = []
-    pending_reasoning = ""
-    if call.instructions:
-        messages.append({"role": profile.developer_role, "content": call.instructions})
-    for index, item in enumerate(call.items):
+@dataclass(frozen=True, slots=True)
+class ChatMessages:
+    """The translation of a call's instructions and items, as a PrefixMemo keeps it (providers/prefix_memo.py): the
+    messages, and the reasoning text still waiting for the assistant message it belongs to."""
+
+    instructions: str | None
+    messages: tuple[Message, ...]
+    pending_reasoning: str
+
+
+def chat_messages(call: ModelCall, profile: Profile, memo: PrefixMemo[ChatMessages] | None = None) -> list[Message]:
+    """The Chat Completions messages of `call`. With a `memo` (one per profile: the translation depends on it),
+    a call that extends one translated before is translated only from its first new item on; the messages of
+    the prefix are shared, never changed (one the new items change is copied first)."""
+    hit = memo.find(call.items) if memo is not None else None
+    if hit is not None and hit.state.instructions == call.instructions:
+        messages, pending_reasoning, start = list(hit.state.messages), hit.state.pending_reasoning, hit.start
+    else:
+        hit, messages, pending_reasoning, start = None, [], "", 0
+        if call.instructions:
+            messages.append({"role": profile.developer_role, "content": call.instructions})
+    shared = len(messages)  # messages[:shared] are the memo's
+    for index in range(start, len(call.items)):
+        item = call.items[index]
         kind = item["type"]
         path = f"input[{index}]"
         if kind == "message":
@@ -78,6 +98,10 @@ def chat_messages(call: ModelCall, profile: Profile) -> list[Message]:
             pending_reasoning = ""
         elif kind in ("function_call", "custom_tool_call"):
             fresh = not messages or messages[-1]["role"] != "assistant"
+            if not fresh and len(messages) <= shared:  # the call joins the memo's last message: a copy of it
+                last = messages[-1]
+                messages[-1] = {**last, "tool_calls": list(last.get("tool_calls") or ())}
+                shared -= 1
             _append_tool_call(messages, item, profile)
             if fresh and pending_reasoning:
                 messages[-1][str(profile.reasoning_field)] = pending_reasoning
@@ -97,6 +121,8 @@ def chat_messages(call: ModelCall, profile: Profile) -> list[Message]:
                 f"Input item type '{kind}' cannot be sent to this model.", param=f"{path}.type",
                 code="unsupported_value",
             )
+    if memo is not None:
+        memo.put(call.items, ChatMessages(call.instructions, tuple(messages), pending_reasoning), hit)
     return messages
 
 
@@ -163,10 +189,10 @@ def _response_format(fmt: dict[str, Any], profile: Profile) -> dict[str, Any] | 
     return None
 
 
-def chat_body(call: ModelCall, profile: Profile) -> dict[str, Any]:
+def chat_body(call: ModelCall, profile: Profile, memo: PrefixMemo[ChatMessages] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": call.upstream_model,
-        "messages": chat_messages(call, profile),
+        "messages": chat_messages(call, profile, memo),
         "stream": call.stream,
     }
     if call.stream and profile.stream_usage:

@@ -106,12 +106,13 @@ class UpstreamPolicy:
 
     limits: ReplyLimits
     masker: SecretMasker
+    memo_bytes: int = 0  # each Chat Completions model's memo of translated contexts (providers/prefix_memo.py)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UpstreamPolicy:
         limits = ReplyLimits(settings.max_upstream_reply_bytes, settings.max_output_chars)
         # Every configured upstream key is masked in every upstream's errors (one may quote another's).
-        return cls(limits, SecretMasker(cfg.resolved_api_key() for cfg in settings.models))
+        return cls(limits, SecretMasker(cfg.resolved_api_key() for cfg in settings.models), settings.chain_cache_bytes)
 
 
 def chat_provider(
@@ -128,6 +129,7 @@ def chat_provider(
         encodings=encodings,
         limits=policy.limits if policy else None,
         masker=policy.masker if policy else None,
+        memo_bytes=policy.memo_bytes if policy else 0,
     )
 
 

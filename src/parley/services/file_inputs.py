@@ -19,6 +19,7 @@ import collections
 from dataclasses import dataclass
 from typing import Any
 
+from parley.engine.context_measure import ContextMeasures, has_file_parts
 from parley.errors import InvalidRequest, UnreadableFile
 from parley.retrieval.extract import extract_text, guess_media_type
 from parley.retrieval.fetch import UrlFetcher
@@ -51,8 +52,12 @@ class _Resolved:
 
 
 class FileInputs:
-    def __init__(self, files: FilesService | None, fetcher: UrlFetcher | None, limits: FileInputLimits) -> None:
+    def __init__(self, files: FilesService | None, fetcher: UrlFetcher | None, limits: FileInputLimits,
+                 measures: ContextMeasures | None = None) -> None:
         self._files = files
+        # Whether a context has file parts, measured on its new items only along a chain; truncation reads the
+        # same measures (services/responses.py).
+        self.measures = measures or ContextMeasures()
         self._fetcher = fetcher
         self._limits = limits
         self._cache: collections.OrderedDict[tuple[str, str], _Resolved] = collections.OrderedDict()
@@ -60,11 +65,11 @@ class FileInputs:
 
     async def resolve(self, project_id: str, items: list[Item], first_new: int = 0) -> list[Item]:
         """`items` with every file part resolved (new item objects where something changed)."""
-        if not any(_has_file_parts(item) for item in items):
+        if not self.measures.of(items).file_parts:
             return items
         out: list[Item] = []
         for index, item in enumerate(items):
-            if not _has_file_parts(item):
+            if not has_file_parts(item):
                 out.append(item)
                 continue
             where = f"input[{max(index - first_new, 0)}]"
@@ -149,13 +154,6 @@ class FileInputs:
         evicted = self._cache.pop((record.project_id, record.id), None)
         if evicted is not None:
             self._cached_bytes -= evicted.size
-
-
-def _has_file_parts(item: Item) -> bool:
-    if item.get("type") != "message" or not isinstance(item.get("content"), list):
-        return False
-    return any(p.get("type") == "input_file" or (p.get("type") == "input_image" and p.get("file_id")
-                                                  and not p.get("image_url")) for p in item["content"])
 
 
 def _data_url(mime: str, data: bytes) -> str:

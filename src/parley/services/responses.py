@@ -154,7 +154,8 @@ class ResponsesService:
             call, compacted = await self._compactor.auto_compact(project_id, entry, call, threshold)
             leading += compacted
         truncation = req.truncation or "disabled"
-        fitted = await fit_context(call, entry.provider.count_tokens, truncation, entry.context_window)
+        measures = self._file_inputs.measures  # the file scan just measured the same items
+        fitted = await fit_context(call, entry.provider.count_tokens, truncation, entry.context_window, measures)
         toolbox.observer = self._telemetry.tools  # built-in calls counted, timed and traced
         with self._telemetry.response_opening(response, fitted.call):  # the response's trace span starts here
             # Calls the client approved (MCP) run first; the first model turn is opened after them (engine/run.py).
@@ -176,7 +177,7 @@ class ResponsesService:
         if toolbox:
             async def fit(next_call: ModelCall) -> ModelCall:
                 return (await fit_context(next_call, entry.provider.count_tokens, truncation,
-                                          entry.context_window)).call
+                                          entry.context_window, measures)).call
 
             turns = Turns(entry.provider, fitted.call, builtin_names, fit)
         return ResponseRun(builder, stream, built.checks, leading, ToolCallBudget(req.max_tool_calls),

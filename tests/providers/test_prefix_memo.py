@@ -1,0 +1,141 @@
+"""The memo of translated contexts (providers/prefix_memo.py, chat_request.chat_messages): a call that extends one
+translated before gets exactly the messages a fresh translation gives, and earlier results are never changed."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+
+from parley.engine.context_measure import ContextMeasures
+from parley.errors import InvalidRequest
+from parley.providers.base import ModelCall
+from parley.providers.chat_request import ChatMessages, chat_messages
+from parley.providers.prefix_memo import PrefixMemo
+from parley.providers.profiles import PROFILES
+
+Item = dict[str, Any]
+
+
+def _user(n: int) -> Item:
+    return {"id": f"msg_u{n}", "type": "message", "role": "user", "status": "completed",
+            "content": [{"type": "input_text", "text": f"question {n}"}]}
+
+
+def _assistant(n: int) -> Item:
+    return {"id": f"msg_a{n}", "type": "message", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": f"answer {n}", "annotations": []}]}
+
+
+def _reasoning(n: int) -> Item:
+    return {"id": f"rs_{n}", "type": "reasoning", "summary": [],
+            "content": [{"type": "reasoning_text", "text": f"thinking {n}"}]}
+
+
+def _call(n: int) -> Item:
+    return {"id": f"fc_{n}", "type": "function_call", "call_id": f"call_{n}", "name": "lookup",
+            "arguments": orjson.dumps({"n": n}).decode(), "status": "completed"}
+
+
+def _output(n: int) -> Item:
+    return {"id": f"fco_{n}", "type": "function_call_output", "call_id": f"call_{n}", "output": f"result {n}"}
+
+
+def _turns() -> list[list[Item]]:
+    """What each turn of a chain adds: plain turns, an assistant message its tool calls join, reasoning before
+    an answer and before a call (both with passback), a turn that starts with a call joining the previous
+    turn's last assistant message."""
+    return [
+        [_user(1), _assistant(1)],
+        [_user(2), _reasoning(2), _assistant(2), _call(2)],
+        [_call(3)],  # joins turn 2's assistant message
+        [_output(2), _output(3), _reasoning(4), _call(4)],
+        [_output(4), _assistant(5)],
+        [_call(6), _output(6)],  # joins turn 5's answer
+        [_user(7), _reasoning(7)],  # ends with reasoning still waiting for its message
+        [_assistant(7)],
+    ]
+
+
+@pytest.mark.parametrize("profile_name", ["generic", "deepseek", "openai"])
+def test_a_growing_chain_translates_as_a_fresh_translation_does(profile_name: str) -> None:
+    profile = PROFILES[profile_name]
+    memo: PrefixMemo[ChatMessages] = PrefixMemo(1 << 20)
+    items: list[Item] = []
+    earlier: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+    for turn in _turns():
+        # As along a chain: the earlier items are the same objects, the last turn's are read again (equal copies).
+        items = [*items[:-1], copy.deepcopy(items[-1])] if items else []
+        items += turn
+        call = ModelCall("m", items, instructions="Be brief.")
+        got = chat_messages(call, profile, memo)
+        assert got == chat_messages(call, profile)
+        earlier.append((got, copy.deepcopy(got)))
+    for returned, snapshot in earlier:  # nothing handed out before was changed by a later turn
+        assert returned == snapshot
+    assert len(memo) == 1  # one chain, one entry, extended every turn
+
+
+def test_the_memo_is_used_and_keyed_by_instructions() -> None:
+    profile = PROFILES["generic"]
+    memo: PrefixMemo[ChatMessages] = PrefixMemo(1 << 20)
+    items = [_user(1), _assistant(1)]
+    chat_messages(ModelCall("m", items, instructions="A"), profile, memo)
+    hit = memo.find([*items, _user(2)])
+    assert hit is not None and hit.start == 2 and hit.size == len(orjson.dumps(items))
+    # Other instructions: translated afresh, the developer message says the new ones.
+    got = chat_messages(ModelCall("m", [*items, _user(2)], instructions="B"), profile, memo)
+    assert got[0] == {"role": profile.developer_role, "content": "B"}
+    assert got == chat_messages(ModelCall("m", [*items, _user(2)], instructions="B"), profile)
+
+
+def test_a_changed_or_branched_prefix_is_not_reused() -> None:
+    profile = PROFILES["generic"]
+    memo: PrefixMemo[ChatMessages] = PrefixMemo(1 << 20)
+    items = [_user(1), _assistant(1), _user(2), _assistant(2)]
+    chat_messages(ModelCall("m", items), profile, memo)
+    changed = [items[0], {**_assistant(1), "content": [{"type": "output_text", "text": "other"}]}, _user(3)]
+    assert memo.find(changed) is None
+    assert chat_messages(ModelCall("m", changed), profile, memo)[1]["content"] == "other"
+    assert memo.find(items[:2]) is None  # a branch from an earlier turn: shorter than the entry
+
+
+def test_the_memo_is_bounded_and_can_be_off() -> None:
+    profile = PROFILES["generic"]
+    chains = [[_user(n), _assistant(n)] for n in range(10)]
+    size = len(orjson.dumps(chains[0]))
+    memo: PrefixMemo[ChatMessages] = PrefixMemo(3 * size)
+    for items in chains:
+        chat_messages(ModelCall("m", items), profile, memo)
+        assert memo.bytes <= 3 * size
+    assert len(memo) == 3 and memo.find(chains[-1]) is not None and memo.find(chains[0]) is None
+    off: PrefixMemo[ChatMessages] = PrefixMemo(0)
+    chat_messages(ModelCall("m", chains[0]), profile, off)
+    assert len(off) == 0 and off.find(chains[0]) is None
+
+
+def test_an_untranslatable_new_item_is_still_refused_with_its_index() -> None:
+    profile = PROFILES["generic"]
+    memo: PrefixMemo[ChatMessages] = PrefixMemo(1 << 20)
+    items = [_user(1), _assistant(1)]
+    chat_messages(ModelCall("m", items), profile, memo)
+    with pytest.raises(InvalidRequest) as err:
+        chat_messages(ModelCall("m", [*items, {"id": "x", "type": "mystery"}]), profile, memo)
+    assert err.value.param == "input[2].type"
+
+
+def test_measures_along_a_chain_equal_a_fresh_measure() -> None:
+    measures = ContextMeasures(1 << 20)
+    image = {"id": "msg_i", "type": "message", "role": "user",
+             "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}
+    by_file = {"id": "msg_f", "type": "message", "role": "user",
+               "content": [{"type": "input_image", "file_id": "file_1"}]}
+    items: list[Item] = []
+    for turn in ([_user(1), _assistant(1)], [image], [_user(2)], [by_file], [_assistant(2)]):
+        items = [*items, *turn]
+        along, fresh = measures.of(items), ContextMeasures().of(items)
+        assert (along.images, along.file_parts) == (fresh.images, fresh.file_parts)
+        assert along.json_bytes >= len(orjson.dumps(items))  # an upper bound on the items' JSON
+    assert measures.of(items).images == 2 and measures.of(items).file_parts
