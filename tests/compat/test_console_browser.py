@@ -1,8 +1,10 @@
 """The web console in a real headless browser: Debian's Chromium driven by Playwright against a real
 `parley serve` (and the fake upstream over HTTP). The pages load under their content-security policy without a
-script error, a streamed playground answer appears and continues its chain, the explorer lists responses and
-shows a response's tool items, the usage page draws its charts from the usage and costs APIs, and an admin key
-creates a key. Screenshots go to test-artifacts/console/ (PARLEY_TEST_ARTIFACTS overrides the root).
+script error, a streamed playground answer appears and continues its chain, a function call is answered with its
+output from the playground and the chain goes on with it, the explorer lists responses and shows a response's tool
+items, its cost and its server-side timeline (foreground and background), the usage page draws its charts from the
+usage and costs APIs, and an admin key creates a key. Screenshots go to test-artifacts/console/
+(PARLEY_TEST_ARTIFACTS overrides the root).
 
 Chromium and the `playwright` package are installed by `make test`; without them this test fails (naming what is
 missing, or at import): it never skips."""
@@ -15,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -69,6 +72,11 @@ async def browser_page(console_server: tuple[ParleyServer, str, str]) -> AsyncIt
                 if msg.type == "error" else None)
         yield page, problems
         await browser.close()
+
+
+def _server_clock(unix_ms: int) -> str:
+    """A time as the console shows a server timestamp (UTC, to the millisecond)."""
+    return datetime.fromtimestamp(unix_ms / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:12] + " UTC"
 
 
 async def _use_key(page: Page, key: str) -> None:
@@ -126,7 +134,28 @@ async def test_console_pages_in_chromium(browser_page: tuple[Page, list[str]],
     call = page.locator("#transcript [data-item=function_call]")
     await expect(call).to_contain_text("lookup", timeout=30_000)
     await expect(page.locator("#transcript .answer.done")).to_have_count(1, timeout=30_000)
+    call_id = await page.locator("#previous").text_content()
     await page.screenshot(path=str(ARTIFACTS / "playground-tool-call.png"), full_page=True)
+
+    # The call answered from the playground: its function_call_output continues the chain from the call's
+    # response, the model sees it (as the tool's result) and answers from it; both show in the transcript.
+    outputs = page.locator("#transcript .call-outputs")
+    await expect(outputs.locator("textarea")).to_have_count(1)
+    await expect(outputs).to_contain_text("Output of lookup (call_fake0)")
+    await outputs.locator("textarea").fill("the console lives at /console")
+    await outputs.locator("button[type=submit]").click()
+    await expect(page.locator("#transcript .answer.done")).to_have_count(2, timeout=30_000)
+    await expect(page.locator("#transcript [data-item=function_call_output]")).to_contain_text(
+        "the console lives at /console")
+    answer = page.locator("#transcript .answer").last
+    await expect(answer.locator(".live")).to_have_text("done: the console lives at /console")
+    answered_id = await page.locator("#previous").text_content()
+    assert answered_id and answered_id != call_id
+    answered = fake.requests[-1]
+    assert answered["messages"][-1] == {"role": "tool", "tool_call_id": "call_fake0",
+                                        "content": "the console lives at /console"}
+    assert "find the console" in json.dumps(answered["messages"])  # the chain, from previous_response_id
+    await page.screenshot(path=str(ARTIFACTS / "playground-function-output.png"), full_page=True)
 
     # Invalid JSON in a field is caught before any request, naming the field.
     await page.fill("#schema", "{not json")
@@ -134,27 +163,49 @@ async def test_console_pages_in_chromium(browser_page: tuple[Page, list[str]],
     await expect(page.locator("#play-error")).to_contain_text("The JSON schema is not valid JSON")
     await page.fill("#schema", "")
 
-    # The explorer: the three stored responses, filtered by model, one opened to its tool items.
+    # The explorer: the four stored responses, filtered by model; the answered call's response shows its input
+    # (the function_call_output), its chain, its cost and its server-side timeline.
     await page.goto(server.root + "/console#responses")
-    await expect(page.locator("#response-list tbody tr")).to_have_count(3)
+    await expect(page.locator("#response-list tbody tr")).to_have_count(4)
     await page.fill("#f-model", "tools")
     await page.click("#filter-form button[type=submit]")
-    await expect(page.locator("#response-list tbody tr")).to_have_count(1)
-    await page.locator("#response-list tbody tr").first.click()
+    await expect(page.locator("#response-list tbody tr")).to_have_count(2)
+    await page.locator(f"#response-list tbody tr[data-id={answered_id}]").click()
     detail = page.locator("#detail")
+    await expect(detail.locator(".inputs [data-item=function_call_output]")).to_contain_text("call_fake0")
+    await expect(detail.locator(".chain li")).to_have_count(2)
+    usage = (await http.get(f"{server.base_url}/responses/{answered_id}/usage",
+                            headers={"Authorization": f"Bearer {project_key}"})).json()
+    assert usage["cost"]["value"] == pytest.approx((usage["input_tokens"] * 2.0 + usage["output_tokens"] * 8.0) / 1e6)
+    assert usage["cost"]["value"] > 0
+    await expect(detail.locator(".cost-line")).to_contain_text(f"cost: ${usage['cost']['value']:.6f}")
+    await expect(detail.locator(".cost-line")).to_contain_text(f"{usage['total_tokens']} tokens")
+    marks = detail.locator(".runs .marks tbody tr")
+    await expect(marks).to_have_count(5)  # started, upstream_opened, first_output, turn_done, finished
+    for event in ("started", "upstream_opened", "first_output", "turn_done"):
+        await expect(detail.locator(f".runs tr[data-event={event}]")).to_have_count(1)
+    await expect(detail.locator(".runs tr[data-event=finished]")).to_contain_text("status: completed")
+    await expect(detail.locator(".runs tr[data-event=started]")).to_contain_text(
+        _server_clock(usage["runs"][0]["timeline"]["started_at"]))  # the server's clock, not the browser's
+    await expect(detail.locator(".runs .waterfall rect")).to_have_count(1)  # one model turn
+    await expect(detail.locator("h3", has_text="Events")).to_have_count(0)  # browser-timed events: background only
+    await page.screenshot(path=str(ARTIFACTS / "explorer-cost-timeline.png"), full_page=True)
+    # Its chain leads to the call's response, with the function_call item.
+    await detail.locator(f".chain a:text('{call_id}')").click()
     await expect(detail.locator(".outputs [data-item=function_call]")).to_contain_text("lookup")
     await expect(detail.locator(".inputs")).to_contain_text("find the console")
     await expect(detail.locator(".usage-line")).to_contain_text("tokens:")
+    await expect(detail.locator(".runs tr[data-event=turn_done]")).to_contain_text("finish_reason: tool_calls")
     await page.fill("#f-model", "")
     await page.select_option("#f-status", "completed")
     await page.click("#filter-form button[type=submit]")
-    await expect(page.locator("#response-list tbody tr")).to_have_count(3)
+    await expect(page.locator("#response-list tbody tr")).to_have_count(4)
     await page.select_option("#f-status", "failed")
     await page.click("#filter-form button[type=submit]")
     await expect(page.locator("#response-list tbody tr")).to_have_count(0)
     await page.select_option("#f-status", "")
     await page.click("#filter-form button[type=submit]")
-    await expect(page.locator("#response-list tbody tr")).to_have_count(3)
+    await expect(page.locator("#response-list tbody tr")).to_have_count(4)
     await page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
 
     # A background run: its events replayed and followed in the explorer's timeline until it ends.
@@ -169,6 +220,10 @@ async def test_console_pages_in_chromium(browser_page: tuple[Page, list[str]],
     await expect(timeline).to_contain_text("response.created")
     await expect(page.locator("#detail .status")).to_contain_text("completed")  # the live run's end, shown
     await expect(page.locator("#detail .outputs")).to_contain_text("echo: one two three four")
+    # Once it ended, its server-side timeline and cost (from the record written with its last events).
+    await expect(page.locator("#detail .runs")).to_contain_text("background run · completed")
+    await expect(page.locator("#detail .runs tr[data-event=finished]")).to_contain_text("status: completed")
+    await expect(page.locator("#detail .cost-line")).to_contain_text("cost: $")
     await page.screenshot(path=str(ARTIFACTS / "explorer-background.png"), full_page=True)
 
     # A project key cannot read usage: the page says so in the API's words.

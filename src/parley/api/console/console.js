@@ -126,12 +126,15 @@ function jsonField(id, what) {
   }
 }
 
-function playRequest() {
-  const body = { model: $("model").value.trim(), input: $("input").value, stream: true, store: true };
+// The body of a playground request: the form's settings, with `input` (the form's text, or the outputs of the
+// function calls being answered) and the response it continues (`previous`: forced when answering calls).
+function playRequest(input, previous) {
+  const body = { model: $("model").value.trim(), input, stream: true, store: true };
   const instructions = $("instructions").value.trim();
   if (instructions) body.instructions = instructions;
   if ($("effort").value) body.reasoning = { effort: $("effort").value };
-  if ($("continue").checked && previousId) body.previous_response_id = previousId;
+  const continues = previous || ($("continue").checked ? previousId : null);
+  if (continues) body.previous_response_id = continues;
   const tools = [];
   if ($("t-web").checked) tools.push({ type: "web_search" });
   if ($("t-code").checked) tools.push({ type: "code_interpreter", container: { type: "auto" } });
@@ -151,17 +154,51 @@ function playRequest() {
   return body;
 }
 
+// Calls the client answers, and the item type of each answer.
+const CALL_OUTPUTS = { function_call: "function_call_output", custom_tool_call: "custom_tool_call_output" };
+
 async function play(event) {
   event.preventDefault();
   $("play-error").textContent = "";
   let body;
   try {
-    body = playRequest();
+    body = playRequest($("input").value, null);
   } catch (err) {
     $("play-error").textContent = err.message;
     return;
   }
-  const turn = el("div", { class: "turn" }, el("h3", {}, "You"), el("div", { class: "text" }, body.input));
+  await send(body, el("div", { class: "text" }, body.input));
+}
+
+// A response that ended with function (or custom tool) calls: a form to answer each with its output; sending
+// it continues the chain from that response with the outputs as input.
+function callOutputsForm(response, calls) {
+  const fields = calls.map((call) => el("label", {},
+    `Output of ${call.name} (${call.call_id})`,
+    el("textarea", { rows: "2", "data-call-id": call.call_id, "data-type": CALL_OUTPUTS[call.type] })));
+  const form = el("form", { class: "call-outputs" }, el("h4", {}, "Answer the calls"), fields,
+    el("button", { type: "submit" }, calls.length > 1 ? "Send outputs" : "Send output"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    $("play-error").textContent = "";
+    const input = [...form.querySelectorAll("textarea")].map((area) => ({
+      type: area.dataset.type, call_id: area.dataset.callId, output: area.value }));
+    let body;
+    try {
+      body = playRequest(input, response.id);
+    } catch (err) {
+      $("play-error").textContent = err.message;
+      return;
+    }
+    form.querySelector("button").disabled = true;
+    await send(body, el("div", { class: "items" }, input.map(itemView)));
+  });
+  return form;
+}
+
+// Stream one request into the transcript: the user's turn (`asked`), then the answer as it comes.
+async function send(body, asked) {
+  const turn = el("div", { class: "turn" }, el("h3", {}, "You"), asked);
   const answer = el("div", { class: "turn answer" }, el("h3", {}, `${body.model}`));
   const items = el("div", { class: "items" });
   const live = el("div", { class: "text live" });
@@ -172,6 +209,7 @@ async function play(event) {
   $("send").disabled = true;
   $("stop").disabled = false;
   const shown = new Map();  // output_index -> element
+  let final = null;
   try {
     const resp = await fetch("/v1/responses", { method: "POST", headers: headers(true), body: JSON.stringify(body),
                                                 signal: running.signal });
@@ -189,6 +227,7 @@ async function play(event) {
         if (old) old.replaceWith(view); else items.append(view);
         shown.set(ev.output_index, view);
       } else if (["response.completed", "response.incomplete", "response.failed"].includes(ev.type)) {
+        final = ev.response;
         setPrevious(ev.response.id);
         footer.textContent = `${ev.response.status} · ${usageLine(ev.response.usage)}`;
         if (ev.response.error) $("play-error").textContent = ev.response.error.message;
@@ -196,6 +235,9 @@ async function play(event) {
         $("play-error").textContent = `${ev.code || "error"}: ${ev.message}`;
       }
     });
+    const calls = final && final.status === "completed"
+      ? (final.output || []).filter((item) => item.type in CALL_OUTPUTS) : [];
+    if (calls.length) answer.append(callOutputsForm(final, calls));
     answer.classList.add("done");
   } catch (err) {
     if (err.name !== "AbortError") $("play-error").textContent = err.message;
@@ -276,6 +318,80 @@ async function chainOf(response) {
 
 let following = null;
 
+const usd = (value) => `$${value.toFixed(6)}`;
+const clock = (unixMs) => `${new Date(unixMs).toISOString().slice(11, 23)} UTC`;
+
+// A response's cost and tokens from its usage records (GET /v1/responses/{id}/usage).
+function costLine(usage) {
+  const c = usage.cost;
+  const calls = Object.entries(usage.tool_calls).map(([kind, n]) => `${kind} × ${n}`).join(", ");
+  return `cost: ${usd(c.value)} (input ${usd(c.input)}, cached input ${usd(c.cached_input)}, ` +
+         `output ${usd(c.output)}, tool calls ${usd(c.tool_calls)}) · ${usage.total_tokens} tokens ` +
+         `(${usage.input_tokens} in, ${usage.output_tokens} out)${calls ? ` · built-in calls: ${calls}` : ""}`;
+}
+
+function markDetail(mark) {
+  return Object.entries(mark).filter(([name]) => name !== "event" && name !== "ms")
+    .map(([name, value]) => `${name}: ${value}`).join(", ");
+}
+
+// Model turns and built-in calls as bars on the run's time axis (from its marks).
+function waterfall(marks) {
+  const spans = [];
+  const started = new Map();
+  let boundary = 0;  // when the next model turn was asked for: the start, then the end of the last tool call
+  for (const mark of marks) {
+    if (mark.event === "turn_done") {
+      spans.push({ label: `model turn ${mark.turn}`, from: boundary, to: mark.ms, kind: "turn" });
+      boundary = mark.ms;
+    } else if (mark.event === "tool_call_started") {
+      started.set(mark.call_id, mark.ms);
+    } else if (mark.event === "tool_call_done") {
+      spans.push({ label: mark.name, from: started.get(mark.call_id) ?? boundary, to: mark.ms, kind: "tool" });
+      boundary = Math.max(boundary, mark.ms);
+    }
+  }
+  const total = Math.max(1, ...marks.map((m) => m.ms));
+  const width = 640, barH = 14, gap = 4, labelW = 140, plot = width - labelW - 80;
+  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${Math.max(1, spans.length) * (barH + gap)}`, role: "img",
+                             "aria-label": "model turns and tool calls over time", class: "waterfall" });
+  spans.forEach((span, i) => {
+    const y = i * (barH + gap);
+    const x = labelW + (plot * span.from) / total;
+    const w = Math.max(1, (plot * (span.to - span.from)) / total);
+    svg.append(svgEl("text", { x: 0, y: y + 11 }, document.createTextNode(span.label)),
+      svgEl("rect", { x, y, width: w, height: barH, class: span.kind }),
+      svgEl("text", { x: x + w + 4, y: y + 11 }, document.createTextNode(`${(span.to - span.from).toFixed(1)} ms`)));
+  });
+  return spans.length ? svg : null;
+}
+
+// One run's server-side timeline: a waterfall and every mark with its server time.
+function runView(run) {
+  const head = el("p", { class: "run-line" }, `${run.background ? "background run" : "run"} · ${run.status} · ` +
+    `latency ${run.latency_ms} ms · time to first token ${run.ttft_ms ?? "–"} ms · ${usd(run.cost.value)}`);
+  const t = run.timeline;
+  if (!t) return el("div", { class: "run" }, head, el("p", { class: "hint" }, "No timing marks were kept for this run."));
+  const rows = t.marks.map((mark) => el("tr", { "data-event": mark.event },
+    el("td", {}, clock(t.started_at + mark.ms)), el("td", {}, `+${mark.ms.toFixed(1)} ms`), el("td", {}, mark.event),
+    el("td", {}, markDetail(mark))));
+  return el("div", { class: "run" }, head, waterfall(t.marks),
+    el("table", { class: "marks" }, el("thead", {}, el("tr", {}, el("th", {}, "Server time"), el("th", {}, "Offset"),
+      el("th", {}, "Mark"), el("th", {}, "Detail"))), el("tbody", {}, rows)));
+}
+
+// Fill the cost line and the server timeline of a response from its usage records.
+async function showUsage(id, costView, runsView) {
+  try {
+    const usage = await api("GET", `/v1/responses/${encodeURIComponent(id)}/usage`);
+    costView.textContent = costLine(usage);
+    runsView.replaceChildren(...(usage.runs.length ? usage.runs.map(runView)
+      : [el("p", { class: "hint" }, "Nothing recorded yet: the response has not finished running, or never reached a model.")]));
+  } catch (err) {
+    costView.textContent = `cost: unavailable (${err.message})`;
+  }
+}
+
 async function openResponse(id) {
   if (following) following.abort();
   const detail = $("detail");
@@ -285,13 +401,15 @@ async function openResponse(id) {
     const response = await api("GET", `/v1/responses/${encodeURIComponent(id)}`);
     const inputs = await api("GET", `/v1/responses/${encodeURIComponent(id)}/input_items?order=asc&limit=100`);
     const chain = await chainOf(response);
-    const timeline = el("table", { class: "timeline" }, el("tbody"));
+    const events = el("table", { class: "timeline" }, el("tbody"));
     const summary = (r) => `${r.model} · ${r.status} · created ${when(r.created_at)}${r.background ? " · background" : ""}`;
     const status = el("p", { class: "status" }, summary(response));
     const usage = el("p", { class: "usage-line" }, usageLine(response.usage));
+    const cost = el("p", { class: "cost-line" }, "cost: …");
+    const runs = el("div", { class: "runs" });
     const outputs = el("div", { class: "outputs" }, (response.output || []).map(itemView));
     detail.replaceChildren(
-      el("h2", {}, response.id), status, usage,
+      el("h2", {}, response.id), status, usage, cost,
       el("h3", {}, "Chain"),
       el("ol", { class: "chain" }, [...chain, response].map((r) => el("li", {},
         el("a", { href: "#responses", onclick: (e) => { e.preventDefault(); openResponse(r.id); } }, r.id),
@@ -300,15 +418,17 @@ async function openResponse(id) {
       el("div", { class: "inputs" }, inputs.data.map(itemView)),
       el("h3", {}, "Output items"),
       outputs,
-      el("h3", {}, "Event timeline"),
-      response.background ? timeline : el("p", { class: "hint" },
-        "Only background responses keep their events (POST with background: true)."),
+      el("h3", {}, "Timeline (server clock)"),
+      runs,
+      ...(response.background ? [el("h3", {}, "Events (as this browser received them)"), events] : []),
       el("details", {}, el("summary", {}, "Raw response"), el("pre", {}, pretty(response))));
+    await showUsage(response.id, cost, runs);
     if (response.background) {
-      followEvents(response.id, timeline.querySelector("tbody"), (final) => {  // a live run ended: show its end
+      followEvents(response.id, events.querySelector("tbody"), (final) => {  // a live run ended: show its end
         status.textContent = summary(final);
         usage.textContent = usageLine(final.usage);
         outputs.replaceChildren(...(final.output || []).map(itemView));
+        showUsage(final.id, cost, runs);  // its usage record came with its last events
       });
     }
   } catch (err) {
