@@ -18,7 +18,8 @@ share of input words that were cached, and how the turns split between the deplo
 first on its conversation's deployment, the hit rate and `same_as_previous_turn` are 1.0.
 
 `order_us` is the time `RoutedProvider.order` takes for one call (the per-turn cost of picking a deployment, affinity
-hashing included); a model that is not routed does not pay it at all.
+hashing included, and of checking per-minute limits: the `ordered, ...` pair); a model that is not routed does not
+pay it at all.
 """
 
 from __future__ import annotations
@@ -158,6 +159,17 @@ def _order_cost(rounds: int) -> dict[str, float]:
                 routed.order(call)
             out[f"{label}, {'prompt_cache_key' if keyed else 'prefix'}"] = round(
                 (time.perf_counter() - started) / rounds * 1e6, 2)
+    # The same ordered route with per-minute limits on both deployments (never reached here): their check's cost.
+    for limits in (False, True):
+        rpm, tpm = (600, 150_000) if limits else (None, None)
+        routed = RoutedProvider("chat", [Deployment(name, _Idle(), "x", requests_per_minute=rpm, tokens_per_minute=tpm)
+                                         for name in ("east", "west")], cache_affinity=False)
+        call = ModelCall(upstream_model="chat", items=items)
+        started = time.perf_counter()
+        for _ in range(rounds):
+            routed.order(call)
+        out[f"ordered, {'requests_per_minute + tokens_per_minute' if limits else 'no limits'}"] = round(
+            (time.perf_counter() - started) / rounds * 1e6, 2)
     return out
 
 
