@@ -122,6 +122,28 @@ async def test_store_true_chain_continues_on_any_connection(env: Env, monkeypatc
     assert [m["content"] for m in env.upstream.requests[-1]["messages"]] == ["kept", "echo: kept", "and then"]
 
 
+async def test_a_deleted_response_is_not_continued_from_memory(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with env.sdk().responses.connect() as conn:
+        await conn.response.create(model="echo", input="doomed")
+        doomed = (await one_response(conn))[-1]["response"]["id"]
+        await conn.response.create(model="echo", input="kept")
+        kept = (await one_response(conn))[-1]["response"]["id"]
+        await conn.response.create(model="echo", input="private", store=False)
+        private = (await one_response(conn))[-1]["response"]["id"]
+        await env.sdk().responses.delete(doomed)  # over HTTP: another connection, as another process would
+        spy = LoadSpy(_store(env), monkeypatch)
+        await conn.response.create(model="echo", input="again", previous_response_id=doomed)
+        [gone] = await one_response(conn)
+        assert gone["error"]["code"] == "previous_response_not_found" and gone["status"] == 400
+        assert spy.calls == [doomed]  # memory let storage answer
+        # What was not deleted still continues from memory, stored or not.
+        await conn.response.create(model="echo", input="on", previous_response_id=kept)
+        assert (await one_response(conn))[-1]["type"] == "response.completed"
+        await conn.response.create(model="echo", input="on", store=False, previous_response_id=private)
+        assert (await one_response(conn))[-1]["type"] == "response.completed"
+        assert spy.calls == [doomed]
+
+
 async def test_a_failed_continuation_evicts_its_parent(env: Env) -> None:
     async with env.sdk().responses.connect() as conn:
         await conn.response.create(model="echo", input="base", store=False)

@@ -245,7 +245,8 @@ class Connection:
     def _settle(self, prepared: PreparedResponse, source: MemorySource, request: ResponseCreateEvent) -> None:
         response = prepared.response
         if response["status"] in ("completed", "incomplete"):
-            source.remember(response["id"], prepared.project_id, prepared.input_items + response["output"])
+            source.remember(response["id"], prepared.project_id, prepared.input_items + response["output"],
+                            stored=prepared.store)
         elif request.previous_response_id is not None:
             self.memory.forget(request.previous_response_id)
 

@@ -5,12 +5,20 @@ read; `store: false` chains live only here, so on another connection they are `p
 Anything else is loaded from storage (a stored chain continues on any connection and any replica). A response
 remembers only its own items and what it continued from, so a long chain costs one entry per response, and
 only the `limit` most recent responses can be continued from (their ancestors stay reachable through them).
+
+A stored response may be deleted meanwhile, here or on another process. Continuing a remembered chain that has
+stored responses in it reads the store's deletion counter (the one the chain cache reads, bumped in every
+deleting transaction); when it moved since those responses were last known to exist, they are looked up once
+(one query) and a chain with a deleted one is forgotten and loaded from storage instead, which answers as it
+does for any deleted response. A `store: false` chain is never read from the database.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from parley.errors import InvalidRequest
 from parley.providers.base import Item
@@ -25,15 +33,27 @@ class Remembered:
     project_id: str
     items: tuple[Item, ...]
     parent: Remembered | None
+    response_id: str
+    stored: bool  # in the database (it may be deleted there)
+
+    def chain(self) -> Iterator[Remembered]:
+        """This node, then what it continued from, newest first."""
+        node: Remembered | None = self
+        while node is not None:
+            yield node
+            node = node.parent
 
     def context(self) -> list[Item]:
         """The chain's items, oldest first: what the store's `load_context` gives for it."""
-        parts: list[tuple[Item, ...]] = []
-        node: Remembered | None = self
-        while node is not None:
-            parts.append(node.items)
-            node = node.parent
-        return [item for part in reversed(parts) for item in part]
+        return [item for node in reversed(list(self.chain())) for item in node.items]
+
+
+class MemoryStore(ContextSource, Protocol):
+    """What the memory reads from storage: chains it does not have, and whether stored ones were deleted."""
+
+    async def deletion_count(self) -> int: ...
+
+    async def existing_responses(self, project_id: str, response_ids: Sequence[str]) -> set[str]: ...
 
 
 def not_found(response_id: str) -> InvalidRequest:
@@ -45,17 +65,37 @@ def not_found(response_id: str) -> InvalidRequest:
 class ConnectionMemory:
     """The recent responses of one connection, least recently used forgotten first."""
 
-    def __init__(self, store: ContextSource, limit: int) -> None:
+    def __init__(self, store: MemoryStore, limit: int) -> None:
         self.store = store
         self._limit = limit
         self._recent: OrderedDict[str, Remembered] = OrderedDict()
+        self.deletions_seen = -1  # the store's deletion counter as last read (-1: not read yet)
+        self._verified: dict[str, int] = {}  # stored response -> the counter at which it was known to exist
 
-    def get(self, project_id: str, response_id: str) -> Remembered | None:
+    async def get(self, project_id: str, response_id: str) -> Remembered | None:
+        """The remembered chain, its stored responses checked against deletions; None: load it from storage."""
         node = self._recent.get(response_id)
         if node is None or node.project_id != project_id:
             return None
+        stored = [n.response_id for n in node.chain() if n.stored]
+        if stored:
+            count = self.deletions_seen = max(self.deletions_seen, await self.store.deletion_count())
+            unsure = [rid for rid in stored if self._verified.get(rid) != count]
+            if unsure:
+                existing = await self.store.existing_responses(project_id, unsure)
+                if len(existing) < len(unsure):  # one was deleted: storage answers for this chain now
+                    for rid in [response_id, *unsure]:
+                        self.forget(rid)
+                    return None
+                self._verified.update(dict.fromkeys(unsure, count))
         self._recent.move_to_end(response_id)
         return node
+
+    def verified(self, node: Remembered) -> None:
+        """A stored node just made or loaded exists as of the counter read before it (conservative: a deletion
+        in between only costs a lookup)."""
+        if node.stored:
+            self._verified[node.response_id] = self.deletions_seen
 
     def __contains__(self, response_id: str) -> bool:
         return response_id in self._recent
@@ -63,12 +103,16 @@ class ConnectionMemory:
     def remember(self, response_id: str, node: Remembered) -> None:
         self._recent[response_id] = node
         self._recent.move_to_end(response_id)
+        self.verified(node)
         while len(self._recent) > self._limit:
-            self._recent.popitem(last=False)
+            old, _ = self._recent.popitem(last=False)
+            self._verified.pop(old, None)  # an ancestor still reachable is looked up again if need be
 
     def forget(self, response_id: str) -> None:
-        """A continuation of `response_id` failed: its state is not reused (storage still has it if stored)."""
+        """A continuation of `response_id` failed, or it was deleted: its state is not reused (storage still has
+        it if stored)."""
         self._recent.pop(response_id, None)
+        self._verified.pop(response_id, None)
 
     def source(self) -> MemorySource:
         return MemorySource(self)
@@ -83,15 +127,16 @@ class MemorySource:
         self.parent: Remembered | None = None
 
     async def load_context(self, project_id: str, response_id: str) -> list[Item] | None:
-        node = self._memory.get(project_id, response_id)
+        node = await self._memory.get(project_id, response_id)
         if node is None:
             loaded = await self._memory.store.load_context(project_id, response_id)
             if loaded is None:
                 raise not_found(response_id)
-            node = Remembered(project_id, tuple(loaded), None)
+            node = Remembered(project_id, tuple(loaded), None, response_id, stored=True)
+            self._memory.verified(node)
         self.parent = node
         return node.context()
 
-    def remember(self, response_id: str, project_id: str, items: list[Item]) -> None:
+    def remember(self, response_id: str, project_id: str, items: list[Item], stored: bool) -> None:
         """The response just finished with `items` (its input, then its output) on top of what it continued from."""
-        self._memory.remember(response_id, Remembered(project_id, tuple(items), self.parent))
+        self._memory.remember(response_id, Remembered(project_id, tuple(items), self.parent, response_id, stored))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -174,6 +175,12 @@ class ResponseStore(Protocol):
 
     async def load_context(self, project_id: str, response_id: str) -> list[Item] | None:
         """Inputs and outputs of the whole previous_response_id chain, oldest first, in O(1) queries."""
+
+    async def deletion_count(self) -> int:
+        """How many responses were ever deleted, by any process (bumped in each deleting transaction)."""
+
+    async def existing_responses(self, project_id: str, response_ids: Sequence[str]) -> set[str]:
+        """Which of these responses of the project are stored (one query)."""
 
     async def find_items(self, project_id: str, item_ids: list[str]) -> dict[str, Item]: ...
 

@@ -38,7 +38,7 @@ _TAIL_SQL = text(
     ORDER BY i.kind, i.position
     """
 )
-_DELETIONS_SQL = text("SELECT COALESCE((SELECT n FROM response_deletions WHERE id = 1), 0)")
+DELETIONS_SQL = text("SELECT COALESCE((SELECT n FROM response_deletions WHERE id = 1), 0)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ class ChainCache:
         node = self._entries.get(response_id)
         if node is not None and node.project_id == project_id:
             async with self._engine.connect() as conn:
-                deletions = (await conn.execute(_DELETIONS_SQL)).scalar_one()
+                deletions = (await conn.execute(DELETIONS_SQL)).scalar_one()
             if self._sync(deletions) is True and response_id in self._entries:
                 self._entries.move_to_end(response_id)
                 self.stats.hits += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from parley.errors import InvalidRequest
 from parley.store import tables
 from parley.store.base import Item, Page, PageQuery, UsageRecord
-from parley.store.chain_cache import ChainCache
+from parley.store.chain_cache import DELETIONS_SQL, ChainCache
 from parley.store.migrations import migrate
 from parley.store.pages import keyset_page
 from parley.store.rows import item_rows, response_row
@@ -120,6 +121,17 @@ class SqlStore(SqlResponseList, SqlPrompts, SqlConversations, SqlBackground, Sql
             if not (await conn.execute(update(d).where(d.c.id == 1).values(n=d.c.n + 1))).rowcount:
                 await conn.execute(insert(d).values(id=1, n=1))  # its row was emptied (a truncated table)
         return True
+
+    async def deletion_count(self) -> int:
+        """How many responses were ever deleted (any process): what caches of stored responses check."""
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(DELETIONS_SQL)).scalar_one())
+
+    async def existing_responses(self, project_id: str, response_ids: Sequence[str]) -> set[str]:
+        r = tables.responses
+        query = select(r.c.id).where(r.c.project_id == project_id, r.c.id.in_(list(response_ids)))
+        async with self.engine.connect() as conn:
+            return set((await conn.execute(query)).scalars())
 
     async def load_context(self, project_id: str, response_id: str) -> list[Item] | None:
         if self.chains is not None:
