@@ -40,8 +40,11 @@ NATIVE_QUIRKS: dict[str, frozenset[str]] = {
     "anthropic": frozenset({"default_max_tokens", "vision", "files", "tokenizer"}),
     "gemini": frozenset({"vision", "files", "tokenizer"}),
 }
-# Built-in tool types a native Responses upstream may run itself (`hosted_tools`); `web_search` covers its aliases.
-HostableTool = Literal["web_search", "web_search_preview", "file_search", "code_interpreter", "mcp", "image_generation"]
+# Built-in tool types a native Responses upstream may run itself (`hosted_tools`); `web_search` covers its aliases,
+# `shell` means a shell with a container environment (a local one is always the client's), `tool_search` a search
+# the server runs (`execution: "server"`).
+HostableTool = Literal["web_search", "web_search_preview", "file_search", "code_interpreter", "mcp", "image_generation",
+                       "tool_search", "shell"]
 TokenizerName = Literal["estimate", "vllm", "llamacpp", "tiktoken:o200k_base", "tiktoken:cl100k_base"]
 
 

@@ -146,7 +146,8 @@ class ResponseRun:
                     builder.add_sources(ran.outcome.sources)
                     new_items += function_pair(ran.call.call_id, ran.call.name, ran.call.arguments,
                                                ran.outcome.model_text)
-                if (any(item["type"] in _CLIENT_CALLS for item in turn_items)
+                # (A call item the upstream made and ran itself, a hosted tool's, carries `upstream`: not the client's.)
+                if (any(item["type"] in _CLIENT_CALLS and "upstream" not in item for item in turn_items)
                         or any(ran.outcome.ends_response for ran in dispatch.ran)):
                     # The turn also called client tools (they go back to the client), or a call waits for the
                     # client's approval: the response ends, completed.

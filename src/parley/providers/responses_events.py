@@ -32,9 +32,11 @@ from parley.providers.upstream_http import UpstreamReport, error_report
 
 _MAX_COUNT = 2**53
 # Item types of the upstream's own tools, by the type of the tool entry that makes them.
-_HOSTED_ITEM = {"web_search": "web_search_call", "web_search_preview": "web_search_call",
-                "file_search": "file_search_call", "code_interpreter": "code_interpreter_call", "mcp": "mcp_call",
-                "image_generation": "image_generation_call"}
+_HOSTED_ITEM: dict[str, tuple[str, ...]] = {
+    "web_search": ("web_search_call",), "web_search_preview": ("web_search_call",),
+    "file_search": ("file_search_call",), "code_interpreter": ("code_interpreter_call",), "mcp": ("mcp_call",),
+    "image_generation": ("image_generation_call",), "tool_search": ("tool_search_call", "tool_search_output"),
+    "shell": ("shell_call", "shell_call_output")}
 _EVENT_KEYS = frozenset({"type", "item_id", "output_index", "sequence_number"})
 
 
@@ -82,8 +84,8 @@ def _hosted_types(call: ModelCall) -> dict[str, str]:
     for hosted in call.hosted_tools:
         kind = str(hosted.entry.get("type", ""))
         base = "web_search" if kind.startswith("web_search_preview") else kind.split("_20")[0]
-        if base in _HOSTED_ITEM:
-            found[_HOSTED_ITEM[base]] = hosted.name
+        for item_type in _HOSTED_ITEM.get(base, ()):
+            found[item_type] = hosted.name
     return found
 
 

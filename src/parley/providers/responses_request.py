@@ -86,6 +86,8 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
     # A client tool says `strict` (null: the client left it out, so the upstream's default applies, as it would
     # for the client); Parley's own tool functions carry no key and are not strict (Responses defaults to strict).
     out["strict"] = tool["strict"] if "strict" in tool else False
+    if tool.get("defer_loading") is True:  # for the upstream's own tool_search (hosted_tools)
+        out["defer_loading"] = True
     return out
 
 

@@ -153,6 +153,7 @@ class ToolSet:
     plan: ToolChoicePlan = field(default_factory=ToolChoicePlan)
     builtins: tuple[BuiltinSpec, ...] = ()
     loaded: frozenset[str] = frozenset()  # deferred tools a tool search in the context loaded (upstream names)
+    hosted_search: bool = False  # the upstream hosts tool_search: deferred tools go to it, `defer_loading` (below)
 
     def by_upstream_name(self) -> dict[str, ClientTool]:
         return {t.upstream_name: t for t in self.tools}
@@ -163,7 +164,11 @@ class ToolSet:
         if self.plan.mode == "none":
             return []
         allowed = self.plan.allowed
-        functions = [t.upstream_function() for t in self.tools if not t.deferred or t.upstream_name in self.loaded]
+        if self.hosted_search:
+            functions = [{**t.upstream_function(), "defer_loading": True} if t.deferred else t.upstream_function()
+                         for t in self.tools]
+        else:
+            functions = [t.upstream_function() for t in self.tools if not t.deferred or t.upstream_name in self.loaded]
         functions += builtin_functions or ()
         return [f for f in functions if allowed is None or f["name"] in allowed]
 

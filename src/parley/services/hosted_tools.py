@@ -3,7 +3,9 @@
 By default every built-in tool a request declares runs in Parley (tools/). A model whose config lists a tool type
 in `hosted_tools` (only native Responses upstreams, e.g. OpenAI's `web_search`) gets that tool entry as the
 client sent it; its items come back from the upstream and are passed through into the response
-(providers/base.py HostedItem).
+(providers/base.py HostedItem). A hosted `tool_search` also gets every deferred tool, marked `defer_loading`
+(ToolSet.hosted_search), since the upstream does the loading; a hosted `shell` is one with a container
+environment, whose container is the upstream's.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ def split_hosted(
         elif plan.mode != "none" and (plan.allowed is None or spec.upstream_name in plan.allowed
                                       or _chosen_server(spec, plan)):
             passed.append(HostedTool(spec.upstream_name, dict(raw_tools[spec.index])))
-    return dataclasses.replace(toolset, builtins=tuple(keep)), passed
+    # A hosted tool search searches the deferred tools itself: they go upstream marked `defer_loading`.
+    searching = any(spec.kind == "tool_search" for spec in toolset.builtins if spec not in keep)
+    return dataclasses.replace(toolset, builtins=tuple(keep), hosted_search=searching), passed
 
 
 def _chosen_server(spec: BuiltinSpec, plan: ToolChoicePlan) -> bool:

@@ -457,6 +457,8 @@ def _check_call_outputs(items: list[Item], first_new: int) -> None:
         if kind in _CALLS:
             calls.add(item.get("call_id") or item["id"])  # tool_search_call's call_id is optional
         elif kind in _OUTPUTS:
+            if kind == "tool_search_output" and not item.get("call_id"):
+                continue  # a server-run search's output (a hosting upstream's has no call_id): it follows its call
             # local_shell_call_output names its call by `id` in the SDK's type (the Agents SDK: `call_id`).
             call_id = item.get("call_id") or item["id"]
             if call_id not in calls:

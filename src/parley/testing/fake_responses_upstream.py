@@ -7,7 +7,13 @@ It speaks the published wire format (https://platform.openai.com/docs/api-refere
 the `response.web_search_call.*` events of the hosted web search, and `response.completed` /
 `response.incomplete`; errors as `{"error": {"message", "type", "param", "code"}}` (429 with `retry-after`).
 Behaviour by model name: see `fake_plan`, plus `search` (the hosted `web_search` tool when offered: a
-`web_search_call` item, then "searched: <query>") and `error-midstream` (an `error` event after the start).
+`web_search_call` item, then "searched: <query>"), `tool-search` (the hosted `tool_search` when offered: a
+`tool_search_call` and a `tool_search_output` loading the `defer_loading` functions whose names the last user text
+contains, then a call of the first; "done: <result>" once it is answered), `container-shell` (the hosted `shell`
+with a container environment when offered: a `shell_call` running the last user text as a command in the
+upstream's container and its `shell_call_output`, with their events, then "ran: <stdout>") and `error-midstream`
+(an `error` event after the start). A hosted tool's item sent back must be the one it made (its id): another is
+refused with a 400, as OpenAI refuses items it did not store.
 
 Like OpenAI with `store: false`, it refuses (400) a `previous_response_id` (nothing was stored) and a reasoning
 item that comes back without the `encrypted_content` it was given, or with another one. Reasoning items carry
@@ -26,7 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from parley.testing.fake_plan import THINKING, Plan, RequestView, plan, signature_of, words
+from parley.testing.fake_plan import THINKING, Plan, PlannedCall, RequestView, plan, signature_of, words
 from parley.testing.fake_server import FakeServer, data_frame
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
@@ -59,6 +65,17 @@ def _check(body: dict[str, Any]) -> None:
         if item.get("type") == "reasoning" and body.get("store") is False and returned != ENCRYPTED:
             raise _Invalid(f"Item with id '{item.get('id')}' not found. Items are not persisted when `store` is set "
                            "to false: send its encrypted_content back.", f"input[{index}]")
+
+
+_OWN_ITEMS = {"tool_search_call": "tsc_fake", "tool_search_output": "tso_fake", "shell_call": "sh_fake",
+              "shell_call_output": "sho_fake"}
+
+
+def _check_hosted_items(body: dict[str, Any]) -> None:
+    for index, item in enumerate(body.get("input") or ()):
+        own = _OWN_ITEMS.get(item.get("type"))
+        if own is not None and item.get("id") != own:
+            raise _Invalid(f"Item with id '{item.get('id')}' not found.", f"input[{index}]")
 
 
 def request_view(body: dict[str, Any]) -> RequestView:
@@ -136,6 +153,48 @@ def _search(events: _Events, query: str) -> None:
     events.item(started, done, inner)
 
 
+def _hosted_search(events: _Events, body: dict[str, Any], answer: Plan) -> None:
+    """A hosted tool search loads the deferred functions named in the user's text, and the model calls the first."""
+    items = body.get("input") or []
+    if any(item.get("type") == "tool_search_output" for item in items):
+        if items and items[-1].get("type") == "function_call_output":
+            answer.text = "done: " + _text_of(items[-1].get("output"))
+        return
+    query = answer.text.removeprefix("echo: ")
+    found = [t for t in body.get("tools") or () if t.get("type") == "function" and t.get("defer_loading")
+             and t["name"] in query]
+    call = {"id": "tsc_fake", "type": "tool_search_call", "execution": "server", "call_id": None,
+            "arguments": {"query": query}, "status": "completed"}
+    events.item({**call, "status": "in_progress"}, call, [])
+    output = {"id": "tso_fake", "type": "tool_search_output", "execution": "server", "call_id": None,
+              "status": "completed", "tools": found}
+    events.item({**output, "status": "in_progress", "tools": []}, output, [])
+    answer.text = ""
+    answer.calls = [PlannedCall("call_found", found[0]["name"], "{}")] if found else []
+
+
+def _hosted_shell(events: _Events, body: dict[str, Any], answer: Plan) -> None:
+    """A hosted container shell runs the user's text (as if: `echo <word>` prints the word)."""
+    if any(item.get("type") == "shell_call_output" for item in body.get("input") or ()):
+        return
+    command = answer.text.removeprefix("echo: ")
+    stdout = command.removeprefix("echo ") + "\n" if command.startswith("echo ") else ""
+    action: dict[str, Any] = {"commands": [command], "timeout_ms": 10_000, "max_output_length": 1000}
+    call = {"id": "sh_fake", "type": "shell_call", "call_id": "call_sh", "status": "completed", "action": action,
+            "environment": {"type": "container_reference", "container_id": "cntr_upstream"}}
+    events.item({**call, "status": "in_progress", "action": {**action, "commands": []}}, call, [
+        ("response.shell_call_command.added", {"command_index": 0, "command": ""}),
+        ("response.shell_call_command.delta", {"command_index": 0, "delta": command}),
+        ("response.shell_call_command.done", {"command_index": 0, "command": command})])
+    result = {"stdout": stdout, "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}
+    output = {"id": "sho_fake", "type": "shell_call_output", "call_id": "call_sh", "status": "completed",
+              "output": [result], "max_output_length": 1000}
+    events.item({**output, "status": "in_progress", "output": []}, output, [
+        ("response.shell_call_output_content.delta", {"command_index": 0, "delta": {"stdout": stdout}}),
+        ("response.shell_call_output_content.done", {"command_index": 0, "output": [result]})])
+    answer.text = "ran: " + stdout
+
+
 def _message(events: _Events, text: str) -> None:
     part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
     inner: list[tuple[str, dict[str, Any]]] = [
@@ -166,6 +225,13 @@ def build(model: str, body: dict[str, Any], answer: Plan) -> _Events:
     if model == "search" and hosted:
         _search(events, answer.text.removeprefix("echo: "))
         answer.text = "searched: " + answer.text.removeprefix("echo: ")
+    types = {t.get("type") for t in body.get("tools") or ()}
+    if model == "tool-search" and "tool_search" in types:
+        _hosted_search(events, body, answer)
+    containers = [t for t in body.get("tools") or () if t.get("type") == "shell"
+                  and str((t.get("environment") or {}).get("type", "")).startswith("container")]
+    if model == "container-shell" and containers:
+        _hosted_shell(events, body, answer)
     if answer.text:
         _message(events, answer.text)
     for index, call in enumerate(answer.calls):
@@ -208,6 +274,7 @@ class FakeResponsesUpstream(FakeServer):
                                      headers=headers)
         try:
             _check(body)
+            _check_hosted_items(body)
         except _Invalid as err:
             return web.json_response(error_body(400, str(err), param=err.param), status=400)
         answer = plan(model, request_view(body))

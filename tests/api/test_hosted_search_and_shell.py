@@ -1,0 +1,124 @@
+"""`tool_search` and container `shell` hosted by a native Responses upstream (issue 18): a model whose config lists
+them in `hosted_tools` gets the tool entries as the client sent them (and, for tool_search, every deferred tool
+marked `defer_loading`); the upstream's `tool_search_call` / `tool_search_output` and `shell_call` /
+`shell_call_output` items and their events pass through unchanged into Parley's stream and storage, and go back to
+the upstream verbatim along `previous_response_id` (the fake refuses a hosted item it did not make). Against the
+fake Responses upstream over HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from parley.config import EmbeddedConfig, ModelConfig, Settings
+from parley.testing.fake_responses_upstream import FakeResponsesUpstream
+from parley.testing.in_process import InProcess, in_process
+
+EVENTS = TypeAdapter(ResponseStreamEvent)
+WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city.", "defer_loading": True,
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+CLOCK = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+SHELL = {"type": "shell", "environment": {"type": "container_auto"}}
+
+
+@pytest.fixture(scope="module")
+async def fake() -> AsyncIterator[FakeResponsesUpstream]:
+    upstream = FakeResponsesUpstream()
+    await upstream.start()
+    yield upstream
+    await upstream.stop()
+
+
+@pytest.fixture(scope="module")
+async def app(fake: FakeResponsesUpstream, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProcess]:
+    models = [
+        ModelConfig(id="searcher", provider="openai_responses", base_url=fake.base_url, upstream_model="tool-search",
+                    hosted_tools=["tool_search"]),
+        ModelConfig(id="sheller", provider="openai_responses", base_url=fake.base_url,
+                    upstream_model="container-shell", hosted_tools=["shell"]),
+    ]
+    settings = Settings(data_dir=tmp_path_factory.mktemp("hosted"), embedded=EmbeddedConfig(enabled=False),
+                        models=models)
+    async with in_process(settings) as running:
+        yield running
+
+
+async def _stream(app: InProcess, body: dict[str, Any]) -> list[dict[str, Any]]:
+    async with app.http.stream("POST", "/v1/responses", json={**body, "stream": True}) as resp:
+        assert resp.status_code == 200, await resp.aread()
+        text = (await resp.aread()).decode()
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    for event in events:
+        EVENTS.validate_python(event)
+    return events
+
+
+async def test_a_hosted_tool_search_passes_through(app: InProcess, fake: FakeResponsesUpstream) -> None:
+    events = await _stream(app, {"model": "searcher", "input": "find get_weather",
+                                 "tools": [{"type": "tool_search"}, WEATHER, CLOCK]})
+    sent = fake.requests[-1]
+    # The entry as sent, and the deferred tool too (the upstream searches it), marked so.
+    assert {"type": "tool_search"} in sent["tools"]
+    by_name = {t.get("name"): t for t in sent["tools"] if t["type"] == "function"}
+    assert by_name["get_weather"]["defer_loading"] is True and "defer_loading" not in by_name["get_time"]
+    final = Response.model_validate(events[-1]["response"])
+    assert [item.type for item in final.output] == ["tool_search_call", "tool_search_output", "function_call"]
+    search, found, call = final.output
+    assert search.type == "tool_search_call" and search.arguments == {"query": "find get_weather"}
+    assert search.execution == "server" and search.id != "tsc_fake"  # a Parley id, the upstream's kept aside
+    assert found.type == "tool_search_output" and [t.name for t in found.tools] == ["get_weather"]  # type: ignore[union-attr]
+    assert call.type == "function_call" and call.name == "get_weather"
+    added = [e["item"]["type"] for e in events if e["type"] == "response.output_item.added"]
+    assert added == ["tool_search_call", "tool_search_output", "function_call"]
+    # The next turn: the upstream gets its own items back verbatim (it refuses others) and answers the call.
+    second = await app.sdk().responses.create(
+        model="searcher", previous_response_id=final.id, tools=[{"type": "tool_search"}, WEATHER, CLOCK],  # type: ignore[list-item]
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    assert second.output_text == "done: sunny"
+    back = [item for item in fake.requests[-1]["input"] if item.get("type", "").startswith("tool_search")]
+    assert [(item["type"], item["id"]) for item in back] == [("tool_search_call", "tsc_fake"),
+                                                             ("tool_search_output", "tso_fake")]
+    stored = (await app.http.get(f"/v1/responses/{final.id}")).json()
+    assert [item["type"] for item in stored["output"]] == ["tool_search_call", "tool_search_output", "function_call"]
+    assert "upstream" not in json.dumps(stored)
+
+
+async def test_a_hosted_container_shell_passes_through(app: InProcess, fake: FakeResponsesUpstream) -> None:
+    events = await _stream(app, {"model": "sheller", "input": "echo hi", "tools": [SHELL]})
+    assert fake.requests[-1]["tools"] == [SHELL]
+    kinds = [e["type"] for e in events]
+    assert kinds.count("response.shell_call_command.added") == 1
+    deltas = [e for e in events if e["type"] == "response.shell_call_output_content.delta"]
+    assert [e["delta"] for e in deltas] == [{"stdout": "hi\n"}]
+    done = next(e for e in events if e["type"] == "response.shell_call_output_content.done")
+    assert done["output"] == [{"stdout": "hi\n", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}]
+    final = Response.model_validate(events[-1]["response"])
+    assert [item.type for item in final.output] == ["shell_call", "shell_call_output", "message"]
+    call, output, _ = final.output
+    assert call.type == "shell_call" and call.action.commands == ["echo hi"]
+    assert call.environment is not None and call.environment.container_id == "cntr_upstream"  # type: ignore[union-attr]
+    assert output.type == "shell_call_output" and output.output[0].stdout == "hi\n"
+    assert deltas[0]["item_id"] == output.id and final.output_text == "ran: hi\n"
+    # Parley made no container of its own: the upstream ran the command.
+    assert [c async for c in app.sdk().containers.list()] == []
+    again = await app.sdk().responses.create(model="sheller", previous_response_id=final.id, input="thanks",
+                                             tools=[SHELL])  # type: ignore[list-item]
+    assert again.output_text == "echo: thanks"
+    back = [(item["type"], item["id"]) for item in fake.requests[-1]["input"]
+            if item.get("type", "").startswith("shell")]
+    assert back == [("shell_call", "sh_fake"), ("shell_call_output", "sho_fake")]
+    listed = (await app.http.get(f"/v1/responses/{final.id}/input_items")).json()
+    assert listed["data"][0]["type"] == "message"
+
+
+async def test_a_hosted_shell_takes_the_upstreams_container_ids(app: InProcess) -> None:
+    """A container_reference names the upstream's container: Parley does not look it up among its own."""
+    tool = {"type": "shell", "environment": {"type": "container_reference", "container_id": "cntr_upstream"}}
+    response = await app.http.post("/v1/responses", json={"model": "sheller", "input": "echo x", "tools": [tool]})
+    assert response.status_code == 200, response.text
+    assert [item["type"] for item in response.json()["output"]] == ["shell_call", "shell_call_output", "message"]
