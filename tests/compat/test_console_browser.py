@@ -219,6 +219,7 @@ async def test_console_pages_in_chromium(browser_page: tuple[Page, list[str]],
     await expect(timeline).to_contain_text("response.output_text.delta")
     await expect(timeline).to_contain_text("response.created")
     await expect(page.locator("#detail .status")).to_contain_text("completed")  # the live run's end, shown
+    await expect(page.locator("#detail .chain li").last).to_contain_text("completed")
     await expect(page.locator("#detail .outputs")).to_contain_text("echo: one two three four")
     # Once it ended, its server-side timeline and cost (from the record written with its last events).
     await expect(page.locator("#detail .runs")).to_contain_text("background run · completed")

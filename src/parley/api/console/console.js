@@ -407,13 +407,14 @@ async function openResponse(id) {
     const usage = el("p", { class: "usage-line" }, usageLine(response.usage));
     const cost = el("p", { class: "cost-line" }, "cost: …");
     const runs = el("div", { class: "runs" });
+    const ownStatus = document.createTextNode(` ${response.status}`);  // its entry in the chain
     const outputs = el("div", { class: "outputs" }, (response.output || []).map(itemView));
     detail.replaceChildren(
       el("h2", {}, response.id), status, usage, cost,
       el("h3", {}, "Chain"),
       el("ol", { class: "chain" }, [...chain, response].map((r) => el("li", {},
         el("a", { href: "#responses", onclick: (e) => { e.preventDefault(); openResponse(r.id); } }, r.id),
-        ` ${r.status}`))),
+        r === response ? ownStatus : ` ${r.status}`))),
       el("h3", {}, "Input items"),
       el("div", { class: "inputs" }, inputs.data.map(itemView)),
       el("h3", {}, "Output items"),
@@ -426,6 +427,7 @@ async function openResponse(id) {
     if (response.background) {
       followEvents(response.id, events.querySelector("tbody"), (final) => {  // a live run ended: show its end
         status.textContent = summary(final);
+        ownStatus.textContent = ` ${final.status}`;
         usage.textContent = usageLine(final.usage);
         outputs.replaceChildren(...(final.output || []).map(itemView));
         showUsage(final.id, cost, runs);  // its usage record came with its last events
