@@ -235,7 +235,8 @@ WEBSOCKETS: dict[str, WebSocketDoc] = {
         "concurrently) and `generate: false` (prepare the response and its input without calling the model: an "
         "id to chain from); `response.steer` adds user input to a running response in a tool loop, which takes "
         "it in its next model turn. A connection keeps its recent responses in memory: a chain continues from "
-        "them with no read of the chain (a deleted stored response is not continued), and `store: false` chains continue only on that connection (elsewhere: 400 "
+        "them with no read of the chain (a deleted stored response is not continued), and `store: false` "
+        "chains continue only on that connection (elsewhere: 400 "
         "`previous_response_not_found`). Limits (`[websocket]`, by default): 16 responses in flight per "
         "connection, the others queued; 32 lanes (more: `invalid_stream_id`); after 60 minutes "
         "`websocket_connection_limit_reached` and a 1001 close, on which the SDK reconnects.",
