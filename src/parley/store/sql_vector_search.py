@@ -1,11 +1,15 @@
 """SQL of search over vector store chunks. SQLite: FTS5 BM25 here, vectors loaded for numpy (services/
 vector_search.py keeps them in memory). PostgreSQL: full text (`to_tsvector('english')`, GIN index) and pgvector
 cosine distance (HNSW index per dimension, iterative scans so a filter on stores or files still fills the page).
-Scores returned are "higher is better": -bm25 (FTS5's bm25() is negative), ts_rank_cd, cosine similarity."""
+Scores returned are "higher is better": -bm25 (FTS5's bm25() is negative), ts_rank_cd, cosine similarity.
+Which words a full-text query matches on is the caller's choice (services/vector_search.py); the document
+frequencies it chooses by come from here (FTS5 counts on SQLite, the planner's statistics on PostgreSQL).
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,9 +28,12 @@ from parley.store.pgvector import (
 from parley.store.vector_records import ChunkText
 
 _vc = tables.vector_store_chunks
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+")  # FTS5's unicode61 tokens: letters and digits (an underscore separates)
 _MAX_TERMS = 32
 _FETCH_BATCH = 5000
+# SQLite: how many of the index's best matches fts_search reads by default. Past the k it returns, they give the
+# text score of vector candidates, and a bound on the score of any other chunk (services/vector_search.py).
+FTS_WINDOW = 1000
 
 _FTS_SEARCH = text(
     "SELECT c.seq, -bm25(vector_store_chunks_fts) AS score FROM vector_store_chunks_fts "
@@ -43,10 +50,46 @@ _FTS_TOP = text(
 _CHUNK_OWNERS = select(_vc.c.seq, _vc.c.vector_store_id, _vc.c.file_id).where(
     _vc.c.seq.in_(bindparam("seqs", expanding=True)))
 _FTS_COUNT = text("SELECT count(*) FROM vector_store_chunks_fts WHERE vector_store_chunks_fts MATCH :match")
-_FTS_SCORES = text(
-    "SELECT rowid, -bm25(vector_store_chunks_fts) FROM vector_store_chunks_fts "
-    "WHERE vector_store_chunks_fts MATCH :match AND rowid IN :seqs"
-)
+# FTS5's own statistics (its shadow tables; the record format of fts5_index.c, stable as SQLite's file format):
+# the averages record (rowid 1 of _data: varints, the row count and each column's total tokens) and the size of
+# each row (varints, its tokens per column).
+_FTS_AVERAGES = text("SELECT block FROM vector_store_chunks_fts_data WHERE id = 1")
+_FTS_SIZES = text("SELECT id, sz FROM vector_store_chunks_fts_docsize WHERE id IN :seqs").bindparams(
+    bindparam("seqs", expanding=True))
+_CHUNK_BODIES = select(_vc.c.seq, _vc.c.text).where(_vc.c.seq.in_(bindparam("seqs", expanding=True)))
+
+
+@dataclass(frozen=True, slots=True)
+class TextMatches:
+    """Full-text matches of some stores: `top`, their k best (best first); `seen`, the scores of the index's best
+    matches read on the way (any store's: look up only chunks known to be the searched stores'); and `bound`:
+    every chunk of these stores that is in neither scores at most `bound` (0: it does not match at all)."""
+
+    top: list[tuple[int, float]]
+    seen: dict[int, float]
+    bound: float
+
+
+NO_MATCHES = TextMatches([], {}, 0.0)
+
+
+def _varints(data: bytes) -> list[int]:
+    """SQLite's varints (big-endian, 7 bits a byte while the high bit is set; a ninth byte gives all 8)."""
+    values: list[int] = []
+    i = 0
+    while i < len(data):
+        value = 0
+        for n in range(9):
+            byte = data[i]
+            i += 1
+            if n == 8:
+                value = (value << 8) | byte
+                break
+            value = (value << 7) | (byte & 0x7F)
+            if not byte & 0x80:
+                break
+        values.append(value)
+    return values
 
 
 def query_terms(query: str) -> list[str]:
@@ -61,8 +104,9 @@ def _fts_match(terms: list[str]) -> str:
     return " OR ".join(f'"{term}"' for term in terms)  # \w+ words: no quote can occur inside
 
 
-def _tsquery(terms: list[str]) -> str:
-    return " | ".join(f"'{term}'" for term in terms)
+def _tsquery(lexemes: list[str]) -> str:
+    """An OR tsquery of lexemes as they are (already normalised by the `english` configuration)."""
+    return " | ".join("'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'" for lexeme in lexemes)
 
 
 class SqlVectorSearch:
@@ -120,34 +164,40 @@ class SqlVectorSearch:
         matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dimensions).astype(np.float32)
         return np.asarray(seqs, dtype=np.int64), files, matrix
 
-    async def fts_document_counts(self, terms: list[str]) -> tuple[int, dict[str, int]]:
-        """The number of chunks, and of chunks holding each term (all stores: FTS5's statistics are global)."""
+    async def chunk_count(self) -> int:
+        """The number of chunks (all stores)."""
         async with self.engine.connect() as conn:
-            total = int((await conn.execute(text("SELECT max(seq) FROM vector_store_chunks"))).scalar() or 0)
-            counts = {term: int((await conn.execute(_FTS_COUNT, {"match": _fts_match([term])})).scalar() or 0)
-                      for term in terms}
-        return total, counts
+            return int((await conn.execute(text("SELECT count(*) FROM vector_store_chunks"))).scalar() or 0)
 
-    async def fts_search(self, store_ids: list[str], terms: list[str], k: int,
-                         file_ids: list[str] | None) -> list[tuple[int, float]]:
-        """The k best BM25 matches in the stores (and files). First the index's best 4k matches of every store,
-        kept if they hold at least k of these stores': then they are exactly these stores' k best (any other of
-        their chunks scores below all 4k). Otherwise (stores that are a small part of the index) the join query."""
-        if not terms:
-            return []
-        if file_ids is not None and not file_ids:
-            return []
+    async def fts_document_counts(self, terms: list[str]) -> dict[str, int]:
+        """The number of chunks holding each term (all stores: FTS5's statistics are global)."""
         async with self.engine.connect() as conn:
-            top = (await conn.execute(_FTS_TOP, {"match": _fts_match(terms), "n": 4 * k})).all()
-            if top:
+            return {term: int((await conn.execute(_FTS_COUNT, {"match": _fts_match([term])})).scalar() or 0)
+                    for term in terms}
+
+    async def fts_search(self, store_ids: list[str], terms: list[str], k: int, file_ids: list[str] | None,
+                         window: int = FTS_WINDOW) -> TextMatches:
+        """The k best BM25 matches in the stores (and files). First the index's best `window` (at least 4k)
+        matches of every store; if its first 4k hold at least k of these stores', those are exactly these stores'
+        k best (any other of their chunks scores below all 4k). Otherwise (stores that are a small part of the
+        index) the join query."""
+        if not terms or (file_ids is not None and not file_ids):
+            return NO_MATCHES
+        n = max(window, 4 * k)
+        async with self.engine.connect() as conn:
+            top = [(int(seq), float(score)) for seq, score in
+                   (await conn.execute(_FTS_TOP, {"match": _fts_match(terms), "n": n})).all()]
+            head = top[: 4 * k]
+            if head:
                 owners = {int(seq): (store, file) for seq, store, file in
-                          (await conn.execute(_CHUNK_OWNERS, {"seqs": [int(seq) for seq, _ in top]})).all()}
+                          (await conn.execute(_CHUNK_OWNERS, {"seqs": [seq for seq, _ in head]})).all()}
                 stores, files = set(store_ids), set(file_ids) if file_ids is not None else None
-                kept = [(int(seq), float(score)) for seq, score in top
-                        if (owner := owners.get(int(seq))) is not None and owner[0] in stores
+                kept = [(seq, score) for seq, score in head
+                        if (owner := owners.get(seq)) is not None and owner[0] in stores
                         and (files is None or owner[1] in files)]
-                if len(kept) >= k or len(top) < 4 * k:  # enough, or every match of the index was seen
-                    return kept[:k]
+                complete = len(top) < n  # every match of the index was read
+                if len(kept) >= k or len(top) < 4 * k:  # enough, or every match of the index is in the head
+                    return TextMatches(kept[:k], dict(top), 0.0 if complete else top[-1][1])
         statement = _FTS_SEARCH.text.format(files="AND c.file_id IN :files " if file_ids is not None else "")
         params: dict[str, Any] = {"match": _fts_match(terms), "stores": store_ids, "k": k}
         binds: list[BindParameter[Any]] = [bindparam("stores", expanding=True)]
@@ -155,16 +205,22 @@ class SqlVectorSearch:
             params["files"] = file_ids
             binds.append(bindparam("files", expanding=True))
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(text(statement).bindparams(*binds), params)).all()
-        return [(int(seq), float(score)) for seq, score in rows]
+            rows = [(int(seq), float(score)) for seq, score in
+                    (await conn.execute(text(statement).bindparams(*binds), params)).all()]
+        return TextMatches(rows, dict(rows), rows[-1][1] if len(rows) == k else 0.0)
 
-    async def fts_scores(self, seqs: list[int], terms: list[str]) -> dict[int, float]:
-        if not terms or not seqs:
-            return {}
-        statement = _FTS_SCORES.bindparams(bindparam("seqs", expanding=True))
+    async def fts_chunk_stats(self, seqs: list[int]) -> tuple[int, float, dict[int, int], dict[int, str]]:
+        """What bm25() reads of the FTS5 index for these chunks (retrieval/bm25.py): the index's row count and
+        mean row length in tokens, and each chunk's length; with the chunks' texts."""
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(statement, {"match": _fts_match(terms), "seqs": seqs})).all()
-        return {int(seq): float(score) for seq, score in rows}
+            block = (await conn.execute(_FTS_AVERAGES)).scalar()
+            sizes = (await conn.execute(_FTS_SIZES, {"seqs": seqs})).all() if seqs else []
+            bodies = (await conn.execute(_CHUNK_BODIES, {"seqs": seqs})).all() if seqs else []
+        averages = _varints(bytes(block)) if block else []
+        rows = averages[0] if averages else 0
+        mean_length = sum(averages[1:]) / rows if rows else 0.0
+        lengths = {int(seq): sum(_varints(bytes(size))) for seq, size in sizes}
+        return rows, mean_length, lengths, {int(seq): body for seq, body in bodies}
 
     # -- PostgreSQL ----------------------------------------------------------------------------------
 
@@ -188,18 +244,42 @@ class SqlVectorSearch:
             rows = (await conn.execute(statement, params)).all()
         return [(int(seq), float(similarity)) for seq, similarity in rows]
 
-    async def pg_text_search(self, store_ids: list[str], query: str, k: int,
+    async def pg_lexemes(self, query: str) -> list[str]:
+        """The query's distinct lexemes under the `english` configuration (stop words dropped, words stemmed)."""
+        statement = text(f"SELECT tsvector_to_array(to_tsvector('{TEXT_SEARCH_CONFIG}', :q))")
+        async with self.engine.connect() as conn:
+            lexemes = (await conn.execute(statement, {"q": query})).scalar()
+        return list(lexemes or [])[:_MAX_TERMS]
+
+    async def pg_lexeme_shares(self) -> tuple[float, dict[str, float], float]:
+        """The planner's statistics of the chunks' tsvectors (ANALYZE, autovacuum): the number of chunks, the
+        share of chunks holding each of the most common lexemes, and a share for any other lexeme (half the
+        least common listed, as the planner estimates it). No statistics: (0, {}, 0)."""
+        statement = text(
+            "SELECT c.reltuples, s.most_common_elems::text::text[], s.most_common_elem_freqs "
+            "FROM pg_class c LEFT JOIN pg_stats s ON s.schemaname = current_schema() "
+            "AND s.tablename = 'vector_store_chunks' AND s.attname = 'search_vector' "
+            "WHERE c.oid = to_regclass('vector_store_chunks')")
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(statement)).first()
+        if row is None or not row[1] or not row[2]:
+            return 0.0, {}, 0.0
+        elements, freqs = list(row[1]), [float(f) for f in row[2]]
+        # most_common_elem_freqs: one per element, then the minimum, the maximum and the null share.
+        shares = dict(zip(elements, freqs[: len(elements)], strict=True))
+        return max(0.0, float(row[0])), shares, min(shares.values(), default=0.0) / 2
+
+    async def pg_text_search(self, store_ids: list[str], match: list[str], rank: list[str], k: int,
                              file_ids: list[str] | None) -> list[tuple[int, float]]:
-        terms = query_terms(query)
-        if not terms:
+        """The k best chunks holding any of the `match` lexemes, ranked by `ts_rank_cd` over the `rank` ones."""
+        if not match:
             return []
         files = "AND file_id = ANY(:files) " if file_ids is not None else ""
         statement = text(
-            "SELECT seq, ts_rank_cd(search_vector, query) AS score "
-            f"FROM vector_store_chunks, to_tsquery('{TEXT_SEARCH_CONFIG}', :tsq) AS query "
-            f"WHERE search_vector @@ query AND vector_store_id = ANY(:stores) {files}"
+            "SELECT seq, ts_rank_cd(search_vector, CAST(:rank AS tsquery)) AS score FROM vector_store_chunks "
+            f"WHERE search_vector @@ CAST(:match AS tsquery) AND vector_store_id = ANY(:stores) {files}"
             "ORDER BY score DESC LIMIT :k")
-        params: dict[str, Any] = {"tsq": _tsquery(terms), "stores": store_ids, "k": k}
+        params: dict[str, Any] = {"match": _tsquery(match), "rank": _tsquery(rank), "stores": store_ids, "k": k}
         if file_ids is not None:
             params["files"] = file_ids
         async with self.engine.connect() as conn:
@@ -207,17 +287,16 @@ class SqlVectorSearch:
         return [(int(seq), float(score)) for seq, score in rows]
 
     async def pg_scores(self, seqs: list[int], dimensions: int, vector: npt.NDArray[np.float32],
-                        query: str) -> dict[int, tuple[float, float]]:
-        """Both scores of the given chunks: (cosine similarity, ts_rank_cd)."""
+                        lexemes: list[str]) -> dict[int, tuple[float, float]]:
+        """Both scores of the given chunks: (cosine similarity, ts_rank_cd over the lexemes)."""
         if not seqs:
             return {}
-        terms = query_terms(query)
-        rank = f"ts_rank_cd(search_vector, to_tsquery('{TEXT_SEARCH_CONFIG}', :tsq))" if terms else "0.0"
+        rank = "ts_rank_cd(search_vector, CAST(:tsq AS tsquery))" if lexemes else "0.0"
         statement = text(f"SELECT seq, 1 - (embedding <=> CAST(:q AS vector)) AS similarity, {rank} AS score "
                          "FROM vector_store_chunks WHERE seq = ANY(:seqs)")
         params: dict[str, Any] = {"q": vector_literal(vector), "seqs": seqs}
-        if terms:
-            params["tsq"] = _tsquery(terms)
+        if lexemes:
+            params["tsq"] = _tsquery(lexemes)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(statement, params)).all()
         return {int(seq): (float(similarity), float(score)) for seq, similarity, score in rows}
