@@ -7,9 +7,14 @@ Shared by the project and key limits (services/limits.py) and the per-deployment
 from __future__ import annotations
 
 import calendar
+import math
 import re
 import time
 from dataclasses import dataclass
+
+# The longest wait an upstream's 429 is believed for (a day: OpenAI's longest limits are per day), so a broken or
+# hostile upstream's `retry-after: 1e300` cannot park a deployment for ever.
+LONGEST_WAIT_S = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,4 +65,5 @@ def reset_seconds(text: str) -> float | None:
     parts = list(_PART.finditer(text))
     if not parts or "".join(p.group(0) for p in parts) != text:
         return None
-    return sum(float(p.group(1)) * _UNIT_S[p.group(2)] for p in parts)
+    seconds = sum(float(p.group(1)) * _UNIT_S[p.group(2)] for p in parts)
+    return seconds if math.isfinite(seconds) else None  # 400 nines is no duration

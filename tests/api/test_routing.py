@@ -268,9 +268,13 @@ async def limited(tmp_path: Path) -> AsyncIterator[Limited]:
         data_dir=tmp_path, embedded=EmbeddedConfig(enabled=False),
         models=[model("a", "echo", requests_per_minute=2), model("b", "echo", requests_per_minute=1),
                 model("t", "echo", tokens_per_minute=100), model("u", "echo"),
-                model("rl", "ratelimited"), model("solo", "ratelimited", requests_per_minute=1000)],
+                model("rl", "ratelimited"), model("solo", "ratelimited", requests_per_minute=1000),
+                model("endless", "retry-after-inf", requests_per_minute=1000),
+                model("ages", "retry-after-1e300", requests_per_minute=1000),
+                model("far", "reset-" + "9" * 400 + "s", requests_per_minute=1000)],
         routes=[RouteConfig(id="rpm", deployments=["a", "b"]), RouteConfig(id="tpm", deployments=["t", "u"]),
-                RouteConfig(id="upstream", deployments=["rl", "u"], cooldown_s=3600)])
+                RouteConfig(id="upstream", deployments=["rl", "u"], cooldown_s=3600),
+                RouteConfig(id="broken", deployments=["endless", "ages", "far", "u"])])
     clock = WallClock(MINUTE + 10)
     async with in_process(settings) as app:
         for entry in app.app.state.runtime.models.all():
@@ -341,6 +345,27 @@ async def test_an_upstream_429_with_openai_rate_limit_headers_passes_its_deploym
     limited.clock.now = MINUTE + 21
     assert (await limited.ask("upstream")).headers["x-parley-deployment"] == "u"
     assert limited.sent("ratelimited") == 3  # its 20 s were over: asked again (and again it said no)
+
+
+async def test_an_upstream_429_with_an_absurd_wait_is_a_429_not_a_500_and_is_not_believed_for_ever(
+        limited: Limited) -> None:
+    # A broken upstream: `retry-after: inf`, a wait of 1e300 s, and an x-ratelimit-reset of 400 nines.
+    for model in ("endless", "far", "ages"):
+        for _ in range(2):  # the second request reads what the first left on the deployment
+            told = await limited.ask(model)
+            assert told.status_code == 429, (model, told.text)
+            assert told.json()["error"]["code"] == "rate_limit_exceeded"
+            wait = told.headers.get("retry-after")
+            assert wait is None or 0 <= int(wait) <= 86400, (model, wait)
+    assert limited.sent("retry-after-inf") == 2  # an unreadable wait is no wait: asked again
+    # A route passes the three over (they are rate limited) and u serves.
+    limited.clock.now = MINUTE + 30
+    served = await limited.ask("broken")
+    assert served.status_code == 200 and served.headers["x-parley-deployment"] == "u"
+    # The longest an upstream can park a deployment is a day: after it, the 1e300 one is asked again.
+    sent = limited.sent("retry-after-1e300")
+    limited.clock.now += 86400 + 1
+    assert (await limited.ask("ages")).status_code == 429 and limited.sent("retry-after-1e300") == sent + 1
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -44,7 +44,7 @@ import orjson
 
 from parley.errors import ParleyError, UpstreamError
 from parley.providers.base import ModelCall, ModelEvent, ModelStream, Provider, TokenCount, Usage
-from parley.rate_windows import minute_window, reset_text
+from parley.rate_windows import LONGEST_WAIT_S, minute_window, reset_text
 
 log = logging.getLogger("parley.routing")
 
@@ -81,14 +81,17 @@ def retry_after(headers: dict[str, str], now: Callable[[], float] = time.time) -
     millis = headers.get("retry-after-ms")
     if millis is not None:
         with contextlib.suppress(ValueError):
-            return max(0.0, float(millis) / 1000)
+            if math.isfinite(float(millis)):  # `inf` or `nan` is no wait (a parked deployment for ever, a crash)
+                return max(0.0, float(millis) / 1000)
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -345,6 +348,7 @@ class RoutedProvider:
                     attempt += 1
                     continue
                 if err.status == 429 and told is not None:  # the upstream said when it has room again
+                    told = min(told, LONGEST_WAIT_S)  # a day at most, whatever a broken upstream says
                     deployment.load.limited_until = self.wall() + told
                     log.warning("model %s: deployment %s is rate limited by its upstream (HTTP 429); passed over "
                                 "for %.3g s", self.model_id, deployment.name, told)

@@ -23,7 +23,7 @@ from parley.errors import ParleyError, UpstreamError
 from parley.log_context import current_request_id
 from parley.providers.http1 import BodyTooLarge, ConnectFailed, Disconnected, HttpError, ReadTimeout
 from parley.providers.redact import SecretMasker
-from parley.rate_windows import reset_seconds
+from parley.rate_windows import LONGEST_WAIT_S, reset_seconds
 
 log = logging.getLogger("parley.upstream")
 
@@ -108,7 +108,7 @@ def status_error(
         err = credentials_refused(model, said)
     elif status == 429:
         err = UpstreamError.rate_limited(f"{where} is rate limiting requests ({said}): "
-                                         f"{message or 'too many requests'}", headers.get("retry-after"))
+                                         f"{message or 'too many requests'}", None)
         err.headers.update(_retry_after(headers) or _rate_reset(headers))
     elif status == 529 or report.type == "overloaded_error":
         # Anthropic's "overloaded" (HTTP 529, https://docs.anthropic.com/en/api/errors): a temporary lack of
@@ -131,8 +131,22 @@ def status_error(
 
 def _retry_after(headers: Mapping[str, str]) -> dict[str, str]:
     """The upstream's wait hints, kept for the client and for routing: `retry-after` (seconds or an HTTP date)
-    and OpenAI's and Azure's `retry-after-ms`."""
-    return {name: headers[name] for name in ("retry-after", "retry-after-ms") if headers.get(name)}
+    and OpenAI's and Azure's `retry-after-ms`. A number that is not finite (`inf`, `nan`, `1e400`) is dropped and
+    one over LONGEST_WAIT_S is cut to it: a broken upstream must not park a deployment for ever (or crash the
+    arithmetic on it)."""
+    kept: dict[str, str] = {}
+    for name, scale in (("retry-after", 1.0), ("retry-after-ms", 1000.0)):
+        value = headers.get(name)
+        if not value:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            kept[name] = value  # an HTTP date (or unreadable: routing reads it as no wait)
+            continue
+        if math.isfinite(number):
+            kept[name] = value if number <= LONGEST_WAIT_S * scale else str(int(LONGEST_WAIT_S * scale))
+    return kept
 
 
 def _rate_reset(headers: Mapping[str, str]) -> dict[str, str]:
@@ -149,6 +163,7 @@ def _rate_reset(headers: Mapping[str, str]) -> dict[str, str]:
     if not resets:
         return {}
     wait = max(seconds for exhausted, seconds in resets if exhausted or not any(e for e, _ in resets))
+    wait = min(wait, LONGEST_WAIT_S)
     return {"retry-after-ms": str(math.ceil(wait * 1000)), "retry-after": str(math.ceil(wait))}
 
 

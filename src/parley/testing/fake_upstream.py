@@ -17,6 +17,8 @@ bodies) and its behaviour is chosen by the requested upstream `model`:
   error-<status>  answers HTTP <status> with an OpenAI error body (429 adds retry-after: 7)
   ratelimited     answers 429 as OpenAI does when a key's requests per minute are spent, with no retry-after:
                   x-ratelimit-remaining-requests 0, x-ratelimit-reset-requests 20s (tokens: 5000 left, reset 6m0s)
+  retry-after-<v> answers 429 with `retry-after: <v>` as given (a broken upstream: `inf`, `1e400`, ...)
+  reset-<v>       answers 429 with no retry-after, x-ratelimit-remaining-requests 0, x-ratelimit-reset-requests <v>
   drop            sends two chunks (non-streaming: half the body), then drops the connection
   drop-early      drops the connection before any chunk (streaming: after the 200 headers; non-streaming:
                   without answering)
@@ -145,6 +147,12 @@ class FakeUpstream:
                        "x-ratelimit-remaining-tokens": "5000", "x-ratelimit-reset-tokens": "6m0s"}
             error = {"error": {"message": "Rate limit reached for requests", "type": "requests", "param": None,
                                "code": "rate_limit_exceeded"}}
+            return web.json_response(error, status=429, headers=headers)
+        if model.startswith(("retry-after-", "reset-")):
+            value = model.removeprefix("retry-after-").removeprefix("reset-")
+            headers = ({"retry-after": value} if model.startswith("retry-after-") else
+                       {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": value})
+            error = {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}
             return web.json_response(error, status=429, headers=headers)
         plan = _plan(model, body)
         if not body.get("stream"):
