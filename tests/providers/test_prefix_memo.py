@@ -133,9 +133,10 @@ def test_measures_along_a_chain_equal_a_fresh_measure() -> None:
     by_file = {"id": "msg_f", "type": "message", "role": "user",
                "content": [{"type": "input_image", "file_id": "file_1"}]}
     items: list[Item] = []
-    for turn in ([_user(1), _assistant(1)], [image], [_user(2)], [by_file], [_assistant(2)]):
+    for turn in ([_user(1), _assistant(1)], [image], [_user(2)], [by_file], [_call(3), _output(3)], [_assistant(2)]):
         items = [*items, *turn]
         along, fresh = measures.of(items), ContextMeasures().of(items)
-        assert (along.images, along.file_parts) == (fresh.images, fresh.file_parts)
+        assert (along.images, along.file_parts, along.kinds) == (fresh.images, fresh.file_parts, fresh.kinds)
         assert along.json_bytes >= len(orjson.dumps(items))  # an upper bound on the items' JSON
     assert measures.of(items).images == 2 and measures.of(items).file_parts
+    assert measures.of(items).kinds == {"message", "function_call", "function_call_output"}

@@ -16,18 +16,22 @@ class Measure:
     json_bytes: int  # an upper bound on the items' JSON, as orjson writes it
     images: int  # input_image parts in messages
     file_parts: bool  # an input_file, or an input_image by file_id without its image_url yet
+    kinds: frozenset[str]  # the items' types: a step whose types are absent has nothing to do
 
 
 class ContextMeasures:
     """One per app: FileInputs fills it, truncation then finds the same list measured."""
 
     def __init__(self, max_bytes: int = 0) -> None:
-        self.memo: PrefixMemo[tuple[int, bool]] = PrefixMemo(max_bytes)
+        self.memo: PrefixMemo[tuple[int, bool, frozenset[str]]] = PrefixMemo(max_bytes)
 
     def of(self, items: Sequence[Item]) -> Measure:
         hit = self.memo.find(items)
-        images, file_parts = hit.state if hit is not None else (0, False)
-        for item in items[hit.start if hit is not None else 0:]:
+        images, file_parts, kinds = hit.state if hit is not None else (0, False, frozenset[str]())
+        new = items[hit.start if hit is not None else 0:]
+        if new:
+            kinds = kinds.union(str(item.get("type", "")) for item in new)
+        for item in new:
             if item.get("type") != "message" or not isinstance(item.get("content"), list):
                 continue
             for part in item["content"]:
@@ -37,8 +41,8 @@ class ContextMeasures:
                     file_parts = file_parts or bool(part.get("file_id") and not part.get("image_url"))
                 elif kind == "input_file":
                     file_parts = True
-        size = self.memo.put(items, (images, file_parts), hit)
-        return Measure(size, images, file_parts)
+        size = self.memo.put(items, (images, file_parts, kinds), hit)
+        return Measure(size, images, file_parts, kinds)
 
 
 def has_file_parts(item: Item) -> bool:

@@ -42,7 +42,7 @@ from parley.store.base import Page, PageQuery, ResponseStore
 from parley.telemetry.observe import Telemetry
 from parley.tools.base import LeadingItem, ToolContext
 from parley.tools.mcp.tool import McpTool
-from parley.tools.replay import replay_items
+from parley.tools.replay import REPLAYED_TYPES, replay_items
 
 log = logging.getLogger("parley.responses")
 
@@ -247,10 +247,18 @@ class ResponsesService:
                     param="previous_response_id",
                 )
             context = loaded
-        model_items = await self._resolve_references(project_id, context + new_items)
-        _check_call_outputs(model_items, len(context))
+        model_items = context + new_items
+        # The item types the context holds, measured on its new items only along a chain (engine/context_measure.py):
+        # a step below with nothing to do is skipped instead of walking the whole context.
+        kinds = self._file_inputs.measures.of(model_items).kinds
+        if "item_reference" in kinds:
+            model_items = await self._resolve_references(project_id, model_items)
+            kinds = self._file_inputs.measures.of(model_items).kinds
+        if kinds & _OUTPUTS:
+            _check_call_outputs(model_items, len(context))
         conversation_input = model_items[len(context):]
-        toolset = toolset.with_searched(model_items)  # tools earlier tool searches loaded are offered again
+        if "tool_search_output" in kinds:
+            toolset = toolset.with_searched(model_items)  # tools earlier tool searches loaded are offered again
         toolbox = Toolbox()
         if toolset.builtins or any(item["type"] == "mcp_approval_response" for item in input_items):
             # After the context is loaded: code_interpreter's `auto` reuses an earlier container, MCP its tool
@@ -261,7 +269,8 @@ class ResponsesService:
         if toolset.plan.mcp:  # a tool_choice naming an MCP server: its functions are known now
             toolset, upstream_choice = _mcp_choice(toolset, toolbox, hosted, req)
         # Built-in tool items of earlier turns go upstream as the function calls they were (tools/replay.py).
-        model_items = replay_items(self._compactor.expand(project_id, model_items))
+        if kinds & _REWRITTEN:
+            model_items = replay_items(self._compactor.expand(project_id, model_items))
         # Files in messages: their bytes and extracted text, for whichever form the upstream takes.
         model_items = await self._file_inputs.resolve(project_id, model_items, len(context))
         if not model_items:
@@ -433,6 +442,8 @@ _CALLS = frozenset({"function_call", "custom_tool_call", "computer_call", "local
                     "apply_patch_call", "tool_search_call"})
 _OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output", "computer_call_output",
                       "local_shell_call_output", "shell_call_output", "apply_patch_call_output", "tool_search_output"})
+# Items the model sees in another form: built-in tool items replayed as function calls, compaction as its summary.
+_REWRITTEN = REPLAYED_TYPES | {"compaction"}
 
 
 def _mcp_choice(toolset: ToolSet, toolbox: Toolbox, hosted: Sequence[HostedTool], req: CreateResponseRequest

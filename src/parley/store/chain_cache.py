@@ -12,7 +12,9 @@ so never here.
 
 Bounded by `max_bytes` of item JSON (what the database returned): each entry is charged its whole chain, so
 the bound holds however chains share nodes. When a chain is continued, the entry of the response it continued
-from is dropped (its items stay reachable through the continuation), so a linear chain holds one entry.
+from is dropped (its items stay reachable through the continuation), so a linear chain holds one entry. An entry
+also keeps its chain's items flattened (a tuple of references, 8 bytes an item), so serving it is one copy, not a
+walk over every node; continuing it extends the parent's tuple.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ class ChainNode:
         return [item for part in reversed(parts) for item in part]
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    node: ChainNode
+    items: tuple[Item, ...]  # node.context(), kept
+
+
 @dataclass(slots=True)
 class ChainCacheStats:
     hits: int = 0  # the response itself was cached
@@ -69,7 +77,7 @@ class ChainCache:
     def __init__(self, engine: AsyncEngine, max_bytes: int) -> None:
         self._engine = engine
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, ChainNode] = OrderedDict()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
         self._deletions: int | None = None
         self.stats = ChainCacheStats()
@@ -85,14 +93,14 @@ class ChainCache:
     async def load(self, project_id: str, response_id: str) -> tuple[list[Item] | None, bool]:
         """The chain's items from the cache or with one query, and True; or (None, False): the caller reads the
         whole chain (the response's parent is not cached)."""
-        node = self._entries.get(response_id)
-        if node is not None and node.project_id == project_id:
+        entry = self._entries.get(response_id)
+        if entry is not None and entry.node.project_id == project_id:
             async with self._engine.connect() as conn:
                 deletions = (await conn.execute(DELETIONS_SQL)).scalar_one()
             if self._sync(deletions) is True and response_id in self._entries:
                 self._entries.move_to_end(response_id)
                 self.stats.hits += 1
-                return node.context(), True
+                return list(entry.items), True
         async with self._engine.connect() as conn:
             rows = (await conn.execute(_TAIL_SQL, {"rid": response_id, "pid": project_id})).all()
         if not rows:
@@ -102,25 +110,26 @@ class ChainCache:
         parent = None
         if previous_id is not None:
             parent = self._entries.get(previous_id)
-            if parent is None or parent.project_id != project_id:
+            if parent is None or parent.node.project_id != project_id:
                 self.stats.misses += 1
                 return None, False
         data = [row[3] for row in rows if row[3] is not None]
         items = tuple(orjson.loads(d) for d in data)
-        size = sum(len(d) for d in data) + (parent.size if parent is not None else 0)
-        node = ChainNode(project_id, items, parent, size)
+        size = sum(len(d) for d in data) + (parent.node.size if parent is not None else 0)
+        node = ChainNode(project_id, items, parent.node if parent is not None else None, size)
+        entry = _Entry(node, parent.items + items if parent is not None else items)
         self.stats.extended += 1
         if status in _FINAL and fresh:
             if previous_id is not None:
                 self._drop(previous_id)  # reachable through its continuation now
-            self._put(response_id, node)
-        return node.context(), True
+            self._put(response_id, entry)
+        return list(entry.items), True
 
     def remember(self, project_id: str, response_id: str, items: list[Item], data_size: int, deletions: int,
                  status: str) -> None:
         """A whole chain just read from the database (at counter `deletions`), as the root of later turns."""
         if self._sync(deletions) is not None and status in _FINAL:
-            self._put(response_id, ChainNode(project_id, tuple(items), None, data_size))
+            self._put(response_id, _Entry(ChainNode(project_id, tuple(items), None, data_size), tuple(items)))
 
     def _sync(self, deletions: int) -> bool | None:
         """Forget everything if a response was deleted since the cache was filled: True if none was, False if
@@ -135,17 +144,17 @@ class ChainCache:
         self._deletions = deletions
         return False
 
-    def _put(self, response_id: str, node: ChainNode) -> None:
-        if node.size > self.max_bytes:
+    def _put(self, response_id: str, entry: _Entry) -> None:
+        if entry.node.size > self.max_bytes:
             return
         self._drop(response_id)
-        self._entries[response_id] = node
-        self._bytes += node.size
+        self._entries[response_id] = entry
+        self._bytes += entry.node.size
         while self._bytes > self.max_bytes:
             _, old = self._entries.popitem(last=False)
-            self._bytes -= old.size
+            self._bytes -= old.node.size
 
     def _drop(self, response_id: str) -> None:
         old = self._entries.pop(response_id, None)
         if old is not None:
-            self._bytes -= old.size
+            self._bytes -= old.node.size

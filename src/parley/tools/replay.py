@@ -33,6 +33,10 @@ REPLAYS: Mapping[str, Replay] = MappingProxyType({
 })
 
 
+# The item types replay_items may rewrite: a context without any is passed through as it is.
+REPLAYED_TYPES = frozenset(REPLAYS) | mcp_replay.TYPES
+
+
 def replay_items(items: list[Item]) -> list[Item]:
     """`items` with every tool item replaced by the function call and output it was for the model (a new list)."""
     items = mcp_replay.replay(items)
