@@ -173,11 +173,12 @@ class Driver:
 
 
 class ShellRunner:
-    """One command at a time through /bin/sh, its stdout and stderr read as they come. Pieces are coalesced into
-    frames of up to `CHUNK` bytes, or sent after `COALESCE_S` (output is live, the host is not sent a frame per
-    byte). Each command may write `limit` characters (stdout and stderr together) to the frames; the rest is read
-    and counted, never kept. A command past its time limit, or past the call's deadline, is killed with its
-    process group: its outcome is `timeout`."""
+    """One command at a time through /bin/sh, its stdout and stderr read as they come. Pieces are coalesced: a
+    frame goes out once `CHUNK` characters are pending (so a frame holds at most that plus one read) or
+    `COALESCE_S` after its first piece (output is live, and the host is not sent a frame per write). Each command
+    may write `limit` characters (stdout and stderr together) to the frames; the rest is read and counted, never
+    decoded or kept. A command past its time limit, or past the call's deadline, is killed with its process group:
+    its outcome is `timeout`."""
 
     CHUNK = 4096
     COALESCE_S = 0.05
@@ -223,6 +224,8 @@ class ShellRunner:
                     selector.unregister(key.fileobj)
                     continue
                 total += len(data)
+                if room <= 0:
+                    continue  # past the limit: read and counted only (the command must not block on a full pipe)
                 name = streams[key.fd]
                 text = decoders[name].decode(data)[:room]
                 if text:
