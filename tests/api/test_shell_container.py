@@ -303,3 +303,34 @@ async def test_cancelling_a_background_response_kills_the_command(server: Served
     assert cancelled.status == "cancelled"
     await _until(lambda: not pool.slot(container_id).live)
     assert not fifo.exists() or not _has_reader(fifo)
+
+
+async def test_a_background_run_replays_the_live_output(app: InProcess) -> None:
+    """The live item's events are logged like any other: a background run's stream replays them, from the start
+    or after a given event, and they fold into the stored output."""
+    sdk = app.sdk()
+    created = await sdk.responses.create(model="agent", tools=[AUTO], background=True,  # type: ignore[list-item]
+                                         input=_ask({"commands": ["echo one; echo two >&2", "echo three"]}))
+    for _ in range(4000):  # a bound on the wait, not a timing assertion
+        done = await sdk.responses.retrieve(created.id)
+        if done.status not in ("queued", "in_progress"):
+            break
+        await asyncio.sleep(0.025)
+    assert done.status == "completed", done.error
+    async with app.http.stream("GET", f"/v1/responses/{created.id}?stream=true") as resp:
+        text = (await resp.aread()).decode()
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    for event in events:
+        EVENTS.validate_python(event)
+    output = done.output[1]
+    assert output.type == "shell_call_output" and output.status == "completed"
+    deltas = [e for e in events if e["type"] == "response.shell_call_output_content.delta"]
+    for index, out in enumerate(output.output):
+        assert out.stdout == "".join(e["delta"].get("stdout", "") for e in deltas if e["command_index"] == index)
+        assert out.stderr == "".join(e["delta"].get("stderr", "") for e in deltas if e["command_index"] == index)
+    assert [o.stdout for o in output.output] == ["one\n", "three\n"] and output.output[0].stderr == "two\n"
+    first = deltas[0]["sequence_number"]
+    replay = await sdk.responses.retrieve(created.id, stream=True, starting_after=first)
+    tail = [event async for event in replay]
+    assert tail[0].sequence_number == first + 1 and tail[-1].type == "response.completed"
+    assert [e.type for e in tail].count("response.shell_call_output_content.done") == 2
