@@ -19,7 +19,7 @@ from parley.engine.run import ResponseRun
 from parley.engine.stream import StreamBuilder
 from parley.engine.tool_loop import Toolbox
 from parley.engine.turns import Turns
-from parley.providers.base import Finish, ModelCall, TextDelta, ToolCallDelta, Usage
+from parley.providers.base import Finish, HostedItem, ModelCall, TextDelta, ToolCallDelta, Usage
 from parley.schema.present import presenter
 from parley.schema.requests import CreateResponseRequest
 from parley.schema.response import new_response
@@ -239,6 +239,19 @@ async def test_builtin_and_client_calls_in_one_turn_end_with_the_client_call() -
     _events, builder = await _run(provider, FakeSearch())
     assert [i["type"] for i in builder.output] == ["function_call", "file_search_call"]
     assert builder.response["status"] == "completed" and len(provider.calls) == 1
+
+
+async def test_a_hosted_call_item_next_to_a_builtin_call_is_not_the_clients() -> None:
+    """A `shell_call` the upstream made and ran itself (hosted_tools) carries its `upstream`: a turn with it and a
+    Parley-run call goes on to the next turn, where a client's shell_call would end the response."""
+    hosted = HostedItem({"id": "sh_1", "type": "shell_call", "call_id": "call_sh", "status": "completed",
+                         "action": {"commands": ["ls"]}},
+                        {"kind": "openai_responses", "model": "up", "item": {"id": "sh_up", "type": "shell_call"}},
+                        (), "shell")
+    provider = ScriptedProvider(_turn(hosted, _search_call(0, ["x"])), _turn(TextDelta("answer"), reason="stop"))
+    _events, builder = await _run(provider, FakeSearch())
+    assert [i["type"] for i in builder.output] == ["shell_call", "file_search_call", "message"]
+    assert builder.response["status"] == "completed" and len(provider.calls) == 2
 
 
 async def test_a_forced_builtin_applies_to_the_first_turn_only() -> None:
