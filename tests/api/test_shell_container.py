@@ -130,6 +130,25 @@ async def test_tool_choice_shell_forces_the_container_shell(sdk: AsyncOpenAI, fa
     assert fake.requests[-2]["tool_choice"] == {"type": "function", "function": {"name": "shell"}}
 
 
+@pytest.mark.parametrize(("arguments", "said"), [
+    ({"timeout_ms": 1e300}, "timeout_ms is out of range"),
+    ({"max_output_length": 10**30}, "max_output_length is out of range"),
+    ({"max_output_length": -5}, "max_output_length is negative"),
+    ({"timeout_ms": -1}, "timeout_ms is negative"),
+])
+async def test_a_call_with_an_impossible_limit_is_the_tools_failure_not_the_responses(
+        app: InProcess, arguments: dict[str, Any], said: str) -> None:
+    # The model's arguments are untrusted: a number no JSON encoder here can write (past 64 bits) broke the stream
+    # (TypeError in the SSE frame), and a negative limit was echoed on the item and cut the output to nothing.
+    events = await _stream(app, {"model": "agent", "tools": [AUTO],
+                                 "input": _ask({"commands": ["echo hi"], **arguments})})
+    assert events[-1]["type"] == "response.completed"
+    final = Response.model_validate(events[-1]["response"])
+    assert [item.type for item in final.output] == ["shell_call", "message"]
+    assert final.output[0].status == "incomplete"
+    assert "The commands could not run" in final.output_text and said in final.output_text
+
+
 # -- live output, limits, cancellation ---------------------------------------------------------------------
 
 
@@ -277,7 +296,9 @@ async def test_a_client_that_goes_away_kills_the_command(server: Served) -> None
         fifo = _workdir(server, container_id) / "gate"
         pool = server.app.state.runtime.containers._pool
         await _until(lambda: not pool.slot(container_id).live)
-        assert not fifo.exists() or not _has_reader(fifo)  # the command is gone with its session
+        # The command is gone with its session (the sandbox's pid namespace is torn down just after the session's
+        # process is reaped, so its last process may hold the fifo a moment longer: wait, bounded).
+        await _until(lambda: not fifo.exists() or not _has_reader(fifo))
         stored = (await client.get(f"/responses/{response_id}")).json()
     assert stored["status"] == "cancelled"
     assert [(i["type"], i["status"]) for i in stored["output"]] == [
@@ -302,7 +323,7 @@ async def test_cancelling_a_background_response_kills_the_command(server: Served
     cancelled = await sdk.responses.cancel(created.id)
     assert cancelled.status == "cancelled"
     await _until(lambda: not pool.slot(container_id).live)
-    assert not fifo.exists() or not _has_reader(fifo)
+    await _until(lambda: not fifo.exists() or not _has_reader(fifo))  # torn down with the session's namespace
 
 
 async def test_a_background_run_replays_the_live_output(app: InProcess) -> None:

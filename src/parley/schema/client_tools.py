@@ -106,9 +106,14 @@ def _args(arguments: str) -> dict[str, Any]:
     return data
 
 
+_INT64 = 2**63 - 1  # JSON numbers past it cannot be written back (orjson), in the stream or the store
+
+
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadCall(f"{what} is not a number")
+    if not -_INT64 <= value <= _INT64:
+        raise BadCall(f"{what} is out of range")
     return int(value)
 
 

@@ -71,6 +71,9 @@ class ShellContainerTool:
             item = call_item("shell", False, new_id("sh"), call.call_id, call.arguments)
         except BadCall as err:
             return self.failed(call, f"the call could not be read ({err})", None)
+        for key in ("timeout_ms", "max_output_length"):  # 0 is the default (below); below it is no limit at all
+            if item["action"].get(key, 0) < 0:
+                return self.failed(call, f"the call could not be read ({key} is negative)", None)
         try:
             container_id = await self._code.container()
         except ParleyError as err:
