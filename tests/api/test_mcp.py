@@ -393,6 +393,33 @@ async def test_tool_choice_names_an_mcp_server_or_one_of_its_tools(env: Env) -> 
         assert body["param"] == param, (choice, body)
 
 
+async def test_a_tool_choice_no_tool_can_meet_is_refused_before_the_model_is_asked(env: Env) -> None:
+    # The server's listing failed (HTTP 401): the choice cannot be met. It was a model turn, then a 502 blaming the
+    # model ("did not call a tool"); now OpenAI's 424 for a listing that failed, naming the choice, streamed too.
+    asked = len(env.upstream.requests)
+    for stream, choice in [(False, {"type": "mcp", "server_label": "srv"}),
+                           (True, {"type": "mcp", "server_label": "srv", "name": "add"}),
+                           (False, {"type": "allowed_tools", "mode": "required",
+                                    "tools": [{"type": "mcp", "server_label": "srv"}]})]:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await env.sdk.responses.create(model=MODEL, input="hi", tools=[env.tool("/private/mcp")],
+                                           tool_choice=choice, stream=stream)  # type: ignore[call-overload]
+        error: dict[str, Any] = caught.value.body  # type: ignore[assignment]
+        assert caught.value.status_code == 424, error
+        assert error["param"] in ("tool_choice.server_label", "tool_choice.tools[0].server_label")
+        assert "MCP server 'srv'" in error["message"] and "HTTP 401" in error["message"]
+    # A server that lists tools, none of them within its allowed_tools: the request's own mistake, a 400.
+    body = await _error(env.sdk, input="hi", tools=[env.tool(allowed_tools=["missing"])],
+                        tool_choice={"type": "mcp", "server_label": "srv"})
+    assert body["param"] == "tool_choice.server_label" and "offers no tool" in body["message"]
+    assert len(env.upstream.requests) == asked  # the model was never asked
+    # allowed_tools in auto mode may still name such a server: the model may answer without a tool.
+    auto = await env.sdk.responses.create(model=MODEL, input="hi", tools=[env.tool("/private/mcp")],
+                                          tool_choice={"type": "allowed_tools", "mode": "auto",
+                                                       "tools": [{"type": "mcp", "server_label": "srv"}]})
+    assert auto.status == "completed"
+
+
 async def test_an_approval_for_a_server_the_request_lacks(env: Env) -> None:
     first = await env.sdk.responses.create(model=MODEL, tools=[env.tool()], input=steps([("srv__echo", {"text": "q"})]))
     request = first.output[-1]

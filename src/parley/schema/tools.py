@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from parley.errors import InvalidRequest
+from parley.errors import InvalidRequest, ParleyError
 from parley.schema.builtin_tools import BUILTIN_PARAMS, McpParams, ToolSearchParams
 from parley.schema.client_tools import TOOL_KINDS, function_for
 from parley.schema.containers import ShellContainerParams
@@ -110,10 +110,13 @@ class ToolChoicePlan:
             return "the model called a tool outside tool_choice.allowed_tools"
         return None
 
-    def with_mcp_tools(self, offered: dict[tuple[str, str], str]) -> ToolChoicePlan:
+    def with_mcp_tools(self, offered: dict[tuple[str, str], str],
+                       failed: dict[str, str] | None = None) -> ToolChoicePlan:
         """The plan with its MCP references resolved, `offered` being the functions offered for the servers' tools
-        by (server label, tool name). A named tool the server does not offer is a 400; a server whose listing
-        failed offers none, so a choice of it cannot be met (the turn check fails the response)."""
+        by (server label, tool name), `failed` the servers whose listing failed (label -> why). A named tool the
+        server does not offer is a 400. A choice no tool can meet (forced, or `required` allowed_tools with nothing
+        else allowed) is refused before any model turn: a 424 when the server's listing failed (OpenAI's status
+        for it), else a 400 (the server lists no tool within its allowed_tools)."""
         if not self.mcp:
             return self
         resolved: set[str] = set()
@@ -124,11 +127,24 @@ class ToolChoicePlan:
                 raise InvalidRequest(f"Tool '{ref.name}' not found among the tools MCP server '{ref.server_label}' "
                                      "offers (its listed tools, within its allowed_tools).", param=f"{ref.param}.name")
             resolved |= found
+        if not resolved and (self.allowed is None or (self.mode == "required" and not self.allowed)):
+            raise _unmet(self.mcp[0], (failed or {}).get(self.mcp[0].server_label))
         if self.allowed is not None:  # allowed_tools entries
             return replace(self, mcp=(), allowed=self.allowed | resolved)
         if len(resolved) == 1:
             return replace(self, mcp=(), forced=next(iter(resolved)))
         return replace(self, mcp=(), among=frozenset(resolved))
+
+
+def _unmet(ref: McpChoice, failure: str | None) -> ParleyError:
+    """The error for a tool_choice of an MCP server that offers no tool to call."""
+    param = f"{ref.param}.server_label"
+    if failure is not None:
+        return ParleyError(f"Error retrieving tool list from MCP server '{ref.server_label}' ({failure}): the "
+                           "tool_choice naming it cannot be met.", param, "mcp_list_tools_failed", 424,
+                           "invalid_request_error")
+    return InvalidRequest(f"MCP server '{ref.server_label}' offers no tool within its allowed_tools: the "
+                          "tool_choice naming it cannot be met.", param=param)
 
 
 @dataclass(frozen=True, slots=True)

@@ -456,7 +456,9 @@ def _mcp_choice(toolset: ToolSet, toolbox: Toolbox, hosted: Sequence[HostedTool]
         return passed
     offered = {(tool.connection.endpoint.server_label, tool.tool.name): name
                for name, tool in toolbox.tools.items() if isinstance(tool, McpTool)}
-    resolved = replace(toolset, plan=toolset.plan.with_mcp_tools(offered))
+    failed = {str(lead.item.get("server_label")): str(lead.item["error"]) for lead in toolbox.leading
+              if lead.item.get("type") == "mcp_list_tools" and lead.item.get("error")}  # its listing failed
+    resolved = replace(toolset, plan=toolset.plan.with_mcp_tools(offered, failed))
     return resolved, resolved.upstream_choice()
 
 
