@@ -1,9 +1,11 @@
-"""The chain cache end to end: two Parley apps on one database, one caching chains and one not, continue the
-same chains; the upstream must be sent the same context by both, before and after a deletion, across tool
-calls, and store:false is continued by neither."""
+"""The chain cache and the prefix memos end to end: two Parley apps on one database, one caching chains and
+translations and one not, continue the same chains; the upstream must be sent the same context by both, before
+and after a deletion, across tool calls, across models of different profiles, and store:false is continued by
+neither."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -87,3 +89,58 @@ async def test_store_false_is_continued_by_neither(pair: Pair) -> None:
     for client in (pair.cached, pair.uncached):
         with pytest.raises(openai.NotFoundError):
             await client.responses.create(model="echo", input="next", previous_response_id=unstored.id)
+
+
+@pytest.fixture
+async def profiles(tmp_path: Path) -> AsyncIterator[Pair]:
+    """Models with different endpoint profiles over one upstream: the translated form of the same chain differs
+    (developer role, content as a string or parts, reasoning passed back, files as parts or as text)."""
+    fake = FakeUpstream()
+    await fake.start()
+    models = [ModelConfig(id=f"{kind}-{profile}", base_url=fake.base_url, upstream_model=kind, profile=profile)
+              for kind in ("echo", "tools", "reasoning") for profile in ("generic", "openai", "deepseek")]
+
+    def settings(cache: int) -> Settings:
+        return Settings(data_dir=tmp_path, models=models, embedded=EmbeddedConfig(enabled=False),
+                        chain_cache_bytes=cache)
+
+    async with in_process(settings(1024 * 1024)) as cached, in_process(settings(0)) as uncached:
+        yield Pair(cached.sdk(), uncached.sdk(), fake)
+    await fake.stop()
+
+
+async def test_one_chain_across_models_of_different_profiles_is_sent_as_without_the_cache(profiles: Pair) -> None:
+    """Each model's memo of translated contexts is its own (the translation depends on the profile), and a hit
+    is only ever an equal prefix: switching models, instructions, adding files, reasoning and tool calls along
+    one chain sends exactly what an app without any cache sends."""
+    note = "data:text/plain;base64," + base64.b64encode(b"The meeting is on Tuesday.").decode()
+    turns: list[dict[str, Any]] = [
+        {"model": "echo-generic", "input": "hello", "instructions": "Be brief."},
+        {"model": "reasoning-deepseek", "input": "think about it", "instructions": "Be brief."},
+        {"model": "echo-openai", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "read this"},
+            {"type": "input_file", "filename": "note.txt", "file_data": note}]}]},
+        {"model": "echo-generic", "input": "and now?", "instructions": "Be thorough."},
+        {"model": "reasoning-deepseek", "input": "again"},
+        {"model": "tools-deepseek", "input": "Weather in Paris?", "tools": [WEATHER]},
+    ]
+    ids: list[str] = []
+    for turn in turns:
+        response, _ = await profiles.both(**turn, **({"previous_response_id": ids[-1]} if ids else {}))
+        ids.append(response.id)
+    call = response.output[-1]
+    assert call.type == "function_call"
+    response, sent = await profiles.both(model="echo-deepseek", previous_response_id=ids[-1], tools=[WEATHER],
+                                         input=[{"type": "function_call_output", "call_id": call.call_id,
+                                                 "output": "22C"}])
+    ids.append(response.id)
+    assert sent["messages"][-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "22C"}
+    for model in ("echo-openai", "echo-generic", "echo-openai"):
+        response, sent = await profiles.both(model=model, previous_response_id=ids[-1], input="next")
+        ids.append(response.id)
+    assert sent["messages"][-1]["content"] == [{"type": "text", "text": "next"}]  # openai: content as parts
+    assert any(part.get("type") == "file" for m in sent["messages"] if isinstance(m["content"], list)
+               for part in m["content"])  # openai: the file as a file part
+    # A branch from an earlier turn, on the model whose memo holds the longer chain: sent as without the cache.
+    _, sent = await profiles.both(model="echo-openai", previous_response_id=ids[2], input="branch")
+    assert sent["messages"][-1]["content"] == [{"type": "text", "text": "branch"}]
