@@ -13,8 +13,10 @@ from parley.engine.context_measure import ContextMeasures
 from parley.errors import InvalidRequest
 from parley.providers.base import ModelCall
 from parley.providers.chat_request import ChatMessages, chat_messages
+from parley.providers.native_profiles import NATIVE_PROFILES
 from parley.providers.prefix_memo import PrefixMemo
 from parley.providers.profiles import PROFILES
+from parley.providers.responses_request import ResponsesInput, responses_input
 
 Item = dict[str, Any]
 
@@ -140,3 +142,20 @@ def test_measures_along_a_chain_equal_a_fresh_measure() -> None:
         assert along.json_bytes >= len(orjson.dumps(items))  # an upper bound on the items' JSON
     assert measures.of(items).images == 2 and measures.of(items).file_parts
     assert measures.of(items).kinds == {"message", "function_call", "function_call_output"}
+
+
+def test_the_responses_wire_input_along_a_chain_equals_a_fresh_translation() -> None:
+    """The native Responses wire's memo: each item translates alone; an upstream's own reasoning item goes back
+    only to the model that made it, so the memo is keyed by the upstream model too."""
+    profile = NATIVE_PROFILES[("openai_responses", "openai")]
+    memo: PrefixMemo[ResponsesInput] = PrefixMemo(1 << 20)
+    own = {**_reasoning(1), "upstream": {"kind": "openai_responses", "model": "gpt-a",
+                                         "item": {"type": "reasoning", "id": "rs_up", "encrypted_content": "x"}}}
+    items: list[Item] = []
+    for model, turn in (("gpt-a", [_user(1), own, _assistant(1)]), ("gpt-a", [_user(2), _call(2)]),
+                        ("gpt-b", [_output(2), _assistant(3)]), ("gpt-a", [_user(4)])):
+        items = [*items, *turn]
+        call = ModelCall(model, items)
+        assert responses_input(call, profile, memo) == responses_input(call, profile)
+    assert {"type": "reasoning", "id": "rs_up", "encrypted_content": "x"} in responses_input(call, profile, memo)
+    assert len(memo) == 1

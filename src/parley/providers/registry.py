@@ -133,8 +133,9 @@ def chat_provider(
     )
 
 
-_WIRES: dict[str, Callable[[], Wire]] = {
-    "openai_responses": ResponsesWire, "anthropic": AnthropicWire, "gemini": GeminiWire,
+# Each wire built with the size of its memo of translated contexts (only the Responses wire keeps one yet).
+_WIRES: dict[str, Callable[[int], Wire]] = {
+    "openai_responses": ResponsesWire, "anthropic": lambda _: AnthropicWire(), "gemini": lambda _: GeminiWire(),
 }
 
 
@@ -149,7 +150,8 @@ def build_provider(
         profile=resolve_native_profile(cfg.provider, cfg.profile, cfg.quirks),
         connect_timeout_s=cfg.connect_timeout_s, read_timeout_s=cfg.read_timeout_s,
     )
-    return NativeProvider(upstream, _WIRES[cfg.provider](), http, encodings=encodings,
+    wire = _WIRES[cfg.provider](policy.memo_bytes if policy else 0)
+    return NativeProvider(upstream, wire, http, encodings=encodings,
                           limits=policy.limits if policy else None, masker=policy.masker if policy else None)
 
 

@@ -9,6 +9,7 @@ sent (the upstream stored none of them); the upstream's reasoning and hosted-too
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from parley.providers.base import Item, ModelCall
@@ -22,6 +23,7 @@ from parley.providers.native_items import (
     upstream_state,
 )
 from parley.providers.native_profiles import NativeProfile
+from parley.providers.prefix_memo import PrefixMemo
 
 KIND = "openai_responses"
 _MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
@@ -110,11 +112,39 @@ def _include(call: ModelCall) -> list[str]:
     return include
 
 
-def responses_body(call: ModelCall, profile: NativeProfile) -> dict[str, Any]:
-    items = [_item(item, f"input[{i}]", call, profile) for i, item in enumerate(call.items)]
+@dataclass(frozen=True, slots=True)
+class ResponsesInput:
+    """A call's translated `input`, as a PrefixMemo keeps it (providers/prefix_memo.py), with the upstream model it
+    was made for (an upstream's own reasoning and hosted-tool items go back only to the model that made them)."""
+
+    upstream_model: str
+    items: tuple[dict[str, Any], ...]
+
+
+def responses_input(call: ModelCall, profile: NativeProfile,
+                    memo: PrefixMemo[ResponsesInput] | None = None) -> list[dict[str, Any]]:
+    """The `input` of `call`. With a `memo` (one per configured model: the translation depends on its profile), a
+    call that extends one translated before is translated only from its first new item on (each item is translated
+    alone, so the prefix's items are reused as they are)."""
+    hit = memo.find(call.items) if memo is not None else None
+    if hit is not None and hit.state.upstream_model == call.upstream_model:
+        translated, start = list(hit.state.items), hit.start
+    else:
+        hit, translated, start = None, [], 0
+    for index in range(start, len(call.items)):
+        item = _item(call.items[index], f"input[{index}]", call, profile)
+        if item is not None:
+            translated.append(item)
+    if memo is not None:
+        memo.put(call.items, ResponsesInput(call.upstream_model, tuple(translated)), hit)
+    return translated
+
+
+def responses_body(call: ModelCall, profile: NativeProfile,
+                   memo: PrefixMemo[ResponsesInput] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": call.upstream_model,
-        "input": [item for item in items if item is not None],
+        "input": responses_input(call, profile, memo),
         "stream": call.stream,
         "store": False,
         "include": _include(call),
