@@ -7,17 +7,19 @@ fake Responses upstream over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from parley.config import EmbeddedConfig, ModelConfig, Settings
 from parley.testing.fake_responses_upstream import FakeResponsesUpstream
-from parley.testing.in_process import InProcess, in_process
+from parley.testing.in_process import InProcess, in_process, served
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city.", "defer_loading": True,
@@ -122,3 +124,43 @@ async def test_a_hosted_shell_takes_the_upstreams_container_ids(app: InProcess) 
     response = await app.http.post("/v1/responses", json={"model": "sheller", "input": "echo x", "tools": [tool]})
     assert response.status_code == 200, response.text
     assert [item["type"] for item in response.json()["output"]] == ["shell_call", "shell_call_output", "message"]
+
+
+async def test_a_hosted_items_events_pass_through_as_they_come(fake: FakeResponsesUpstream,
+                                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The upstream holds its shell_call_output open after its first output delta (until the test releases it):
+    the client already has the item's `output_item.added` and that delta, not yet its `output_item.done`."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("hosted-live"), embedded=EmbeddedConfig(enabled=False),
+                        models=[ModelConfig(id="sheller", provider="openai_responses", base_url=fake.base_url,
+                                            upstream_model="container-shell", hosted_tools=["shell"])])
+    events: list[dict[str, Any]] = []
+    saw_delta = asyncio.Event()
+
+    async def read(base_url: str) -> None:
+        body = {"model": "sheller", "input": "echo live", "tools": [SHELL], "stream": True}
+        async with httpx.AsyncClient(base_url=base_url, timeout=120) as client, \
+                client.stream("POST", "/responses", json=body) as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("data: {"):
+                    event = json.loads(line[6:])
+                    EVENTS.validate_python(event)
+                    events.append(event)
+                    if event["type"] == "response.shell_call_output_content.delta":
+                        saw_delta.set()
+
+    fake.hold, fake.held = asyncio.Event(), asyncio.Event()
+    try:
+        async with served(settings) as server:
+            reader = asyncio.ensure_future(read(server.base_url))
+            await fake.held.wait()
+            await asyncio.wait_for(saw_delta.wait(), 60)  # a bound on a hang, not a timing assertion
+            shown = [(e["type"], e.get("item", {}).get("type")) for e in events]
+            assert ("response.output_item.added", "shell_call_output") in shown
+            assert ("response.output_item.done", "shell_call_output") not in shown
+            fake.hold.set()
+            await reader
+    finally:
+        fake.hold = None
+    assert events[-1]["type"] == "response.completed"
+    output = Response.model_validate(events[-1]["response"]).output[1]
+    assert output.type == "shell_call_output" and output.output[0].stdout == "live\n"

@@ -8,7 +8,9 @@ import pytest
 
 from parley.providers.anthropic_events import AnthropicParser
 from parley.providers.base import (
+    HostedEvent,
     HostedItem,
+    HostedStarted,
     HostedTool,
     ModelCall,
     ModelEvent,
@@ -187,11 +189,16 @@ def test_responses_stream_summary_state_and_hosted_items() -> None:
     up = {"kind": "openai_responses", "model": "model-x"}
     assert out[0] == ReasoningDelta("Hm.", summary_index=0)
     assert out[1] == ReasoningState({**up, "item": reasoning})
-    hosted = out[2]
+    # The hosted item starts live (a Parley id), its events follow as they come, and its end finishes it.
+    started, searching, hosted = out[2:5]
+    assert isinstance(started, HostedStarted) and started.item == {**search, "status": "in_progress",
+                                                                   "id": started.key}
+    assert started.key.startswith("ws_") and started.key != "ws_up"
+    assert searching == HostedEvent(started.key, "response.web_search_call.searching", {})
     assert isinstance(hosted, HostedItem) and hosted.upstream == {**up, "item": search}
-    assert hosted.item["id"].startswith("ws_") and hosted.item["id"] != "ws_up"
-    assert hosted.events == ("response.web_search_call.searching",) and hosted.tool == "web_search"
-    assert out[3:] == [ToolCallDelta(2, "", "c1", "f"), ToolCallDelta(2, "{}"),
+    assert hosted.item == {**search, "id": started.key} and hosted.key == started.key
+    assert hosted.events == () and hosted.tool == "web_search"
+    assert out[5:] == [ToolCallDelta(2, "", "c1", "f"), ToolCallDelta(2, "{}"),
                        Usage(input_tokens=9, output_tokens=3, cached_tokens=4, reasoning_tokens=2)]
     assert parser.finish == "tool_calls"
 
@@ -234,10 +241,11 @@ def test_responses_hosted_image_generation_keeps_its_partial_images() -> None:
         {"type": "response.completed", "response": {"status": "completed", "usage": {
             "input_tokens": 1, "output_tokens": 1}}},
     ])
-    hosted = out[0]
+    started, generating, partial, hosted = out[:4]
+    assert isinstance(started, HostedStarted) and started.key.startswith("ig_") and started.key != "ig_up"
+    assert generating == HostedEvent(started.key, "response.image_generation_call.generating", {})
+    assert partial == HostedEvent(started.key, "response.image_generation_call.partial_image",
+                                  {"partial_image_b64": "AAAA", "partial_image_index": 0, "size": "64x64"})
     assert isinstance(hosted, HostedItem) and hosted.item["result"] == image["result"]
-    assert hosted.item["id"].startswith("ig_") and hosted.item["id"] != "ig_up"
-    assert hosted.events == ("response.image_generation_call.generating",
-                             ("response.image_generation_call.partial_image",
-                              {"partial_image_b64": "AAAA", "partial_image_index": 0, "size": "64x64"}))
+    assert hosted.item["id"] == hosted.key == started.key
     assert hosted.tool == "image_generation"

@@ -20,7 +20,9 @@ from parley.ids import new_id
 from parley.providers.base import (
     Finish,
     FinishReason,
+    HostedEvent,
     HostedItem,
+    HostedStarted,
     ModelEvent,
     ReasoningDelta,
     ReasoningState,
@@ -150,6 +152,7 @@ class StreamBuilder:
         self._calls: dict[int, _OpenCall] = {}
         self._usage: Usage | None = None
         self._pending_turn_items: list[Item] = []
+        self._hosted_open: dict[str, int] = {}  # a hosted item started live, by its key -> its output_index
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -191,6 +194,11 @@ class StreamBuilder:
             return self._reasoning_state(event)
         if isinstance(event, HostedItem):
             return self._hosted_item(event)
+        if isinstance(event, HostedEvent):
+            index = self._hosted_open.get(event.key)
+            return [] if index is None else self.tool_event(index, event.kind, event.fields)
+        if isinstance(event, HostedStarted):
+            return self._hosted_started(event)
         if isinstance(event, Usage):
             # A response of several model turns reports the sum of their usage.
             self._usage = event if self._usage is None else _add_usage(self._usage, event)
@@ -413,14 +421,26 @@ class StreamBuilder:
             events.append(self._item_done(item, rs.output_index))
 
     def _hosted_item(self, hosted: HostedItem) -> list[Event]:
-        """An item of a tool the upstream ran: added whole, with its own progress events, and done."""
+        """An item of a tool the upstream ran: finished if it was started live (HostedStarted), else added whole,
+        with its own progress events, and done."""
         events: list[Event] = []
         self._close_reasoning(events)
         self._close_message(events, "completed")
         item = {**hosted.item, "upstream": hosted.upstream}
         if hosted.tool is not None:
             self.called.append(hosted.tool)
+        started = self._hosted_open.pop(hosted.key, None) if hosted.key is not None else None
+        if started is not None:
+            return events + self.finish_tool_item(started, item)
         return events + self.add_done_item(item, hosted.events)
+
+    def _hosted_started(self, started: HostedStarted) -> list[Event]:
+        """A hosted item the upstream started: `output_item.added` now, its events as they come (HostedEvent)."""
+        events: list[Event] = []
+        self._close_reasoning(events)
+        self._close_message(events, "completed")
+        self._hosted_open[started.key] = self._add_item(dict(started.item), events)
+        return events
 
     def _new_call_item(self, delta: ToolCallDelta) -> Item:
         upstream_name = delta.name or ""

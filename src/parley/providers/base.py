@@ -53,6 +53,28 @@ class HostedItem:
     upstream: dict[str, Any]
     events: tuple[str | tuple[str, dict[str, Any]], ...] = ()
     tool: str | None = None
+    # Set when the item was started live (HostedStarted with this key): it is finished, not added.
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostedStarted:
+    """A streaming upstream started an item of a tool it runs (`output_item.added`): `item` as the client sees it
+    (a Parley id, which is also `key`). Its own events follow as HostedEvent, live, and the HostedItem with the
+    same key finishes it."""
+
+    key: str
+    item: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HostedEvent:
+    """One of a started hosted item's own events (`response.shell_call_output_content.delta`, ...), its fields as
+    the upstream sent them (without the numbering, which is the stream builder's)."""
+
+    key: str
+    kind: str
+    fields: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +101,8 @@ class Usage:
     cache_write_tokens: int = 0
 
 
-ModelEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage | ReasoningState | HostedItem
+ModelEvent = (TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage | ReasoningState | HostedItem
+              | HostedStarted | HostedEvent)
 
 
 ModelState = Literal["not_started", "starting", "ready", "unavailable", "stopped"]

@@ -15,7 +15,9 @@ from typing import Any
 from parley.ids import new_id
 from parley.providers.base import (
     FinishReason,
+    HostedEvent,
     HostedItem,
+    HostedStarted,
     ModelCall,
     ModelEvent,
     ReasoningDelta,
@@ -89,6 +91,12 @@ def _hosted_types(call: ModelCall) -> dict[str, str]:
     return found
 
 
+def _shown_id(item: dict[str, Any]) -> str:
+    """A Parley id for a hosted item, with the upstream id's prefix (ws_, sh_, ...)."""
+    upstream_id = str(item.get("id") or "")
+    return new_id(upstream_id.split("_", 1)[0] if "_" in upstream_id else "item")
+
+
 class ResponsesParser:
     def __init__(self, call: ModelCall, max_output_chars: int) -> None:
         self.finish: FinishReason | None = None
@@ -96,7 +104,7 @@ class ResponsesParser:
         self._hosted = _hosted_types(call)
         self._usage: Usage | None = None
         self._types: dict[int, str] = {}  # output_index -> item type
-        self._progress: dict[int, list[str | tuple[str, dict[str, Any]]]] = {}  # output_index -> its own events
+        self._hosted_ids: dict[int, str] = {}  # output_index -> the Parley id of a hosted item started live
         self._streamed: set[int] = set()  # output indexes whose text or arguments came as deltas
         self._calls = 0
         self._chars = 0
@@ -124,11 +132,11 @@ class ResponsesParser:
         if handler is not None:
             return handler(event)
         index = event.get("output_index")
-        if isinstance(kind, str) and isinstance(index, int) and index in self._progress:
-            # A hosted item's own event (response.web_search_call.searching, ...), its fields kept
-            # (response.image_generation_call.partial_image's image).
+        if isinstance(kind, str) and isinstance(index, int) and index in self._hosted_ids:
+            # A hosted item's own event (response.web_search_call.searching, a shell's output delta, ...), passed on
+            # as it comes, its fields kept (response.image_generation_call.partial_image's image).
             fields = {key: value for key, value in event.items() if key not in _EVENT_KEYS}
-            self._progress[index].append((kind, fields) if fields else kind)
+            return [HostedEvent(self._hosted_ids[index], kind, fields)]
         return []
 
     def _grow(self, text: str) -> None:
@@ -175,7 +183,8 @@ class ResponsesParser:
             return [ToolCallDelta(index=index, arguments="", call_id=_text(item.get("call_id"), "call_id"),
                                   name=_text(item.get("name"), "name"))]
         if kind in self._hosted:
-            self._progress[index] = []
+            key = self._hosted_ids[index] = _shown_id(item)
+            return [HostedStarted(key, {**item, "id": key})]
         return []
 
     def _item_done(self, event: dict[str, Any]) -> list[ModelEvent]:
@@ -190,15 +199,12 @@ class ResponsesParser:
         if kind == "reasoning":
             return [ReasoningState(state(KIND, self._model, item=item))]
         if kind in self._hosted:
-            return [self._hosted_item(kind, item, tuple(self._progress.pop(index, ())))]
+            return [self._hosted_item(kind, item, self._hosted_ids.pop(index, None))]
         return []
 
-    def _hosted_item(self, kind: str, item: dict[str, Any],
-                     events: tuple[str | tuple[str, dict[str, Any]], ...]) -> HostedItem:
-        upstream_id = str(item.get("id") or "")
-        prefix = upstream_id.split("_", 1)[0] if "_" in upstream_id else "item"
-        shown = {**item, "id": new_id(prefix)}
-        return HostedItem(shown, state(KIND, self._model, item=item), events, self._hosted[kind])
+    def _hosted_item(self, kind: str, item: dict[str, Any], key: str | None) -> HostedItem:
+        shown = {**item, "id": key or _shown_id(item)}
+        return HostedItem(shown, state(KIND, self._model, item=item), (), self._hosted[kind], key)
 
     def _ended(self, event: dict[str, Any]) -> list[ModelEvent]:
         response = _dict(event.get("response"), "response")

@@ -26,6 +26,7 @@ Run it standalone: `python -m parley.testing.fake_responses_upstream --port 9103
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from typing import Any
 
@@ -256,6 +257,10 @@ class FakeResponsesUpstream(FakeServer):
         super().__init__()
         self.app.router.add_post("/v1/responses", self._responses)
         self.app.router.add_get("/v1/models", self._models)
+        # When `hold` is set to an event, a stream stops after its first hosted shell output delta, sets `held` and
+        # waits for `hold`: a test can see what reached the client while the upstream's item is still open.
+        self.hold: asyncio.Event | None = None
+        self.held = asyncio.Event()
 
     @property
     def base_url(self) -> str:
@@ -288,12 +293,26 @@ class FakeResponsesUpstream(FakeServer):
                 return await self.drop_body(request, orjson.dumps(events.response))
             return web.json_response(events.response)
         frames = events.frames
+        if self.hold is not None:
+            return await self._held(request, frames, self.hold)
         if model == "error-midstream":
             error = {"type": "error", "code": "server_error", "message": "The model had an error.", "param": None,
                      "sequence_number": 2}
             frames = [*frames[:2], data_frame(error, "error")]
         return await self.sse(request, model, frames, delay=0.2 if model == "slow" else 0.0,
                               drop_after=3 if model == "drop" else None)
+
+
+    async def _held(self, request: web.Request, frames: list[bytes], hold: asyncio.Event) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        await resp.prepare(request)
+        for frame in frames:
+            await resp.write(frame)
+            if frame.startswith(b"event: response.shell_call_output_content.delta"):
+                self.held.set()
+                await hold.wait()
+        await resp.write_eof()
+        return resp
 
 
 def main() -> None:
