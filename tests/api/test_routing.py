@@ -25,7 +25,7 @@ from parley.testing.fake_anthropic import FakeAnthropic
 from parley.testing.fake_gemini import FakeGemini
 from parley.testing.fake_responses_upstream import FakeResponsesUpstream
 from parley.testing.fake_upstream import FakeUpstream
-from parley.testing.in_process import InProcess, in_process
+from parley.testing.in_process import InProcess, in_process, served
 
 
 @dataclass
@@ -366,6 +366,41 @@ async def test_an_upstream_429_with_an_absurd_wait_is_a_429_not_a_500_and_is_not
     sent = limited.sent("retry-after-1e300")
     limited.clock.now += 86400 + 1
     assert (await limited.ask("ages")).status_code == 429 and limited.sent("retry-after-1e300") == sent + 1
+
+
+async def test_a_turn_cut_before_its_usage_still_counts_against_tokens_per_minute(tmp_path: Path) -> None:
+    # A hostile client streams and leaves after the first delta: the upstream read the whole input (and wrote some
+    # output), but no usage ever arrives. Counted at nothing, such turns spent the upstream's tokens past the
+    # deployment's tokens_per_minute for ever; they are now counted by the providers' own estimate (~4
+    # characters a token of input, a token per delta seen).
+    upstream = FakeUpstream()
+    await upstream.start()
+    settings = Settings(data_dir=tmp_path, embedded=EmbeddedConfig(enabled=False),
+                        models=[ModelConfig(id="t", base_url=upstream.base_url, upstream_model="slow",
+                                            tokens_per_minute=100),
+                                ModelConfig(id="u", base_url=upstream.base_url, upstream_model="echo")],
+                        routes=[RouteConfig(id="tpm", deployments=["t", "u"])])
+    long = " ".join(["word"] * 200)  # ~1,000 characters: ~250 tokens by the estimate, past t's 100
+    try:
+        async with served(settings) as app, httpx.AsyncClient(base_url=app.base_url, timeout=60) as client:
+            route = app.app.state.runtime.models.get("tpm").provider
+            assert isinstance(route, RoutedProvider)
+            load = route.deployments[0].load
+            async with client.stream("POST", "/responses", json={"model": "tpm", "input": long,
+                                                                   "stream": True}) as cut:
+                assert cut.headers["x-parley-deployment"] == "t"
+                async for line in cut.aiter_lines():
+                    if "response.output_text.delta" in line:
+                        break  # the client leaves before the usage chunk
+            for _ in range(400):  # until the server has seen the disconnect and closed the turn (bounded)
+                if load.open_turns == 0:
+                    break
+                await asyncio.sleep(0.025)
+            assert load.open_turns == 0 and load.tokens >= 100, load.tokens
+            after = await client.post("/responses", json={"model": "tpm", "input": "hi"})
+            assert after.status_code == 200 and after.headers["x-parley-deployment"] == "u"
+    finally:
+        await upstream.stop()
 
 
 @pytest.mark.parametrize(("extra", "message"), [

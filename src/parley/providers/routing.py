@@ -14,8 +14,9 @@ failure to open; once an event is returned, nothing a deployment streamed is eve
 that is the request's own (a 400) is never retried. A deployment with `max_concurrent` takes at most that many
 open turns (per process). A deployment with `requests_per_minute` or `tokens_per_minute` takes at most that many
 turns, or turns until that many tokens were used, in each UTC minute (per process; the windows of the project
-and key limits, parley/rate_windows.py): a turn is counted when it is sent, its tokens when its usage arrives, so
-like those limits a turn is never refused for tokens not used yet and the last turn of a minute may overshoot.
+and key limits, parley/rate_windows.py): a turn is counted when it is sent, its tokens when its usage arrives (a
+turn cut before it, by a client that left or an upstream that dropped, by an estimate), so like those limits a
+turn is never refused for tokens not used yet and the last turn of a minute may overshoot.
 An upstream's 429 that says how long to wait (`retry-after-ms`, `retry-after`, or OpenAI's `x-ratelimit-reset-*`
 read into them at the edge, providers/upstream_http.py) puts its deployment at its limit for that long instead of
 the cool-down. A deployment at a limit is passed over; when every deployment is, the turn is refused with a 429
@@ -43,7 +44,17 @@ from dataclasses import dataclass, field
 import orjson
 
 from parley.errors import ParleyError, UpstreamError
-from parley.providers.base import ModelCall, ModelEvent, ModelStream, Provider, TokenCount, Usage
+from parley.providers.base import (
+    ModelCall,
+    ModelEvent,
+    ModelStream,
+    Provider,
+    ReasoningDelta,
+    TextDelta,
+    TokenCount,
+    ToolCallDelta,
+    Usage,
+)
 from parley.rate_windows import LONGEST_WAIT_S, minute_window, reset_text
 
 log = logging.getLogger("parley.routing")
@@ -186,7 +197,8 @@ class _CountedStream:
     is closed."""
 
     def __init__(self, inner: ModelStream, events: AsyncIterator[list[ModelEvent]],
-                 first: list[ModelEvent] | None, deployment: Deployment, wall: Callable[[], float]) -> None:
+                 first: list[ModelEvent] | None, deployment: Deployment, wall: Callable[[], float],
+                 call: ModelCall) -> None:
         self._inner = inner
         self._events = events
         self._first = first  # None: the stream ended before any batch
@@ -194,16 +206,27 @@ class _CountedStream:
         # Only a deployment with a tokens_per_minute looks at the batches (for their usage).
         self._metered = deployment if deployment.tokens_per_minute is not None else None
         self._wall = wall
+        self._call = call
+        self._usage_seen = False
+        self._deltas = 0  # output deltas seen, for a turn cut before its usage
 
     def _meter(self, batch: list[ModelEvent]) -> None:
         assert self._metered is not None
         for event in batch:
             if isinstance(event, Usage):
+                self._usage_seen = True
                 self._metered.used(self._wall(), event)
+            elif isinstance(event, TextDelta | ReasoningDelta | ToolCallDelta):
+                self._deltas += 1
 
     def _done(self) -> None:
         if self._deployment is not None:
             self._deployment.open_turns -= 1
+            if self._metered is not None and not self._usage_seen:
+                # Cut before its usage (the client left, the upstream dropped): the upstream still read the
+                # input, so count the estimate providers make for an upstream that reports none.
+                self._metered.used(self._wall(), Usage(input_tokens=estimated_input(self._call),
+                                                       output_tokens=self._deltas))
             self._deployment = None
 
     async def _iterate(self) -> AsyncIterator[list[ModelEvent]]:
@@ -228,6 +251,13 @@ class _CountedStream:
             await self._inner.aclose()
         finally:
             self._done()
+
+
+def estimated_input(call: ModelCall) -> int:
+    """A call's input tokens at ~4 characters a token (chat_completions.py's estimate for an upstream that reports
+    no usage); only for a turn cut before its usage, so the cost of the walk is off the normal path."""
+    chars = sum(len(orjson.dumps(item.get("content", ""))) for item in call.items)
+    return max(1, (chars + len(call.instructions or "")) // 4)
 
 
 def affinity_key(call: ModelCall) -> bytes | None:
@@ -367,7 +397,7 @@ class RoutedProvider:
             _SERVED.set(deployment.name)
             if len(self.deployments) > 1 or attempt:
                 log.info("model %s served by deployment %s", self.model_id, deployment.name)
-            return _CountedStream(stream, events, first, deployment, self.wall)
+            return _CountedStream(stream, events, first, deployment, self.wall, turn)
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
         """The first deployment's count (counting is not a turn: it does not count against a limit)."""
