@@ -12,7 +12,14 @@ import pytest
 from parley.retrieval.filters import parse_filter
 from parley.retrieval.ranking import Weights
 from parley.services.vector_index import VectorIndex
-from parley.services.vector_search import PRUNE_FROM_CHUNKS, Searcher, SearchOptions, selective
+from parley.services.vector_search import (
+    MATCH_SHARE,
+    PRUNE_FROM_CHUNKS,
+    Match,
+    Searcher,
+    SearchOptions,
+    selective,
+)
 from parley.store.base import PageQuery
 from parley.store.sql import SqlStore
 from parley.store.vector_records import BatchRecord, ChunkRow, NewStoreFile, VectorStoreRecord
@@ -212,11 +219,14 @@ async def test_sqlite_hybrid_scores_outside_the_read_matches_are_exact_where_the
 
 
 def test_selective_terms_are_the_rarest_within_the_match_share() -> None:
-    shares = [("common", 0.30), ("rare", 0.01), ("middling", 0.03), ("scarce", 0.005)]
-    assert selective(shares, 100_000) == ["scarce", "rare", "middling"]  # 0.045 <= MATCH_SHARE; +0.30 is not
-    assert selective([("common", 0.30), ("usual", 0.2)], 100_000) == ["usual"]  # at least the rarest
-    assert selective(shares, PRUNE_FROM_CHUNKS - 1) == ["common", "rare", "middling", "scarce"]  # small: all
-    assert selective([], 100_000) == []
+    assert MATCH_SHARE == 0.02
+    shares = [("common", 0.30), ("rare", 0.005), ("middling", 0.01), ("scarce", 0.002)]
+    assert selective(shares, 100_000) == Match(["scarce", "rare", "middling"])  # 0.017; +0.30 is too many
+    # Even the rarest is in too many chunks: those holding the rarest ones all (0.1 * 0.3 > 0.02 >= 0.1 * 0.3 * 0.5).
+    assert selective([("a", 0.5), ("b", 0.1), ("c", 0.3), ("d", 0.9)], 100_000) == Match(["b", "c", "a"], True)
+    assert selective([("usual", 0.2)], 100_000) == Match(["usual"])  # alone: matched on all the same
+    assert selective(shares, PRUNE_FROM_CHUNKS - 1) == Match(["common", "rare", "middling", "scarce"])  # small
+    assert selective([], 100_000) == Match([])
 
 
 async def test_full_text_matches_on_selective_words_and_ranks_by_all(store: SqlStore) -> None:
@@ -225,7 +235,8 @@ async def test_full_text_matches_on_selective_words_and_ranks_by_all(store: SqlS
     still counts in the ranking of those."""
     record = _store(8)
     await store.insert_vector_store(record)
-    texts = [f"common filler number {i}" for i in range(PRUNE_FROM_CHUNKS + 200)]
+    texts = [f"common filler {'alpha' if i % 2 else 'beta'} {i}" for i in range(PRUNE_FROM_CHUNKS + 200)]
+    texts[6] = "alpha beta together"
     texts[7] = "quasar"
     texts[8] = "quasar common common common"
     texts[9] = "only common here common common common common"
@@ -250,3 +261,9 @@ async def test_full_text_matches_on_selective_words_and_ranks_by_all(store: SqlS
     # Alone, the common word is the rarest there is: it is matched on.
     assert "only common here common common common common" in await _search(
         store, searcher, record, "common", weights=Weights(0.0, 1.0))
+    # Two words in most chunks: matched on chunks holding both ("common filler ..."), ranked by both.
+    both = await _search(store, searcher, record, "common filler", weights=Weights(0.0, 1.0), max_num_results=50)
+    assert len(both) == 50 and all(t.startswith("common filler") for t in both)
+    # Too few chunks hold both (one): then the chunks holding the rarer of the two, ranked by both.
+    few = await _search(store, searcher, record, "alpha beta", weights=Weights(0.0, 1.0))
+    assert len(few) == 10 and few[0] == "alpha beta together"

@@ -6,19 +6,22 @@ PostgreSQL) are pooled, each is given both scores, and the weighted mean orders 
 keeps its best score. Attribute filters restrict the files searched. Of overlapping chunks of one file (chunks
 overlap by design) only the best is returned.
 
-Full text matches on the query's selective words: rarest first, while the chunks they are in add up to at most
-MATCH_SHARE of all chunks (at least the rarest word). A word in many chunks has little weight and most of the
-cost: the database scores every chunk that matches any word. SQLite ranks by the selective words; PostgreSQL
-(whose ts_rank_cd has no document frequency) ranks the chunks that hold one of them by all the query's words.
+Full text matches on the query's selective words and ranks by all of them (`selective`): a database scores every
+chunk that matches any word, and a word in many chunks is most of that work and little of the weight. Matched on:
+the rarest words while the chunks holding them add up to at most MATCH_SHARE of all chunks; if even the rarest
+is in more, the chunks holding all of the rarest few (and, when fewer than k do, those holding the rarest).
+Ranked by: SQLite, FTS5's BM25 over every word (computed by retrieval/bm25.py for the candidates); PostgreSQL,
+ts_rank_cd over every lexeme. The keyword and the vector side of a query run at the same time (two database
+connections on PostgreSQL; the aiosqlite thread and a numpy thread on SQLite).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,18 +29,24 @@ import numpy.typing as npt
 from parley.retrieval import bm25
 from parley.retrieval.filters import Filter, matches
 from parley.retrieval.ranking import Weights, fuse
-from parley.services.vector_index import VectorIndex
+from parley.services.vector_index import StoreMatrix, VectorIndex
 from parley.store.sql import SqlStore
-from parley.store.sql_vector_search import FTS_WINDOW, NO_MATCHES, query_terms
+from parley.store.sql_vector_search import FTS_WINDOW, NO_MATCHES, TextMatches, query_terms
 from parley.store.vector_records import ChunkText, StoreFileInfo, VectorStoreRecord
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 MIN_CANDIDATES = 50
 # The selective words of a query (module docstring): those a full-text query matches on hold at most this share
-# of all chunks together. bench/retrieval.py: at 100k chunks ranking every match is most of a search's time (FTS5
-# ~1 us, ts_rank_cd ~3 us a match); on the Python documentation hybrid search still beats BM25 and vectors alone.
-MATCH_SHARE = 0.05
+# of all chunks together. bench/retrieval.py: at 100k chunks, ranking every match was most of a search's time
+# (FTS5 ~1 us a match, PostgreSQL ~5 us with its heap reads); on the Python documentation, quality is the same
+# from 1% to 5% and above what matching on every word gave (the rescoring with all words does the ranking).
+MATCH_SHARE = 0.02
 PRUNE_FROM_CHUNKS = 1000  # below this, every word is kept (the cost is small, and each word counts in a few chunks)
-CANDIDATES_PER_RESULT = 4  # SQLite: the chunks matching selective words rescored with every word, per candidate
+# SQLite: how many chunks matched on selective words are rescored with every word, per candidate wanted (k).
+# bench/retrieval.py: 2 keeps quality (1: BM25 recall@5 0.888, hybrid 0.938 against 0.931 and 0.946).
+CANDIDATES_PER_RESULT = 2
 DF_TTL_S = 60.0  # document frequencies (SQLite) and the planner's statistics (PostgreSQL) are cached this long
 
 
@@ -62,6 +71,14 @@ class SearchOptions:
     filter: Filter | None = None
     score_threshold: float = 0.0
     weights: Weights = field(default_factory=Weights)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The words a full-text query matches on: chunks holding any of `terms`, or all of them if `all_of`."""
+
+    terms: list[str]
+    all_of: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,21 +150,8 @@ class Searcher:
         file_ids = sorted(set().union(*allowed.values())) if allowed is not None else None
         use_text = weights.text > 0
         if self._postgres:
-            by_vector = dict(await self._store.pg_vector_search(store_ids, stores[0].dimensions, vector, k, file_ids)
-                             if vector is not None else [])
-            lexemes = await self._store.pg_lexemes(query) if use_text else []
-            match = await self._selective_lexemes(lexemes) if lexemes else []
-            by_text = dict(await self._store.pg_text_search(store_ids, match, lexemes, k, file_ids) if match else [])
-            missing = [seq for seq in by_vector.keys() | by_text.keys()
-                       if (vector is not None and seq not in by_vector) or (match and seq not in by_text)]
-            if missing:
-                both = await self._store.pg_scores(missing, stores[0].dimensions,
-                                                   vector if vector is not None else np.zeros(stores[0].dimensions,
-                                                                                              np.float32),
-                                                   lexemes if match else [])
-                for seq, (similarity, score) in both.items():
-                    by_vector.setdefault(seq, similarity)
-                    by_text.setdefault(seq, score)
+            by_vector, by_text = await self._postgres_scores(store_ids, stores[0].dimensions, query, vector, k,
+                                                             file_ids, use_text)
         else:
             by_vector, by_text = await self._sqlite_scores(stores, query, vector, k, window, file_ids, allowed,
                                                            weights)
@@ -157,21 +161,69 @@ class Searcher:
             by_text = {}
         return fuse(by_vector, by_text, weights)
 
+    async def _postgres_scores(self, store_ids: list[str], dimensions: int, query: str,
+                               vector: npt.NDArray[np.float32] | None, k: int, file_ids: list[str] | None,
+                               use_text: bool) -> tuple[dict[int, float], dict[int, float]]:
+        async def by_text() -> tuple[list[str], dict[int, float]]:
+            lexemes = await self._store.pg_lexemes(query) if use_text else []
+            match = await self._selective_lexemes(lexemes) if lexemes else Match([])
+            if not match.terms:
+                return [], {}
+            found = await self._store.pg_text_search(store_ids, match.terms, lexemes, k, file_ids, match.all_of)
+            if match.all_of and len(found) < k:  # too few chunks hold them all: any holding the rarest
+                found = await self._store.pg_text_search(store_ids, match.terms[:1], lexemes, k, file_ids)
+            return lexemes, dict(found)
+
+        async def by_vector() -> dict[int, float]:
+            if vector is None:
+                return {}
+            return dict(await self._store.pg_vector_search(store_ids, dimensions, vector, k, file_ids))
+
+        (lexemes, texts), vectors = await _both(by_text(), by_vector())
+        missing = [seq for seq in vectors.keys() | texts.keys()
+                   if (vector is not None and seq not in vectors) or (lexemes and seq not in texts)]
+        if missing:
+            both = await self._store.pg_scores(missing, dimensions,
+                                               vector if vector is not None else np.zeros(dimensions, np.float32),
+                                               lexemes)
+            for seq, (similarity, score) in both.items():
+                vectors.setdefault(seq, similarity)
+                texts.setdefault(seq, score)
+        return vectors, texts
+
     async def _sqlite_scores(self, stores: Sequence[VectorStoreRecord], query: str,
                              vector: npt.NDArray[np.float32] | None, k: int, window: int, file_ids: list[str] | None,
                              allowed: dict[str, frozenset[str]] | None,
                              weights: Weights) -> tuple[dict[int, float], dict[int, float]]:
-        matrices = [await self._index.matrix(s) for s in stores] if vector is not None else []
-        by_vector: dict[int, float] = {}
-        for store, matrix in zip(stores, matrices, strict=False):  # no matrices without a vector
-            assert vector is not None
-            by_vector.update(matrix.top(vector, k, allowed.get(store.id) if allowed is not None else None))
-        counts, match = await self._selective_terms(query) if weights.text > 0 else ({}, [])
         store_ids = [s.id for s in stores]
-        if len(match) < len(counts):
+
+        async def text_matches() -> tuple[dict[str, int], bool, TextMatches]:
+            """The words' document counts, whether the matches are to be rescored with every word, the matches."""
+            counts, match = await self._selective_terms(query) if weights.text > 0 else ({}, Match([]))
+            if not match.terms:
+                return counts, False, NO_MATCHES
+            if match.all_of or len(match.terms) < len(counts):  # candidates for the rescoring below
+                n = CANDIDATES_PER_RESULT * k
+                found = await self._store.fts_search(store_ids, match.terms, n, file_ids, 0, match.all_of)
+                if match.all_of and len(found.top) < k:  # too few chunks hold them all: any holding the rarest
+                    found = await self._store.fts_search(store_ids, match.terms[:1], n, file_ids, 0)
+                return counts, True, found
+            return counts, False, await self._store.fts_search(store_ids, match.terms, k, file_ids, self._fts_window)
+
+        async def nearest() -> tuple[list[StoreMatrix], dict[int, float]]:
+            if vector is None:
+                return [], {}
+            matrices = [await self._index.matrix(s) for s in stores]
+            found: dict[int, float] = {}
+            for store, matrix in zip(stores, matrices, strict=True):  # a thread: ~4 ms of numpy at 100k chunks
+                found.update(await asyncio.to_thread(matrix.top, vector, k,
+                                                     allowed.get(store.id) if allowed is not None else None))
+            return matrices, found
+
+        (counts, rescore, found), (matrices, by_vector) = await _both(text_matches(), nearest())
+        if rescore:
             # Matched on the selective words, ranked by all: FTS5's best `CANDIDATES_PER_RESULT * k` by those,
             # and the vector candidates, scored as FTS5 would score them with every word (retrieval/bm25.py).
-            found = await self._store.fts_search(store_ids, match, CANDIDATES_PER_RESULT * k, file_ids, 0)
             pool = [seq for seq, _ in found.top]
             scored = await self._bm25(list(dict.fromkeys(pool + list(by_vector))), counts)
             by_text = dict(sorted(((seq, scored[seq]) for seq in pool), key=lambda pair: pair[1], reverse=True)[:k])
@@ -179,8 +231,6 @@ class Searcher:
                 if seq not in by_text and scored.get(seq, 0.0) > 0:
                     by_text[seq] = scored[seq]
         else:
-            found = (await self._store.fts_search(store_ids, match, k, file_ids, self._fts_window) if match
-                     else NO_MATCHES)
             by_text = dict(found.top)
             doubtful = []  # vector candidates whose text score is only known to be at most found.bound
             for seq in by_vector:
@@ -212,7 +262,7 @@ class Searcher:
         frequencies = await asyncio.to_thread(bm25.term_frequencies, texts, list(counts))
         return bm25.scores(frequencies, bm25.IndexStats(rows, mean_length, counts, lengths))
 
-    async def _selective_terms(self, query: str) -> tuple[dict[str, int], list[str]]:
+    async def _selective_terms(self, query: str) -> tuple[dict[str, int], Match]:
         """SQLite: the query's words found in the index with their document counts, and the selective ones (module
         docstring). Counts by FTS5, cached DF_TTL_S."""
         terms = query_terms(query)
@@ -232,30 +282,53 @@ class Searcher:
         total = max([self._total[1], 1, *found.values()])
         return found, selective([(t, count / total) for t, count in found.items()], total)
 
-    async def _selective_lexemes(self, lexemes: list[str]) -> list[str]:
+    async def _selective_lexemes(self, lexemes: list[str]) -> Match:
         """PostgreSQL: the selective lexemes, by the planner's statistics (cached DF_TTL_S)."""
         now = time.monotonic()
         if self._lexeme_stats is None or now - self._lexeme_stats[0] >= DF_TTL_S:
             self._lexeme_stats = (now, *await self._store.pg_lexeme_shares())
         _when, total, shares, other = self._lexeme_stats
         if not shares:  # never analysed: no statistics to choose by
-            return lexemes
+            return Match(lexemes)
         return selective([(lexeme, shares.get(lexeme, other)) for lexeme in lexemes], total)
 
 
-def selective(shares: list[tuple[str, float]], total: float) -> list[str]:
-    """The terms to match on, given the share of chunks holding each: rarest first while their shares add up to at
-    most MATCH_SHARE, and at least the rarest; all of them in a small index (under PRUNE_FROM_CHUNKS chunks)."""
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both at once (each on its own database connection); if one fails, the other is cancelled."""
+    task = asyncio.ensure_future(second)
+    try:
+        one = await first
+    except BaseException:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+    return one, await task
+
+
+def selective(shares: list[tuple[str, float]], total: float) -> Match:
+    """What to match on, given the share of chunks holding each term: the rarest terms while their shares add up
+    to at most MATCH_SHARE (at least the rarest). If even the rarest is in more, chunks holding all of the rarest
+    few, as many as it takes for their estimated joint share (as if independent) to fall within it. A small index
+    (under PRUNE_FROM_CHUNKS chunks): any term."""
     if total < PRUNE_FROM_CHUNKS:
-        return [term for term, _ in shares]
+        return Match([term for term, _ in shares])
+    ordered = sorted(shares, key=lambda pair: pair[1])
     kept: list[str] = []
+    if ordered and ordered[0][1] > MATCH_SHARE:
+        joint = 1.0
+        for term, share in ordered:
+            kept.append(term)
+            joint *= share
+            if joint <= MATCH_SHARE:
+                break
+        return Match(kept, all_of=len(kept) > 1)
     used = 0.0
-    for term, share in sorted(shares, key=lambda pair: pair[1]):
+    for term, share in ordered:
         if kept and used + share > MATCH_SHARE:
             break
         kept.append(term)
         used += share
-    return kept
+    return Match(kept)
 
 
 def _allowed(files: dict[str, dict[str, StoreFileInfo]], condition: Filter | None) -> dict[str, frozenset[str]] | None:

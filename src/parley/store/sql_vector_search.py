@@ -100,13 +100,15 @@ def query_terms(query: str) -> list[str]:
     return list(seen)[:_MAX_TERMS]
 
 
-def _fts_match(terms: list[str]) -> str:
-    return " OR ".join(f'"{term}"' for term in terms)  # \w+ words: no quote can occur inside
+def _fts_match(terms: list[str], all_of: bool = False) -> str:
+    # Words of letters and digits (query_terms): no quote can occur inside.
+    return (" AND " if all_of else " OR ").join(f'"{term}"' for term in terms)
 
 
-def _tsquery(lexemes: list[str]) -> str:
-    """An OR tsquery of lexemes as they are (already normalised by the `english` configuration)."""
-    return " | ".join("'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'" for lexeme in lexemes)
+def _tsquery(lexemes: list[str], all_of: bool = False) -> str:
+    """A tsquery of lexemes as they are (already normalised by the `english` configuration): any, or all."""
+    return (" & " if all_of else " | ").join("'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+                                            for lexeme in lexemes)
 
 
 class SqlVectorSearch:
@@ -170,14 +172,19 @@ class SqlVectorSearch:
             return int((await conn.execute(text("SELECT count(*) FROM vector_store_chunks"))).scalar() or 0)
 
     async def fts_document_counts(self, terms: list[str]) -> dict[str, int]:
-        """The number of chunks holding each term (all stores: FTS5's statistics are global)."""
+        """The number of chunks holding each term (all stores: FTS5's statistics are global), in one statement."""
+        if not terms:
+            return {}
+        statement = text("SELECT " + ", ".join(f"({_FTS_COUNT.text.replace(':match', f':m{i}')})"
+                                               for i in range(len(terms))))
         async with self.engine.connect() as conn:
-            return {term: int((await conn.execute(_FTS_COUNT, {"match": _fts_match([term])})).scalar() or 0)
-                    for term in terms}
+            row = (await conn.execute(statement, {f"m{i}": _fts_match([t]) for i, t in enumerate(terms)})).one()
+        return {term: int(count or 0) for term, count in zip(terms, row, strict=True)}
 
     async def fts_search(self, store_ids: list[str], terms: list[str], k: int, file_ids: list[str] | None,
-                         window: int = FTS_WINDOW) -> TextMatches:
-        """The k best BM25 matches in the stores (and files). First the index's best `window` (at least 4k)
+                         window: int = FTS_WINDOW, all_of: bool = False) -> TextMatches:
+        """The k best BM25 matches (of any term, or of all) in the stores (and files). First the index's best
+        `window` (at least 4k)
         matches of every store; if its first 4k hold at least k of these stores', those are exactly these stores'
         k best (any other of their chunks scores below all 4k). Otherwise (stores that are a small part of the
         index) the join query."""
@@ -186,7 +193,7 @@ class SqlVectorSearch:
         n = max(window, 4 * k)
         async with self.engine.connect() as conn:
             top = [(int(seq), float(score)) for seq, score in
-                   (await conn.execute(_FTS_TOP, {"match": _fts_match(terms), "n": n})).all()]
+                   (await conn.execute(_FTS_TOP, {"match": _fts_match(terms, all_of), "n": n})).all()]
             head = top[: 4 * k]
             if head:
                 owners = {int(seq): (store, file) for seq, store, file in
@@ -199,7 +206,7 @@ class SqlVectorSearch:
                 if len(kept) >= k or len(top) < 4 * k:  # enough, or every match of the index is in the head
                     return TextMatches(kept[:k], dict(top), 0.0 if complete else top[-1][1])
         statement = _FTS_SEARCH.text.format(files="AND c.file_id IN :files " if file_ids is not None else "")
-        params: dict[str, Any] = {"match": _fts_match(terms), "stores": store_ids, "k": k}
+        params: dict[str, Any] = {"match": _fts_match(terms, all_of), "stores": store_ids, "k": k}
         binds: list[BindParameter[Any]] = [bindparam("stores", expanding=True)]
         if file_ids is not None:
             params["files"] = file_ids
@@ -270,8 +277,8 @@ class SqlVectorSearch:
         return max(0.0, float(row[0])), shares, min(shares.values(), default=0.0) / 2
 
     async def pg_text_search(self, store_ids: list[str], match: list[str], rank: list[str], k: int,
-                             file_ids: list[str] | None) -> list[tuple[int, float]]:
-        """The k best chunks holding any of the `match` lexemes, ranked by `ts_rank_cd` over the `rank` ones."""
+                             file_ids: list[str] | None, all_of: bool = False) -> list[tuple[int, float]]:
+        """The k best chunks holding any of the `match` lexemes (or all), ranked by `ts_rank_cd` over `rank`."""
         if not match:
             return []
         files = "AND file_id = ANY(:files) " if file_ids is not None else ""
@@ -279,7 +286,8 @@ class SqlVectorSearch:
             "SELECT seq, ts_rank_cd(search_vector, CAST(:rank AS tsquery)) AS score FROM vector_store_chunks "
             f"WHERE search_vector @@ CAST(:match AS tsquery) AND vector_store_id = ANY(:stores) {files}"
             "ORDER BY score DESC LIMIT :k")
-        params: dict[str, Any] = {"match": _tsquery(match), "rank": _tsquery(rank), "stores": store_ids, "k": k}
+        params: dict[str, Any] = {"match": _tsquery(match, all_of), "rank": _tsquery(rank), "stores": store_ids,
+                                  "k": k}
         if file_ids is not None:
             params["files"] = file_ids
         async with self.engine.connect() as conn:
