@@ -149,6 +149,20 @@ async def test_a_call_with_an_impossible_limit_is_the_tools_failure_not_the_resp
     assert "The commands could not run" in final.output_text and said in final.output_text
 
 
+async def test_a_command_the_shell_cannot_start_fails_alone_and_the_session_lives_on(app: InProcess) -> None:
+    # A NUL byte in a command (exec refuses it) raised in the driver, which died: both commands came back as
+    # timeouts and the container's session (its Python state too) was restarted.
+    events = await _stream(app, {"model": "agent", "tools": [AUTO],
+                                 "input": _ask({"commands": ["echo a\u0000b", "echo next"]})})
+    final = Response.model_validate(events[-1]["response"])
+    output = final.output[1]
+    assert output.type == "shell_call_output" and output.status == "completed"
+    first, second = output.output
+    assert first.outcome.type == "exit" and first.outcome.exit_code == 126  # type: ignore[union-attr]
+    assert "null" in first.stderr and second.stdout == "next\n"
+    assert "restarted" not in final.output_text
+
+
 # -- live output, limits, cancellation ---------------------------------------------------------------------
 
 

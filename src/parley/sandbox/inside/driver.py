@@ -193,8 +193,14 @@ class ShellRunner:
         if ends <= time.monotonic():
             self.send({"command_index": index, "outcome": {"type": "timeout"}, "bytes": 0})
             return
-        process = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, cwd=os.getcwd(), start_new_session=True)
+        try:
+            process = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, cwd=os.getcwd(), start_new_session=True)
+        except (OSError, ValueError) as exc:  # a NUL byte, a command too long for exec: this command's failure only
+            said = f"/bin/sh: cannot run the command: {exc}\n"
+            self.send({"command_index": index, "stderr": said[:max(0, self.limit)]})
+            self.send({"command_index": index, "outcome": {"type": "exit", "exit_code": 126}, "bytes": len(said)})
+            return
         assert process.stdout is not None and process.stderr is not None
         pipes = (process.stdout, process.stderr)
         streams = {pipe.fileno(): name for pipe, name in zip(pipes, ("stdout", "stderr"), strict=True)}
