@@ -16,7 +16,11 @@ Reported per bucket of turns (1-10, 491-500, 991-1000 by default): p50 latency o
 is Parley's CPU (from /proc, 10 ms ticks) per turn over the 100 turns ending with the bucket (the first bucket: turns
 1-100): its cost without the upstream's or the client's, and without the noise of latency.
 
-Run: `python -m bench.chain [--turns 1000] [--databases sqlite postgres] [--cache on off] [--output FILE]`.
+`--wire responses` puts a native Responses upstream behind Parley instead (`provider = "openai_responses"`, the
+same fake's `POST /v1/responses`), and the direct client resends the history as Responses `input`.
+
+Run: `python -m bench.chain [--turns 1000] [--databases sqlite postgres] [--cache on off] [--wire chat responses]
+[--output FILE]`.
 JSON on stdout (and --output), progress on stderr.
 """
 
@@ -65,7 +69,22 @@ async def _timed_post(http: aiohttp.ClientSession, url: str, body: dict[str, Any
     return time.perf_counter() - started, json.loads(raw)
 
 
-async def run_chain(parley_url: str, upstream_url: str, turns: int, parley_pid: int) -> dict[str, Any]:
+def _direct(wire: str, upstream_url: str, history: list[dict[str, str]], question: str) -> tuple[str, dict[str, Any]]:
+    """The URL and body a client without Parley sends for one turn: the whole history, then the question."""
+    messages = [*history, {"role": "user", "content": question}]
+    if wire == "responses":
+        return f"{upstream_url}/v1/responses", {"model": "fixed", "input": messages, "store": False}
+    return f"{upstream_url}/v1/chat/completions", {"model": "fixed", "messages": messages}
+
+
+def _answer_text(wire: str, answer: dict[str, Any]) -> str:
+    if wire == "responses":
+        return str(answer["output"][-1]["content"][0]["text"])
+    return str(answer["choices"][0]["message"]["content"])
+
+
+async def run_chain(parley_url: str, upstream_url: str, turns: int, parley_pid: int,
+                    wire: str = "chat") -> dict[str, Any]:
     parley_ms: list[float] = []
     direct_ms: list[float] = []
     history: list[dict[str, str]] = []
@@ -77,8 +96,7 @@ async def run_chain(parley_url: str, upstream_url: str, turns: int, parley_pid: 
             if warm is not None:
                 body0["previous_response_id"] = warm
             warm = (await _timed_post(http, f"{parley_url}/v1/responses", body0))[1]["id"]
-            await _timed_post(http, f"{upstream_url}/v1/chat/completions",
-                              {"model": "fixed", "messages": [{"role": "user", "content": "warm-up"}]})
+            await _timed_post(http, *_direct(wire, upstream_url, [], "warm-up"))
         cpu_before = sample(parley_pid).cpu_s
         cpu_at = {0: sample(parley_pid, descendants=False).cpu_s}  # Parley's CPU seconds after turn n
         for n in range(1, turns + 1):
@@ -86,7 +104,7 @@ async def run_chain(parley_url: str, upstream_url: str, turns: int, parley_pid: 
             body: dict[str, Any] = {"model": "bench", "input": question}
             if previous is not None:
                 body["previous_response_id"] = previous
-            direct = {"model": "fixed", "messages": [*history, {"role": "user", "content": question}]}
+            direct_url, direct = _direct(wire, upstream_url, history, question)
             order = ("parley", "direct") if n % 2 else ("direct", "parley")
             for which in order:
                 if which == "parley":
@@ -94,8 +112,8 @@ async def run_chain(parley_url: str, upstream_url: str, turns: int, parley_pid: 
                     previous = answer["id"]
                     parley_ms.append(elapsed * 1000)
                 else:
-                    elapsed, answer = await _timed_post(http, f"{upstream_url}/v1/chat/completions", direct)
-                    text = answer["choices"][0]["message"]["content"]
+                    elapsed, answer = await _timed_post(http, direct_url, direct)
+                    text = _answer_text(wire, answer)
                     direct_ms.append(elapsed * 1000)
             history += [{"role": "user", "content": question}, {"role": "assistant", "content": text}]
             cpu_at[n] = sample(parley_pid, descendants=False).cpu_s
@@ -120,7 +138,7 @@ async def run_chain(parley_url: str, upstream_url: str, turns: int, parley_pid: 
             "parley_rss_mb_end": round(sample(parley_pid).rss_mb, 1)}
 
 
-async def one_run(database: str, cache: bool, turns: int, workdir: Path) -> dict[str, Any]:
+async def one_run(database: str, cache: bool, turns: int, workdir: Path, wire: str = "chat") -> dict[str, Any]:
     env = child_env()
     env["PYTHONPATH"] = str(REPO)
     if not cache:
@@ -135,17 +153,18 @@ async def one_run(database: str, cache: bool, turns: int, workdir: Path) -> dict
         children.append(upstream)
         config = workdir / "config.toml"
         # a window the whole chain fits in (1,000 turns are ~30k tokens): truncation does not hide the cost
+        extra = 'context_window = 1000000\n' + ('provider = "openai_responses"\n' if wire == "responses" else "")
         config.write_text(_parley_config(upstream_url).replace('upstream_model = "fixed"\n',
-                                                                'upstream_model = "fixed"\ncontext_window = 1000000\n'))
+                                                                'upstream_model = "fixed"\n' + extra))
         parley = Child("parley", [*_parley_argv(), "serve", "--host", "127.0.0.1", "--port", str(parley_port),
                                   "--data-dir", str(workdir / "data"), "--config", str(config),
                                   "--log-level", "warning"], workdir / "parley.log", env)
         children.append(parley)
         parley_url = f"http://127.0.0.1:{parley_port}"
         parley.wait_ready(f"{parley_url}/health")
-        _log(f"{database}, cache {'on' if cache else 'off'}: {turns} turns")
-        result = await run_chain(parley_url, upstream_url, turns, parley.pid)
-        return {"database": database, "chain_cache": cache, **result}
+        _log(f"{database}, cache {'on' if cache else 'off'}, {wire} upstream: {turns} turns")
+        result = await run_chain(parley_url, upstream_url, turns, parley.pid, wire)
+        return {"database": database, "chain_cache": cache, "wire": wire, **result}
     finally:
         for child in reversed(children):
             child.stop()
@@ -155,10 +174,11 @@ async def one_run(database: str, cache: bool, turns: int, workdir: Path) -> dict
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     runs = []
-    for database in args.databases:
-        for cache in args.cache:
-            with tempfile.TemporaryDirectory(prefix="parley-chain-") as tmp:
-                runs.append(await one_run(database, cache == "on", args.turns, Path(tmp)))
+    for wire in args.wire:
+        for database in args.databases:
+            for cache in args.cache:
+                with tempfile.TemporaryDirectory(prefix="parley-chain-") as tmp:
+                    runs.append(await one_run(database, cache == "on", args.turns, Path(tmp), wire))
     return {"benchmark": "chain", "turns": args.turns, "concurrency": 1, "commit": _git_commit(),
             "environment": _environment(), "runs": runs}
 
@@ -168,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--turns", type=int, default=1000)
     parser.add_argument("--databases", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"])
     parser.add_argument("--cache", nargs="+", choices=["on", "off"], default=["on", "off"])
+    parser.add_argument("--wire", nargs="+", choices=["chat", "responses"], default=["chat"])
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     emit(asyncio.run(main_async(args)), args.output)
