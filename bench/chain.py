@@ -73,7 +73,11 @@ def _direct(wire: str, upstream_url: str, history: list[dict[str, str]], questio
     """The URL and body a client without Parley sends for one turn: the whole history, then the question."""
     messages = [*history, {"role": "user", "content": question}]
     if wire == "responses":
-        return f"{upstream_url}/v1/responses", {"model": "fixed", "input": messages, "store": False}
+        # In the form Parley sends them (providers/responses_request.py): user text as input_text parts, assistant
+        # text as a string; so the upstream parses the same shape from both.
+        items = [{"role": m["role"], "content": [{"type": "input_text", "text": m["content"]}]}
+                 if m["role"] == "user" else m for m in messages]
+        return f"{upstream_url}/v1/responses", {"model": "fixed", "input": items, "store": False}
     return f"{upstream_url}/v1/chat/completions", {"model": "fixed", "messages": messages}
 
 
