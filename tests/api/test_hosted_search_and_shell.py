@@ -164,3 +164,34 @@ async def test_a_hosted_items_events_pass_through_as_they_come(fake: FakeRespons
     assert events[-1]["type"] == "response.completed"
     output = Response.model_validate(events[-1]["response"]).output[1]
     assert output.type == "shell_call_output" and output.output[0].stdout == "live\n"
+
+
+async def test_a_hosted_item_cut_off_by_a_client_that_leaves_is_stored_incomplete(
+        fake: FakeResponsesUpstream, tmp_path_factory: pytest.TempPathFactory) -> None:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("hosted-cut"), embedded=EmbeddedConfig(enabled=False),
+                        models=[ModelConfig(id="sheller", provider="openai_responses", base_url=fake.base_url,
+                                            upstream_model="container-shell", hosted_tools=["shell"])])
+    fake.hold, fake.held = asyncio.Event(), asyncio.Event()
+    response_id = ""
+    try:
+        async with served(settings) as server, httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+            body = {"model": "sheller", "input": "echo cut", "tools": [SHELL], "stream": True}
+            async with client.stream("POST", "/responses", json=body) as resp:
+                async for line in resp.aiter_lines():
+                    if line.startswith("data: {"):
+                        event = json.loads(line[6:])
+                        response_id = response_id or event.get("response", {}).get("id", "")
+                        if event["type"] == "response.shell_call_output_content.delta":
+                            break  # the client leaves while the upstream's output item is open
+            stored: dict[str, Any] = {}
+            for _ in range(4000):  # a bound on the wait, not a timing assertion
+                stored = (await client.get(f"/responses/{response_id}")).json()
+                if stored.get("status") == "cancelled":
+                    break
+                await asyncio.sleep(0.025)
+    finally:
+        fake.hold.set()
+        fake.hold = None
+    assert stored["status"] == "cancelled"
+    assert [(item["type"], item["status"]) for item in stored["output"]] == [
+        ("shell_call", "completed"), ("shell_call_output", "incomplete")]

@@ -42,7 +42,10 @@ Item = dict[str, Any]
 # Built-in tool items whose SDK type has an `incomplete` status, and the statuses of one still running: a response
 # cancelled meanwhile stores them `incomplete` (the other types have no such status and keep theirs).
 _CUT_OFF = {"shell_call_output": ("in_progress",), "code_interpreter_call": ("in_progress", "interpreting"),
-            "file_search_call": ("in_progress", "searching"), "mcp_call": ("in_progress", "calling")}
+            "file_search_call": ("in_progress", "searching"), "mcp_call": ("in_progress", "calling"),
+            # a hosting upstream's items started live (HostedStarted) and cut off before it finished them
+            "shell_call": ("in_progress",), "tool_search_call": ("in_progress",),
+            "tool_search_output": ("in_progress",)}
 
 
 def sse_frame(event: Event) -> bytes:

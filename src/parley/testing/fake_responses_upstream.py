@@ -306,12 +306,15 @@ class FakeResponsesUpstream(FakeServer):
     async def _held(self, request: web.Request, frames: list[bytes], hold: asyncio.Event) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
         await resp.prepare(request)
-        for frame in frames:
-            await resp.write(frame)
-            if frame.startswith(b"event: response.shell_call_output_content.delta"):
-                self.held.set()
-                await hold.wait()
-        await resp.write_eof()
+        try:
+            for frame in frames:
+                await resp.write(frame)
+                if frame.startswith(b"event: response.shell_call_output_content.delta"):
+                    self.held.set()
+                    await hold.wait()
+            await resp.write_eof()
+        except ConnectionResetError:  # the caller went away meanwhile
+            self.disconnects.append("held")
         return resp
 
 
