@@ -246,8 +246,9 @@ class SqlVectorSearch:
             params["files"] = file_ids
         async with self.engine.begin() as conn:
             # relaxed_order: the index scan goes on until k rows pass the filter (pgvector >= 0.8).
-            await conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-            await conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * int(k)))}"))
+            # Both as SET LOCAL would set them (is_local), in one round trip.
+            await conn.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                                    "set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(40, min(1000, 2 * k)))})
             rows = (await conn.execute(statement, params)).all()
         return [(int(seq), float(similarity)) for seq, similarity in rows]
 
