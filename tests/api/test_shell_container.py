@@ -163,6 +163,21 @@ async def test_a_command_the_shell_cannot_start_fails_alone_and_the_session_live
     assert "restarted" not in final.output_text
 
 
+async def test_a_command_that_redirects_its_own_output_runs_to_its_end(app: InProcess) -> None:
+    # `exec >log 2>&1` closes the pipes the driver reads: it took their end for the command's and SIGKILLed it at
+    # once (exit 137, made.txt never written). It now waits for the command, within its time limit.
+    events = await _stream(app, {"model": "agent", "tools": [AUTO], "input": _ask({"commands": [
+        "exec >log.txt 2>&1; sleep 0.5; echo written; touch made.txt", "cat log.txt; ls made.txt",
+        "exec >&- 2>&-; sleep 30"], "timeout_ms": 3000})})
+    final = Response.model_validate(events[-1]["response"])
+    output = final.output[1]
+    assert output.type == "shell_call_output"
+    redirected, checked, held = output.output
+    assert redirected.outcome.type == "exit" and redirected.outcome.exit_code == 0  # type: ignore[union-attr]
+    assert checked.stdout == "written\nmade.txt\n"
+    assert held.outcome.type == "timeout"  # still killed at its time limit
+
+
 # -- live output, limits, cancellation ---------------------------------------------------------------------
 
 

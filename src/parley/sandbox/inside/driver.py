@@ -177,8 +177,9 @@ class ShellRunner:
     frame goes out once `CHUNK` characters are pending (so a frame holds at most that plus one read) or
     `COALESCE_S` after its first piece (output is live, and the host is not sent a frame per write). Each command
     may write `limit` characters (stdout and stderr together) to the frames; the rest is read and counted, never
-    decoded or kept. A command past its time limit, or past the call's deadline, is killed with its process group:
-    its outcome is `timeout`."""
+    decoded or kept. A command ends when its process does (not when its pipes close: it may redirect its own
+    output); past its time limit, or past the call's deadline, it is killed with its process group: its outcome is
+    `timeout`."""
 
     CHUNK = 4096
     COALESCE_S = 0.05
@@ -243,6 +244,12 @@ class ShellRunner:
                             or time.monotonic() >= pending_since + self.COALESCE_S):
                 self.send({"command_index": index, **pending})
                 pending = {}
+        if not timed_out and process.poll() is None:
+            # Its pipes closed but it runs on (`exec >log 2>&1`, a daemon): its end, not theirs, ends it.
+            try:
+                process.wait(max(0.0, ends - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                timed_out = True
         if timed_out or process.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
