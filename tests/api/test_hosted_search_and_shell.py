@@ -195,3 +195,22 @@ async def test_a_hosted_item_cut_off_by_a_client_that_leaves_is_stored_incomplet
     assert stored["status"] == "cancelled"
     assert [(item["type"], item["status"]) for item in stored["output"]] == [
         ("shell_call", "completed"), ("shell_call_output", "incomplete")]
+
+
+async def test_a_store_false_client_resends_the_hosted_items_as_they_are(app: InProcess,
+                                                                         fake: FakeResponsesUpstream) -> None:
+    """Without stored state, the client's copies of the hosted items go back to the hosting upstream as those items
+    (without Parley's ids), not as the function call and output they would be for another model."""
+    sdk = app.sdk()
+    first = await sdk.responses.create(model="sheller", input="echo again", tools=[SHELL], store=False)  # type: ignore[list-item]
+    assert [item.type for item in first.output] == ["shell_call", "shell_call_output", "message"]
+    history = [item.model_dump(exclude_none=True) for item in first.output]
+    second = await sdk.responses.create(model="sheller", tools=[SHELL], store=False,  # type: ignore[list-item]
+                                        input=[*history, {"role": "user", "content": "thanks"}])
+    assert second.output_text == "echo: thanks"
+    sent = fake.requests[-1]["input"]
+    call, output = [item for item in sent if item.get("type", "").startswith("shell")]
+    assert call["type"] == "shell_call" and "id" not in call and call["action"]["commands"] == ["echo again"]
+    assert output["type"] == "shell_call_output" and "id" not in output
+    assert output["output"][0]["stdout"] == "again\n" and output["call_id"] == call["call_id"]
+    assert not any(item.get("type") == "function_call" for item in sent)

@@ -9,7 +9,7 @@ reasoning item becomes the upstream state its next turn needs (ReasoningState, t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from parley.ids import new_id
@@ -18,6 +18,7 @@ from parley.providers.base import (
     HostedEvent,
     HostedItem,
     HostedStarted,
+    HostedTool,
     ModelCall,
     ModelEvent,
     ReasoningDelta,
@@ -80,10 +81,20 @@ def _usage(data: object) -> Usage:
     )
 
 
-def _hosted_types(call: ModelCall) -> dict[str, str]:
+# Hosted items a store:false client may send back without the upstream's state: the Responses input takes them as
+# they are (without Parley's id), so they go to a hosting upstream so, not as the function call they stand for.
+RESENT_AS_ITEMS = frozenset({"tool_search_call", "tool_search_output", "shell_call", "shell_call_output"})
+
+
+def resent_as_items(hosted: Sequence[HostedTool]) -> frozenset[str]:
+    """The item types of `RESENT_AS_ITEMS` the hosted tools make: what `tools/replay.py` leaves as it is."""
+    return frozenset(item_type for item_type in _hosted_types(hosted) if item_type in RESENT_AS_ITEMS)
+
+
+def _hosted_types(hosted_tools: Sequence[HostedTool]) -> dict[str, str]:
     """Item type -> the upstream name of the hosted tool that makes it."""
     found: dict[str, str] = {}
-    for hosted in call.hosted_tools:
+    for hosted in hosted_tools:
         kind = str(hosted.entry.get("type", ""))
         base = "web_search" if kind.startswith("web_search_preview") else kind.split("_20")[0]
         for item_type in _HOSTED_ITEM.get(base, ()):
@@ -101,7 +112,7 @@ class ResponsesParser:
     def __init__(self, call: ModelCall, max_output_chars: int) -> None:
         self.finish: FinishReason | None = None
         self._model = call.upstream_model
-        self._hosted = _hosted_types(call)
+        self._hosted = _hosted_types(call.hosted_tools)
         self._usage: Usage | None = None
         self._types: dict[int, str] = {}  # output_index -> item type
         self._hosted_ids: dict[int, str] = {}  # output_index -> the Parley id of a hosted item started live

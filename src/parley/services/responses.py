@@ -24,6 +24,7 @@ from parley.errors import InvalidRequest, NotFound
 from parley.ids import new_id
 from parley.providers.base import HostedTool, ModelCall
 from parley.providers.registry import ModelEntry, ModelRegistry
+from parley.providers.responses_events import resent_as_items
 from parley.schema.compaction import CompactRequest
 from parley.schema.items import Item, normalize_input
 from parley.schema.present import present_response, presenter
@@ -270,7 +271,7 @@ class ResponsesService:
             toolset, upstream_choice = _mcp_choice(toolset, toolbox, hosted, req)
         # Built-in tool items of earlier turns go upstream as the function calls they were (tools/replay.py).
         if kinds & _REWRITTEN:
-            model_items = replay_items(self._compactor.expand(project_id, model_items))
+            model_items = replay_items(self._compactor.expand(project_id, model_items), keep=resent_as_items(hosted))
         # Files in messages: their bytes and extracted text, for whichever form the upstream takes.
         model_items = await self._file_inputs.resolve(project_id, model_items, len(context))
         if not model_items:

@@ -12,8 +12,8 @@ Behaviour by model name: see `fake_plan`, plus `search` (the hosted `web_search`
 contains, then a call of the first; "done: <result>" once it is answered), `container-shell` (the hosted `shell`
 with a container environment when offered: a `shell_call` running the last user text as a command in the
 upstream's container and its `shell_call_output`, with their events, then "ran: <stdout>") and `error-midstream`
-(an `error` event after the start). A hosted tool's item sent back must be the one it made (its id): another is
-refused with a 400, as OpenAI refuses items it did not store.
+(an `error` event after the start). A hosted tool's item sent back with an id must be the one it made: another is
+refused with a 400, as OpenAI refuses items it did not store (one without an id is input, taken as it is).
 
 Like OpenAI with `store: false`, it refuses (400) a `previous_response_id` (nothing was stored) and a reasoning
 item that comes back without the `encrypted_content` it was given, or with another one. Reasoning items carry
@@ -74,8 +74,8 @@ _OWN_ITEMS = {"tool_search_call": "tsc_fake", "tool_search_output": "tso_fake", 
 
 def _check_hosted_items(body: dict[str, Any]) -> None:
     for index, item in enumerate(body.get("input") or ()):
-        own = _OWN_ITEMS.get(item.get("type"))
-        if own is not None and item.get("id") != own:
+        own = _OWN_ITEMS.get(item.get("type"))  # one without an id is a client's copy, taken as input
+        if own is not None and "id" in item and item["id"] != own:
             raise _Invalid(f"Item with id '{item.get('id')}' not found.", f"input[{index}]")
 
 
