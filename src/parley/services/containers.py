@@ -1,5 +1,6 @@
 """The containers use case: the Containers API (containers and their files, per project) and running code in a
-container's persistent Python session for the code_interpreter tool.
+container's persistent Python session for the code_interpreter tool, or shell commands for the container `shell`
+tool (`shell`: their output comes back in frames while they run, sandbox/inside/driver.py).
 
 The store is the truth: container rows, file rows, and the files' bytes in blob storage (the data dir with
 SQLite, the database with PostgreSQL). A process that runs code keeps a working copy of the container's files
