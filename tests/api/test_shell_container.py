@@ -355,6 +355,29 @@ async def test_cancelling_a_background_response_kills_the_command(server: Served
     await _until(lambda: not fifo.exists() or not _has_reader(fifo))  # torn down with the session's namespace
 
 
+async def test_the_cancel_reply_is_the_cancelled_response_as_stored(server: Served) -> None:
+    # The reply to POST /cancel was read before the run had written what it produced: it lacked the
+    # shell_call_output that the stored response (read a moment later) has, as incomplete.
+    sdk = server.sdk()
+    created = await sdk.responses.create(model="agent", tools=[AUTO], background=True,  # type: ignore[list-item]
+                                         input=_ask({"commands": ["echo first", "mkfifo gate && cat gate"]}))
+    pool = server.app.state.runtime.containers._pool
+    before = {cid for cid, slot in pool._slots.items() if slot.workdir is not None}
+
+    def started() -> bool:  # the second command made its fifo: the first one's output is in
+        return any(cid not in before and slot.workdir is not None and (Path(slot.workdir) / "gate").exists()
+                   for cid, slot in list(pool._slots.items()))
+
+    await _until(started)
+    cancelled = await sdk.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    stored = await sdk.responses.retrieve(created.id)
+    assert [item.model_dump() for item in cancelled.output] == [item.model_dump() for item in stored.output]
+    output = cancelled.output[1]
+    assert output.type == "shell_call_output" and output.status == "incomplete"
+    assert output.output[0].stdout == "first\n"
+
+
 async def test_a_background_run_replays_the_live_output(app: InProcess) -> None:
     """The live item's events are logged like any other: a background run's stream replays them, from the start
     or after a given event, and they fold into the stored output."""

@@ -140,10 +140,13 @@ class BackgroundRunner:
         """Runs executing in this process now (/metrics)."""
         return len(self._running)
 
-    def cancel_local(self, response_id: str) -> None:
+    async def cancel_local(self, response_id: str, wait_s: float = 10.0) -> None:
+        """Stop the run if it runs in this process, and wait (bounded) until it has written what it produced (its
+        items closed as incomplete), so the cancel's reply is the response as stored."""
         task = self._running.get(response_id)
         if task is not None:
             task.cancel()
+            await asyncio.wait({task}, timeout=wait_s)
 
     # -- loops -----------------------------------------------------------------------------------
 

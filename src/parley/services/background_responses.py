@@ -96,7 +96,7 @@ class BackgroundResponses:
             return response  # cancelling a finished run returns it unchanged
         if await self._store.cancel_background(project_id, response_id) is None:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
-        self.runner.cancel_local(response_id)
+        await self.runner.cancel_local(response_id)
         return await self._responses.retrieve(project_id, response_id)
 
     async def check_streamable(self, project_id: str, response_id: str) -> None:
