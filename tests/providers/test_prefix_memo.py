@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from parley.config import ProfileName
 from parley.engine.context_measure import ContextMeasures
 from parley.errors import InvalidRequest
 from parley.providers.base import ModelCall
@@ -62,7 +63,7 @@ def _turns() -> list[list[Item]]:
 
 
 @pytest.mark.parametrize("profile_name", ["generic", "deepseek", "openai"])
-def test_a_growing_chain_translates_as_a_fresh_translation_does(profile_name: str) -> None:
+def test_a_growing_chain_translates_as_a_fresh_translation_does(profile_name: ProfileName) -> None:
     profile = PROFILES[profile_name]
     memo: PrefixMemo[ChatMessages] = PrefixMemo(1 << 20)
     items: list[Item] = []
@@ -159,3 +160,25 @@ def test_the_responses_wire_input_along_a_chain_equals_a_fresh_translation() -> 
         assert responses_input(call, profile, memo) == responses_input(call, profile)
     assert {"type": "reasoning", "id": "rs_up", "encrypted_content": "x"} in responses_input(call, profile, memo)
     assert len(memo) == 1
+
+
+def test_chains_forked_from_one_response_each_keep_their_entry() -> None:
+    """Many users continuing one shared response: every chain starts with the same item objects, and each keeps
+    its own entry (up to BRANCHES of them) instead of pushing the others out."""
+    profile = PROFILES["generic"]
+    memo: PrefixMemo[ChatMessages] = PrefixMemo(1 << 20)
+    root = [_user(0), _assistant(0)]
+    branches = [list(root) for _ in range(3)]
+    for turn in range(1, 4):
+        for n, items in enumerate(branches):
+            hit = memo.find([*items, _user(turn)])
+            assert (hit is not None and hit.start == len(items)) == (turn > 1)
+            items += [_user(turn), _assistant(100 * n + turn)]
+            call = ModelCall("m", items)
+            assert chat_messages(call, profile, memo) == chat_messages(call, profile)
+    assert len(memo) == 3  # one per branch: each replaced the entry it extended
+    for n in range(PrefixMemo.BRANCHES + 2):  # more forks than kept: the least recently used go
+        chat_messages(ModelCall("m", [*root, _user(1000 + n)]), profile, memo)
+    assert len(memo) == PrefixMemo.BRANCHES
+    assert memo.find([*root, _user(1000 + PrefixMemo.BRANCHES + 1)]) is not None
+    assert memo.find(branches[0]) is None

@@ -32,6 +32,7 @@ class PrefixHit(Generic[S]):
     start: int
     state: S
     size: int
+    key: tuple[int, int]  # of the entry it was found in
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +43,16 @@ class _Entry(Generic[S]):
 
 
 class PrefixMemo(Generic[S]):
+    # Entries kept per first item: chains forked from one response (many users continuing one prompt) each keep
+    # theirs instead of pushing each other out.
+    BRANCHES = 8
+
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[int, _Entry[S]] = OrderedDict()
+        # By the ids of their first and last items (they hold both, so the ids are theirs alone): forks of one chain
+        # share the first and differ in the last.
+        self._entries: OrderedDict[tuple[int, int], _Entry[S]] = OrderedDict()
+        self._by_first: dict[int, list[tuple[int, int]]] = {}
         self._bytes = 0
 
     @property
@@ -57,24 +65,32 @@ class PrefixMemo(Generic[S]):
 
     def find(self, items: Sequence[Item]) -> PrefixHit[S] | None:
         """The state remembered for the longest known prefix of `items`, if any."""
-        if not items or not self._entries:
+        if not items:
             return None
-        entry = self._entries.get(id(items[0]))
-        if entry is None:
+        best: tuple[tuple[int, int], _Entry[S]] | None = None
+        for key in self._by_first.get(id(items[0]), ()):
+            entry = self._entries[key]
+            start = len(entry.items)
+            # An entry holds its first item, so no other live object has its id; `is` is a belt-and-braces check.
+            if start > len(items) or entry.items[0] is not items[0]:
+                continue
+            if best is not None and start <= len(best[1].items):
+                continue
+            prefix = items[:start]
+            if (prefix if isinstance(prefix, list) else list(prefix)) == entry.items:
+                best = key, entry
+        if best is None:
             return None
-        start = len(entry.items)
-        # The entry holds its first item, so no other live object has its id; `is` is a belt-and-braces check.
-        if start > len(items) or entry.items[0] is not items[0]:
-            return None
-        prefix = items[:start]
-        if (prefix if isinstance(prefix, list) else list(prefix)) != entry.items:
-            return None
-        self._entries.move_to_end(id(items[0]))
-        return PrefixHit(start, entry.state, entry.size)
+        self._entries.move_to_end(best[0])
+        siblings = self._by_first[best[0][0]]  # least recently used first, as the entries
+        siblings.remove(best[0])
+        siblings.append(best[0])
+        return PrefixHit(len(best[1].items), best[1].state, best[1].size, best[0])
 
     def put(self, items: Sequence[Item], state: S, hit: PrefixHit[S] | None) -> int:
-        """Remember `state` as covering all of `items` (found with `hit`); returns the items' JSON bytes (an upper
-        bound: measured on the new items only, brackets and commas included)."""
+        """Remember `state` as covering all of `items` (found with `hit`, whose entry it replaces: a linear chain
+        keeps one entry); returns the items' JSON bytes (an upper bound: measured on the new items only, brackets
+        and commas included)."""
         start, size = (hit.start, hit.size) if hit is not None else (0, 0)
         if hit is not None and start == len(items):
             return size  # nothing new: the entry found is this one
@@ -82,14 +98,33 @@ class PrefixMemo(Generic[S]):
             size += len(orjson.dumps(list(items[start:])))
         if not items or self.max_bytes <= 0:
             return size
-        key = id(items[0])
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= old.size
-        if size <= self.max_bytes:
-            self._entries[key] = _Entry(list(items), state, size)
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self._bytes -= evicted.size
+        first = id(items[0])
+        if hit is not None:
+            self._remove(hit.key)
+        key = (first, id(items[-1]))
+        self._remove(key)
+        if size > self.max_bytes:
+            return size
+        self._entries[key] = _Entry(list(items), state, size)
+        self._bytes += size
+        siblings = self._by_first.setdefault(first, [])
+        siblings.append(key)
+        if len(siblings) > self.BRANCHES:
+            self._remove(siblings[0])
+        while self._bytes > self.max_bytes:
+            self._remove(next(iter(self._entries)))
         return size
+
+    def drop(self, hit: PrefixHit[S]) -> None:
+        """Forget the entry `hit` was found in (its state does not apply: the caller works afresh and puts its own)."""
+        self._remove(hit.key)
+
+    def _remove(self, key: tuple[int, int]) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        self._bytes -= entry.size
+        siblings = self._by_first[key[0]]
+        siblings.remove(key)
+        if not siblings:
+            del self._by_first[key[0]]

@@ -131,10 +131,10 @@ def responses_input(call: ModelCall, profile: NativeProfile,
     call that extends one translated before is translated only from its first new item on (each item is translated
     alone, so the prefix's items are reused as they are)."""
     hit = memo.find(call.items) if memo is not None else None
-    if hit is not None and hit.state.upstream_model == call.upstream_model:
-        translated, start = list(hit.state.items), hit.start
-    else:
-        hit, translated, start = None, [], 0
+    if memo is not None and hit is not None and hit.state.upstream_model != call.upstream_model:
+        memo.drop(hit)  # made for another model: this translation replaces it
+        hit = None
+    translated, start = (list(hit.state.items), hit.start) if hit is not None else ([], 0)
     for index in range(start, len(call.items)):
         item = _item(call.items[index], f"input[{index}]", call, profile)
         if item is not None:
