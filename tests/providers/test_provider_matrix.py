@@ -64,6 +64,8 @@ async def matrix(fake_chat: FakeUpstream, fake_responses: FakeResponsesUpstream,
                               upstream_model="search", hosted_tools=["web_search"]))
     models.append(ModelConfig(id="hosted-mcp", provider="openai_responses", base_url=fake_responses.base_url,
                               upstream_model="echo", hosted_tools=["mcp"]))
+    models.append(ModelConfig(id="hosted-mcp-call", provider="openai_responses", base_url=fake_responses.base_url,
+                              upstream_model="mcp-call", hosted_tools=["mcp"]))
     settings = Settings(data_dir=tmp_path_factory.mktemp("matrix"), models=models, embedded={"enabled": False})
     async with in_process(settings) as parley:
         yield Matrix(parley, parley.sdk(), fakes)
@@ -286,6 +288,13 @@ async def test_a_tool_choice_of_a_hosted_mcp_server_goes_upstream_as_sent(matrix
                   tool_choice={"type": "allowed_tools", "mode": "auto",
                                "tools": [{"type": "mcp", "server_label": "docs"}]})
     assert fake.requests[-1]["tools"] == [tool]  # the hosted server is passed; the function is not allowed
+    # `required` with only the hosted server allowed: the upstream must call it, and its mcp_call is the call
+    # Parley's turn check counts (it was refused as a call outside allowed_tools, a 502, though it complied).
+    required = await _create(matrix.sdk, model="hosted-mcp-call", input="hello", tools=[tool, LOOKUP],
+                             tool_choice={"type": "allowed_tools", "mode": "required",
+                                          "tools": [{"type": "mcp", "server_label": "docs"}]})
+    assert [item.type for item in required.output] == ["mcp_call", "message"]
+    assert fake.requests[-1]["tools"] == [tool] and fake.requests[-1]["tool_choice"] == "required"
 
 
 async def test_a_client_cannot_forge_upstream_state(matrix: Matrix) -> None:

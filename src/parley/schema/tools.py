@@ -110,13 +110,15 @@ class ToolChoicePlan:
             return "the model called a tool outside tool_choice.allowed_tools"
         return None
 
-    def with_mcp_tools(self, offered: dict[tuple[str, str], str],
-                       failed: dict[str, str] | None = None) -> ToolChoicePlan:
+    def with_mcp_tools(self, offered: dict[tuple[str, str], str], failed: dict[str, str] | None = None,
+                       hosted: dict[str, str] | None = None) -> ToolChoicePlan:
         """The plan with its MCP references resolved, `offered` being the functions offered for the servers' tools
-        by (server label, tool name), `failed` the servers whose listing failed (label -> why). A named tool the
-        server does not offer is a 400. A choice no tool can meet (forced, or `required` allowed_tools with nothing
-        else allowed) is refused before any model turn: a 424 when the server's listing failed (OpenAI's status
-        for it), else a 400 (the server lists no tool within its allowed_tools)."""
+        by (server label, tool name), `failed` the servers whose listing failed (label -> why), `hosted` the
+        servers the upstream hosts (label -> the tool's upstream name, what a turn's hosted calls are counted
+        as: the upstream lists and enforces them). A named tool the server does not offer is a 400.
+        A choice no tool can meet (forced, or `required` allowed_tools with nothing else allowed) is refused before
+        any model turn: a 424 when the server's listing failed (OpenAI's status for it), else a 400 (the server
+        lists no tool within its allowed_tools)."""
         if not self.mcp:
             return self
         resolved: set[str] = set()
@@ -127,6 +129,8 @@ class ToolChoicePlan:
                 raise InvalidRequest(f"Tool '{ref.name}' not found among the tools MCP server '{ref.server_label}' "
                                      "offers (its listed tools, within its allowed_tools).", param=f"{ref.param}.name")
             resolved |= found
+            if hosted and ref.server_label in hosted:
+                resolved.add(hosted[ref.server_label])
         if not resolved and (self.allowed is None or (self.mode == "required" and not self.allowed)):
             raise _unmet(self.mcp[0], (failed or {}).get(self.mcp[0].server_label))
         if self.allowed is not None:  # allowed_tools entries

@@ -459,7 +459,8 @@ def _mcp_choice(toolset: ToolSet, toolbox: Toolbox, hosted: Sequence[HostedTool]
                for name, tool in toolbox.tools.items() if isinstance(tool, McpTool)}
     failed = {str(lead.item.get("server_label")): str(lead.item["error"]) for lead in toolbox.leading
               if lead.item.get("type") == "mcp_list_tools" and lead.item.get("error")}  # its listing failed
-    resolved = replace(toolset, plan=toolset.plan.with_mcp_tools(offered, failed))
+    on_upstream = {str(h.entry.get("server_label")): h.name for h in hosted if h.entry.get("type") == "mcp"}
+    resolved = replace(toolset, plan=toolset.plan.with_mcp_tools(offered, failed, on_upstream))
     return resolved, resolved.upstream_choice()
 
 

@@ -11,7 +11,9 @@ Behaviour by model name: see `fake_plan`, plus `search` (the hosted `web_search`
 `tool_search_call` and a `tool_search_output` loading the `defer_loading` functions whose names the last user text
 contains, then a call of the first; "done: <result>" once it is answered), `container-shell` (the hosted `shell`
 with a container environment when offered: a `shell_call` running the last user text as a command in the
-upstream's container and its `shell_call_output`, with their events, then "ran: <stdout>") and `error-midstream`
+upstream's container and its `shell_call_output`, with their events, then "ran: <stdout>"), `mcp-call` (the
+first hosted `mcp` server offered: an `mcp_call` of its tool `search` with its events, then "called: search") and
+`error-midstream`
 (an `error` event after the start). A hosted tool's item sent back with an id must be the one it made: another is
 refused with a 400, as OpenAI refuses items it did not store (one without an id is input, taken as it is).
 
@@ -233,6 +235,13 @@ def build(model: str, body: dict[str, Any], answer: Plan) -> _Events:
                   and str((t.get("environment") or {}).get("type", "")).startswith("container")]
     if model == "container-shell" and containers:
         _hosted_shell(events, body, answer)
+    servers = [t for t in body.get("tools") or () if t.get("type") == "mcp"]
+    if model == "mcp-call" and servers:
+        done = {"id": "mcp_fake", "type": "mcp_call", "server_label": servers[0].get("server_label"),
+                "name": "search", "arguments": "{}", "output": "found", "error": None, "status": "completed"}
+        events.item({**done, "status": "in_progress", "output": None}, done,
+                    [("response.mcp_call.in_progress", {}), ("response.mcp_call.completed", {})])
+        answer.text = "called: search"
     if answer.text:
         _message(events, answer.text)
     for index, call in enumerate(answer.calls):
