@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from parley.retrieval.bm25 import TOKENIZER, IndexStats, idf, scores, term_frequencies
+from parley.retrieval.bm25 import TOKENIZER, IndexStats, idf, scores, term_frequencies, tokens
 
 TEXTS = {
     1: "Running runners run; the runner ran.",
@@ -42,14 +42,16 @@ def _stats(words: list[str]) -> IndexStats:
                                    ["absent", "here"]])
 def test_scores_are_fts5_bm25(words: list[str]) -> None:
     want = _fts5_bm25(words)
-    got = scores(term_frequencies(TEXTS, words), _stats(words))
+    got = scores(term_frequencies(TEXTS, tokens(words)), _stats(words))
     assert {seq for seq, score in got.items() if score > 0} == set(want)
     for seq, score in want.items():
         assert got[seq] == pytest.approx(score, rel=1e-12)
 
 
 def test_frequencies_count_the_stemmed_folded_token() -> None:
-    found = term_frequencies(TEXTS, ["running", "café", "coffee_cup"])
+    assert tokens(["running", "Café", "coffee_cup", "ZÜRICH"]) == {"running": "run", "Café": "cafe",
+                                                                  "ZÜRICH": "zurich"}
+    found = term_frequencies(TEXTS, tokens(["running", "café", "coffee_cup"]))
     assert found[1] == {"running": 2}  # Running and run (porter keeps "runner"; "ran" is another word)
     assert found[2] == {"café": 3}  # café, CAFE, cafés
     assert all("coffee_cup" not in f for f in found.values())  # two tokens: not one word's

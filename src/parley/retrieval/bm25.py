@@ -9,10 +9,10 @@ score of vector candidates. Each is FTS5's formula (fts5_aux.c, k1 = 1.2, b = 0.
     idf(w) = ln((N - n(w) + 0.5) / (n(w) + 0.5)), at least 1e-6
 
 with N, avgdl and |D| from the index's own statistics and n(w) its document count (store/sql_vector_search.py).
-f(w), the occurrences of w's token in the chunk, comes from FTS5 too: the chunks' texts are put in an in-memory
-FTS5 table with the same tokenizer (`porter unicode61`) and counted through its `fts5vocab` instance table, so a
-word and a chunk are cut and stemmed exactly as the index cut and stemmed them. Blocking (sqlite3): run it in a
-thread.
+f(w), the occurrences of w's token in the chunk, comes from FTS5 too: the words and the chunks' texts are put in
+an in-memory FTS5 table with the same tokenizer (`porter unicode61`) and read back through its `fts5vocab`
+instance table, so they are cut and stemmed exactly as the index cut and stemmed them. Blocking (sqlite3): run
+it in a thread.
 """
 
 from __future__ import annotations
@@ -43,29 +43,41 @@ def idf(rows: int, count: int) -> float:
     return value if value > 0 else 1e-6
 
 
-def term_frequencies(texts: Mapping[int, str], words: list[str]) -> dict[int, dict[str, int]]:
-    """Per chunk, how often each word's token occurs in it (words that are not one token count nowhere)."""
+def _tokenizer() -> sqlite3.Connection:
     db = sqlite3.connect(":memory:")
+    db.execute(f"CREATE VIRTUAL TABLE chunks USING fts5(text, tokenize='{TOKENIZER}')")
+    db.execute("CREATE VIRTUAL TABLE tokens USING fts5vocab(chunks, 'instance')")
+    return db
+
+
+def tokens(words: list[str]) -> dict[str, str]:
+    """Each word's FTS5 token (cut, folded and stemmed as the index does); words that are not one token are left
+    out (they are phrases to FTS5)."""
+    db = _tokenizer()
     try:
-        db.execute(f"CREATE VIRTUAL TABLE chunks USING fts5(text, tokenize='{TOKENIZER}')")
-        db.execute("CREATE VIRTUAL TABLE tokens USING fts5vocab(chunks, 'instance')")
-        # The words as rows of their own, below every chunk's rowid (seqs start at 1): their tokens.
-        db.executemany("INSERT INTO chunks(rowid, text) VALUES (?, ?)",
-                       [(-1 - i, word) for i, word in enumerate(words)])
+        db.executemany("INSERT INTO chunks(rowid, text) VALUES (?, ?)", [(i, word) for i, word in enumerate(words)])
         cut: dict[int, list[str]] = {}
-        for doc, term in db.execute("SELECT doc, term FROM tokens WHERE doc < 0"):
-            cut.setdefault(-1 - int(doc), []).append(str(term))
-        token_of = {words[i]: terms[0] for i, terms in cut.items() if len(terms) == 1}
-        db.executemany("INSERT INTO chunks(rowid, text) VALUES (?, ?)", list(texts.items()))
-        wanted = sorted(set(token_of.values()))
-        counts: dict[tuple[int, str], int] = {}
-        if wanted:
-            marks = ",".join("?" * len(wanted))
-            query = f"SELECT doc, term, count(*) FROM tokens WHERE term IN ({marks}) AND doc >= 0 GROUP BY doc, term"
-            for doc, term, count in db.execute(query, wanted):
-                counts[(int(doc), str(term))] = int(count)
+        for doc, term in db.execute("SELECT doc, term FROM tokens"):
+            cut.setdefault(int(doc), []).append(str(term))
     finally:
         db.close()
+    return {words[i]: terms[0] for i, terms in cut.items() if len(terms) == 1}
+
+
+def term_frequencies(texts: Mapping[int, str], token_of: Mapping[str, str]) -> dict[int, dict[str, int]]:
+    """Per chunk, how often each word's token (`tokens()`) occurs in it."""
+    wanted = sorted(set(token_of.values()))
+    counts: dict[tuple[int, str], int] = {}
+    if wanted:
+        db = _tokenizer()
+        try:
+            db.executemany("INSERT INTO chunks(rowid, text) VALUES (?, ?)", list(texts.items()))
+            marks = ",".join("?" * len(wanted))
+            query = f"SELECT doc, term, count(*) FROM tokens WHERE term IN ({marks}) GROUP BY doc, term"
+            for doc, term, count in db.execute(query, wanted):
+                counts[(int(doc), str(term))] = int(count)
+        finally:
+            db.close()
     return {seq: {word: n for word, token in token_of.items() if (n := counts.get((seq, token), 0))}
             for seq in texts}
 

@@ -94,7 +94,8 @@ class Searcher:
         self._index = index
         self._postgres = store.engine.dialect.name == "postgresql"
         self._files: dict[str, tuple[int, dict[str, StoreFileInfo]]] = {}  # by store: (generation, files)
-        self._counts: dict[str, tuple[float, int]] = {}  # term -> (when, chunks holding it)
+        self._tokens: dict[str, str | None] = {}  # query word -> its FTS5 token (None: not one token)
+        self._counts: dict[str, tuple[float, int]] = {}  # FTS5 token -> (when, chunks holding it)
         self._total = (-DF_TTL_S, 0)  # (when, all chunks)
         self._lexeme_stats: tuple[float, float, dict[str, float], float] | None = None  # when, pg_lexeme_shares()
 
@@ -197,18 +198,21 @@ class Searcher:
                              weights: Weights) -> tuple[dict[int, float], dict[int, float]]:
         store_ids = [s.id for s in stores]
 
-        async def text_matches() -> tuple[dict[str, int], bool, TextMatches]:
-            """The words' document counts, whether the matches are to be rescored with every word, the matches."""
-            counts, match = await self._selective_terms(query) if weights.text > 0 else ({}, Match([]))
+        async def text_matches() -> tuple[dict[str, str], dict[str, int], bool, TextMatches]:
+            """The words' tokens and document counts, whether the matches are to be rescored with every word, and
+            the matches."""
+            token_of, counts, match = (await self._selective_terms(query) if weights.text > 0
+                                       else ({}, {}, Match([])))
             if not match.terms:
-                return counts, False, NO_MATCHES
+                return token_of, counts, False, NO_MATCHES
             if match.all_of or len(match.terms) < len(counts):  # candidates for the rescoring below
                 n = CANDIDATES_PER_RESULT * k
                 found = await self._store.fts_search(store_ids, match.terms, n, file_ids, 0, match.all_of)
                 if match.all_of and len(found.top) < k:  # too few chunks hold them all: any holding the rarest
                     found = await self._store.fts_search(store_ids, match.terms[:1], n, file_ids, 0)
-                return counts, True, found
-            return counts, False, await self._store.fts_search(store_ids, match.terms, k, file_ids, self._fts_window)
+                return token_of, counts, True, found
+            return token_of, counts, False, await self._store.fts_search(store_ids, match.terms, k, file_ids,
+                                                                         self._fts_window)
 
         async def nearest() -> tuple[list[StoreMatrix], dict[int, float]]:
             if vector is None:
@@ -220,12 +224,12 @@ class Searcher:
                                                      allowed.get(store.id) if allowed is not None else None))
             return matrices, found
 
-        (counts, rescore, found), (matrices, by_vector) = await _both(text_matches(), nearest())
+        (token_of, counts, rescore, found), (matrices, by_vector) = await _both(text_matches(), nearest())
         if rescore:
             # Matched on the selective words, ranked by all: FTS5's best `CANDIDATES_PER_RESULT * k` by those,
             # and the vector candidates, scored as FTS5 would score them with every word (retrieval/bm25.py).
             pool = [seq for seq, _ in found.top]
-            scored = await self._bm25(list(dict.fromkeys(pool + list(by_vector))), counts)
+            scored = await self._bm25(list(dict.fromkeys(pool + list(by_vector))), token_of, counts)
             by_text = dict(sorted(((seq, scored[seq]) for seq in pool), key=lambda pair: pair[1], reverse=True)[:k])
             for seq in by_vector:
                 if seq not in by_text and scored.get(seq, 0.0) > 0:
@@ -247,40 +251,51 @@ class Searcher:
                 ranked = sorted(fused.values(), reverse=True)
                 cut = ranked[window - 1] if len(ranked) >= window else -1.0
                 if needed := [seq for seq in doubtful if fused[seq] + slack >= cut]:
-                    by_text.update({seq: score for seq, score in (await self._bm25(needed, counts)).items() if score})
+                    by_text.update({seq: score for seq, score in (await self._bm25(needed, token_of, counts)).items()
+                                    if score})
         if vector is not None:
             others = [seq for seq in by_text if seq not in by_vector]
             for matrix in matrices:
                 by_vector.update(matrix.similarities(vector, others))
         return by_vector, by_text
 
-    async def _bm25(self, seqs: list[int], counts: dict[str, int]) -> dict[int, float]:
-        """FTS5's BM25 of these chunks for the words (their document counts given), without a pass over the index."""
+    async def _bm25(self, seqs: list[int], token_of: dict[str, str], counts: dict[str, int]) -> dict[int, float]:
+        """FTS5's BM25 of these chunks for the words (their tokens and document counts given), without a pass over
+        the index."""
         if not seqs:
             return {}
         rows, mean_length, lengths, texts = await self._store.fts_chunk_stats(seqs)
-        frequencies = await asyncio.to_thread(bm25.term_frequencies, texts, list(counts))
+        frequencies = await asyncio.to_thread(bm25.term_frequencies, texts, token_of)
         return bm25.scores(frequencies, bm25.IndexStats(rows, mean_length, counts, lengths))
 
-    async def _selective_terms(self, query: str) -> tuple[dict[str, int], Match]:
-        """SQLite: the query's words found in the index with their document counts, and the selective ones (module
-        docstring). Counts by FTS5, cached DF_TTL_S."""
+    async def _selective_terms(self, query: str) -> tuple[dict[str, str], dict[str, int], Match]:
+        """SQLite: the query's words found in the index, their tokens and document counts, and the selective ones
+        (module docstring). Tokens are cached; counts too, for DF_TTL_S."""
         terms = query_terms(query)
         now = time.monotonic()
         if now - self._total[0] >= DF_TTL_S:
             self._total = (now, await self._store.chunk_count())
-        unknown = [t for t in terms if now - self._counts.get(t, (-DF_TTL_S, 0))[0] >= DF_TTL_S]
-        counts = await self._store.fts_document_counts(unknown) if unknown else {}
+        if unknown := [t for t in terms if t not in self._tokens]:
+            if len(self._tokens) > 100_000:
+                self._tokens.clear()
+            cut = await asyncio.to_thread(bm25.tokens, unknown)
+            self._tokens.update({word: cut.get(word) for word in unknown})
+        token_of = {t: token for t in terms if (token := self._tokens.get(t)) is not None}
+        stale = sorted({token for token in token_of.values()
+                        if now - self._counts.get(token, (-DF_TTL_S, 0))[0] >= DF_TTL_S})
+        counts = await self._store.fts_document_counts(stale) if stale else {}
         if len(self._counts) > 100_000:
             self._counts.clear()
-        for term, count in counts.items():
+        for token, count in counts.items():
             if count > 0:  # a word in no chunk is asked again next time: it may be in one by then
-                self._counts[term] = (now, count)
-        found = {t: c for t in terms if (c := counts.get(t, self._counts.get(t, (0.0, 0))[1])) > 0}
+                self._counts[token] = (now, count)
+        found = {t: c for t, token in token_of.items()
+                 if (c := counts.get(token, self._counts.get(token, (0.0, 0))[1])) > 0}
         if any(count > self._total[1] for count in found.values()):  # chunks added since the total was counted
             self._total = (now, await self._store.chunk_count())
         total = max([self._total[1], 1, *found.values()])
-        return found, selective([(t, count / total) for t, count in found.items()], total)
+        token_of = {t: token_of[t] for t in found}
+        return token_of, found, selective([(t, count / total) for t, count in found.items()], total)
 
     async def _selective_lexemes(self, lexemes: list[str]) -> Match:
         """PostgreSQL: the selective lexemes, by the planner's statistics (cached DF_TTL_S)."""

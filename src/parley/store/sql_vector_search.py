@@ -49,14 +49,18 @@ _FTS_TOP = text(
 )
 _CHUNK_OWNERS = select(_vc.c.seq, _vc.c.vector_store_id, _vc.c.file_id).where(
     _vc.c.seq.in_(bindparam("seqs", expanding=True)))
-_FTS_COUNT = text("SELECT count(*) FROM vector_store_chunks_fts WHERE vector_store_chunks_fts MATCH :match")
+# The index's vocabulary (a term and the number of rows holding it), per connection in its temp schema.
+_FTS_VOCABULARY = text("CREATE VIRTUAL TABLE IF NOT EXISTS temp.vector_store_chunks_vocab "
+                       "USING fts5vocab(main, 'vector_store_chunks_fts', 'row')")
+_FTS_DOCUMENTS = text("SELECT term, doc FROM temp.vector_store_chunks_vocab WHERE term IN :terms").bindparams(
+    bindparam("terms", expanding=True))
 # FTS5's own statistics (its shadow tables; the record format of fts5_index.c, stable as SQLite's file format):
 # the averages record (rowid 1 of _data: varints, the row count and each column's total tokens) and the size of
 # each row (varints, its tokens per column).
 _FTS_AVERAGES = text("SELECT block FROM vector_store_chunks_fts_data WHERE id = 1")
-_FTS_SIZES = text("SELECT id, sz FROM vector_store_chunks_fts_docsize WHERE id IN :seqs").bindparams(
+_FTS_SIZES = text("SELECT c.seq, c.text, d.sz FROM vector_store_chunks c "
+                  "LEFT JOIN vector_store_chunks_fts_docsize d ON d.id = c.seq WHERE c.seq IN :seqs").bindparams(
     bindparam("seqs", expanding=True))
-_CHUNK_BODIES = select(_vc.c.seq, _vc.c.text).where(_vc.c.seq.in_(bindparam("seqs", expanding=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,40 +175,43 @@ class SqlVectorSearch:
         async with self.engine.connect() as conn:
             return int((await conn.execute(text("SELECT count(*) FROM vector_store_chunks"))).scalar() or 0)
 
-    async def fts_document_counts(self, terms: list[str]) -> dict[str, int]:
-        """The number of chunks holding each term (all stores: FTS5's statistics are global), in one statement."""
-        if not terms:
+    async def fts_document_counts(self, tokens: list[str]) -> dict[str, int]:
+        """The number of chunks holding each FTS5 token (retrieval/bm25.py `tokens`; all stores: FTS5's
+        statistics are global), from the index's vocabulary (a count(*) of MATCH reads positions too: 3-9x slower
+        for a common word)."""
+        if not tokens:
             return {}
-        statement = text("SELECT " + ", ".join(f"({_FTS_COUNT.text.replace(':match', f':m{i}')})"
-                                               for i in range(len(terms))))
         async with self.engine.connect() as conn:
-            row = (await conn.execute(statement, {f"m{i}": _fts_match([t]) for i, t in enumerate(terms)})).one()
-        return {term: int(count or 0) for term, count in zip(terms, row, strict=True)}
+            await conn.execute(_FTS_VOCABULARY)
+            rows = (await conn.execute(_FTS_DOCUMENTS, {"terms": tokens})).all()
+        found = {str(term): int(count) for term, count in rows}
+        return {token: found.get(token, 0) for token in tokens}
 
     async def fts_search(self, store_ids: list[str], terms: list[str], k: int, file_ids: list[str] | None,
                          window: int = FTS_WINDOW, all_of: bool = False) -> TextMatches:
         """The k best BM25 matches (of any term, or of all) in the stores (and files). First the index's best
-        `window` (at least 4k)
-        matches of every store; if its first 4k hold at least k of these stores', those are exactly these stores'
-        k best (any other of their chunks scores below all 4k). Otherwise (stores that are a small part of the
-        index) the join query."""
+        `window` (at least 4k) matches of every store; if its first 4k hold at least k of these stores', those are
+        exactly these stores' k best (any other of their chunks scores below all 4k; the owners of the first k are
+        read first, and of the rest only if some of those were another store's). Otherwise (stores that are a
+        small part of the index) the join query."""
         if not terms or (file_ids is not None and not file_ids):
             return NO_MATCHES
         n = max(window, 4 * k)
+        stores, files = set(store_ids), set(file_ids) if file_ids is not None else None
         async with self.engine.connect() as conn:
             top = [(int(seq), float(score)) for seq, score in
                    (await conn.execute(_FTS_TOP, {"match": _fts_match(terms, all_of), "n": n})).all()]
-            head = top[: 4 * k]
-            if head:
+            kept: list[tuple[int, float]] = []
+            for part in (top[:k], top[k: 4 * k]):
+                if not part or len(kept) >= k:
+                    break
                 owners = {int(seq): (store, file) for seq, store, file in
-                          (await conn.execute(_CHUNK_OWNERS, {"seqs": [seq for seq, _ in head]})).all()}
-                stores, files = set(store_ids), set(file_ids) if file_ids is not None else None
-                kept = [(seq, score) for seq, score in head
-                        if (owner := owners.get(seq)) is not None and owner[0] in stores
-                        and (files is None or owner[1] in files)]
-                complete = len(top) < n  # every match of the index was read
-                if len(kept) >= k or len(top) < 4 * k:  # enough, or every match of the index is in the head
-                    return TextMatches(kept[:k], dict(top), 0.0 if complete else top[-1][1])
+                          (await conn.execute(_CHUNK_OWNERS, {"seqs": [seq for seq, _ in part]})).all()}
+                kept += [(seq, score) for seq, score in part
+                         if (owner := owners.get(seq)) is not None and owner[0] in stores
+                         and (files is None or owner[1] in files)]
+            if len(kept) >= k or len(top) < 4 * k:  # enough, or every match of the index was looked at
+                return TextMatches(kept[:k], dict(top), 0.0 if len(top) < n else top[-1][1])
         statement = _FTS_SEARCH.text.format(files="AND c.file_id IN :files " if file_ids is not None else "")
         params: dict[str, Any] = {"match": _fts_match(terms, all_of), "stores": store_ids, "k": k}
         binds: list[BindParameter[Any]] = [bindparam("stores", expanding=True)]
@@ -221,13 +228,12 @@ class SqlVectorSearch:
         mean row length in tokens, and each chunk's length; with the chunks' texts."""
         async with self.engine.connect() as conn:
             block = (await conn.execute(_FTS_AVERAGES)).scalar()
-            sizes = (await conn.execute(_FTS_SIZES, {"seqs": seqs})).all() if seqs else []
-            bodies = (await conn.execute(_CHUNK_BODIES, {"seqs": seqs})).all() if seqs else []
+            found = (await conn.execute(_FTS_SIZES, {"seqs": seqs})).all() if seqs else []
         averages = _varints(bytes(block)) if block else []
         rows = averages[0] if averages else 0
         mean_length = sum(averages[1:]) / rows if rows else 0.0
-        lengths = {int(seq): sum(_varints(bytes(size))) for seq, size in sizes}
-        return rows, mean_length, lengths, {int(seq): body for seq, body in bodies}
+        lengths = {int(seq): sum(_varints(bytes(size))) for seq, _, size in found if size is not None}
+        return rows, mean_length, lengths, {int(seq): body for seq, body, _ in found}
 
     # -- PostgreSQL ----------------------------------------------------------------------------------
 
