@@ -12,6 +12,7 @@ import pytest
 from parley.config import ProfileName
 from parley.engine.context_measure import ContextMeasures
 from parley.errors import InvalidRequest
+from parley.providers.anthropic_request import AnthropicMessages, anthropic_body
 from parley.providers.base import ModelCall
 from parley.providers.chat_request import ChatMessages, chat_messages
 from parley.providers.native_profiles import NATIVE_PROFILES
@@ -182,3 +183,30 @@ def test_chains_forked_from_one_response_each_keep_their_entry() -> None:
     assert len(memo) == PrefixMemo.BRANCHES
     assert memo.find([*root, _user(1000 + PrefixMemo.BRANCHES + 1)]) is not None
     assert memo.find(branches[0]) is None
+
+
+@pytest.mark.parametrize("cache_key", [None, "k"])
+def test_the_anthropic_wire_body_along_a_chain_equals_a_fresh_translation(cache_key: str | None) -> None:
+    """The Anthropic wire's memo: blocks of one role in a row share a message (a tool call joins the answer before
+    it, a tool result the user turn), thinking goes back only to its model, and the cache breakpoints Parley sets on
+    the last blocks are on copies: the memo's blocks, sent again mid-conversation next turn, stay unmarked."""
+    profile = NATIVE_PROFILES[("anthropic", "anthropic")]
+    memo: PrefixMemo[AnthropicMessages] = PrefixMemo(1 << 20)
+    thought = {**_reasoning(1), "upstream": {"kind": "anthropic", "model": "claude-a", "signature": "sig"}}
+    developer = {"id": "msg_d", "type": "message", "role": "developer", "content": [
+        {"type": "input_text", "text": "Use metric units."}]}
+    items: list[Item] = []
+    bodies = []
+    for model, turn in (("claude-a", [developer, _user(1), thought, _assistant(1)]), ("claude-a", [_call(1)]),
+                        ("claude-a", [_output(1), _user(2)]), ("claude-b", [_assistant(2), _user(3)]),
+                        ("claude-a", [_call(4), _output(4)])):
+        items = [*items, *turn]
+        call = ModelCall(model, items, instructions="Be brief.", prompt_cache_key=cache_key, tools=[
+            {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}])
+        body = anthropic_body(call, profile, memo)
+        assert body == anthropic_body(call, profile)
+        bodies.append((body, copy.deepcopy(body)))
+    for body, snapshot in bodies:
+        assert body == snapshot
+    marked = [b for m in bodies[-1][0]["messages"] for b in m["content"] if "cache_control" in b]
+    assert len(marked) == (1 if cache_key else 0)  # the last block only, not every turn's last block

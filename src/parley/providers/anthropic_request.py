@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -41,6 +42,7 @@ from parley.providers.native_items import (
     upstream_state,
 )
 from parley.providers.native_profiles import NativeProfile
+from parley.providers.prefix_memo import PrefixMemo
 
 KIND = "anthropic"
 Block = dict[str, Any]
@@ -107,17 +109,35 @@ def _blocks(parts: list[Item], path: str, profile: NativeProfile) -> list[Block]
     return [b for b in blocks if b is not None]
 
 
-class _Messages:
-    """The message list: blocks of one role in a row share a message."""
+@dataclass(frozen=True, slots=True)
+class AnthropicMessages:
+    """A call's translated messages and system blocks, as a PrefixMemo keeps them (providers/prefix_memo.py), with
+    the instructions and upstream model they were made for (thinking blocks go back only to the model that made
+    them)."""
 
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.system: list[Block] = []
+    instructions: str | None
+    upstream_model: str
+    messages: tuple[dict[str, Any], ...]
+    system: tuple[Block, ...]
+
+
+class _Messages:
+    """The message list: blocks of one role in a row share a message. Messages before `shared` belong to a memo:
+    the one new blocks join is copied first."""
+
+    def __init__(self, start: AnthropicMessages | None = None) -> None:
+        self.messages: list[dict[str, Any]] = list(start.messages) if start is not None else []
+        self.system: list[Block] = list(start.system) if start is not None else []
+        self.shared = len(self.messages)
 
     def add(self, role: str, blocks: list[Block]) -> None:
         if not blocks:
             return
         if self.messages and self.messages[-1]["role"] == role:
+            if len(self.messages) <= self.shared:
+                last = self.messages[-1]
+                self.messages[-1] = {**last, "content": list(last["content"])}
+                self.shared -= 1
             self.messages[-1]["content"].extend(blocks)
         else:
             self.messages.append({"role": role, "content": list(blocks)})
@@ -212,26 +232,48 @@ def _json_instruction(call: ModelCall, json_tool: str | None, thinking: bool) ->
     return f"Answer with only a JSON value (no other text) that matches this JSON schema: {schema}"
 
 
-def _mark_cache(body: dict[str, Any], call: ModelCall) -> None:
-    size = len(orjson.dumps([body.get("system"), body.get("tools"), body["messages"]]))
+def _mark_cache(body: dict[str, Any], call: ModelCall, size: int) -> None:
+    """Cache breakpoints on the last tool, system block and message block. Marked blocks are copies: the message
+    and system blocks may be a memo's, which later turns send again unmarked."""
     if call.prompt_cache_key is None and size < CACHE_MIN_CHARS:
         return
-    marked = [body["tools"][-1]] if body.get("tools") else []
+    mark = {"cache_control": {"type": "ephemeral"}}
+    if body.get("tools"):
+        body["tools"][-1] = {**body["tools"][-1], **mark}
     if body.get("system"):
-        marked.append(body["system"][-1])
+        body["system"][-1] = {**body["system"][-1], **mark}
     if body["messages"]:
-        blocks = [b for b in body["messages"][-1]["content"] if b["type"] in _CACHEABLE]
-        marked += blocks[-1:]
-    for block in marked:
-        block["cache_control"] = {"type": "ephemeral"}
+        last = body["messages"][-1]
+        content = list(last["content"])
+        cacheable = [i for i, b in enumerate(content) if b["type"] in _CACHEABLE]
+        if cacheable:
+            content[cacheable[-1]] = {**content[cacheable[-1]], **mark}
+            body["messages"][-1] = {**last, "content": content}
 
 
-def anthropic_body(call: ModelCall, profile: NativeProfile) -> dict[str, Any]:
-    out = _Messages()
-    if call.instructions:
+def _translate(call: ModelCall, profile: NativeProfile, memo: PrefixMemo[AnthropicMessages] | None) -> _Messages:
+    """The call's messages and system blocks; with a `memo`, from its first new item on."""
+    hit = memo.find(call.items) if memo is not None else None
+    if memo is not None and hit is not None and (hit.state.instructions, hit.state.upstream_model) != (
+            call.instructions, call.upstream_model):
+        memo.drop(hit)  # made for other instructions or another model: this translation replaces it
+        hit = None
+    out = _Messages(hit.state if hit is not None else None)
+    if hit is None and call.instructions:
         out.system.append({"type": "text", "text": call.instructions})
-    for index, item in enumerate(call.items):
-        _item(out, item, f"input[{index}]", call, profile)
+    for index in range(hit.start if hit is not None else 0, len(call.items)):
+        _item(out, call.items[index], f"input[{index}]", call, profile)
+    if memo is not None:
+        memo.put(call.items, AnthropicMessages(call.instructions, call.upstream_model, tuple(out.messages),
+                                               tuple(out.system)), hit)
+    return out
+
+
+def anthropic_body(call: ModelCall, profile: NativeProfile,
+                   memo: PrefixMemo[AnthropicMessages] | None = None) -> dict[str, Any]:
+    """The Messages API body of `call`. With a `memo` (one per configured model), a call that extends one translated
+    before is translated only from its first new item on."""
+    out = _translate(call, profile, memo)
     max_tokens, budget = _thinking(call, out.messages, profile)
     json_tool = json_tool_name(call)
     instruction = _json_instruction(call, json_tool, budget is not None)
@@ -259,5 +301,5 @@ def anthropic_body(call: ModelCall, profile: NativeProfile) -> dict[str, Any]:
     user = call.safety_identifier or call.user
     if user:
         body["metadata"] = {"user_id": user}
-    _mark_cache(body, call)
+    _mark_cache(body, call, len(orjson.dumps([body.get("system"), body.get("tools"), body["messages"]])))
     return body
