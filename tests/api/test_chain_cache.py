@@ -144,3 +144,20 @@ async def test_one_chain_across_models_of_different_profiles_is_sent_as_without_
     # A branch from an earlier turn, on the model whose memo holds the longer chain: sent as without the cache.
     _, sent = await profiles.both(model="echo-openai", previous_response_id=ids[2], input="branch")
     assert sent["messages"][-1]["content"] == [{"type": "text", "text": "branch"}]
+
+
+async def test_a_conversation_appended_through_the_other_app_is_sent_whole(pair: Pair) -> None:
+    """Conversations are read whole every turn; with the memos on, the items another process appended meanwhile
+    (here the app without any cache) are all in what the upstream gets, in the conversation's order."""
+    conversation = await pair.cached.conversations.create()
+    for n in range(3):
+        await pair.cached.responses.create(model="echo", input=f"cached turn {n}", conversation=conversation.id)
+        await pair.uncached.conversations.items.create(conversation.id, items=[
+            {"type": "message", "role": "user", "content": f"appended {n}"}])
+        await pair.uncached.responses.create(model="echo", input=f"other turn {n}", conversation=conversation.id)
+        await pair.cached.responses.create(model="echo", input=f"again {n}", conversation=conversation.id)
+        sent = [m["content"] for m in pair.fake.requests[-1]["messages"]]
+        listed = [item.content[0].text
+                  async for item in pair.cached.conversations.items.list(conversation.id, order="asc")]
+        assert sent == listed[:-1]  # the conversation up to this turn's answer
+        assert sent[-4:] == [f"appended {n}", f"other turn {n}", f"echo: other turn {n}", f"again {n}"]
