@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from parley.api.auth import Authenticator
 from parley.api.http import FieldPolicy
-from parley.api.routes import http_exception, routes, websocket_routes
+from parley.api.routes import http_exception, nul_in_path, routes, websocket_routes
 from parley.api.runtime import Runtime
 from parley.api.websocket import unknown_url
 from parley.config import Settings
@@ -263,6 +263,10 @@ class ParleyApp:
                 return
         elif scope["type"] == "websocket":
             await self._websockets.get(scope["path"], unknown_url)(scope, receive, send)
+            return
+        refused = nul_in_path(scope, self.router.routes) if "\x00" in scope["path"] else None
+        if refused is not None:
+            await refused(scope, receive, send)
             return
         try:
             await self.router(scope, receive, send)

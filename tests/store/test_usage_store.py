@@ -7,17 +7,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select
 
-from parley.config import RateLimits
+from parley.config import EmbeddedConfig, RateLimits, Settings
 from parley.ids import new_id
 from parley.store import migrations, tables
 from parley.store.base import KeySpec, UsageQuery, UsageRecord
 from parley.store.migrations import migrate
 from parley.store.sql import SqlStore, hash_key, make_engine
 from parley.store.sql_usage import usage_row
+from parley.testing.in_process import in_process
 
 
 def usage(created_at: int, project: str = "p1", key: str | None = "key_a", model: str = "m1",
@@ -203,3 +205,21 @@ async def test_rate_counters_add_up_across_stores(store_url: str) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+# -- over HTTP on both databases -----------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/v1/responses/resp_a%00b/usage", "/v1/responses/resp_a%00b",
+                                  "/v1/responses/resp_a%00b/input_items", "/v1/conversations/conv_%00",
+                                  "/v1/files/file-%00/content"])
+async def test_an_id_with_a_nul_character_is_not_found_on_either_database(
+        tmp_path: Path, db_url: str, path: str) -> None:
+    # PostgreSQL refuses a NUL in a text parameter: every lookup by such an id was a 500 there (404 on SQLite).
+    settings = Settings(data_dir=tmp_path, database_url=db_url, embedded=EmbeddedConfig(enabled=False))
+    async with in_process(settings) as app:
+        resp = await app.http.get(path)
+    assert resp.status_code == 404, resp.text
+    error = resp.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "not_found"
+    assert error["param"] == {"responses": "response_id", "conversations": "conversation_id",
+                              "files": "file_id"}[path.split("/")[2]]

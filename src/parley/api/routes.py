@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Scope
 
 from parley.api import (
     compaction,
@@ -127,6 +129,27 @@ def routes() -> list[Route]:
 def websocket_routes() -> dict[str, ASGIApp]:
     """WebSocket upgrades by path: WebSocket mode of /v1/responses (api/websocket.py)."""
     return {"/v1/responses": ResponsesWebSocket()}
+
+
+def nul_in_path(scope: Scope, table: Sequence[BaseRoute]) -> Response | None:
+    """A path whose id holds a NUL character: no id has one, and PostgreSQL refuses one in a query parameter (a
+    500 there), so it is a 404 here, naming the route's path parameter, before any endpoint reads it. None when
+    no route has such a parameter (the router's own 404 then)."""
+    param = None
+    for route in table:
+        match, child = route.matches(scope)
+        if match != Match.NONE:
+            param = next((name for name, value in child.get("path_params", {}).items() if "\x00" in str(value)),
+                         None)
+            break
+    if param is None:
+        return None
+    rid = request_id()
+    set_request_id(rid)
+    err = NotFound("No object has an id with a NUL character (U+0000) in it.", param=param)
+    if scope["path"].startswith("/v1/messages"):
+        return anthropic_error(Request(scope), err, rid)
+    return error_response(err, rid)
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
