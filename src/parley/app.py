@@ -261,12 +261,12 @@ class ParleyApp:
             if endpoint is not None:
                 await endpoint(scope, receive, send)
                 return
+            refused = nul_in_path(scope, self.router.routes) if "\x00" in scope["path"] else None
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
         elif scope["type"] == "websocket":
             await self._websockets.get(scope["path"], unknown_url)(scope, receive, send)
-            return
-        refused = nul_in_path(scope, self.router.routes) if "\x00" in scope["path"] else None
-        if refused is not None:
-            await refused(scope, receive, send)
             return
         try:
             await self.router(scope, receive, send)
