@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import delete, event, insert, select, text, update
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from parley.errors import InvalidRequest
@@ -55,7 +56,18 @@ def make_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, pool_size=4, max_overflow=4, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False, hide_parameters=True)
+    engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False, hide_parameters=True)
+    event.listen(engine.sync_engine, "handle_error", _nul_in_text)
+    return engine
+
+
+def _nul_in_text(context: ExceptionContext) -> None:
+    """PostgreSQL refuses a NUL character in a text parameter (SQLSTATE 22021, character_not_in_repertoire; a
+    Python str can hold no other byte it refuses). Parley's own ids and JSON (orjson escapes it) never hold one:
+    it came in a client's string, an id looked up or stored (`previous_response_id`, an item's `id`, a file id,
+    ...), so it is the request's mistake, a 400, not a 500. Called on errors only: nothing on the normal path."""
+    if getattr(context.original_exception, "sqlstate", None) == "22021":
+        raise InvalidRequest("An id in the request contains a NUL character (U+0000), which no id can hold.")
 
 
 class SqlStore(SqlResponseList, SqlPrompts, SqlConversations, SqlBackground, SqlWebPages, SqlFiles, SqlKeys,
