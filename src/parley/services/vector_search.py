@@ -230,7 +230,8 @@ class Searcher:
             # and the vector candidates, scored as FTS5 would score them with every word (retrieval/bm25.py).
             pool = [seq for seq, _ in found.top]
             scored = await self._bm25(list(dict.fromkeys(pool + list(by_vector))), token_of, counts)
-            by_text = dict(sorted(((seq, scored[seq]) for seq in pool), key=lambda pair: pair[1], reverse=True)[:k])
+            rescored = [(seq, score) for seq in pool if (score := scored.get(seq, 0.0)) > 0]  # (gone: deleted)
+            by_text = dict(sorted(rescored, key=lambda pair: pair[1], reverse=True)[:k])
             for seq in by_vector:
                 if seq not in by_text and scored.get(seq, 0.0) > 0:
                     by_text[seq] = scored[seq]
