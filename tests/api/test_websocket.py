@@ -144,6 +144,34 @@ async def test_a_deleted_response_is_not_continued_from_memory(env: Env, monkeyp
         assert spy.calls == [doomed]
 
 
+async def test_a_parent_forgotten_by_another_lane_while_one_lane_checks_it_still_continues(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lane a's continuation of X waits on the deletion counter; meanwhile lane b's continuation of X fails, which
+    # makes the connection forget X. Lane a then touched X's memory entry, gone: a KeyError, a 500 error frame.
+    store = _store(env)
+    original, gate, held = store.deletion_count, asyncio.Event(), asyncio.Event()
+
+    async def deletion_count() -> int:
+        if not held.is_set():  # the first read (lane a's) waits for the test
+            held.set()
+            await gate.wait()
+        return await original()
+
+    async with env.sdk().responses.connect() as conn:
+        await conn.response.create(model="echo", input="parent")
+        parent = (await one_response(conn))[-1]["response"]["id"]
+        monkeypatch.setattr(store, "deletion_count", deletion_count)
+        await conn.response.create(model="echo", input="from a", previous_response_id=parent, stream_id="a")
+        await held.wait()
+        await conn.response.create(model="error-500", input="from b", previous_response_id=parent, stream_id="b")
+        failed = await next_frame(conn)
+        assert failed["type"] == "error" and failed["stream_id"] == "b"
+        gate.set()
+        frames = await one_response(conn)
+    assert frames[-1]["type"] == "response.completed", frames[-1]
+    assert frames[-1]["response"]["output"][0]["content"][0]["text"] == "echo: from a"
+
+
 async def test_a_failed_continuation_evicts_its_parent(env: Env) -> None:
     async with env.sdk().responses.connect() as conn:
         await conn.response.create(model="echo", input="base", store=False)

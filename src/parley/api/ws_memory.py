@@ -88,7 +88,8 @@ class ConnectionMemory:
                         self.forget(rid)
                     return None
                 self._verified.update(dict.fromkeys(unsure, count))
-        self._recent.move_to_end(response_id)
+        if response_id in self._recent:  # another lane may have forgotten (or evicted) it during the awaits above
+            self._recent.move_to_end(response_id)
         return node
 
     def verified(self, node: Remembered) -> None:
