@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from parley.api.http_protocol import exchange_of
 from parley.engine.stream import sse_frame
 from parley.errors import InternalError, InvalidRequest, ParleyError, PayloadTooLarge, RequestTimeout
 from parley.log_context import set_request_id
@@ -121,24 +122,34 @@ def endpoint(handler: Callable[[Request, str], Awaitable[Response]]) -> Endpoint
 
 async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
     """The whole body, at most `limit` bytes (413 beyond), within `timeout_s` (408 after: a client sending
-    slowly must not hold the request open). A client that disconnects mid-body ends the request quietly."""
+    slowly must not hold the request open). A client that disconnects mid-body ends the request quietly.
+    A body that has already arrived whole (the usual case: it came with the headers) has nothing to wait
+    for, so no deadline is set up for it."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+    exchange = exchange_of(request.scope)
+    if timeout_s is None or (exchange is not None and exchange.body_received):
+        return await _read_body(request, limit)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"The request body was not received within {timeout_s:g} seconds.") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise RequestTimeout(f"The request body was not received within {timeout_s:g} seconds.") from None
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+            chunks.append(chunk)
     except ClientDisconnect:
         raise ClientGoneError from None
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class FieldPolicy:
@@ -262,6 +273,46 @@ def list_body(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     }
 
 
+class DisconnectWatch:
+    """Cancels the current task when the client goes away, until `stop()`; `gone` says whether it did. Through the
+    connection's Exchange (api/http_protocol.py) when there is one, else with a task waiting on `receive()` for
+    `http.disconnect` (the body must have been read already)."""
+
+    __slots__ = ("_exchange", "_watcher", "gone", "task")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.gone = False
+        self._watcher: asyncio.Future[None] | None = None
+        self._exchange = exchange_of(scope)
+        if self._exchange is None:
+            self._watcher = asyncio.ensure_future(self._watch(receive))
+        elif self._exchange.gone:  # already gone: cancelled at its first wait, as the watcher task would
+            self._lost()
+        else:
+            self._exchange.on_gone = self._lost
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._lost()
+
+    def _lost(self) -> None:
+        self.gone = True
+        self.task.cancel()
+
+    def stop(self) -> None:
+        # Dropping the references breaks the cycles through this object (the watcher's coroutine holds it; so does
+        # the exchange's callback), so it is freed at once rather than by the garbage collector.
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        elif self._exchange is not None:
+            self._exchange.on_gone = None
+
+
 class SseResponse(Response):
     """A text/event-stream response as a plain ASGI app: writes each chunk as it comes, then `[DONE]`.
 
@@ -283,31 +334,20 @@ class SseResponse(Response):
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        gone = False
-
-        async def watch() -> None:
-            nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone = True
-            task.cancel()
-
-        watcher = asyncio.ensure_future(watch())
+        watch = DisconnectWatch(scope, receive)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self._raw_headers})
             async for chunk in self._chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": self._end, "more_body": False})
         except asyncio.CancelledError:
-            if not gone:
+            if not watch.gone:
                 raise
-            task.uncancel()  # the client went away: the producer was closed, nothing more to send
+            watch.task.uncancel()  # the client went away: the producer was closed, nothing more to send
         except OSError:
             pass  # the connection broke while writing
         finally:
-            watcher.cancel()
+            watch.stop()
             with contextlib.suppress(Exception):
                 await self._chunks.aclose()
 

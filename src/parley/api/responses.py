@@ -8,10 +8,10 @@ from typing import Any, get_args
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive
 
 from parley.api.http import (
     ClientGoneError,
+    DisconnectWatch,
     endpoint,
     json_response,
     list_body,
@@ -34,36 +34,21 @@ from parley.store.base import ResponseFilter
 _INCLUDE_VALUES = frozenset(get_args(IncludeValue))
 
 
-async def _until_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 async def cancel_on_disconnect(request: Request, work: Callable[[], Awaitable[Any]]) -> Any:
     """Run `work` in this task, cancelling it if the client goes away (the body has been read already).
 
-    One watcher task that cancels the request's own task: cheaper than running `work` in a task of its
-    own and waiting on both (measured, bench/README.md)."""
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        await _until_disconnect(request.receive)
-        gone = True
-        task.cancel()
-
-    watcher = asyncio.ensure_future(watch())
+    The request's own task is cancelled (api/http.py DisconnectWatch): cheaper than running `work` in a task
+    of its own and waiting on both (measured, bench/README.md)."""
+    watch = DisconnectWatch(request.scope, request.receive)
     try:
         return await work()
     except asyncio.CancelledError:
-        if not gone:
+        if not watch.gone:
             raise
-        task.uncancel()
+        watch.task.uncancel()
         raise ClientGoneError from None
     finally:
-        watcher.cancel()
+        watch.stop()
 
 
 @endpoint
