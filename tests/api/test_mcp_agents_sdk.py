@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from agents import Agent, HostedMCPTool, ModelSettings, OpenAIResponsesModel, Runner, set_tracing_disabled
+from agents.model_settings import MCPToolChoice
 from openai import AsyncOpenAI
 
 from parley.config import EmbeddedConfig, FetchConfig, ModelConfig, Settings
@@ -77,3 +78,15 @@ async def test_hosted_mcp_tool_with_approvals(env: Env, chained: bool) -> None:
     assert approvals == ["write_note", "echo"]
     assert env.server.stats.calls[calls:] == [("write_note", {"text": "from the agent"}), ("echo", {"text": "next"})]
     assert result.final_output == "done: saved: from the agent | next"
+
+
+async def test_the_agents_sdk_mcp_tool_choice_forces_the_servers_tool(env: Env) -> None:
+    # ModelSettings(tool_choice=MCPToolChoice(...)) is how the Agents SDK names one tool of a hosted MCP server: it
+    # sends {"type": "mcp", "server_label", "name"}, forced on the first model turn as the tool's function.
+    agent = _agent(env, "never")
+    agent.model_settings = ModelSettings(tool_choice=MCPToolChoice(server_label="srv", name="add"))
+    result = await Runner.run(agent, _prompt(("srv__add", {"a": 2, "b": 3})))
+    assert result.final_output == "done: 5"
+    first_turn, second_turn = env.upstream.requests[-2:]
+    assert first_turn["tool_choice"] == {"type": "function", "function": {"name": "srv__add"}}
+    assert second_turn["tool_choice"] == "auto"
