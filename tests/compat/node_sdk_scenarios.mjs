@@ -43,3 +43,34 @@ const approved = await client.responses.create({
   input: [{ type: "mcp_approval_response", approval_request_id: request.id, approve: true }],
 });
 out("mcp_approval", { asked, approved });
+
+// A container shell through the SDK's stream helper: the live output events accumulate into its final response.
+const shell = client.responses.stream({
+  model: "agent", tools: [{ type: "shell", environment: { type: "container_auto" } }],
+  input: JSON.stringify({ call: "shell", arguments: { commands: ["echo one", "echo two >&2; exit 4"] } }),
+});
+const shellEvents = [];
+for await (const event of shell) shellEvents.push(event.type);
+const shellFinal = await shell.finalResponse();
+out("shell_helper", { events: shellEvents, output: shellFinal.output });
+
+// tool_choice naming one tool of an MCP server.
+const chosen = await client.responses.create({
+  model: "mcp-agent", input: JSON.stringify([[{ call: "local__add", arguments: { a: 3, b: 4 } }]]),
+  tools: [{ type: "mcp", server_label: "local", require_approval: "never" }],
+  tool_choice: { type: "mcp", server_label: "local", name: "add" },
+});
+out("mcp_choice", chosen);
+
+// A deployment whose requests_per_minute (1) is spent: the SDK's RateLimitError. Three tries: a UTC minute may
+// end between two of them, never between all three.
+let limited = null;
+for (let i = 0; i < 3 && limited === null; i++) {
+  try {
+    await client.responses.create({ model: "rpm-one", input: `try ${i}` });
+  } catch (err) {
+    limited = { status: err.status, name: err.constructor.name, code: err.code, param: err.param, type: err.type,
+                retryAfter: err.headers?.get?.("retry-after") ?? null };
+  }
+}
+out("rate_limited", limited);

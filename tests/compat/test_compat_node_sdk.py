@@ -53,6 +53,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     with ThreadedMcpAgentUpstream() as upstream, ThreadedFakeSearch() as search:
         config = model_toml("web-agent", upstream.base_url, "web-agent")
         config += model_toml("mcp-agent", upstream.base_url, "mcp-agent")
+        config += model_toml("agent", upstream.base_url, "call-agent")
+        config += model_toml("rpm-one", upstream.base_url, "echo", requests_per_minute=1)
         config += ("[embedded]\nenabled = false\n"
                    f'[web_search]\nprovider = "searxng"\nbase_url = "{search.root}/searxng"\n'
                    "[[mcp_servers]]\nlabel = \"local\"\n"
@@ -109,3 +111,26 @@ def test_mcp_call_and_approval_round_trip(results: dict[str, Any]) -> None:
     assert [item.type for item in approved.output] == ["mcp_call", "message"]
     assert approved.output[0].output == "2" and approved.output[0].approval_request_id == asked.output[1].id  # type: ignore[union-attr]
     assert approved.previous_response_id == asked.id
+
+
+def test_container_shell_through_the_stream_helper(results: dict[str, Any]) -> None:
+    # The live shell output events (issue 18) pass through the Node SDK's accumulating stream helper.
+    helper = results["shell_helper"]
+    kinds = helper["events"]
+    assert kinds.count("response.shell_call_output_content.done") == 2 and kinds[-1] == "response.completed"
+    assert "response.shell_call_output_content.delta" in kinds
+    call, output, message = helper["output"]
+    assert (call["type"], output["type"], message["type"]) == ("shell_call", "shell_call_output", "message")
+    assert [(o["stdout"], o["stderr"], o["outcome"]) for o in output["output"]] == [
+        ("one\n", "", {"type": "exit", "exit_code": 0}), ("", "two\n", {"type": "exit", "exit_code": 4})]
+
+
+def test_mcp_tool_choice_and_a_spent_deployment(results: dict[str, Any]) -> None:
+    chosen = Response.model_validate(results["mcp_choice"])
+    assert [item.type for item in chosen.output] == ["mcp_list_tools", "mcp_call", "message"]
+    assert chosen.output[1].output == "7"  # type: ignore[union-attr]
+    assert chosen.tool_choice.model_dump(exclude_none=True) == {"type": "mcp", "server_label": "local", "name": "add"}
+    limited = results["rate_limited"]
+    assert limited is not None and limited["name"] == "RateLimitError" and limited["status"] == 429
+    assert (limited["code"], limited["param"]) == ("rate_limit_exceeded", "model")
+    assert 1 <= int(limited["retryAfter"]) <= 60
