@@ -129,7 +129,8 @@ def test_mcp_tool_choice_and_a_spent_deployment(results: dict[str, Any]) -> None
     chosen = Response.model_validate(results["mcp_choice"])
     assert [item.type for item in chosen.output] == ["mcp_list_tools", "mcp_call", "message"]
     assert chosen.output[1].output == "7"  # type: ignore[union-attr]
-    assert chosen.tool_choice.model_dump(exclude_none=True) == {"type": "mcp", "server_label": "local", "name": "add"}
+    assert chosen.tool_choice.model_dump(exclude_none=True) == {  # type: ignore[union-attr]
+        "type": "mcp", "server_label": "local", "name": "add"}
     limited = results["rate_limited"]
     assert limited is not None and limited["name"] == "RateLimitError" and limited["status"] == 429
     assert (limited["code"], limited["param"]) == ("rate_limit_exceeded", "model")
