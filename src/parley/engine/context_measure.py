@@ -25,7 +25,8 @@ class ContextMeasures:
     def __init__(self, max_bytes: int = 0) -> None:
         self.memo: PrefixMemo[tuple[int, bool, frozenset[str]]] = PrefixMemo(max_bytes)
 
-    def of(self, items: Sequence[Item]) -> Measure:
+    def of(self, items: Sequence[Item], keep: bool = True) -> Measure:
+        """`keep`: whether a later call may start with these item objects (ModelCall.continuable)."""
         hit = self.memo.find(items)
         images, file_parts, kinds = hit.state if hit is not None else (0, False, frozenset[str]())
         new = items[hit.start if hit is not None else 0:]
@@ -41,7 +42,7 @@ class ContextMeasures:
                     file_parts = file_parts or bool(part.get("file_id") and not part.get("image_url"))
                 elif kind == "input_file":
                     file_parts = True
-        size = self.memo.put(items, (images, file_parts, kinds), hit)
+        size = self.memo.put(items, (images, file_parts, kinds), hit, keep)
         return Measure(size, images, file_parts, kinds)
 
 

@@ -48,7 +48,7 @@ class Fitted:
 def might_not_fit(call: ModelCall, budget: int, measures: ContextMeasures | None = None) -> bool:
     """A cheap, sound test (orjson over the items `measures` has not seen yet, no tokenizer): False means `call`
     fits in `budget` tokens."""
-    measure = (measures or ContextMeasures()).of(call.items)
+    measure = (measures or ContextMeasures()).of(call.items, call.continuable)
     size = measure.json_bytes + len((call.instructions or "").encode())
     size += len(orjson.dumps(call.tools)) if call.tools else 0
     size += IMAGE_BYTES * measure.images

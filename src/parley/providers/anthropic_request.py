@@ -265,7 +265,7 @@ def _translate(call: ModelCall, profile: NativeProfile, memo: PrefixMemo[Anthrop
         _item(out, call.items[index], f"input[{index}]", call, profile)
     if memo is not None:
         memo.put(call.items, AnthropicMessages(call.instructions, call.upstream_model, tuple(out.messages),
-                                               tuple(out.system)), hit)
+                                               tuple(out.system)), hit, call.continuable)
     return out
 
 

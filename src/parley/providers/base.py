@@ -154,6 +154,11 @@ class ModelCall:
     # `hosted_tools`), each with the upstream name tool_choice knows it by. Only native Responses upstreams
     # take them; every other tool is a function in `tools`.
     hosted_tools: list[HostedTool] = field(default_factory=list)
+    # Whether a later model call may start with these same item objects: a previous_response_id chain (the chain
+    # cache hands its items out again), a WebSocket connection (its memory does), a built-in tool loop (its next
+    # turn extends this context). Only then do the prefix memos (providers/prefix_memo.py) keep their work on it
+    # beyond this response: a fresh HTTP request's items are never seen again once it ends.
+    continuable: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,7 +125,8 @@ def chat_messages(call: ModelCall, profile: Profile, memo: PrefixMemo[ChatMessag
                 code="unsupported_value",
             )
     if memo is not None:
-        memo.put(call.items, ChatMessages(call.instructions, tuple(messages), pending_reasoning), hit)
+        memo.put(call.items, ChatMessages(call.instructions, tuple(messages), pending_reasoning), hit,
+                 call.continuable)
     return messages
 
 

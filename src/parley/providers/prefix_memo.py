@@ -10,6 +10,13 @@ same result whatever process, cache state or deletion produced the list: nothing
 
 Bounded by the bytes of item JSON its entries keep reachable (they hold the items); least recently used first
 out. The size is measured on the new items only, so it costs no more than the work it saves.
+
+Only contexts whose item objects can come back are kept (`put(keep=True)`, the caller knows: ModelCall.continuable).
+Another context (a fresh HTTP request: its next turn reads its items back from the database as new objects) is
+held in one transient slot instead, where the same response's later steps still find it (its second measure, its
+upstream translation) until the next such context replaces it: kept in the LRU, it would never be found again and
+would only hold memory, and keep the garbage collector walking it, until pushed out (bench/README.md, "Parley's
+CPU per request").
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ class PrefixHit(Generic[S]):
     start: int
     state: S
     size: int
-    key: tuple[int, int]  # of the entry it was found in
+    key: tuple[int, int] | None  # of the entry it was found in (None: the transient slot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,7 @@ class PrefixMemo(Generic[S]):
         self._entries: OrderedDict[tuple[int, int], _Entry[S]] = OrderedDict()
         self._by_first: dict[int, list[tuple[int, int]]] = {}
         self._bytes = 0
+        self._transient: _Entry[S] | None = None  # the last context put with keep=False
 
     @property
     def bytes(self) -> int:
@@ -80,26 +88,39 @@ class PrefixMemo(Generic[S]):
             if (prefix if isinstance(prefix, list) else list(prefix)) == entry.items:
                 best = key, entry
         if best is None:
-            return None
+            return self._find_transient(items)
         self._entries.move_to_end(best[0])
         siblings = self._by_first[best[0][0]]  # least recently used first, as the entries
         siblings.remove(best[0])
         siblings.append(best[0])
         return PrefixHit(len(best[1].items), best[1].state, best[1].size, best[0])
 
-    def put(self, items: Sequence[Item], state: S, hit: PrefixHit[S] | None) -> int:
+    def _find_transient(self, items: Sequence[Item]) -> PrefixHit[S] | None:
+        entry = self._transient
+        if entry is None or entry.items[0] is not items[0] or len(entry.items) > len(items):
+            return None
+        prefix = items[:len(entry.items)]
+        if (prefix if isinstance(prefix, list) else list(prefix)) != entry.items:
+            return None
+        return PrefixHit(len(entry.items), entry.state, entry.size, None)
+
+    def put(self, items: Sequence[Item], state: S, hit: PrefixHit[S] | None, keep: bool = True) -> int:
         """Remember `state` as covering all of `items` (found with `hit`, whose entry it replaces: a linear chain
         keeps one entry); returns the items' JSON bytes (an upper bound: measured on the new items only, brackets
-        and commas included)."""
+        and commas included). `keep=False`: a context whose item objects no later call will start with; it takes
+        the transient slot, not an entry."""
         start, size = (hit.start, hit.size) if hit is not None else (0, 0)
-        if hit is not None and start == len(items):
+        if hit is not None and start == len(items) and (hit.key is not None or not keep):
             return size  # nothing new: the entry found is this one
         if start < len(items):
             size += len(orjson.dumps(list(items[start:])))
         if not items or self.max_bytes <= 0:
             return size
+        if not keep:
+            self._transient = _Entry(list(items), state, size) if size <= self.max_bytes else None
+            return size
         first = id(items[0])
-        if hit is not None:
+        if hit is not None and hit.key is not None:
             self._remove(hit.key)
         key = (first, id(items[-1]))
         self._remove(key)
@@ -117,7 +138,10 @@ class PrefixMemo(Generic[S]):
 
     def drop(self, hit: PrefixHit[S]) -> None:
         """Forget the entry `hit` was found in (its state does not apply: the caller works afresh and puts its own)."""
-        self._remove(hit.key)
+        if hit.key is None:
+            self._transient = None
+        else:
+            self._remove(hit.key)
 
     def _remove(self, key: tuple[int, int]) -> None:
         entry = self._entries.pop(key, None)

@@ -140,7 +140,7 @@ def responses_input(call: ModelCall, profile: NativeProfile,
         if item is not None:
             translated.append(item)
     if memo is not None:
-        memo.put(call.items, ResponsesInput(call.upstream_model, tuple(translated)), hit)
+        memo.put(call.items, ResponsesInput(call.upstream_model, tuple(translated)), hit, call.continuable)
     return translated
 
 

@@ -63,9 +63,10 @@ class FileInputs:
         self._cache: collections.OrderedDict[tuple[str, str], _Resolved] = collections.OrderedDict()
         self._cached_bytes = 0
 
-    async def resolve(self, project_id: str, items: list[Item], first_new: int = 0) -> list[Item]:
-        """`items` with every file part resolved (new item objects where something changed)."""
-        if not self.measures.of(items).file_parts:
+    async def resolve(self, project_id: str, items: list[Item], first_new: int = 0, keep: bool = True) -> list[Item]:
+        """`items` with every file part resolved (new item objects where something changed). `keep`: whether a
+        later call may start with these item objects (ModelCall.continuable), for the context measures."""
+        if not self.measures.of(items, keep).file_parts:
             return items
         out: list[Item] = []
         for index, item in enumerate(items):

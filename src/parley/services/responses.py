@@ -249,12 +249,15 @@ class ResponsesService:
                 )
             context = loaded
         model_items = context + new_items
+        # Whether a later model call may start with these item objects (ModelCall.continuable): a chain's next turn
+        # (the chain cache), the next request on a WebSocket (its memory), the next turn of a built-in tool loop.
+        continuable = req.previous_response_id is not None or source is not None or bool(toolset.builtins)
         # The item types the context holds, measured on its new items only along a chain (engine/context_measure.py):
         # a step below with nothing to do is skipped instead of walking the whole context.
-        kinds = self._file_inputs.measures.of(model_items).kinds
+        kinds = self._file_inputs.measures.of(model_items, continuable).kinds
         if "item_reference" in kinds:
             model_items = await self._resolve_references(project_id, model_items)
-            kinds = self._file_inputs.measures.of(model_items).kinds
+            kinds = self._file_inputs.measures.of(model_items, continuable).kinds
         if kinds & _OUTPUTS:
             _check_call_outputs(model_items, len(context))
         conversation_input = model_items[len(context):]
@@ -273,7 +276,7 @@ class ResponsesService:
         if kinds & _REWRITTEN:
             model_items = replay_items(self._compactor.expand(project_id, model_items), keep=resent_as_items(hosted))
         # Files in messages: their bytes and extracted text, for whichever form the upstream takes.
-        model_items = await self._file_inputs.resolve(project_id, model_items, len(context))
+        model_items = await self._file_inputs.resolve(project_id, model_items, len(context), continuable)
         if not model_items:
             raise InvalidRequest("Missing required parameter: 'input'.", param="input",
                                  code="missing_required_parameter")
@@ -302,6 +305,7 @@ class ResponsesService:
             text_format=response["text"]["format"],
             stream=bool(req.stream),
             hosted_tools=hosted,
+            continuable=continuable,
         )
         checks: list[TurnCheck] = []
         json_check = json_format_check(call.text_format or {})
