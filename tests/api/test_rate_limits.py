@@ -3,7 +3,9 @@ x-ratelimit-* headers on JSON, streamed and background answers, per project (con
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -14,7 +16,7 @@ from parley.config import EmbeddedConfig, LimitsConfig, ModelConfig, ModelPrice,
 from parley.store.base import KeySpec
 from parley.store.sql import SqlStore
 from parley.testing.fake_upstream import FakeUpstream
-from parley.testing.in_process import in_process
+from parley.testing.in_process import in_process, served
 
 TRIO = ("limit", "remaining", "reset")
 
@@ -101,3 +103,45 @@ async def test_compaction_is_rate_limited_too(env: Env) -> None:
     assert (await env.http.post("/v1/responses/compact", headers=auth, json=body)).status_code == 200
     refused = await env.http.post("/v1/responses/compact", headers=auth, json=body)
     assert refused.status_code == 429 and json.loads(refused.text)["error"]["code"] == "rate_limit_exceeded"
+
+
+async def test_a_stream_the_client_leaves_is_charged_by_estimate(tmp_path: Path) -> None:
+    # A hostile client streams and leaves after the first delta: no usage ever arrives from the upstream, which
+    # still read the whole input. Counted as nothing, such responses were free of cost and outside the token
+    # limits for ever; the cut turn is now counted by estimate (~4 characters a token).
+    fake = FakeUpstream()
+    await fake.start()
+    models = [ModelConfig(id="slow", base_url=fake.base_url, upstream_model="slow",
+                          price=ModelPrice(input=1.0, output=1.0))]
+    limits = LimitsConfig(projects={"cut": RateLimits(tokens_per_minute=200)})
+    settings = Settings(data_dir=tmp_path, models=models, auth="keys", limits=limits,
+                        embedded=EmbeddedConfig(enabled=False))
+    long = " ".join(["word"] * 200)  # ~1,000 characters: ~250 tokens by the estimate, past the 200
+    try:
+        async with served(settings) as app, httpx.AsyncClient(base_url=app.base_url, timeout=60) as client:
+            store: SqlStore = app.app.state.runtime.store
+            _, secret = await store.create_key("cut", "cut", KeySpec("cut"))
+            auth = {"authorization": f"Bearer {secret}"}
+            async with client.stream("POST", "/responses", headers=auth,
+                                     json={"model": "slow", "input": long, "stream": True}) as cut:
+                async for line in cut.aiter_lines():
+                    if line.startswith("data: ") and '"response.created"' in line:
+                        response_id = json.loads(line[6:])["response"]["id"]
+                    if "response.output_text.delta" in line:
+                        break  # the client leaves before the usage chunk
+            stored = None
+            for _ in range(400):  # until the server has seen the disconnect and stored the response (bounded)
+                got = await client.get(f"/responses/{response_id}", headers=auth)
+                if got.status_code == 200 and got.json()["status"] == "cancelled":
+                    stored = got.json()
+                    break
+                await asyncio.sleep(0.025)
+            assert stored is not None
+            assert stored["usage"]["input_tokens"] >= 200 and stored["usage"]["output_tokens"] >= 1
+            cost = (await client.get(f"/responses/{response_id}/usage", headers=auth)).json()
+            assert cost["input_tokens"] == stored["usage"]["input_tokens"] and cost["cost"]["value"] > 0
+            refused = await client.post("/responses", headers=auth, json={"model": "slow", "input": "hi"})
+            assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+            assert "token" in refused.json()["error"]["message"]
+    finally:
+        await fake.stop()

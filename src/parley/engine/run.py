@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 
+import orjson
+
 from parley.engine.budget import ToolCallBudget
 from parley.engine.checks import TurnCheck
 from parley.engine.steering import Steering
@@ -26,11 +28,14 @@ from parley.providers.base import (
     Finish,
     FinishReason,
     Item,
+    ModelCall,
     ModelStream,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
+    Usage,
 )
+from parley.providers.tokens import CHARS_PER_TOKEN, estimated_input
 from parley.schema.client_tools import CALL_TYPES
 from parley.tools.base import BuiltinCall, LeadingItem, function_pair
 
@@ -53,9 +58,12 @@ class ResponseRun:
         self, builder: StreamBuilder, stream: ModelStream | None, checks: Sequence[TurnCheck] = (),
         leading: Sequence[Item | LeadingItem] = (), budget: ToolCallBudget | None = None, *,
         first_turn_checks: Sequence[TurnCheck] = (), toolbox: Toolbox | None = None, turns: Turns | None = None,
-        first_calls: Sequence[BuiltinCall] = (), timing: Timing | None = None,
+        first_calls: Sequence[BuiltinCall] = (), timing: Timing | None = None, call: ModelCall | None = None,
     ) -> None:
         self.builder = builder
+        self._call = call  # the first model turn's call as sent (later turns': `turns.call`)
+        # The model turn streaming now: the builder's usage reports and output length when it opened.
+        self._open_turn: tuple[int, int] | None = None
         self.timing = timing  # notes each turn's and built-in call's times (engine/timing.py)
         # None only with `first_calls`: the first model turn is opened (by `turns`) once they ran.
         self._stream = stream
@@ -100,6 +108,7 @@ class ResponseRun:
             while True:
                 assert self._stream is not None
                 turn_start = len(builder.output)
+                self._open_turn = (builder.usage_reports, turn_start)
                 out: list[Event] = []
                 reason: FinishReason | None = None
                 output_seen = False
@@ -120,6 +129,7 @@ class ResponseRun:
                         out = []
                 if reason is None:
                     raise UpstreamError.bad_gateway("the upstream ended the stream without finishing the turn.")
+                self._open_turn = None
                 out += builder.close_turn(reason)
                 if timing is not None:
                     timing.mark("turn_done", {"turn": turn + 1, "finish_reason": reason})
@@ -166,17 +176,33 @@ class ResponseRun:
                 if timing is not None:
                     timing.mark("upstream_opened", {"turn": turn + 1})
         except ParleyError as err:
+            self._charge_cut_turn()
             if not builder.emit:
                 raise
             self.finished = True
             yield builder.fail(_response_error_code(err), err.message)
         except Exception as exc:
             log.exception("response %s failed with an unexpected error", builder.response.get("id"))
+            self._charge_cut_turn()
             internal = InternalError()
             if not builder.emit:
                 raise internal from exc
             self.finished = True
             yield builder.fail("server_error", internal.message)
+
+    def _charge_cut_turn(self) -> None:
+        """A model turn cut before the upstream reported its usage (the client left, the upstream dropped, a
+        cancel) is counted by estimate: the upstream read its input and wrote what was streamed, and the usage
+        record, the cost and the token and spend limits must not take that as free (a client leaving after the
+        first delta would spend without limit)."""
+        open_turn, self._open_turn = self._open_turn, None
+        if open_turn is None or self.builder.usage_reports != open_turn[0]:
+            return
+        call = self._turns.call if self._turns is not None else self._call
+        if call is None:
+            return
+        written = len(orjson.dumps(self.builder.output[open_turn[1]:])) // CHARS_PER_TOKEN
+        self.builder.feed(Usage(input_tokens=estimated_input(call), output_tokens=written))
 
     async def _run_first_calls(self) -> AsyncIterator[list[Event]]:
         """Calls the client approved run before the first model turn, which then opens with their results."""
@@ -201,6 +227,7 @@ class ResponseRun:
                 raise UpstreamError.bad_gateway(f"The response was rejected: {problem}.", code="model_output_invalid")
 
     async def aclose(self) -> None:
+        self._charge_cut_turn()
         try:
             if self._stream is not None:
                 await self._stream.aclose()

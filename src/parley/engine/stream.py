@@ -154,6 +154,7 @@ class StreamBuilder:
         self._reasoning: _OpenText | None = None
         self._calls: dict[int, _OpenCall] = {}
         self._usage: Usage | None = None
+        self.usage_reports = 0  # Usage events fed (a turn that got none was cut before its usage)
         self._pending_turn_items: list[Item] = []
         self._hosted_open: dict[str, int] = {}  # a hosted item started live, by its key -> its output_index
 
@@ -205,6 +206,7 @@ class StreamBuilder:
         if isinstance(event, Usage):
             # A response of several model turns reports the sum of their usage.
             self._usage = event if self._usage is None else _add_usage(self._usage, event)
+            self.usage_reports += 1
             return []
         if isinstance(event, Finish):
             return []

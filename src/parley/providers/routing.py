@@ -55,6 +55,7 @@ from parley.providers.base import (
     ToolCallDelta,
     Usage,
 )
+from parley.providers.tokens import estimated_input
 from parley.rate_windows import LONGEST_WAIT_S, minute_window, reset_text
 
 log = logging.getLogger("parley.routing")
@@ -251,13 +252,6 @@ class _CountedStream:
             await self._inner.aclose()
         finally:
             self._done()
-
-
-def estimated_input(call: ModelCall) -> int:
-    """A call's input tokens at ~4 characters a token (chat_completions.py's estimate for an upstream that reports
-    no usage); only for a turn cut before its usage, so the cost of the walk is off the normal path."""
-    chars = sum(len(orjson.dumps(item.get("content", ""))) for item in call.items)
-    return max(1, (chars + len(call.instructions or "")) // 4)
 
 
 def affinity_key(call: ModelCall) -> bytes | None:

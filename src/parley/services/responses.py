@@ -183,7 +183,7 @@ class ResponsesService:
             turns = Turns(entry.provider, fitted.call, builtin_names, fit)
         return ResponseRun(builder, stream, built.checks, leading, ToolCallBudget(req.max_tool_calls),
                            first_turn_checks=built.first_turn_checks, toolbox=toolbox, turns=turns,
-                           first_calls=toolbox.first_calls, timing=timing)
+                           first_calls=toolbox.first_calls, timing=timing, call=fitted.call)
 
     async def append_to_conversation(
         self, project_id: str, conversation_id: str | None, response: dict[str, Any], items: list[Item]
