@@ -9,7 +9,7 @@ reasoning item becomes the upstream state its next turn needs (ReasoningState, t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from parley.ids import new_id
@@ -18,7 +18,6 @@ from parley.providers.base import (
     HostedEvent,
     HostedItem,
     HostedStarted,
-    HostedTool,
     ModelCall,
     ModelEvent,
     ReasoningDelta,
@@ -28,18 +27,13 @@ from parley.providers.base import (
     Usage,
 )
 from parley.providers.chat_chunks import MalformedReply, TooMuchOutput
+from parley.providers.hosted_input import hosted_types
 from parley.providers.native import UpstreamReported
 from parley.providers.native_items import state
 from parley.providers.responses_request import KIND
 from parley.providers.upstream_http import UpstreamReport, error_report
 
 _MAX_COUNT = 2**53
-# Item types of the upstream's own tools, by the type of the tool entry that makes them.
-_HOSTED_ITEM: dict[str, tuple[str, ...]] = {
-    "web_search": ("web_search_call",), "web_search_preview": ("web_search_call",),
-    "file_search": ("file_search_call",), "code_interpreter": ("code_interpreter_call",), "mcp": ("mcp_call",),
-    "image_generation": ("image_generation_call",), "tool_search": ("tool_search_call", "tool_search_output"),
-    "shell": ("shell_call", "shell_call_output")}
 _EVENT_KEYS = frozenset({"type", "item_id", "output_index", "sequence_number"})
 
 
@@ -81,27 +75,6 @@ def _usage(data: object) -> Usage:
     )
 
 
-# Hosted items a store:false client may send back without the upstream's state: the Responses input takes them as
-# they are (without Parley's id), so they go to a hosting upstream so, not as the function call they stand for.
-RESENT_AS_ITEMS = frozenset({"tool_search_call", "tool_search_output", "shell_call", "shell_call_output"})
-
-
-def resent_as_items(hosted: Sequence[HostedTool]) -> frozenset[str]:
-    """The item types of `RESENT_AS_ITEMS` the hosted tools make: what `tools/replay.py` leaves as it is."""
-    return frozenset(item_type for item_type in _hosted_types(hosted) if item_type in RESENT_AS_ITEMS)
-
-
-def _hosted_types(hosted_tools: Sequence[HostedTool]) -> dict[str, str]:
-    """Item type -> the upstream name of the hosted tool that makes it."""
-    found: dict[str, str] = {}
-    for hosted in hosted_tools:
-        kind = str(hosted.entry.get("type", ""))
-        base = "web_search" if kind.startswith("web_search_preview") else kind.split("_20")[0]
-        for item_type in _HOSTED_ITEM.get(base, ()):
-            found[item_type] = hosted.name
-    return found
-
-
 def _shown_id(item: dict[str, Any]) -> str:
     """A Parley id for a hosted item, with the upstream id's prefix (ws_, sh_, ...)."""
     upstream_id = str(item.get("id") or "")
@@ -112,7 +85,7 @@ class ResponsesParser:
     def __init__(self, call: ModelCall, max_output_chars: int) -> None:
         self.finish: FinishReason | None = None
         self._model = call.upstream_model
-        self._hosted = _hosted_types(call.hosted_tools)
+        self._hosted = hosted_types(call.hosted_tools)
         self._usage: Usage | None = None
         self._types: dict[int, str] = {}  # output_index -> item type
         self._hosted_ids: dict[int, str] = {}  # output_index -> the Parley id of a hosted item started live

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parley.providers.base import Item, ModelCall
+from parley.providers.hosted_input import INPUT_FIELDS, hosted_items, resent_item
 from parley.providers.native_items import (
     call_arguments,
     file_text,
@@ -26,8 +27,6 @@ from parley.providers.native_profiles import NativeProfile
 from parley.providers.prefix_memo import PrefixMemo
 
 KIND = "openai_responses"
-# providers/responses_events.py RESENT_AS_ITEMS (which imports this module)
-_RESENT = frozenset({"tool_search_call", "tool_search_output", "shell_call", "shell_call_output"})
 _MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
 
 
@@ -79,8 +78,8 @@ def _item(item: Item, path: str, call: ModelCall, profile: NativeProfile) -> dic
         return upstream_item
     if kind == "reasoning" or "upstream" in item:
         return None  # another upstream's state (or none): the visible turn is what this one gets
-    if kind in _RESENT:  # a hosted tool's item a store:false client sent back (tools/replay.py kept it)
-        return {key: value for key, value in item.items() if key != "id"}
+    if kind in INPUT_FIELDS and hosted_items(call.hosted_tools)(item):
+        return resent_item(item)  # a client's copy of this upstream's hosted item (store:false; tools/replay.py)
     raise unsupported_item(kind, path)
 
 

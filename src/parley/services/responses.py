@@ -23,8 +23,8 @@ from parley.engine.turns import Turns
 from parley.errors import InvalidRequest, NotFound
 from parley.ids import new_id
 from parley.providers.base import HostedTool, ModelCall
+from parley.providers.hosted_input import hosted_items
 from parley.providers.registry import ModelEntry, ModelRegistry
-from parley.providers.responses_events import resent_as_items
 from parley.schema.compaction import CompactRequest
 from parley.schema.items import Item, normalize_input
 from parley.schema.present import present_response, presenter
@@ -274,7 +274,7 @@ class ResponsesService:
             toolset, upstream_choice = _mcp_choice(toolset, toolbox, hosted, req)
         # Built-in tool items of earlier turns go upstream as the function calls they were (tools/replay.py).
         if kinds & _REWRITTEN:
-            model_items = replay_items(self._compactor.expand(project_id, model_items), keep=resent_as_items(hosted))
+            model_items = replay_items(self._compactor.expand(project_id, model_items), keep=hosted_items(hosted))
         # Files in messages: their bytes and extracted text, for whichever form the upstream takes.
         model_items = await self._file_inputs.resolve(project_id, model_items, len(context), continuable)
         if not model_items:

@@ -15,7 +15,11 @@ upstream's container and its `shell_call_output`, with their events, then "ran: 
 first hosted `mcp` server offered: an `mcp_call` of its tool `search` with its events, then "called: search") and
 `error-midstream`
 (an `error` event after the start). A hosted tool's item sent back with an id must be the one it made: another is
-refused with a 400, as OpenAI refuses items it did not store (one without an id is input, taken as it is).
+refused with a 400, as OpenAI refuses items it did not store (one without an id is input, taken as it is). Every
+input item of a hosted tool's type is checked as the Responses input types it (the installed openai package's
+`ResponseInputItemParam`): an unknown field or a missing required one (an `id` where the type needs one) is a 400
+naming it, as OpenAI answers. Items of the types whose id is required are taken with any id (with `store: false`
+nothing was stored to look up: OpenAI takes the item as given).
 
 Like OpenAI with `store: false`, it refuses (400) a `previous_response_id` (nothing was stored) and a reasoning
 item that comes back without the `encrypted_content` it was given, or with another one. Reasoning items carry
@@ -30,10 +34,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from typing import Any
+from typing import Any, Required, get_args, get_origin, get_type_hints
 
 import orjson
 from aiohttp import web
+from openai.types.responses.response_input_item_param import ResponseInputItemParam
 
 from parley.testing.fake_plan import THINKING, Plan, PlannedCall, RequestView, plan, signature_of, words
 from parley.testing.fake_server import FakeServer, data_frame
@@ -74,8 +79,44 @@ _OWN_ITEMS = {"tool_search_call": "tsc_fake", "tool_search_output": "tso_fake", 
               "shell_call_output": "sho_fake"}
 
 
+# The hosted tools' item types, whose input shape the fake checks.
+HOSTED_TYPES = frozenset({"web_search_call", "file_search_call", "code_interpreter_call", "image_generation_call",
+                          "mcp_list_tools", "mcp_approval_request", "mcp_approval_response", "mcp_call",
+                          "tool_search_call", "tool_search_output", "shell_call", "shell_call_output"})
+
+
+def _required(hint: object) -> bool:
+    return bool(get_origin(hint) is Required)
+
+
+def input_item_fields() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    """Input item type -> (its fields, its required fields), read from the openai package's types."""
+    found: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+    for typed in get_args(ResponseInputItemParam):
+        hints = get_type_hints(typed, include_extras=True)
+        kind = hints.get("type")
+        if kind is None:
+            continue
+        required = frozenset(key for key, hint in hints.items() if _required(hint))
+        names = [name for name in get_args(get_args(kind)[0] if _required(kind) else kind) if isinstance(name, str)]
+        for name in names:
+            found.setdefault(name, (frozenset(hints), required))
+    return found
+
+
+_INPUT_FIELDS = {kind: fields for kind, fields in input_item_fields().items() if kind in HOSTED_TYPES}
+
+
 def _check_hosted_items(body: dict[str, Any]) -> None:
     for index, item in enumerate(body.get("input") or ()):
+        shape = _INPUT_FIELDS.get(item.get("type"))
+        if shape is not None:
+            fields, required = shape
+            for key in item:
+                if key not in fields:
+                    raise _Invalid(f"Unknown parameter: 'input[{index}].{key}'.", f"input[{index}].{key}")
+            for key in sorted(required - set(item)):
+                raise _Invalid(f"Missing required parameter: 'input[{index}].{key}'.", f"input[{index}].{key}")
         own = _OWN_ITEMS.get(item.get("type"))  # one without an id is a client's copy, taken as input
         if own is not None and "id" in item and item["id"] != own:
             raise _Invalid(f"Item with id '{item.get('id')}' not found.", f"input[{index}]")

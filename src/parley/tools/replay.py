@@ -37,19 +37,20 @@ REPLAYS: Mapping[str, Replay] = MappingProxyType({
 REPLAYED_TYPES = frozenset(REPLAYS) | mcp_replay.TYPES
 
 
-def replay_items(items: list[Item], keep: frozenset[str] = frozenset()) -> list[Item]:
+def replay_items(items: list[Item], keep: Callable[[Item], bool] | None = None) -> list[Item]:
     """`items` with every tool item replaced by the function call and output it was for the model (a new list).
-    Items of the types in `keep` stay as they are: a tool the model's upstream hosts takes its own items back."""
-    items = mcp_replay.replay(items)
-    if not any(item["type"] in REPLAYS and "upstream" not in item and item["type"] not in keep for item in items):
+    Items `keep` holds stay as they are: a tool the model's upstream hosts takes its own items back
+    (providers/hosted_input.py hosted_items)."""
+    items = mcp_replay.replay(items, keep)
+    if not any(item["type"] in REPLAYS and "upstream" not in item and not (keep and keep(item)) for item in items):
         return items
     out: list[Item] = []
     for item in items:
         # An item a hosting upstream made (providers/base.py HostedItem) goes back to it as it is.
-        replay = REPLAYS.get(item["type"]) if "upstream" not in item and item["type"] not in keep else None
+        kept = "upstream" in item or (keep is not None and keep(item))
+        replay = REPLAYS.get(item["type"]) if not kept else None
         if replay is None:
             out.append(item)
         else:
             out.extend(replay(item))
     return out
-

@@ -11,6 +11,7 @@ The function names are those the tools are offered with (tools/mcp/names.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from parley.tools.base import function_pair
@@ -21,10 +22,16 @@ Item = dict[str, Any]
 TYPES = frozenset({"mcp_list_tools", "mcp_call", "mcp_approval_request", "mcp_approval_response"})
 
 
-def replay(items: list[Item]) -> list[Item]:
-    """`items` with MCP items replaced as above (the same list when there are none)."""
+def replay(items: list[Item], keep: Callable[[Item], bool] | None = None) -> list[Item]:
+    """`items` with MCP items replaced as above (the same list when there are none). Items `keep` holds (of a
+    server the upstream hosts) stay as they are, and so does an approval response to a request kept."""
     if not any(item["type"] in TYPES for item in items):
         return items
+    kept = {id(item) for item in items
+            if item["type"] in TYPES and item["type"] != "mcp_approval_response" and keep is not None and keep(item)}
+    kept_requests = {item["id"] for item in items if id(item) in kept and item["type"] == "mcp_approval_request"}
+    kept |= {id(item) for item in items
+             if item["type"] == "mcp_approval_response" and item["approval_request_id"] in kept_requests}
     decisions: dict[str, Item] = {}
     for item in items:
         if item["type"] == "mcp_approval_response":
@@ -33,7 +40,7 @@ def replay(items: list[Item]) -> list[Item]:
     out: list[Item] = []
     for item in items:
         kind = item["type"]
-        if kind not in TYPES:
+        if kind not in TYPES or id(item) in kept:
             out.append(item)
         elif kind == "mcp_call":
             out += _pair(item, call_text(item))
