@@ -294,7 +294,7 @@ async def test_requests_per_minute_pass_a_spent_deployment_over_then_429_until_t
         assert refused.status_code == 429 and refused.headers["retry-after"] == "40"
         assert "x-parley-deployment" not in refused.headers
     error = refused.json()["error"]
-    assert (error["code"], error["type"]) == ("rate_limit_exceeded", "rate_limit_error")
+    assert (error["code"], error["type"]) == ("rate_limit_exceeded", "requests")  # OpenAI's type for an RPM limit
     assert "a: requests_per_minute 2" in error["message"] and "b: requests_per_minute 1" in error["message"]
     # The limit is the deployment's, whichever public id reaches it: model a itself has no room this minute.
     assert (await limited.ask("a")).status_code == 429
@@ -320,6 +320,8 @@ async def test_tokens_per_minute_count_the_tokens_each_answer_used(limited: Limi
     assert used + usage["input_tokens"] < 100  # the answers' output tokens count too: they filled t
     third = await limited.ask("tpm")
     assert third.status_code == 200 and third.headers["x-parley-deployment"] == "u"
+    spent = await limited.ask("t")  # t's own id: no other deployment, so OpenAI's 429 for a TPM limit
+    assert spent.status_code == 429 and spent.json()["error"]["type"] == "tokens"
     limited.clock.now = MINUTE + 60
     assert (await limited.ask("tpm")).headers["x-parley-deployment"] == "t"
 

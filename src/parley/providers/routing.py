@@ -339,10 +339,12 @@ class RoutedProvider:
         """The 429 for a turn no deployment had room for, saying when the first of them will have."""
         wall = self.wall()
         limits = [(d, d.at_limit(wall)) for d in self.deployments]
-        wait = min((found[0] for _, found in limits if found is not None), default=1.0)
+        wait, soonest = min((found for _, found in limits if found is not None), default=(1.0, ""))
         why = ", ".join(f"{d.name}: {found[1]}" for d, found in limits if found is not None)
+        # OpenAI's `type` says which limit: `tokens` when the first deployment to have room waits for tokens.
+        kind = "tokens" if soonest.startswith("tokens_per_minute") else "requests"
         return UpstreamError(f"Every deployment of model '{self.model_id}' is at a limit ({why}); try again in "
-                             f"{reset_text(wait)}.", "model", "rate_limit_exceeded", 429, "rate_limit_error",
+                             f"{reset_text(wait)}.", "model", "rate_limit_exceeded", 429, kind,
                              {"retry-after": str(max(1, math.ceil(wait)))})
 
     async def _try(self, deployment: Deployment, call: ModelCall) -> ModelStream | ParleyError | None:
