@@ -204,7 +204,7 @@ async def test_a_store_false_client_resends_the_hosted_items_as_they_are(app: In
     sdk = app.sdk()
     first = await sdk.responses.create(model="sheller", input="echo again", tools=[SHELL], store=False)  # type: ignore[list-item]
     assert [item.type for item in first.output] == ["shell_call", "shell_call_output", "message"]
-    history = [item.model_dump(exclude_none=True) for item in first.output]
+    history: Any = [item.model_dump(exclude_none=True) for item in first.output]
     second = await sdk.responses.create(model="sheller", tools=[SHELL], store=False,  # type: ignore[list-item]
                                         input=[*history, {"role": "user", "content": "thanks"}])
     assert second.output_text == "echo: thanks"
@@ -214,3 +214,34 @@ async def test_a_store_false_client_resends_the_hosted_items_as_they_are(app: In
     assert output["type"] == "shell_call_output" and "id" not in output
     assert output["output"][0]["stdout"] == "again\n" and output["call_id"] == call["call_id"]
     assert not any(item.get("type") == "function_call" for item in sent)
+
+
+async def test_a_hosted_tool_search_gets_namespaces_as_namespace_tools(app: InProcess,
+                                                                      fake: FakeResponsesUpstream) -> None:
+    """Namespace members go to an upstream hosting tool_search in their `namespace` tool (the openai types allow
+    deferred functions in one), not as flattened `crm__find_customer` functions: its search loads the namespace
+    and its model calls the member by name and namespace, and the call goes back so."""
+    crm = {"type": "namespace", "name": "crm", "description": "Customer records.", "tools": [
+        {"type": "function", "name": "find_customer", "description": "Look a customer up by email.",
+         "parameters": {"type": "object", "properties": {"email": {"type": "string"}}}, "defer_loading": True},
+        {"type": "function", "name": "ping", "description": "Always there.", "parameters": {"type": "object"}}]}
+    tools: Any = [{"type": "tool_search"}, crm, CLOCK]
+    first = await app.sdk().responses.create(model="searcher", input="find find_customer", tools=tools)
+    sent = fake.requests[-1]["tools"]
+    assert sent[0] == {"type": "namespace", "name": "crm", "description": "Customer records.", "tools": [
+        {"type": "function", "name": "find_customer", "description": "Look a customer up by email.",
+         "parameters": {"type": "object", "properties": {"email": {"type": "string"}}}, "strict": None,
+         "defer_loading": True},
+        {"type": "function", "name": "ping", "description": "Always there.", "parameters": {"type": "object"},
+         "strict": None}]}
+    assert [tool["type"] for tool in sent[1:]] == ["function", "tool_search"]
+    assert [item.type for item in first.output] == ["tool_search_call", "tool_search_output", "function_call"]
+    found, call = first.output[1], first.output[2]
+    assert found.type == "tool_search_output" and found.tools[0].type == "namespace"
+    assert call.type == "function_call" and (call.namespace, call.name) == ("crm", "find_customer")
+    second = await app.sdk().responses.create(
+        model="searcher", previous_response_id=first.id, tools=tools,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "ada@example.com"}])
+    assert second.output_text == "done: ada@example.com"
+    back = next(item for item in fake.requests[-1]["input"] if item.get("type") == "function_call")
+    assert (back["name"], back["namespace"]) == ("find_customer", "crm")

@@ -29,7 +29,7 @@ from parley.providers.base import (
 from parley.providers.chat_chunks import MalformedReply, TooMuchOutput
 from parley.providers.hosted_input import hosted_types
 from parley.providers.native import UpstreamReported
-from parley.providers.native_items import state
+from parley.providers.native_items import state, upstream_call_name
 from parley.providers.responses_request import KIND
 from parley.providers.upstream_http import UpstreamReport, error_report
 
@@ -73,6 +73,16 @@ def _usage(data: object) -> Usage:
         reasoning_tokens=_count(_dict(usage.get("output_tokens_details") or {}, "output_tokens_details"),
                                 "reasoning_tokens"),
     )
+
+
+def _call_name(item: dict[str, Any]) -> str:
+    """The function a call names, as Parley offered it: a namespace member's (a call of a `namespace` tool's
+    member names the namespace, responses_request.py _tools) is `<namespace>__<name>`."""
+    name = _text(item.get("name"), "name")
+    namespace = item.get("namespace")
+    if namespace is None:
+        return name
+    return upstream_call_name({"name": name, "namespace": _text(namespace, "namespace")})
 
 
 def _shown_id(item: dict[str, Any]) -> str:
@@ -165,7 +175,7 @@ class ResponsesParser:
         if kind == "function_call":
             self._calls += 1
             return [ToolCallDelta(index=index, arguments="", call_id=_text(item.get("call_id"), "call_id"),
-                                  name=_text(item.get("name"), "name"))]
+                                  name=_call_name(item))]
         if kind in self._hosted:
             key = self._hosted_ids[index] = _shown_id(item)
             return [HostedStarted(key, {**item, "id": key})]
@@ -256,7 +266,7 @@ class ResponsesParser:
             arguments = _text(item.get("arguments", ""), "arguments")
             self._grow(arguments)
             events.append(ToolCallDelta(index=index, arguments=arguments, call_id=_text(item.get("call_id"), "call_id"),
-                                        name=_text(item.get("name"), "name")))
+                                        name=_call_name(item)))
         return events + self._state(kind, item, index)
 
     def end(self) -> list[ModelEvent]:

@@ -67,6 +67,10 @@ def _item(item: Item, path: str, call: ModelCall, profile: NativeProfile) -> dic
             return {"type": "message", "role": role, "content": text}
         return {"type": "message", "role": role, "content": content}
     if kind in ("function_call", "custom_tool_call"):
+        namespace = item.get("namespace")
+        if namespace and namespace != item["name"] and _namespaced(call):  # sent in its namespace (_tools)
+            return {"type": "function_call", "call_id": item["call_id"], "name": item["name"],
+                    "namespace": namespace, "arguments": call_arguments(item)}
         return {"type": "function_call", "call_id": item["call_id"], "name": upstream_call_name(item),
                 "arguments": call_arguments(item)}
     if kind in ("function_call_output", "custom_tool_call_output"):
@@ -93,6 +97,30 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
     out["strict"] = tool["strict"] if "strict" in tool else False
     if tool.get("defer_loading") is True:  # for the upstream's own tool_search (hosted_tools)
         out["defer_loading"] = True
+    return out
+
+
+def _namespaced(call: ModelCall) -> bool:
+    """Whether namespace members go as `namespace` tools (and their calls name their namespace): to an upstream
+    hosting tool_search, which searches and loads namespaces (schema/tools.py ToolSet.offered marks them)."""
+    return any(hosted.entry.get("type") == "tool_search" for hosted in call.hosted_tools)
+
+
+def _tools(call: ModelCall) -> list[dict[str, Any]]:
+    """The functions, namespace members grouped into their `namespace` tool (in the order of its first member)."""
+    out: list[dict[str, Any]] = []
+    groups: dict[str, dict[str, Any]] = {}
+    for tool in call.tools:
+        space = tool.get("namespace")
+        if space is None:
+            out.append(_tool(tool))
+            continue
+        group = groups.get(space["name"])
+        if group is None:
+            group = groups[space["name"]] = {"type": "namespace", "name": space["name"],
+                                             "description": space["description"], "tools": []}
+            out.append(group)
+        group["tools"].append({**_tool(tool), "name": space["member"]})
     return out
 
 
@@ -165,7 +193,7 @@ def responses_body(call: ModelCall, profile: NativeProfile,
         "service_tier": call.service_tier,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
-    tools = [_tool(t) for t in call.tools] + [dict(h.entry) for h in call.hosted_tools]
+    tools = _tools(call) + [dict(h.entry) for h in call.hosted_tools]
     if tools:
         body["tools"] = tools
         choice = _tool_choice(call)

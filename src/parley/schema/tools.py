@@ -184,8 +184,10 @@ class ToolSet:
         if self.plan.mode == "none":
             return []
         allowed = self.plan.allowed
-        if self.hosted_search:
-            functions = [{**t.upstream_function(), "defer_loading": True} if t.deferred else t.upstream_function()
+        if self.hosted_search:  # namespace members keep their namespace: the upstream's search loads namespaces
+            functions = [{**t.upstream_function(), **({"defer_loading": True} if t.deferred else {}),
+                          **({"namespace": {"name": t.namespace, "description": t.namespace_description or "",
+                                            "member": t.name}} if t.namespace and t.namespace != t.name else {})}
                          for t in self.tools]
         else:
             functions = [t.upstream_function() for t in self.tools if not t.deferred or t.upstream_name in self.loaded]

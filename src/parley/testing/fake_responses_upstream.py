@@ -38,9 +38,11 @@ from typing import Any, Required, get_args, get_origin, get_type_hints
 
 import orjson
 from aiohttp import web
+from openai.types.responses.namespace_tool_param import NamespaceToolParam
+from openai.types.responses.namespace_tool_param import ToolFunction as NamespaceFunction
 from openai.types.responses.response_input_item_param import ResponseInputItemParam
 
-from parley.testing.fake_plan import THINKING, Plan, PlannedCall, RequestView, plan, signature_of, words
+from parley.testing.fake_plan import THINKING, Plan, RequestView, plan, signature_of, words
 from parley.testing.fake_server import FakeServer, data_frame
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
@@ -107,16 +109,39 @@ def input_item_fields() -> dict[str, tuple[frozenset[str], frozenset[str]]]:
 _INPUT_FIELDS = {kind: fields for kind, fields in input_item_fields().items() if kind in HOSTED_TYPES}
 
 
+def _typed_fields(typed: Any) -> tuple[frozenset[str], frozenset[str]]:
+    hints = get_type_hints(typed, include_extras=True)
+    return frozenset(hints) | {"async"}, frozenset(key for key, hint in hints.items() if _required(hint))
+
+
+_NAMESPACE = _typed_fields(NamespaceToolParam)
+_NAMESPACE_FUNCTION = _typed_fields(NamespaceFunction)
+
+
+def _check_shape(value: dict[str, Any], shape: tuple[frozenset[str], frozenset[str]], path: str) -> None:
+    fields, required = shape
+    for key in value:
+        if key not in fields:
+            raise _Invalid(f"Unknown parameter: '{path}.{key}'.", f"{path}.{key}")
+    for key in sorted(required - set(value)):
+        raise _Invalid(f"Missing required parameter: '{path}.{key}'.", f"{path}.{key}")
+
+
+def _check_namespaces(body: dict[str, Any]) -> None:
+    """A `namespace` tool as the openai types have it (its functions may be deferred)."""
+    for index, tool in enumerate(body.get("tools") or ()):
+        if tool.get("type") == "namespace":
+            _check_shape(tool, _NAMESPACE, f"tools[{index}]")
+            for number, member in enumerate(tool["tools"]):
+                if member.get("type") == "function":
+                    _check_shape(member, _NAMESPACE_FUNCTION, f"tools[{index}].tools[{number}]")
+
+
 def _check_hosted_items(body: dict[str, Any]) -> None:
     for index, item in enumerate(body.get("input") or ()):
         shape = _INPUT_FIELDS.get(item.get("type"))
         if shape is not None:
-            fields, required = shape
-            for key in item:
-                if key not in fields:
-                    raise _Invalid(f"Unknown parameter: 'input[{index}].{key}'.", f"input[{index}].{key}")
-            for key in sorted(required - set(item)):
-                raise _Invalid(f"Missing required parameter: 'input[{index}].{key}'.", f"input[{index}].{key}")
+            _check_shape(item, shape, f"input[{index}]")
         own = _OWN_ITEMS.get(item.get("type"))  # one without an id is a client's copy, taken as input
         if own is not None and "id" in item and item["id"] != own:
             raise _Invalid(f"Item with id '{item.get('id')}' not found.", f"input[{index}]")
@@ -205,8 +230,16 @@ def _hosted_search(events: _Events, body: dict[str, Any], answer: Plan) -> None:
             answer.text = "done: " + _text_of(items[-1].get("output"))
         return
     query = answer.text.removeprefix("echo: ")
-    found = [t for t in body.get("tools") or () if t.get("type") == "function" and t.get("defer_loading")
-             and t["name"] in query]
+    found: list[dict[str, Any]] = []
+    first: tuple[str, str | None] | None = None  # the first function found, and its namespace
+    for tool in body.get("tools") or ():
+        if tool.get("type") == "function" and tool.get("defer_loading") and tool["name"] in query:
+            found.append(tool)
+            first = first or (tool["name"], None)
+        members = [m for m in tool.get("tools") or () if m.get("defer_loading") and m["name"] in query]
+        if tool.get("type") == "namespace" and members:  # a namespace is loaded with the members found
+            found.append({**tool, "tools": members})
+            first = first or (members[0]["name"], tool["name"])
     call = {"id": "tsc_fake", "type": "tool_search_call", "execution": "server", "call_id": None,
             "arguments": {"query": query}, "status": "completed"}
     events.item({**call, "status": "in_progress"}, call, [])
@@ -214,7 +247,9 @@ def _hosted_search(events: _Events, body: dict[str, Any], answer: Plan) -> None:
               "status": "completed", "tools": found}
     events.item({**output, "status": "in_progress", "tools": []}, output, [])
     answer.text = ""
-    answer.calls = [PlannedCall("call_found", found[0]["name"], "{}")] if found else []
+    answer.calls = []
+    if first is not None:  # the model calls it (a namespace member by its name and namespace)
+        _call(events, 0, first[0], "call_found", "{}", first[1])
 
 
 def _hosted_shell(events: _Events, body: dict[str, Any], answer: Plan) -> None:
@@ -250,9 +285,9 @@ def _message(events: _Events, text: str) -> None:
     events.item(started, {**started, "status": "completed", "content": [part]}, inner)
 
 
-def _call(events: _Events, index: int, name: str, call_id: str, arguments: str) -> None:
+def _call(events: _Events, index: int, name: str, call_id: str, arguments: str, namespace: str | None = None) -> None:
     started = {"id": f"fc_fake{index}", "type": "function_call", "status": "in_progress", "arguments": "",
-               "call_id": call_id, "name": name}
+               "call_id": call_id, "name": name, **({"namespace": namespace} if namespace else {})}
     halves = [arguments[: len(arguments) // 2], arguments[len(arguments) // 2:]]
     inner = [("response.function_call_arguments.delta", {"delta": h}) for h in halves]
     inner.append(("response.function_call_arguments.done", {"arguments": arguments, "name": name}))
@@ -330,6 +365,7 @@ class FakeResponsesUpstream(FakeServer):
         try:
             _check(body)
             _check_hosted_items(body)
+            _check_namespaces(body)
         except _Invalid as err:
             return web.json_response(error_body(400, str(err), param=err.param), status=400)
         answer = plan(model, request_view(body))
