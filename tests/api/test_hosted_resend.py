@@ -40,6 +40,8 @@ async def app(fake: FakeResponsesUpstream, tmp_path_factory: pytest.TempPathFact
         ModelConfig(id="hosting", provider="openai_responses", base_url=fake.base_url, upstream_model="echo",
                     hosted_tools=["web_search", "file_search", "code_interpreter", "image_generation", "mcp"]),
         ModelConfig(id="plain", provider="openai_responses", base_url=fake.base_url, upstream_model="echo"),
+        ModelConfig(id="approver", provider="openai_responses", base_url=fake.base_url, upstream_model="mcp-approve",
+                    hosted_tools=["mcp"]),
     ]
     settings = Settings(data_dir=tmp_path_factory.mktemp("resend"), embedded=EmbeddedConfig(enabled=False),
                         models=models)
@@ -150,3 +152,45 @@ async def test_items_of_tools_an_upstream_does_not_host_go_as_function_calls(app
     assert {item.get("type") for item in sent} == {"message", "web_search_call", "function_call",
                                                    "function_call_output"}
     assert sent[1] == search
+
+
+ASKING = {**DOCS, "require_approval": "always"}
+
+
+async def test_a_hosted_mcp_approval_passes_through_and_is_answered_upstream(app: InProcess,
+                                                                             fake: FakeResponsesUpstream) -> None:
+    """A hosting upstream's tool list and approval request reach the client (with Parley's ids); the client's
+    approval goes to the upstream naming the request by the upstream's id, and the call it then makes names the
+    request by the id the client knows. Parley runs nothing itself: the server is the upstream's."""
+    first = await app.sdk().responses.create(model="approver", input="look", tools=[ASKING])  # type: ignore[list-item]
+    assert [item.type for item in first.output] == ["mcp_list_tools", "mcp_approval_request"]
+    request = first.output[1]
+    assert request.type == "mcp_approval_request" and request.id != "mcpr_fake" and request.server_label == "docs"
+    second = await app.sdk().responses.create(
+        model="approver", previous_response_id=first.id, tools=[ASKING],  # type: ignore[list-item]
+        input=[{"type": "mcp_approval_response", "approval_request_id": request.id, "approve": True}])
+    assert second.output_text == "called: search"
+    sent = fake.requests[-1]["input"]
+    assert [item.get("id") for item in sent[1:3]] == ["mcpl_fake", "mcpr_fake"]  # its own items, verbatim
+    assert sent[3] == {"type": "mcp_approval_response", "approval_request_id": "mcpr_fake", "approve": True}
+    call = second.output[0]
+    assert call.type == "mcp_call" and call.approval_request_id == request.id and call.output == "found"
+
+
+async def test_a_store_false_client_answers_a_hosted_mcp_approval(app: InProcess,
+                                                                  fake: FakeResponsesUpstream) -> None:
+    first = await _create(app, model="approver", input="look", tools=[ASKING], include=INCLUDE)
+    history = [item.model_dump(exclude_none=True) for item in first.output]
+    request_id = history[1]["id"]
+    second = await _create(app, model="approver", tools=[ASKING], include=INCLUDE, input=[
+        _user("look"), *history,
+        {"type": "mcp_approval_response", "approval_request_id": request_id, "approve": True}])
+    assert second.output_text == "called: search"
+    assert fake.requests[-1]["input"][1:] == [
+        {"type": "mcp_list_tools", "id": history[0]["id"], "server_label": "docs",
+         "tools": [{"name": "search", "input_schema": {"type": "object"}}]},
+        {"type": "mcp_approval_request", "id": request_id, "server_label": "docs", "name": "search",
+         "arguments": "{\"q\": \"x\"}"},
+        {"type": "mcp_approval_response", "approval_request_id": request_id, "approve": True},
+    ]
+    assert second.output[0].type == "mcp_call" and second.output[0].approval_request_id == request_id

@@ -20,10 +20,12 @@ from parley.providers.base import HostedTool, Item
 # Item types of the upstream's own tools, by the type of the tool entry that makes them.
 HOSTED_ITEM: dict[str, tuple[str, ...]] = {
     "web_search": ("web_search_call",), "web_search_preview": ("web_search_call",),
-    "file_search": ("file_search_call",), "code_interpreter": ("code_interpreter_call",), "mcp": ("mcp_call",),
-    "image_generation": ("image_generation_call",), "tool_search": ("tool_search_call", "tool_search_output"),
-    "shell": ("shell_call", "shell_call_output")}
+    "file_search": ("file_search_call",), "code_interpreter": ("code_interpreter_call",),
+    "mcp": ("mcp_call", "mcp_list_tools", "mcp_approval_request"), "image_generation": ("image_generation_call",),
+    "tool_search": ("tool_search_call", "tool_search_output"), "shell": ("shell_call", "shell_call_output")}
 _MCP = frozenset({"mcp_list_tools", "mcp_approval_request", "mcp_approval_response", "mcp_call"})
+# Hosted items that are no call of their tool (what tool_choice checks count).
+NOT_CALLS = frozenset({"mcp_list_tools"})
 
 # The fields of each input item type (openai/types/responses/response_input_item_param.py and the params it
 # names; tests/providers/test_hosted_input.py compares them with the installed package).
@@ -59,11 +61,16 @@ def hosted_types(hosted_tools: Sequence[HostedTool]) -> dict[str, str]:
     return found
 
 
+def hosted_servers(hosted_tools: Sequence[HostedTool]) -> frozenset[str]:
+    """The `server_label`s of the MCP servers the upstream hosts."""
+    return frozenset(str(h.entry.get("server_label")) for h in hosted_tools if h.entry.get("type") == "mcp")
+
+
 def hosted_items(hosted_tools: Sequence[HostedTool]) -> Callable[[Item], bool]:
     """Whether an item is one of the hosted tools': of a type they make, or an MCP item of a server the upstream
     hosts (an `mcp_approval_response` when it hosts any; tools/mcp/replay.py also checks its request's server)."""
     types = frozenset(hosted_types(hosted_tools)) - _MCP
-    servers = frozenset(str(h.entry.get("server_label")) for h in hosted_tools if h.entry.get("type") == "mcp")
+    servers = hosted_servers(hosted_tools)
 
     def holds(item: Item) -> bool:
         kind = item["type"]

@@ -27,9 +27,9 @@ from parley.providers.base import (
     Usage,
 )
 from parley.providers.chat_chunks import MalformedReply, TooMuchOutput
-from parley.providers.hosted_input import hosted_types
+from parley.providers.hosted_input import NOT_CALLS, hosted_types
 from parley.providers.native import UpstreamReported
-from parley.providers.native_items import state, upstream_call_name
+from parley.providers.native_items import state, upstream_call_name, upstream_state
 from parley.providers.responses_request import KIND
 from parley.providers.upstream_http import UpstreamReport, error_report
 
@@ -75,6 +75,16 @@ def _usage(data: object) -> Usage:
     )
 
 
+def _request_ids(call: ModelCall) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for item in call.items:
+        if item["type"] == "mcp_approval_request":
+            upstream = upstream_state(item, KIND, call.upstream_model)
+            if upstream is not None:
+                found[str(upstream["item"].get("id"))] = item["id"]
+    return found
+
+
 def _call_name(item: dict[str, Any]) -> str:
     """The function a call names, as Parley offered it: a namespace member's (a call of a `namespace` tool's
     member names the namespace, responses_request.py _tools) is `<namespace>__<name>`."""
@@ -96,6 +106,9 @@ class ResponsesParser:
         self.finish: FinishReason | None = None
         self._model = call.upstream_model
         self._hosted = hosted_types(call.hosted_tools)
+        # A hosted MCP server's approval requests the context holds: the upstream's id -> Parley's (what the client
+        # was shown, and what its mcp_call's approval_request_id shows too).
+        self._request_ids = _request_ids(call) if "mcp_call" in self._hosted else {}
         self._usage: Usage | None = None
         self._types: dict[int, str] = {}  # output_index -> item type
         self._hosted_ids: dict[int, str] = {}  # output_index -> the Parley id of a hosted item started live
@@ -178,7 +191,7 @@ class ResponsesParser:
                                   name=_call_name(item))]
         if kind in self._hosted:
             key = self._hosted_ids[index] = _shown_id(item)
-            return [HostedStarted(key, {**item, "id": key})]
+            return [HostedStarted(key, self._shown(item, key))]
         return []
 
     def _item_done(self, event: dict[str, Any]) -> list[ModelEvent]:
@@ -197,8 +210,18 @@ class ResponsesParser:
         return []
 
     def _hosted_item(self, kind: str, item: dict[str, Any], key: str | None) -> HostedItem:
-        shown = {**item, "id": key or _shown_id(item)}
-        return HostedItem(shown, state(KIND, self._model, item=item), (), self._hosted[kind], key)
+        shown = self._shown(item, key or _shown_id(item))
+        tool = None if kind in NOT_CALLS else self._hosted[kind]
+        return HostedItem(shown, state(KIND, self._model, item=item), (), tool, key)
+
+    def _shown(self, item: dict[str, Any], key: str) -> dict[str, Any]:
+        """A hosted item as the client sees it: Parley's id, and an mcp_call naming its approval request by the id
+        the client was shown for it."""
+        shown = {**item, "id": key}
+        request = item.get("approval_request_id")
+        if request in self._request_ids:
+            shown["approval_request_id"] = self._request_ids[request]
+        return shown
 
     def _ended(self, event: dict[str, Any]) -> list[ModelEvent]:
         response = _dict(event.get("response"), "response")

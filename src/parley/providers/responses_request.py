@@ -83,8 +83,22 @@ def _item(item: Item, path: str, call: ModelCall, profile: NativeProfile) -> dic
     if kind == "reasoning" or "upstream" in item:
         return None  # another upstream's state (or none): the visible turn is what this one gets
     if kind in INPUT_FIELDS and hosted_items(call.hosted_tools)(item):
-        return resent_item(item)  # a client's copy of this upstream's hosted item (store:false; tools/replay.py)
+        resent = resent_item(item)  # a client's copy of this upstream's hosted item (store:false; tools/replay.py)
+        if "approval_request_id" in resent:  # an MCP approval's answer or call: the upstream names it by its own id
+            resent["approval_request_id"] = _upstream_request_id(call, resent["approval_request_id"])
+        return resent
     raise unsupported_item(kind, path)
+
+
+def _upstream_request_id(call: ModelCall, request_id: Any) -> Any:
+    """The upstream's id of the approval request the client knows as `request_id` (Parley's id of a hosted
+    mcp_approval_request the context holds with its upstream state); else `request_id` as it is (a client's copy
+    of the request goes with that id)."""
+    for item in call.items:
+        if item["type"] == "mcp_approval_request" and item["id"] == request_id:
+            upstream = upstream_state(item, KIND, call.upstream_model)
+            return upstream["item"].get("id", request_id) if upstream is not None else request_id
+    return request_id
 
 
 def _tool(tool: dict[str, Any]) -> dict[str, Any]:

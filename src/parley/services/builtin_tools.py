@@ -6,7 +6,7 @@ tool per server tool, set up together against the request's context (services/mc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from parley.engine.tool_loop import Toolbox
@@ -104,7 +104,7 @@ class BuiltinTools:
         if self._mcp is not None and (mcp_specs or context is not None):  # also: approvals for a missing server
             base = context or ToolContext()
             taken = base.taken | frozenset(tools)
-            setup = await self._mcp.setup(mcp_specs, ToolContext(base.items, base.first_new, base.first_input, taken))
+            setup = await self._mcp.setup(mcp_specs, replace(base, taken=taken))
         limits = self._limits
         return Toolbox({**tools, **setup.tools}, max_concurrent=limits.max_concurrent, timeout_s=limits.timeout_s,
                        max_turns=limits.max_turns, closers=setup.closers, leading=setup.leading,

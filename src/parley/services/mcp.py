@@ -214,6 +214,8 @@ def _approved_calls(context: ToolContext, by_tool: dict[tuple[str, str], str]) -
         request = requests.get(request_id)
         if request is None:
             raise InvalidRequest(f"No MCP approval request with id '{request_id}' found.", param=param)
+        if request.get("server_label") in context.hosted_servers:
+            continue  # the upstream hosts the server: the approval goes to it (providers/hosted_input.py)
         if request_id in answered or request_id in called:
             continue  # answered before (resent history): nothing to do again
         answered.add(request_id)

@@ -23,7 +23,7 @@ from parley.engine.turns import Turns
 from parley.errors import InvalidRequest, NotFound
 from parley.ids import new_id
 from parley.providers.base import HostedTool, ModelCall
-from parley.providers.hosted_input import hosted_items
+from parley.providers.hosted_input import hosted_items, hosted_servers
 from parley.providers.registry import ModelEntry, ModelRegistry
 from parley.schema.compaction import CompactRequest
 from parley.schema.items import Item, normalize_input
@@ -268,7 +268,8 @@ class ResponsesService:
             # After the context is loaded: code_interpreter's `auto` reuses an earlier container, MCP its tool
             # lists; and the calls the input approves (MCP) are found.
             tool_context = ToolContext(model_items, len(context), len(prompt_items),
-                                       frozenset(tool.upstream_name for tool in toolset.tools))
+                                       frozenset(tool.upstream_name for tool in toolset.tools),
+                                       hosted_servers(hosted))
             toolbox = await self._tools.toolbox(project_id, toolset.builtins, tool_context)
         if toolset.plan.mcp:  # a tool_choice naming an MCP server: its functions are known now
             toolset, upstream_choice = _mcp_choice(toolset, toolbox, hosted, req)

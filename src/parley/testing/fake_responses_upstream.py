@@ -274,6 +274,37 @@ def _hosted_shell(events: _Events, body: dict[str, Any], answer: Plan) -> None:
     answer.text = "ran: " + stdout
 
 
+def _hosted_mcp_approval(events: _Events, body: dict[str, Any], server: dict[str, Any], answer: Plan) -> None:
+    """A hosted MCP server's tool that needs approval: its tool list and an approval request; once the input
+    answers that request (by its id), the call (approved) or nothing (denied)."""
+    label = server.get("server_label")
+    items = body.get("input") or []
+    answers = [item for item in items if item.get("type") == "mcp_approval_response"]
+    if not answers:
+        listing = {"id": "mcpl_fake", "type": "mcp_list_tools", "server_label": label,
+                   "tools": [{"name": "search", "input_schema": {"type": "object"}}]}
+        events.item({**listing, "tools": []}, listing, [("response.mcp_list_tools.in_progress", {}),
+                                                        ("response.mcp_list_tools.completed", {})])
+        request = {"id": "mcpr_fake", "type": "mcp_approval_request", "server_label": label, "name": "search",
+                   "arguments": "{\"q\": \"x\"}"}
+        events.item(request, request, [])
+        answer.text = ""
+        return
+    requests = {item.get("id"): item for item in items if item.get("type") == "mcp_approval_request"}
+    asked = requests.get(answers[-1]["approval_request_id"])
+    if asked is None:
+        raise _Invalid(f"No approval request with id '{answers[-1]['approval_request_id']}' found.",
+                       "input.approval_request_id")
+    if not answers[-1]["approve"]:
+        answer.text = "denied: search"
+        return
+    done = {"id": "mcp_fake", "type": "mcp_call", "server_label": label, "name": "search",
+            "arguments": asked["arguments"], "output": "found", "error": None, "status": "completed",
+            "approval_request_id": asked["id"]}
+    events.item({**done, "status": "in_progress", "output": None}, done, [])
+    answer.text = "called: search"
+
+
 def _message(events: _Events, text: str) -> None:
     part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
     inner: list[tuple[str, dict[str, Any]]] = [
@@ -318,6 +349,8 @@ def build(model: str, body: dict[str, Any], answer: Plan) -> _Events:
         events.item({**done, "status": "in_progress", "output": None}, done,
                     [("response.mcp_call.in_progress", {}), ("response.mcp_call.completed", {})])
         answer.text = "called: search"
+    if model == "mcp-approve" and servers:
+        _hosted_mcp_approval(events, body, servers[0], answer)
     if answer.text:
         _message(events, answer.text)
     for index, call in enumerate(answer.calls):
@@ -373,7 +406,10 @@ class FakeResponsesUpstream(FakeServer):
             return web.json_response(error_body(400, answer.error), status=400)
         if model == "hang":
             return await self.hang(request, model, bool(body.get("stream")))
-        events = build(model, body, answer)
+        try:
+            events = build(model, body, answer)
+        except _Invalid as err:  # an input the answer needed was wrong (an approval of no request)
+            return web.json_response(error_body(400, str(err), param=err.param), status=400)
         if not body.get("stream"):
             if model == "drop":
                 return await self.drop_body(request, orjson.dumps(events.response))

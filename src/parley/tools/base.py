@@ -70,12 +70,14 @@ class ToolOutcome:
 class ToolContext:
     """What a request's built-in tools may look at while they are set up (services/builtin_tools.py): its loaded
     context followed by its new items (references resolved, nothing replayed yet), where the new items and the
-    request's `input` start among them (after a prompt's items), and the function names already taken."""
+    request's `input` start among them (after a prompt's items), the function names already taken, and the MCP
+    servers the model's upstream hosts (their approvals are the upstream's to act on)."""
 
     items: Sequence[Item] = ()
     first_new: int = 0
     first_input: int = 0
     taken: frozenset[str] = frozenset()
+    hosted_servers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
