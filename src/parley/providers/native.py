@@ -194,13 +194,20 @@ class NativeProvider:
             header = upstream.profile.auth_header
             self._headers[header] = f"Bearer {key}" if header == "authorization" else key
         self._http = http
+        # Parsed upstream URLs by request path: a wire's paths are few (Gemini's name the model and the mode), and
+        # parsing one costs more than the rest of building the request head (~1.6 µs).
+        self._endpoints: dict[str, Endpoint] = {}
         self._encodings = encodings or Encodings()
         self.limits = limits or ReplyLimits()
         self.masker = (masker or SecretMasker()).with_secrets(key)
 
     async def open(self, call: ModelCall) -> NativeStream:
         request = self.wire.request(call, self.profile)
-        endpoint = Endpoint.parse(self._base + request.path)
+        endpoint = self._endpoints.get(request.path)
+        if endpoint is None:
+            endpoint = Endpoint.parse(self._base + request.path)
+            if len(self._endpoints) < 64:
+                self._endpoints[request.path] = endpoint
         body = orjson.dumps(request.body)
         started = time.monotonic()
         try:
