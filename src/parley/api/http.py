@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import re
-import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -20,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from parley.api.http_protocol import exchange_of
 from parley.engine.stream import sse_frame
 from parley.errors import InternalError, InvalidRequest, ParleyError, PayloadTooLarge, RequestTimeout
+from parley.ids import random_hex
 from parley.log_context import set_request_id
 from parley.schema.json_limits import INT_MAX, check_json_numbers
 from parley.schema.requests import cross_field_param, most_specific, param_from_loc
@@ -33,7 +33,7 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def request_id() -> str:
-    return "req_" + secrets.token_hex(16)
+    return "req_" + random_hex(32)
 
 
 class JsonResponse(Response):
