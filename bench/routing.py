@@ -138,10 +138,10 @@ class _Idle:
     """A deployment's provider for timing `order` alone: never opened, so its methods are never called."""
 
     async def open(self, call: ModelCall) -> Any:
-        raise NotImplementedError
+        raise AssertionError("timing `order` never opens a turn")
 
     async def count_tokens(self, call: ModelCall) -> Any:
-        raise NotImplementedError
+        raise AssertionError("timing `order` never counts tokens")
 
 
 def _order_cost(rounds: int) -> dict[str, float]:

@@ -55,6 +55,7 @@ class Scripted:
         self.fail_at = fail_at
         self.usage = usage
         self.streams: list[Stream] = []
+        self.counted = 0  # count_tokens calls
 
     async def open(self, call: ModelCall) -> ModelStream:
         self.calls.append(call.upstream_model)
@@ -64,7 +65,8 @@ class Scripted:
         return self.streams[-1]
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
-        raise NotImplementedError  # the Provider protocol's other method: no routing test counts tokens
+        self.counted += 1
+        return TokenCount(len(call.items), exact=True)
 
 
 class Clock:
@@ -408,8 +410,8 @@ async def test_a_deployments_minute_is_shared_by_every_route_over_it() -> None:
     with pytest.raises(UpstreamError) as info:
         await other.open(call())
     assert info.value.status == 429 and len(a.calls) == 1
-    with pytest.raises(NotImplementedError):  # counting still asks a deployment (Scripted cannot count)
-        await other.count_tokens(call())
+    counted = await other.count_tokens(call())  # counting is not a turn: it still asks a deployment, full or not
+    assert counted.exact and a.counted == 1 and len(a.calls) == 1
 
 
 def test_openai_rate_limit_headers_become_the_wait_of_a_429_without_retry_after() -> None:
