@@ -82,6 +82,22 @@ def test_headers_trickled_slowly_are_cut(slow_server: ParleyServer) -> None:
     assert elapsed < 8
 
 
+def test_a_client_still_sending_after_the_408_reads_it_whole(slow_server: ParleyServer) -> None:
+    # Closing a socket with unread input makes the kernel reset the connection, which destroyed the 408 the client
+    # had not read yet: the server now ends its side and drops what still comes until the client closes.
+    with _connect(slow_server) as sock:
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nhost: x\r\n")
+        for _ in range(200):  # until the 408 is there (the header deadline is 1 s; at most 10 s here)
+            if _readable(sock):
+                break
+            time.sleep(0.05)
+        for _ in range(3):  # more header lines after the answer: read and dropped by the server
+            sock.sendall(b"x-late: 1\r\n")
+            time.sleep(0.1)
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 408") and answer.endswith(b'"code": "request_timeout"}}'), answer[:200]
+
+
 def test_an_idle_connection_is_cut(slow_server: ParleyServer) -> None:
     with _connect(slow_server) as sock:
         answer = _read_all(sock)  # sends nothing at all

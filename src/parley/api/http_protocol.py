@@ -37,6 +37,8 @@ _TIMEOUT_RESPONSE = (
 )
 
 
+_LINGER_S = 2.0  # after a 408, how long a client may keep sending before the connection is closed anyway
+
 EXCHANGE = "parley.exchange"  # the scope["extensions"] key
 
 
@@ -108,6 +110,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._header_timeout_s = header_timeout_s
         self._header_timer: asyncio.TimerHandle | None = None
         self._exchange: Exchange | None = None
+        self._lingering = False  # a 408 was sent: input is dropped until the connection closes
 
     def _arm(self) -> None:
         self._disarm()
@@ -119,10 +122,26 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             self._header_timer = None
 
     def _headers_late(self) -> None:
+        """Answer 408 and close gracefully: closing a socket whose receive queue holds unread bytes (the
+        trickling client's latest header lines) makes the kernel send a reset, which can destroy the 408 before
+        the client reads it. So: the 408, then our end of the stream (FIN), then what the client still sends is
+        read and dropped until it closes, or for `_LINGER_S` at most."""
         self._header_timer = None
-        if not self.transport.is_closing():
-            self.transport.write(_TIMEOUT_RESPONSE)
-            self.transport.close()
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(_TIMEOUT_RESPONSE)
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering = True
+        self._header_timer = self.loop.call_later(_LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # after a 408: read and dropped, never parsed
+        super().data_received(data)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
