@@ -3,6 +3,7 @@ time limits, two processes on one database, and a SIGKILL in the middle of a run
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -12,8 +13,18 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from compat_support import ParleyServer, check_events, check_response, model_toml, wait_for
+from compat_support import (
+    ParleyServer,
+    check_events,
+    check_response,
+    fold_output,
+    fold_text,
+    model_toml,
+    wait_for,
+)
 from openai import OpenAI
+from openai.types.responses import ResponseFailedEvent, ResponseOutputMessage
+from sqlalchemy.engine import make_url
 
 from parley.testing.fake_upstream import FakeUpstream
 
@@ -208,6 +219,79 @@ def test_sigkill_mid_run_then_restart(fake: FakeUpstream, tmp_path: Path) -> Non
         assert [e["sequence_number"] for e in log] == list(range(len(log)))  # nothing lost or duplicated
         assert log[:5] == head[:5] and log[-1]["type"] == "response.failed"
         assert sum(e["type"] == "response.failed" for e in log) == 1
+    finally:
+        survivor.stop()
+
+
+def _database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+    server = request.getfixturevalue("postgres_server")
+    return make_url(server.get_uri(driver="asyncpg")).render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+def test_sigkill_mid_text_closes_the_open_item(
+    fake: FakeUpstream, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """A run killed while its message streams: the replayed log closes the message (incomplete, with the text its
+    deltas built) before `response.failed`, and the stored response holds that same item."""
+    config = f'database_url = "{_database_url(backend, request, tmp_path)}"\n'
+    config += "".join(model_toml(m, fake.base_url, m) for m in ("slow", "echo"))
+    config += "[embedded]\nenabled = false\n[background]\nmax_concurrent = 1\nlease_s = 1.0\n"
+    doomed = ParleyServer(tmp_path / "doomed", config)
+    doomed.start()
+    head: list[dict[str, Any]] = []
+    body = {"model": "slow", "input": LONG, "background": True, "stream": True}
+    with httpx.stream("POST", doomed.base_url + "/responses", json=body, timeout=30.0) as resp:
+        for line in resp.iter_lines():  # a follower only sees logged events: these are in the log
+            if line.startswith("data: {"):
+                head.append(json.loads(line[6:]))
+                if sum(e["type"] == "response.output_text.delta" for e in head) == 2:
+                    break
+    assert doomed.process is not None
+    doomed.process.send_signal(signal.SIGKILL)
+    doomed.process.wait(5)
+    response_id = head[0]["response"]["id"]
+
+    survivor = ParleyServer(tmp_path / "survivor", config)
+    survivor.start()
+    try:
+        with _client(survivor) as client:
+            _wait_status(client, response_id, {"failed"})
+        log = _replay(survivor.base_url, response_id)
+        check_events(log)  # SDK types, sequence numbers 0..n, one terminal event, last
+        assert log[:len(head)] == head and log[-1]["type"] == "response.failed"
+        streamed = fold_text(log)
+        assert streamed and ("echo: " + LONG).startswith(streamed) and streamed != "echo: " + LONG  # cut mid-text
+        closing = log[len(head):]
+        assert [e["type"] for e in closing[-4:]] == ["response.output_text.done", "response.content_part.done",
+                                                     "response.output_item.done", "response.failed"]
+        part = {"type": "output_text", "text": streamed, "annotations": [], "logprobs": []}
+        assert closing[-4]["text"] == streamed and closing[-3]["part"] == part
+        message = closing[-2]["item"]
+        assert message["status"] == "incomplete" and message["content"] == [part]
+        for opened, closed in (("output_item", "output_index"), ("content_part", "content_index")):
+            added = [(e["output_index"], e.get(closed)) for e in log if e["type"] == f"response.{opened}.added"]
+            done = [(e["output_index"], e.get(closed)) for e in log if e["type"] == f"response.{opened}.done"]
+            assert added == done
+        failed = log[-1]["response"]
+        assert failed["status"] == "failed" and "interrupted" in failed["error"]["message"]
+        assert failed["output"] == fold_output(log) == [message]  # nothing lost, nothing invented
+        stored = httpx.get(f"{survivor.base_url}/responses/{response_id}", timeout=30.0).json()
+        assert stored["status"] == "failed" and stored["output"] == failed["output"]
+
+        with _client(survivor) as client:  # the SDK reads the same stream, and its accumulator takes it
+            typed = list(client.responses.retrieve(response_id, stream=True))
+            assert [e.type for e in typed] == [e["type"] for e in log]
+            with client.responses.stream(response_id=response_id) as stream:
+                seen = list(stream)
+            assert isinstance(seen[-1], ResponseFailedEvent)
+            item = seen[-1].response.output[0]
+            assert isinstance(item, ResponseOutputMessage) and item.status == "incomplete"
+            assert [c.text for c in item.content if c.type == "output_text"] == [streamed]
+            text_done = [e for e in seen if e.type == "response.output_text.done"]
+            assert len(text_done) == 1 and text_done[0].text == streamed
     finally:
         survivor.stop()
 

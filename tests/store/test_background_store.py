@@ -70,9 +70,31 @@ async def test_expired_lease_ends_the_run_once(store: SqlStore) -> None:
     await store.renew_leases("dead-worker", [live["id"]], 60_000)  # one run is still looked after
     await asyncio.sleep(0.01)
     assert [rid for rid, _ in await store.expired_runs()] == [dead["id"]]
-    ended = await store.fail_interrupted(dead["id"], {"code": "server_error", "message": "gone"})
-    assert ended is not None
-    body, next_seq = ended
-    assert body["status"] == "failed" and body["error"]["message"] == "gone" and next_seq == 2
-    assert await store.fail_interrupted(dead["id"], {"code": "server_error", "message": "gone"}) is None
+    run = await store.interrupted_run(dead["id"])
+    assert run is not None and await store.interrupted_run(live["id"]) is None
+    assert run.status == "queued" and run.output == [] and [seq for seq, _ in run.events] == [0, 1]
+    failed = {**dead, "status": "failed", "error": {"code": "server_error", "message": "gone"}}
+    item = {"id": "msg_cut", "type": "message", "role": "assistant", "status": "incomplete", "content": []}
+    assert await store.end_interrupted(run, failed, [(2, b"event: response.failed\n")], [item])
+    assert await store.end_interrupted(run, failed, [(2, b"again")], []) is False  # ended exactly once
+    assert await store.interrupted_run(dead["id"]) is None
+    stored = await store.get_response(PROJECT, dead["id"])
+    assert stored is not None and stored["status"] == "failed" and stored["output"] == [item]
+    assert await store.read_events(dead["id"], 1) == [(2, b"event: response.failed\n")]
     assert await store.response_status(PROJECT, live["id"]) == "queued"
+
+
+async def test_an_interrupted_run_cancelled_meanwhile_is_not_failed(store: SqlStore) -> None:
+    response = await _enqueue(store)
+    await store.claim_background("dead-worker", 1, 1)
+    await asyncio.sleep(0.01)
+    run = await store.interrupted_run(response["id"])
+    assert run is not None
+    await store.cancel_background(PROJECT, response["id"])  # between the read and the write
+    assert await store.end_interrupted(run, {**response, "status": "failed"}, [(2, b"x")], []) is False
+    assert await store.response_status(PROJECT, response["id"]) == "cancelled"
+    assert [seq for seq, _ in await store.read_events(response["id"], -1)] == [0, 1]
+    again = await store.interrupted_run(response["id"])  # taken up again, as it is now
+    assert again is not None and again.status == "cancelled"
+    assert await store.end_interrupted(again, None, [], [])
+    assert await store.response_status(PROJECT, response["id"]) == "cancelled"

@@ -15,6 +15,7 @@ from typing import Any, cast
 import orjson
 
 from parley.engine.citations import CitationFilter
+from parley.engine.stream_log import LoggedItem, LoggedRun
 from parley.errors import UpstreamError
 from parley.ids import new_id
 from parley.providers.base import (
@@ -84,13 +85,15 @@ def _obfuscation(pad: str, delta: str) -> str:
 class _OpenText:
     """A message item (or reasoning item) whose single content part is being streamed."""
 
-    __slots__ = ("chunks", "content_open", "item", "logprobs", "output_index", "summary", "summary_key", "upstream")
+    __slots__ = ("annotations", "chunks", "content_open", "item", "logprobs", "output_index", "summary",
+                 "summary_key", "upstream")
 
     def __init__(self, item: Item, output_index: int) -> None:
         self.item = item
         self.output_index = output_index
         self.chunks: list[str] = []
         self.logprobs: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []  # a message taken up from a log (resume): its annotations so far
         # Reasoning only: whether its reasoning_text part was opened, its summary parts' text (the last one is
         # open), and the upstream's state for it (ReasoningState).
         self.content_open = False
@@ -157,6 +160,8 @@ class StreamBuilder:
         self.usage_reports = 0  # Usage events fed (a turn that got none was cut before its usage)
         self._pending_turn_items: list[Item] = []
         self._hosted_open: dict[str, int] = {}  # a hosted item started live, by its key -> its output_index
+        # Other items a logged run left open (resume): closed, cut off, when the response ends.
+        self._open_items: list[int] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -295,7 +300,7 @@ class StreamBuilder:
         msg = self._message
         if msg is None:
             return
-        annotations: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = msg.annotations
         if self._cite is not None:
             self._text_delta(msg, self._cite.flush(), None, events)
             annotations = self._cite.annotations
@@ -402,7 +407,7 @@ class StreamBuilder:
         self._close_reasoning(events)
         return events
 
-    def _close_reasoning(self, events: list[Event]) -> None:
+    def _close_reasoning(self, events: list[Event], status: str = "completed") -> None:
         rs = self._reasoning
         if rs is None:
             return
@@ -413,7 +418,7 @@ class StreamBuilder:
         part = {"type": "reasoning_text", "text": "".join(rs.chunks)}
         if rs.content_open:
             item["content"] = [part]
-        item["status"] = "completed"
+        item["status"] = status
         if rs.upstream is not None:
             item["upstream"] = rs.upstream
         if self._seal is not None:
@@ -576,7 +581,7 @@ class StreamBuilder:
         (`length`, `content_filter`) are dropped: their arguments may be truncated."""
         events: list[Event] = []
         status = "incomplete" if reason in ("length", "content_filter") else "completed"
-        self._close_reasoning(events)
+        self._close_reasoning(events, status)
         self._close_message(events, status)
         self._close_calls(events, status)
         if status == "incomplete":
@@ -645,6 +650,7 @@ class StreamBuilder:
     def fail(self, code: str, message: str) -> list[Event]:
         """End the response as failed; open items are closed as incomplete."""
         events = self.close_turn("length")
+        self._close_open_items(events)
         self.response["status"] = "failed"
         self.response["error"] = {"code": code, "message": message}
         self.response["usage"] = self.usage_object() if self._usage else None
@@ -669,10 +675,57 @@ class StreamBuilder:
         """The client went away (or a background run was cancelled): close items, no events."""
         emit, self.emit = self.emit, False
         self.close_turn("length")
+        self._close_open_items([])
         self.emit = emit
         output = self.output
         for index, item in enumerate(output):  # a built-in tool's item cut off while it ran (a shell's output)
-            if item.get("type") in _CUT_OFF and item.get("status") in _CUT_OFF[item["type"]]:
-                output[index] = {**item, "status": "incomplete"}
+            output[index] = _cut_off(item)
         self.response["status"] = "cancelled"
         self.response["usage"] = self.usage_object() if self._usage else None
+
+    # -- a run taken up from its event log -------------------------------------------------------
+
+    def resume(self, logged: LoggedRun, stored: Sequence[Item]) -> None:
+        """Take up a run from its event log (a background run whose worker died): its output is the stored items,
+        then the ones only logged; the items the log left open become this builder's open items, so `fail()` or
+        `cancel()` closes them as it would a live run's (what their logged deltas built, `incomplete`), with
+        sequence numbers following the log's."""
+        self._seq = logged.next_seq
+        self.output.extend(dict(item) for item in stored)
+        for index in range(len(stored), len(logged.items)):
+            entry = logged.items[index]
+            self.output.append(entry.item)
+            if not entry.done:
+                self._reopen(entry, index)
+
+    def _reopen(self, entry: LoggedItem, output_index: int) -> None:
+        kind = entry.item.get("type")
+        if kind in ("message", "reasoning"):
+            open_text = _OpenText(entry.item, output_index)
+            open_text.chunks, open_text.logprobs, open_text.annotations = entry.text, entry.logprobs, entry.annotations
+            open_text.content_open, open_text.summary = entry.content_open, entry.summary
+            if kind == "message":
+                self._message = open_text
+            else:
+                self._reasoning = open_text
+        elif kind in ("function_call", "custom_tool_call"):
+            call = _OpenCall(entry.item, output_index, str(entry.item.get("name", "")))
+            call.chunks = entry.text
+            self._calls[output_index] = call
+        else:  # a built-in tool's item, a hosted item: its `output_item.done` closes it, cut off
+            self._open_items.append(output_index)
+
+    def _close_open_items(self, events: list[Event]) -> None:
+        for output_index in self._open_items:
+            item = self.output[output_index] = _cut_off(self.output[output_index])
+            if self.emit:
+                events.append(self._item_done(item, output_index))
+        self._open_items.clear()
+
+
+def _cut_off(item: Item) -> Item:
+    """A built-in tool's item as a response that ended while it ran stores it: `incomplete` where its type has that
+    status (the other types keep theirs)."""
+    if item.get("type") in _CUT_OFF and item.get("status") in _CUT_OFF[item["type"]]:
+        return {**item, "status": "incomplete"}
+    return item

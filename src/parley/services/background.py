@@ -4,7 +4,8 @@ Every process runs one BackgroundRunner. It claims queued jobs from the database
 any job), streams each run's events into the response's event log (batched every `flush_ms`, never per
 token) and to followers in this process, renews its job leases, stops a run that was cancelled (locally or
 through the database by another process) or passed the time limit, and ends as `failed` any run whose
-worker stopped renewing its lease (a crashed process). Followers in other processes read the log.
+worker stopped renewing its lease (a crashed process), its open items closed from its log. Followers in other
+processes read the log.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Any
 
 from parley.engine.run import TERMINAL_EVENTS, ResponseRun
 from parley.engine.stream import StreamBuilder, sse_frame
+from parley.engine.stream_log import fold_log
 from parley.errors import InternalError, ParleyError, UpstreamError
 from parley.ids import new_id
 from parley.log_context import set_request_id
+from parley.schema.present import presenter
 from parley.store.base import UsageRecord
-from parley.store.sql_background import BackgroundJob, SqlBackground
+from parley.store.sql_background import BackgroundJob, InterruptedRun, Item, SqlBackground
 
 log = logging.getLogger("parley.background")
 
@@ -179,13 +182,11 @@ class BackgroundRunner:
             await asyncio.sleep(interval)
 
     async def _end_interrupted(self, response_id: str) -> None:
-        error = {"code": "server_error", "message": "The background response was interrupted: the server "
-                                                    "running it stopped before it finished."}
-        ended = await self._store.fail_interrupted(response_id, error)
-        if ended is not None:
-            response, seq = ended
-            await self._store.append_event(
-                response_id, seq, sse_frame({"type": "response.failed", "response": response, "sequence_number": seq}))
+        run = await self._store.interrupted_run(response_id)
+        if run is None:
+            return
+        response, events, items = _close_interrupted(run)
+        if await self._store.end_interrupted(run, response, events, items) and events:
             log.warning("background response %s was interrupted; marked failed", response_id)
 
     # -- one run ---------------------------------------------------------------------------------
@@ -327,6 +328,26 @@ class _EventLog:
 
 # response.created and response.queued (seq 0 and 1) are logged when the job is accepted.
 _FIRST_RUN_SEQ = 2
+
+_INTERRUPTED = "The background response was interrupted: the server running it stopped before it finished."
+
+
+def _close_interrupted(run: InterruptedRun) -> tuple[dict[str, Any] | None, list[tuple[int, bytes]], list[Item]]:
+    """How a run whose worker died ends: its log is taken up by a stream builder, which fails it as a live run
+    fails, closing the items the log left open (what their deltas built, `incomplete`) with the events that close
+    them, before `response.failed`. A run cancelled meanwhile gets its items closed, without events (as a live
+    cancel). Returns the response row to store (None: unchanged), the events after the log, the new output items."""
+    if run.status not in ("queued", "in_progress", "cancelled"):
+        return None, [], []  # it finished (or was deleted) before its job was marked done: only the job ends
+    include = (run.request.get("request") or {}).get("include")
+    builder = StreamBuilder({**run.response, "output": []}, emit=True, obfuscate=False, present=presenter(include))
+    builder.resume(fold_log(data for _, data in run.events), run.output)
+    stored = len(run.output)
+    if run.status == "cancelled":
+        builder.cancel()
+        return None, [], builder.output[stored:]
+    events = builder.fail("server_error", _INTERRUPTED)
+    return builder.response, [(int(e["sequence_number"]), sse_frame(e)) for e in events], builder.output[stored:]
 
 
 def _stored_snapshot(job: BackgroundJob) -> dict[str, Any]:

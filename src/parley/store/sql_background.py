@@ -1,7 +1,8 @@
 """SQL implementation of BackgroundStore: background jobs, their leases, and every response's event log.
 
 A job is claimed by one worker with a lease it renews; a lease that runs out means the worker died, and
-recovery ends that run as `failed` (with a terminal event, so every follower's stream ends). Response
+recovery ends that run as `failed` (its open items closed and a terminal event, so every follower's stream
+ends). Response
 status changes go through conditional UPDATEs, so a cancel and a finishing worker can never both win.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import Connection, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from parley.store import tables
@@ -33,6 +34,19 @@ class BackgroundJob:
     project_id: str
     request: dict[str, Any]
     input_items: list[Item]
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptedRun:
+    """A running job whose worker stopped renewing its lease (its process died), as the worker left it."""
+
+    response_id: str
+    project_id: str
+    request: dict[str, Any]  # the job's request (BackgroundJob.request)
+    status: str | None  # the response's status (None: the response was deleted)
+    response: dict[str, Any]  # the stored response, without its output
+    output: list[Item]  # the output items stored so far (the finished ones, in order)
+    events: list[tuple[int, bytes]]  # the whole event log
 
 
 def _now_ms() -> int:
@@ -196,34 +210,53 @@ class SqlBackground:
             )).all()
         return [(row.response_id, row.project_id) for row in rows]
 
-    async def fail_interrupted(self, response_id: str, error: dict[str, str]) -> tuple[dict[str, Any], int] | None:
-        """End an interrupted run (its lease ran out) as failed. Returns the full response and the next
-        sequence number for its terminal event, or None if the run already ended or was taken meanwhile."""
+    async def interrupted_run(self, response_id: str) -> InterruptedRun | None:
+        """A running job whose lease ran out, with what its worker stored and logged; None if there is none (any
+        more)."""
         r, j, e, i = tables.responses, tables.background_jobs, tables.response_events, tables.items
-        async with self.engine.begin() as conn:
-            claimed = await conn.execute(
-                update(j).where(j.c.response_id == response_id, j.c.state == "running", j.c.lease_until < _now_ms())
-                .values(state="done")
-            )
-            if not claimed.rowcount:
+        async with self.engine.connect() as conn:
+            job = (await conn.execute(select(j.c.project_id, j.c.request).where(
+                j.c.response_id == response_id, j.c.state == "running", j.c.lease_until < _now_ms()))).first()
+            if job is None:
                 return None
             row = (await conn.execute(select(r.c.body, r.c.status).where(r.c.id == response_id))).first()
-            if row is None or row.status in TERMINAL:
-                return None
-            body: dict[str, Any] = orjson.loads(row.body)
-            body.update(status="failed", error=error)
-            await conn.execute(update(r).where(r.c.id == response_id).values(**_body_row(body)))
-            last = (await conn.execute(select(func.max(e.c.seq)).where(e.c.response_id == response_id))).scalar()
             output = (await conn.execute(
                 select(i.c.data).where(i.c.response_id == response_id, i.c.kind == 1).order_by(i.c.position)
             )).scalars().all()
-        full = {**body, "output": [orjson.loads(d) for d in output]}
-        return full, (-1 if last is None else int(last)) + 1
+            events = (await conn.execute(
+                select(e.c.seq, e.c.data).where(e.c.response_id == response_id).order_by(e.c.seq))).all()
+        return InterruptedRun(
+            response_id, job.project_id, orjson.loads(job.request), row.status if row else None,
+            orjson.loads(row.body) if row else {}, [orjson.loads(d) for d in output],
+            [(int(ev.seq), ev.data.encode()) for ev in events])
 
-    async def append_event(self, response_id: str, seq: int, frame: bytes) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(insert(tables.response_events).values(response_id=response_id, seq=seq,
-                                                                     data=frame.decode()))
+    async def end_interrupted(self, run: InterruptedRun, response: dict[str, Any] | None,
+                              events: list[tuple[int, bytes]], items: list[Item]) -> bool:
+        """End an interrupted run in one transaction: take its job, store its `response` row (None: unchanged), the
+        `items` that follow its stored output and the `events` that follow its log. False, writing nothing, when
+        the run already ended or was taken meanwhile, or its status changed since it was read (a cancel)."""
+        r, j = tables.responses, tables.background_jobs
+        async with self.engine.connect() as conn, conn.begin() as transaction:
+            claimed = await conn.execute(
+                update(j).where(j.c.response_id == run.response_id, j.c.state == "running",
+                                j.c.lease_until < _now_ms()).values(state="done", lease_until=None))
+            status = (await conn.execute(  # after the claim (a write): SQLite lets no other writer in from here
+                select(r.c.status).where(r.c.id == run.response_id).with_for_update())).scalar_one_or_none()
+            if not claimed.rowcount or status != run.status:
+                await transaction.rollback()
+                return False
+            if response is not None:
+                await conn.execute(update(r).where(r.c.id == run.response_id).values(**_body_row(response)))
+            if items:
+                await conn.execute(insert(tables.items), item_rows(run.project_id, run.response_id, 1, items,
+                                                                   start=len(run.output)))
+            if events:
+                await conn.execute(insert(tables.response_events), [
+                    {"response_id": run.response_id, "seq": seq, "data": data.decode()} for seq, data in events])
+                if conn.dialect.name == "postgresql":  # followers on other processes read the log now
+                    await conn.execute(text("SELECT pg_notify(:channel, :rid)"),
+                                       {"channel": EVENTS_CHANNEL, "rid": run.response_id})
+        return True
 
 
 async def _job(conn: AsyncConnection, response_id: str) -> BackgroundJob:
