@@ -36,6 +36,7 @@ NANOS_PER_USD = 1_000_000_000
 # Shared counter rows older than this are deleted now and then (by any process).
 _KEEP = {"minute": 3600, "day": 3 * 86400, "month": 93 * 86400}
 _PRUNE_EVERY = 60  # syncs
+_SCOPES_KEPT = 4096  # (project, key) pairs whose scopes are kept made; past it they are made again
 
 
 class RateCounterStore(Protocol):
@@ -52,6 +53,10 @@ class Scope:
     name: str  # "project:<id>" or "key:<id>"
     limits: RateLimits
 
+    @property
+    def per_minute(self) -> bool:
+        return self.limits.requests_per_minute is not None or self.limits.tokens_per_minute is not None
+
 
 @dataclass(frozen=True, slots=True)
 class Admission:
@@ -59,6 +64,9 @@ class Admission:
 
     scopes: tuple[Scope, ...]
     headers: dict[str, str]
+
+
+_ZERO: Counts = (0, 0, 0)
 
 
 class Limiter:
@@ -69,22 +77,34 @@ class Limiter:
         self._totals: dict[CounterKey, Counts] = {}  # everyone's, as of the last sync
         self._inflight: dict[CounterKey, list[int]] = {}  # being added by the running sync
         self._pending: dict[CounterKey, list[int]] = {}  # counted here since
+        self._base: dict[CounterKey, Counts] = {}  # _totals + _inflight: what a check adds _pending to
         self._configured = not config.default.empty or any(not limits.empty for limits in config.projects.values())
         self._key_seen = -math.inf  # when a limited key was last used here
         self._windows = Windows.at(clock())
+        self._minute = self._windows.bounds["minute"]
+        self._keys: dict[str, tuple[CounterKey, CounterKey, CounterKey]] = {}  # scope -> its keys in _windows
+        self._scopes: dict[tuple[str, str | None], tuple[RateLimits | None, tuple[Scope, ...]]] = {}
+        self._reset = (-1, "")  # (milliseconds, x-ratelimit-reset-* text): one formatting per millisecond
         self._syncs = 0
         self._task: asyncio.Task[None] | None = None
 
     # -- the request path (no I/O) ----------------------------------------------------------------
 
     def scopes(self, project_id: str, key_id: str | None, key_limits: RateLimits | None) -> tuple[Scope, ...]:
-        """The scopes that limit a request of this project and key (empty: nothing does)."""
+        """The scopes that limit a request of this project and key (empty: nothing does). Made once per
+        project and key (again when the key's limits change)."""
+        cached = self._scopes.get((project_id, key_id))
+        if cached is not None and cached[0] is key_limits:
+            return cached[1]
         project = self._config.projects.get(project_id, self._config.default)
         scopes: list[Scope] = []
         if not project.empty:
             scopes.append(Scope("project:" + project_id, project))
         if key_id is not None and key_limits is not None and not key_limits.empty:
             scopes.append(Scope("key:" + key_id, key_limits))
+        if len(self._scopes) >= _SCOPES_KEPT:
+            self._scopes.clear()
+        self._scopes[(project_id, key_id)] = (key_limits, tuple(scopes))
         return tuple(scopes)
 
     def admit(self, scopes: tuple[Scope, ...]) -> Admission:
@@ -92,40 +112,55 @@ class Limiter:
         if not scopes:
             return Admission(scopes, {})
         now = self._clock()
-        windows = self._current(now)
+        if not self._minute[0] <= now < self._minute[1]:
+            self._roll(now)
         for scope in scopes:
-            self._check(scope, windows, now)
+            self._check(scope, now)
         for scope in scopes:
             if scope.name.startswith("key:"):
                 self._key_seen = now
-            if scope.limits.requests_per_minute is not None or scope.limits.tokens_per_minute is not None:
-                self._add((scope.name, "minute", windows.start("minute")), 1, 0, 0)
-        return Admission(scopes, self._headers(scopes, windows, now))
+            if scope.per_minute:
+                self._add(self._keys_of(scope.name)[0], 1, 0, 0)
+        return Admission(scopes, self._headers(scopes, now))
 
     def charge(self, scopes: tuple[Scope, ...], tokens: int, cost: int) -> None:
         """A finished response's tokens and cost (nano-USD), on the windows its scopes limit."""
         if not scopes:
             return
-        windows = self._current(self._clock())
+        now = self._clock()
+        if not self._minute[0] <= now < self._minute[1]:
+            self._roll(now)
         for scope in scopes:
             limits = scope.limits
-            if limits.tokens_per_minute is not None or limits.requests_per_minute is not None:
-                self._add((scope.name, "minute", windows.start("minute")), 0, tokens, 0)
-            for period, limit in (("day", limits.spend_per_day_usd), ("month", limits.spend_per_month_usd)):
-                if limit is not None:
-                    self._add((scope.name, period, windows.start(period)), 0, 0, cost)
+            minute, day, month = self._keys_of(scope.name)
+            if scope.per_minute:
+                self._add(minute, 0, tokens, 0)
+            if limits.spend_per_day_usd is not None:
+                self._add(day, 0, 0, cost)
+            if limits.spend_per_month_usd is not None:
+                self._add(month, 0, 0, cost)
 
-    def _current(self, now: float) -> Windows:
-        if now >= self._windows.end("minute") or now < self._windows.start("minute"):
-            self._windows = Windows.at(now)
-        return self._windows
+    def _roll(self, now: float) -> None:
+        """A new minute (or a clock set back): the windows and the counter keys in them."""
+        self._windows = Windows.at(now)
+        self._minute = self._windows.bounds["minute"]
+        self._keys.clear()
 
-    def _used(self, key: CounterKey) -> tuple[int, int, int]:
-        total = self._totals.get(key, (0, 0, 0))
-        inflight = self._inflight.get(key, (0, 0, 0))
-        pending = self._pending.get(key, (0, 0, 0))
-        return (total[0] + inflight[0] + pending[0], total[1] + inflight[1] + pending[1],
-                total[2] + inflight[2] + pending[2])
+    def _keys_of(self, scope: str) -> tuple[CounterKey, CounterKey, CounterKey]:
+        """A scope's (minute, day, month) counter keys in the current windows."""
+        keys = self._keys.get(scope)
+        if keys is None:
+            bounds = self._windows.bounds
+            keys = self._keys[scope] = ((scope, "minute", bounds["minute"][0]), (scope, "day", bounds["day"][0]),
+                                        (scope, "month", bounds["month"][0]))
+        return keys
+
+    def _used(self, key: CounterKey) -> Counts:
+        base = self._base.get(key, _ZERO)
+        pending = self._pending.get(key)
+        if pending is None:
+            return base
+        return base[0] + pending[0], base[1] + pending[1], base[2] + pending[2]
 
     def _add(self, key: CounterKey, requests: int, tokens: int, cost: int) -> None:
         counts = self._pending.get(key)
@@ -136,48 +171,64 @@ class Limiter:
             counts[1] += tokens
             counts[2] += cost
 
-    def _check(self, scope: Scope, windows: Windows, now: float) -> None:
-        limits, who = scope.limits, scope.name.replace(":", " ", 1)
-        for period, budget in (("month", limits.spend_per_month_usd), ("day", limits.spend_per_day_usd)):
-            spent = self._used((scope.name, period, windows.start(period)))[2]
-            if budget is not None and spent >= budget * NANOS_PER_USD:
-                wait = windows.end(period) - now
+    def _check(self, scope: Scope, now: float) -> None:
+        limits = scope.limits
+        minute, day, month = self._keys_of(scope.name)
+        for period, budget, key in (("month", limits.spend_per_month_usd, month),
+                                    ("day", limits.spend_per_day_usd, day)):
+            if budget is not None and self._used(key)[2] >= budget * NANOS_PER_USD:
+                wait = self._windows.end(period) - now
                 raise RateLimited(
-                    f"You exceeded your current quota: the spend limit of ${budget:g} per {period} of {who} is "
-                    f"reached. It resets in {reset_text(wait)}.", "insufficient_quota",
-                    {"retry-after": str(math.ceil(wait)), **self._headers((scope,), windows, now)})
-        requests, tokens, _ = self._used((scope.name, "minute", windows.start("minute")))
-        wait = windows.end("minute") - now
+                    f"You exceeded your current quota: the spend limit of ${budget:g} per {period} of "
+                    f"{_who(scope)} is reached. It resets in {reset_text(wait)}.", "insufficient_quota",
+                    {"retry-after": str(math.ceil(wait)), **self._headers((scope,), now)})
+        rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
+        if rpm is None and tpm is None:
+            return
+        requests, tokens, _ = self._used(minute)
         for kind, label, limit, used, over in (
-            ("requests", "requests per min (RPM)", limits.requests_per_minute, requests,
-             limits.requests_per_minute is not None and requests + 1 > limits.requests_per_minute),
-            ("tokens", "tokens per min (TPM)", limits.tokens_per_minute, tokens,
-             limits.tokens_per_minute is not None and tokens >= limits.tokens_per_minute),
+            ("requests", "requests per min (RPM)", rpm, requests, rpm is not None and requests + 1 > rpm),
+            ("tokens", "tokens per min (TPM)", tpm, tokens, tpm is not None and tokens >= tpm),
         ):
             if over:
+                wait = self._minute[1] - now
                 raise RateLimited(
-                    f"Rate limit reached for {who} on {label}: Limit {limit}, Used {used}, Requested 1. "
+                    f"Rate limit reached for {_who(scope)} on {label}: Limit {limit}, Used {used}, Requested 1. "
                     f"Please try again in {reset_text(wait)}.", kind,
-                    {"retry-after": str(math.ceil(wait)), **self._headers((scope,), windows, now)})
+                    {"retry-after": str(math.ceil(wait)), **self._headers((scope,), now)})
 
-    def _headers(self, scopes: tuple[Scope, ...], windows: Windows, now: float) -> dict[str, str]:
+    def _headers(self, scopes: tuple[Scope, ...], now: float) -> dict[str, str]:
         """OpenAI's x-ratelimit-* trios, for the scope with the least left of each."""
+        requests: tuple[int, int] | None = None  # (remaining, limit) of the tightest scope
+        tokens: tuple[int, int] | None = None
+        for scope in scopes:
+            rpm, tpm = scope.limits.requests_per_minute, scope.limits.tokens_per_minute
+            if rpm is None and tpm is None:
+                continue
+            used = self._used(self._keys_of(scope.name)[0])
+            if rpm is not None:
+                left = max(0, rpm - used[0])
+                if requests is None or left < requests[0]:
+                    requests = (left, rpm)
+            if tpm is not None:
+                left = max(0, tpm - used[1])
+                if tokens is None or left < tokens[0]:
+                    tokens = (left, tpm)
+        if requests is None and tokens is None:
+            return {}
+        ms = int((self._minute[1] - now) * 1000)
+        if ms != self._reset[0]:
+            self._reset = (ms, reset_text(ms / 1000))
+        reset = self._reset[1]
         headers: dict[str, str] = {}
-        reset = reset_text(windows.end("minute") - now)
-        for index, name in ((0, "requests"), (1, "tokens")):
-            tightest: tuple[int, int] | None = None  # (remaining, limit)
-            for scope in scopes:
-                limit = scope.limits.requests_per_minute if index == 0 else scope.limits.tokens_per_minute
-                if limit is None:
-                    continue
-                used = self._used((scope.name, "minute", windows.start("minute")))[index]
-                remaining = max(0, limit - used)
-                if tightest is None or remaining < tightest[0]:
-                    tightest = (remaining, limit)
-            if tightest is not None:
-                headers[f"x-ratelimit-limit-{name}"] = str(tightest[1])
-                headers[f"x-ratelimit-remaining-{name}"] = str(tightest[0])
-                headers[f"x-ratelimit-reset-{name}"] = reset
+        if requests is not None:
+            headers["x-ratelimit-limit-requests"] = str(requests[1])
+            headers["x-ratelimit-remaining-requests"] = str(requests[0])
+            headers["x-ratelimit-reset-requests"] = reset
+        if tokens is not None:
+            headers["x-ratelimit-limit-tokens"] = str(tokens[1])
+            headers["x-ratelimit-remaining-tokens"] = str(tokens[0])
+            headers["x-ratelimit-reset-tokens"] = reset
         return headers
 
     # -- sharing through the database (off the request path) --------------------------------------
@@ -210,8 +261,11 @@ class Limiter:
         now = self._clock()
         if self._key_seen < now - 2 * 86400 and not self._configured and not self._pending:
             return
-        windows = self._current(now)
+        if not self._minute[0] <= now < self._minute[1]:
+            self._roll(now)
+        windows = self._windows
         self._inflight, self._pending = self._pending, {}
+        self._base = _merged(self._totals, self._inflight)
         deltas = {key: (c[0], c[1], c[2]) for key, c in self._inflight.items()}
         self._syncs += 1
         prune = ({period: windows.start(period) - keep for period, keep in _KEEP.items()}
@@ -223,6 +277,19 @@ class Limiter:
             for key, counts in self._inflight.items():  # counted again at the next sync
                 self._add(key, *counts)
             self._inflight = {}
+            self._base = self._totals
             raise
-        self._totals = totals
+        self._totals = self._base = totals
         self._inflight = {}
+
+
+def _merged(totals: Mapping[CounterKey, Counts], adding: Mapping[CounterKey, list[int]]) -> dict[CounterKey, Counts]:
+    merged = dict(totals)
+    for key, (requests, tokens, cost) in adding.items():
+        total = merged.get(key, _ZERO)
+        merged[key] = (total[0] + requests, total[1] + tokens, total[2] + cost)
+    return merged
+
+
+def _who(scope: Scope) -> str:
+    return scope.name.replace(":", " ", 1)
