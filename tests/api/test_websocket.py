@@ -209,6 +209,18 @@ async def test_generate_false_prepares_state_without_the_model(env: Env) -> None
     assert [m["content"] for m in messages if m["role"] == "user"] == ["remember this", "now answer"]
 
 
+async def test_an_id_with_a_nul_character_is_an_error_naming_it(env: Env) -> None:
+    async with env.sdk().responses.connect() as conn:
+        await conn.response.create(model="echo", input="hi", previous_response_id="resp_a\u0000b")
+        created = await next_frame(conn)
+        assert created["status"] == 400 and created["error"]["param"] == "previous_response_id"
+        assert "NUL" in created["error"]["message"]
+        await conn.send_raw(json.dumps({"type": "response.steer", "input": "x", "previous_response_id": "resp_\u0000"}))
+        steered = await next_frame(conn)
+        assert steered["status"] == 400 and steered["error"]["param"] == "previous_response_id"
+        assert "NUL" in steered["error"]["message"]
+
+
 async def test_errors_are_events_and_the_socket_stays_open(env: Env) -> None:
     async with env.sdk().responses.connect() as conn:
         await conn.send_raw("not json")

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from parley.schema.containers import CodeInterpreterParams
+from parley.schema.id_fields import BodyId
 
 
 class _Lenient(BaseModel):
@@ -45,7 +46,7 @@ class RankingOptions(_Lenient):
 
 class FileSearchParams(_Lenient):
     type: Literal["file_search"]
-    vector_store_ids: list[str] = Field(min_length=1, max_length=16)
+    vector_store_ids: list[BodyId] = Field(min_length=1, max_length=16)
     max_num_results: StrictInt | None = Field(default=None, ge=1, le=50)
     filters: dict[str, Any] | None = None  # comparison or compound filter, checked by the vector stores service
     ranking_options: RankingOptions | None = None
@@ -161,7 +162,7 @@ class McpParams(_Lenient):
 
 class ImageMask(_Lenient):
     image_url: Annotated[str, StringConstraints(max_length=50_000_000)] | None = None
-    file_id: str | None = None
+    file_id: BodyId | None = None
 
 
 class ImageGenerationParams(_Lenient):

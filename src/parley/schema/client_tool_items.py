@@ -12,12 +12,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from parley.schema.id_fields import BodyId
+
 
 class _Keep(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-CallId = Annotated[str, Field(min_length=1, max_length=64)]
+CallId = Annotated[BodyId, Field(min_length=1, max_length=64)]
 Status = Literal["in_progress", "completed", "incomplete"]
 
 
@@ -29,7 +31,7 @@ class SafetyCheck(_Keep):
 
 class ComputerCall(_Keep):
     type: Literal["computer_call"]
-    id: str | None = None
+    id: BodyId | None = None
     call_id: CallId
     pending_safety_checks: list[SafetyCheck] = Field(default_factory=list)
     status: Status = "completed"
@@ -46,12 +48,12 @@ class ComputerCall(_Keep):
 class Screenshot(_Keep):
     type: Literal["computer_screenshot"]
     image_url: str | None = None
-    file_id: str | None = None
+    file_id: BodyId | None = None
 
 
 class ComputerCallOutput(_Keep):
     type: Literal["computer_call_output"]
-    id: str | None = None
+    id: BodyId | None = None
     call_id: CallId
     output: Screenshot
     acknowledged_safety_checks: list[SafetyCheck] | None = None
@@ -69,7 +71,7 @@ class LocalShellAction(_Keep):
 
 class LocalShellCall(_Keep):
     type: Literal["local_shell_call"]
-    id: str | None = None
+    id: BodyId | None = None
     call_id: CallId
     action: LocalShellAction
     status: Status = "completed"
@@ -79,8 +81,8 @@ class LocalShellCallOutput(_Keep):
     """The SDK's input type names the call by `id`; the Agents SDK sends `call_id`: either is accepted."""
 
     type: Literal["local_shell_call_output"]
-    id: str | None = None
-    call_id: str | None = None
+    id: BodyId | None = None
+    call_id: BodyId | None = None
     output: str
     status: Status | None = None
 
@@ -99,7 +101,7 @@ class ShellAction(_Keep):
 
 class ShellCall(_Keep):
     type: Literal["shell_call"]
-    id: str | None = None
+    id: BodyId | None = None
     call_id: CallId
     action: ShellAction
     status: Status = "completed"
@@ -118,7 +120,7 @@ class ShellOutput(_Keep):
 
 class ShellCallOutput(_Keep):
     type: Literal["shell_call_output"]
-    id: str | None = None
+    id: BodyId | None = None
     call_id: CallId
     output: list[ShellOutput]
     max_output_length: int | None = None
@@ -133,7 +135,7 @@ class PatchOperation(_Keep):
 
 class ApplyPatchCall(_Keep):
     type: Literal["apply_patch_call"]
-    id: str | None = None
+    id: BodyId | None = None
     call_id: CallId
     operation: PatchOperation
     status: Literal["in_progress", "completed"] = "completed"
@@ -141,7 +143,7 @@ class ApplyPatchCall(_Keep):
 
 class ApplyPatchCallOutput(_Keep):
     type: Literal["apply_patch_call_output"]
-    id: str | None = None
+    id: BodyId | None = None
     call_id: CallId
     status: Literal["completed", "failed"]
     output: str | None = None
@@ -149,7 +151,7 @@ class ApplyPatchCallOutput(_Keep):
 
 class ToolSearchCall(_Keep):
     type: Literal["tool_search_call"]
-    id: str | None = None
+    id: BodyId | None = None
     call_id: CallId | None = None
     arguments: dict[str, Any] = Field(default_factory=dict)
     execution: Literal["server", "client"] = "client"
@@ -160,7 +162,7 @@ class ToolSearchOutput(_Keep):
     """The tools a search loaded: function, custom and namespace definitions (schema/tools.py checks them)."""
 
     type: Literal["tool_search_output"]
-    id: str | None = None
+    id: BodyId | None = None
     call_id: CallId | None = None
     execution: Literal["server", "client"] = "client"
     status: Status = "completed"
@@ -171,7 +173,7 @@ class ImageGenerationCall(_Keep):
     """A generated image sent back (store: false history): its result must be base64, as a later edit reads it."""
 
     type: Literal["image_generation_call"]
-    id: str | None = None
+    id: BodyId | None = None
     status: Literal["in_progress", "completed", "generating", "failed"]
     result: str | None = None
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from parley.schema.id_fields import BodyId
 from parley.schema.requests import PromptCacheOptions, ServiceTier, Short64
 
 
@@ -17,7 +18,7 @@ class CompactRequest(BaseModel):
     model: str
     input: str | list[dict[str, Any]] | None = None
     instructions: str | None = None
-    previous_response_id: str | None = None
+    previous_response_id: BodyId | None = None
     prompt_cache_key: Short64 | None = None
     prompt_cache_options: PromptCacheOptions | None = None
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None

@@ -6,9 +6,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
+from parley.schema.id_fields import BodyId
+
 MemoryLimit = Literal["1g", "4g", "16g", "64g"]
 MEMORY_BYTES: dict[str, int] = {"1g": 1 << 30, "4g": 4 << 30, "16g": 16 << 30, "64g": 64 << 30}
-FileIds = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=128)]], Field(max_length=100)]
+FileIds = Annotated[list[Annotated[BodyId, StringConstraints(min_length=1, max_length=128)]], Field(max_length=100)]
 
 
 class ExpiresAfter(BaseModel):
@@ -43,7 +45,7 @@ class CreateContainerRequest(BaseModel):
 
 class CreateContainerFileRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    file_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    file_id: Annotated[BodyId, StringConstraints(min_length=1, max_length=128)]
 
 
 class AutoContainer(BaseModel):
@@ -59,7 +61,7 @@ class CodeInterpreterParams(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     type: Literal["code_interpreter"]
-    container: Annotated[str, StringConstraints(min_length=1, max_length=128)] | AutoContainer
+    container: Annotated[BodyId, StringConstraints(min_length=1, max_length=128)] | AutoContainer
 
 
 class ShellContainerAuto(BaseModel):
@@ -75,7 +77,7 @@ class ShellContainerAuto(BaseModel):
 class ShellContainerReference(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: Literal["container_reference"]
-    container_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    container_id: Annotated[BodyId, StringConstraints(min_length=1, max_length=128)]
 
 
 class ShellContainerParams(BaseModel):

@@ -14,6 +14,7 @@ from parley.errors import InvalidRequest
 from parley.ids import new_id
 from parley.schema.client_tool_items import ID_PREFIX as CLIENT_TOOL_ID_PREFIX
 from parley.schema.client_tool_items import MODELS as CLIENT_TOOL_ITEMS
+from parley.schema.id_fields import BodyId
 from parley.schema.mcp_items import ID_PREFIX as MCP_ID_PREFIX
 from parley.schema.mcp_items import MODELS as MCP_ITEMS
 from parley.schema.requests import most_specific, param_from_loc
@@ -37,13 +38,13 @@ class InputText(_Keep):
 class InputImage(_Keep):
     type: Literal["input_image"]
     image_url: str | None = None
-    file_id: str | None = None
+    file_id: BodyId | None = None
     detail: Literal["low", "high", "auto", "original"] = "auto"
 
 
 class InputFile(_Keep):
     type: Literal["input_file"]
-    file_id: str | None = None
+    file_id: BodyId | None = None
     file_url: str | None = None
     file_data: str | None = None
     filename: str | None = None
@@ -66,7 +67,7 @@ ContentPart = Annotated[InputText | InputImage | InputFile | OutputText | Refusa
 
 class Message(_Lenient):
     type: Literal["message"] = "message"
-    id: str | None = None
+    id: BodyId | None = None
     role: Literal["user", "assistant", "system", "developer"]
     content: str | list[ContentPart]
     status: Literal["in_progress", "completed", "incomplete"] | None = None
@@ -75,13 +76,13 @@ class Message(_Lenient):
 
 class ItemReference(_Lenient):
     type: Literal["item_reference"] | None = "item_reference"
-    id: str
+    id: BodyId
 
 
 class FunctionCall(_Keep):
     type: Literal["function_call"]
-    id: str | None = None
-    call_id: Annotated[str, Field(min_length=1, max_length=64)]
+    id: BodyId | None = None
+    call_id: Annotated[BodyId, Field(min_length=1, max_length=64)]
     name: str
     arguments: str
     status: Literal["in_progress", "completed", "incomplete"] | None = None
@@ -89,15 +90,15 @@ class FunctionCall(_Keep):
 
 class FunctionCallOutput(_Keep):
     type: Literal["function_call_output"]
-    id: str | None = None
-    call_id: Annotated[str, Field(min_length=1, max_length=64)]
+    id: BodyId | None = None
+    call_id: Annotated[BodyId, Field(min_length=1, max_length=64)]
     output: str | list[ContentPart]
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
 
 class Reasoning(_Keep):
     type: Literal["reasoning"]
-    id: str | None = None
+    id: BodyId | None = None
     summary: list[dict[str, Any]] = Field(default_factory=list)
     content: list[dict[str, Any]] | None = None
     encrypted_content: str | None = None
@@ -105,8 +106,8 @@ class Reasoning(_Keep):
 
 class CustomToolCall(_Keep):
     type: Literal["custom_tool_call"]
-    id: str | None = None
-    call_id: Annotated[str, Field(min_length=1, max_length=64)]
+    id: BodyId | None = None
+    call_id: Annotated[BodyId, Field(min_length=1, max_length=64)]
     name: str
     input: str
     namespace: str | None = None
@@ -114,8 +115,8 @@ class CustomToolCall(_Keep):
 
 class CustomToolCallOutput(_Keep):
     type: Literal["custom_tool_call_output"]
-    id: str | None = None
-    call_id: Annotated[str, Field(min_length=1, max_length=64)]
+    id: BodyId | None = None
+    call_id: Annotated[BodyId, Field(min_length=1, max_length=64)]
     output: str | list[ContentPart]
 
 
@@ -131,7 +132,7 @@ class FileSearchResult(_Keep):
 
 class FileSearchCall(_Keep):
     type: Literal["file_search_call"]
-    id: str | None = None
+    id: BodyId | None = None
     queries: list[str]
     status: Literal["in_progress", "searching", "completed", "incomplete", "failed"]
     results: list[FileSearchResult] | None = None
@@ -162,7 +163,7 @@ class WebSearchFind(_Keep):
 
 class WebSearchCall(_Keep):
     type: Literal["web_search_call"]
-    id: str | None = None
+    id: BodyId | None = None
     status: Literal["in_progress", "searching", "completed", "failed", "incomplete"]
     action: Annotated[WebSearchSearch | WebSearchOpenPage | WebSearchFind, Field(discriminator="type")]
 
@@ -171,7 +172,7 @@ class OtherItem(_Keep):
     """Item types Parley stores and echoes but does not interpret yet."""
 
     type: str
-    id: str | None = None
+    id: BodyId | None = None
 
 
 OTHER_ITEM_TYPES = frozenset(

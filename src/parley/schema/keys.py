@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.config import RateLimits
+from parley.schema.id_fields import BodyId
 
 UPDATABLE = frozenset({"name", "expires_at", "allowed_models", "limits"})
 
@@ -18,7 +19,7 @@ class CreateKeyRequest(BaseModel):
 
     name: str = Field(default="", max_length=256)
     role: Literal["project", "admin"] = "project"
-    project_id: str | None = Field(default=None, min_length=1, max_length=128)
+    project_id: BodyId | None = Field(default=None, min_length=1, max_length=128)
     expires_at: int | None = Field(default=None, ge=0, description="Unix seconds; null: never")
     allowed_models: list[str] | None = Field(default=None, description="null: every model")
     limits: RateLimits | None = None

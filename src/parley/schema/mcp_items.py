@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from parley.schema.id_fields import BodyId
+
 
 class _Keep(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -24,7 +26,7 @@ class McpListedTool(_Keep):
 
 class McpListTools(_Keep):
     type: Literal["mcp_list_tools"]
-    id: str | None = None
+    id: BodyId | None = None
     server_label: str
     tools: list[McpListedTool]
     error: str | None = None
@@ -32,7 +34,7 @@ class McpListTools(_Keep):
 
 class McpApprovalRequest(_Keep):
     type: Literal["mcp_approval_request"]
-    id: str | None = None
+    id: BodyId | None = None
     server_label: str
     name: str
     arguments: str
@@ -40,8 +42,8 @@ class McpApprovalRequest(_Keep):
 
 class McpApprovalResponse(_Keep):
     type: Literal["mcp_approval_response"]
-    id: str | None = None
-    approval_request_id: Annotated[str, Field(min_length=1)]
+    id: BodyId | None = None
+    approval_request_id: Annotated[BodyId, Field(min_length=1)]
     approve: StrictBool
     reason: str | None = None
 
@@ -68,7 +70,7 @@ McpCallError = Annotated[McpProtocolError | McpToolExecutionError | McpHttpError
 
 class McpCall(_Keep):
     type: Literal["mcp_call"]
-    id: str | None = None
+    id: BodyId | None = None
     server_label: str
     name: str
     arguments: str
@@ -76,7 +78,7 @@ class McpCall(_Keep):
     # Structured since 2026; older SDKs (and histories they stored) have a string.
     error: McpCallError | str | None = None
     status: Literal["in_progress", "completed", "incomplete", "calling", "failed"] | None = None
-    approval_request_id: str | None = None
+    approval_request_id: BodyId | None = None
 
 
 MODELS: Mapping[str, type[BaseModel]] = MappingProxyType({

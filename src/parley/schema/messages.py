@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
 
+from parley.schema.id_fields import BodyId
+
 # Anthropic's tool name rule is the one Parley's function tools follow (schema/requests.py FunctionTool).
 ToolName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 
@@ -58,7 +60,7 @@ class FileSource(_Lenient):
     """A file uploaded to this server's Files API (`file_id`)."""
 
     type: Literal["file"]
-    file_id: str
+    file_id: BodyId
 
 
 class PlainTextSource(_Lenient):
@@ -130,14 +132,14 @@ ToolResultPart = Annotated[
 
 class ToolUseBlock(_Lenient):
     type: Literal["tool_use"]
-    id: Annotated[str, StringConstraints(min_length=1)]
+    id: Annotated[BodyId, StringConstraints(min_length=1)]
     name: str
     input: dict[str, Any]
 
 
 class ToolResultBlock(_Lenient):
     type: Literal["tool_result"]
-    tool_use_id: Annotated[str, StringConstraints(min_length=1)]
+    tool_use_id: Annotated[BodyId, StringConstraints(min_length=1)]
     content: str | list[ToolResultPart] = ""
     is_error: bool = False
 

@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from parley.schema.id_fields import BodyId
+
 IncludeValue = Literal[
     "file_search_call.results",
     "web_search_call.results",
@@ -54,7 +56,7 @@ class StreamOptions(Lenient):
 
 
 class ConversationRef(Lenient):
-    id: str
+    id: BodyId
 
 
 class JsonSchemaFormat(Lenient):
@@ -87,7 +89,7 @@ class ReasoningConfig(Passthrough):
 
 
 class PromptRef(Passthrough):
-    id: str
+    id: BodyId
     version: str | None = None
     variables: dict[str, Any] | None = None
 
@@ -97,7 +99,7 @@ class PromptCacheOptions(Lenient):
 
     mode: Literal["implicit", "explicit"] = "implicit"
     ttl: Literal["30m", "12h"] = "30m"
-    comparison_response_id: str | None = None
+    comparison_response_id: BodyId | None = None
     prewarm: bool | None = None
 
 
@@ -183,8 +185,8 @@ class CreateResponseRequest(BaseModel):
     model: str | None = None
     input: str | list[dict[str, Any]] | None = None
     instructions: str | None = None
-    previous_response_id: str | None = None
-    conversation: str | ConversationRef | None = None
+    previous_response_id: BodyId | None = None
+    conversation: BodyId | ConversationRef | None = None
     store: bool | None = None
     background: bool | None = None
     stream: bool | None = None

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
 from parley.retrieval.chunking import AUTO, ChunkingStrategy, check_strategy
+from parley.schema.id_fields import BodyId
 from parley.schema.requests import _check_metadata
 
 MAX_ATTRIBUTES = 16
@@ -70,7 +71,7 @@ class ExpiresAfter(BaseModel):
 class CreateVectorStoreRequest(_Body):
     name: str | None = Field(default=None, max_length=256)
     description: str | None = Field(default=None, max_length=512)
-    file_ids: list[str] | None = Field(default=None, max_length=MAX_STORE_FILES)
+    file_ids: list[BodyId] | None = Field(default=None, max_length=MAX_STORE_FILES)
     chunking_strategy: ChunkingStrategyParam | None = None
     expires_after: ExpiresAfter | None = None
     metadata: dict[str, str] | None = None
@@ -89,7 +90,7 @@ class UpdateVectorStoreRequest(_Body):
 
 
 class CreateVectorStoreFileRequest(_Body):
-    file_id: str = Field(min_length=1)
+    file_id: BodyId = Field(min_length=1)
     attributes: Attributes | None = None
     chunking_strategy: ChunkingStrategyParam | None = None
 
@@ -105,7 +106,7 @@ class UpdateVectorStoreFileRequest(_Body):
 class BatchFile(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    file_id: str = Field(min_length=1)
+    file_id: BodyId = Field(min_length=1)
     attributes: Attributes | None = None
     chunking_strategy: ChunkingStrategyParam | None = None
 
@@ -115,7 +116,7 @@ class BatchFile(BaseModel):
 class CreateFileBatchRequest(_Body):
     """`file_ids` xor `files`; the global `attributes` and `chunking_strategy` apply to `file_ids` only."""
 
-    file_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_BATCH_FILES)
+    file_ids: list[BodyId] | None = Field(default=None, min_length=1, max_length=MAX_BATCH_FILES)
     files: list[BatchFile] | None = Field(default=None, min_length=1, max_length=MAX_BATCH_FILES)
     attributes: Attributes | None = None
     chunking_strategy: ChunkingStrategyParam | None = None

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from parley.schema.id_fields import BodyId
 from parley.schema.requests import CreateResponseRequest
 
 CLIENT_EVENT_TYPES = ("response.create", "response.steer")
@@ -47,5 +48,5 @@ class SteerEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["response.steer"]
-    previous_response_id: str
+    previous_response_id: BodyId
     input: str | list[dict[str, Any]]

@@ -64,8 +64,9 @@ def make_engine(url: str) -> AsyncEngine:
 def _nul_in_text(context: ExceptionContext) -> None:
     """PostgreSQL refuses a NUL character in a text parameter (SQLSTATE 22021, character_not_in_repertoire; a
     Python str can hold no other byte it refuses). Parley's own ids and JSON (orjson escapes it) never hold one:
-    it came in a client's string, an id looked up or stored (`previous_response_id`, an item's `id`, a file id,
-    ...), so it is the request's mistake, a 400, not a 500. Called on errors only: nothing on the normal path."""
+    it came in a client's string, so it is the request's mistake, a 400, not a 500. The ids of request bodies are
+    refused before this, naming their field (schema/id_fields.py); this is the net for any other string that
+    reaches a query. Called on errors only: nothing on the normal path."""
     if getattr(context.original_exception, "sqlstate", None) == "22021":
         raise InvalidRequest("An id in the request contains a NUL character (U+0000), which no id can hold.")
 
