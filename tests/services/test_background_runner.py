@@ -10,7 +10,11 @@ from typing import Any
 import orjson
 
 from parley.engine.run import ResponseRun
+from parley.engine.stream import StreamBuilder, sse_frame
 from parley.ids import new_id
+from parley.providers.base import TextDelta
+from parley.schema.requests import CreateResponseRequest
+from parley.schema.response import new_response
 from parley.services.background import BackgroundLimits, BackgroundRunner
 from parley.store.sql import SqlStore
 from parley.store.sql_background import BackgroundJob
@@ -76,3 +80,41 @@ async def test_an_upstream_that_never_opens_hits_the_time_limit(tmp_path: Path) 
     ended, frames = await _run_with(tmp_path, hanging, BackgroundLimits(time_limit_s=0.2))
     assert "time limit" in ended["error"]["message"]
     assert frames[-1].startswith(b"event: response.failed\n")
+
+
+async def test_a_run_cancelled_while_its_worker_was_dead_keeps_its_open_item_incomplete(tmp_path: Path) -> None:
+    store = await SqlStore.open(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    response = {**new_response(CreateResponseRequest(model="m", input="hi", background=True),
+                                response_id=new_id("resp"), model="m", status="queued", store=True)}
+    builder = StreamBuilder(response, emit=True, obfuscate=False)
+    first = builder.start()
+    await store.enqueue_background(PROJECT, response, [], {"response": dict(response)},
+                                   [(e["sequence_number"], sse_frame(e)) for e in first])
+    await store.claim_background("dead-worker", 1, 1)  # a lease that has run out: its process died
+    logged = builder.in_progress() + builder.feed(TextDelta("half an ans"))
+    await store.append_events(PROJECT, builder.response, [(e["sequence_number"], sse_frame(e)) for e in logged],
+                              [], 0)
+    await store.cancel_background(PROJECT, response["id"])
+    runner = BackgroundRunner(store, BackgroundLimits())
+
+    async def never(job: BackgroundJob) -> ResponseRun:
+        raise AssertionError("no job is queued")
+
+    async def finished(job: BackgroundJob, response: dict[str, Any]) -> None:
+        raise AssertionError("nothing finishes")
+
+    runner.start(never, finished)
+    try:
+        for _ in range(250):
+            if not await store.expired_runs():
+                break
+            await asyncio.sleep(0.02)
+        stored = await store.get_response(PROJECT, response["id"])
+        events = await store.read_events(response["id"], -1)
+    finally:
+        await runner.stop()
+        await store.close()
+    assert stored is not None and stored["status"] == "cancelled"  # the cancel stands: not failed
+    part = {"type": "output_text", "text": "half an ans", "annotations": [], "logprobs": []}
+    assert [(item["status"], item["content"]) for item in stored["output"]] == [("incomplete", [part])]
+    assert [seq for seq, _ in events] == list(range(len(first) + len(logged)))  # no events added (no terminal one)

@@ -45,6 +45,8 @@ def fold_log(frames: Iterable[bytes]) -> LoggedRun:
     last = -1
     for frame in frames:
         event = _event(frame)
+        if event is None:
+            continue
         last = int(event["sequence_number"])
         kind = event["type"]
         if kind == "response.output_item.added":
@@ -70,7 +72,9 @@ def _fold_delta(entry: LoggedItem, kind: str, event: Event) -> None:
         entry.summary[-1].append(event["delta"])
 
 
-def _event(frame: bytes) -> Event:
-    data = frame[frame.index(b"\ndata: ") + 7:]
-    event: Event = orjson.loads(data)
+def _event(frame: bytes) -> Event | None:
+    start = frame.find(b"\ndata: ")
+    if start < 0:
+        return None  # not a frame `sse_frame` wrote: nothing to take up from it
+    event: Event = orjson.loads(frame[start + 7:])
     return event
