@@ -68,6 +68,7 @@ class Options:
     prompt: str
     store: bool
     output: Path | None
+    workers: int = 1
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -82,11 +83,12 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--prompt", default="Say hello in one short sentence.", help="the user message")
     parser.add_argument("--no-store", action="store_true", help="send store=false to Parley (default: stored)")
     parser.add_argument("--output", type=Path, help="also write the JSON report to this file")
+    parser.add_argument("--workers", type=int, default=1, help="parley serve --workers (default 1)")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.rounds < 1 or min(args.concurrency) < 1:
         parser.error("--duration must be > 0, --rounds >= 1 and every --concurrency >= 1")
     return Options(tuple(args.kinds), args.duration, args.rounds, max(0.0, args.warmup), tuple(args.concurrency),
-                   tuple(args.modes), args.prompt, not args.no_store, args.output)
+                   tuple(args.modes), args.prompt, not args.no_store, args.output, max(1, args.workers))
 
 
 def _log(message: str) -> None:
@@ -147,7 +149,8 @@ def servers(opts: Options, workdir: Path) -> Iterator[Servers]:
         config = workdir / "config.toml"
         config.write_text(_config(upstream_url, opts.kinds))
         argv = [*_parley_argv(), "serve", "--host", "127.0.0.1", "--port", str(parley_port), "--data-dir",
-                str(workdir / "data"), "--config", str(config), "--log-level", "warning"]
+                str(workdir / "data"), "--config", str(config), "--log-level", "warning",
+                "--workers", str(opts.workers)]
         parley = Child("parley", argv, workdir / "parley.log", env)
         children.append(parley)
         parley_url = f"http://127.0.0.1:{parley_port}"
@@ -201,7 +204,7 @@ def run(opts: Options) -> dict[str, Any]:
         "benchmark": "providers",
         "config": {"kinds": list(opts.kinds), "duration_s": opts.duration_s, "rounds": opts.rounds,
                    "warmup_s": opts.warmup_s, "concurrency": list(opts.concurrency), "modes": list(opts.modes),
-                   "prompt": opts.prompt, "store": opts.store, "answer_tokens": 32},
+                   "prompt": opts.prompt, "store": opts.store, "answer_tokens": 32, "workers": opts.workers},
         "environment": environment,
         "kinds": {kind: {"scenarios": runs, "targets": targets(runs)} for kind, runs in measured.items()},
         "parley_process": process_summary(srv.parley_startup_s, idle, end),
