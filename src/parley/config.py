@@ -254,8 +254,8 @@ class EmbeddedConfig(BaseModel):
     output_lines: int = Field(default=50, ge=1, description="Last lines of the child's output kept for the log")
     server_command: list[str] | None = Field(
         default=None,
-        description="Runs another Chat Completions server instead of llama_cpp.server (tests); it is given "
-        "--config_file <llama-cpp-python config JSON>",
+        description="Runs another Chat Completions server instead of parley.providers.embedded_server (llama.cpp's "
+        "server with grammar-constrained decoding; tests); it is given --config_file <llama-cpp-python config JSON>",
     )
 
 

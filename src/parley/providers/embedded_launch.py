@@ -43,7 +43,7 @@ def child_config(cfg: EmbeddedConfig, model_path: Path, port: int) -> dict[str, 
 
 def child_command(cfg: EmbeddedConfig, config_path: Path) -> list[str]:
     """The child's argv: the wrapper that ties its life to this process (embedded_child.py), then the server."""
-    server = list(cfg.server_command or [sys.executable, "-m", "llama_cpp.server"])
+    server = list(cfg.server_command or [sys.executable, "-m", "parley.providers.embedded_server"])
     return [sys.executable, "-m", "parley.providers.embedded_child", str(os.getpid()),
             *server, "--config_file", str(config_path)]
 

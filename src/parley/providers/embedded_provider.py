@@ -8,15 +8,21 @@
   a client disconnect or a background cancel only frees the model when the child streams.
 - `logprobs` requests go to the child's second alias, loaded with logits for every token
   (embedded_launch.py); the others never pay that memory.
+- A forced call (a named `tool_choice` or "required") and `text.format` are decoded under a grammar in the
+  child (embedded_server.py); a schema it cannot express comes back as the child's 400 `unsupported_schema`,
+  told here in the request's own terms (`text.format.schema`, the function by name).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import AsyncIterator
 
+import orjson
+
 from parley.config import EmbeddedConfig
-from parley.errors import ParleyError
+from parley.errors import InvalidRequest, ParleyError, UpstreamError
 from parley.providers.base import Finish, ModelCall, ModelEvent, ModelStream, TokenCount
 from parley.providers.chat_completions import ChatCompletionsProvider, ReplyLimits
 from parley.providers.embedded import Child, EmbeddedServer
@@ -39,7 +45,28 @@ def child_call(call: ModelCall, cfg: EmbeddedConfig) -> ModelCall:
 
 
 # llama.cpp built without its vision library (LLAVA_BUILD=OFF) and a text-only model: an image is a 400 here.
-EMBEDDED_PROFILE = dataclasses.replace(PROFILES["llamacpp"], vision=False)
+# The child forces "required" too (embedded_server.py: a grammar choosing among the functions).
+EMBEDDED_PROFILE = dataclasses.replace(PROFILES["llamacpp"], vision=False, tool_choice_required=True)
+_TOOL_PARAM = re.compile(r"tools\[(\d+)\]")
+
+
+def unsupported_schema(err: ParleyError, call: ModelCall) -> ParleyError:
+    """The child's 400 for a schema its grammar cannot express, naming the Responses parameter."""
+    if not isinstance(err, UpstreamError) or err.code != "unsupported_schema":
+        return err
+    try:
+        said = orjson.loads(err.upstream_text or "")["error"]
+        message, param = str(said["message"]), str(said.get("param") or "")
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        message, param = err.message, err.param or ""
+    if param.startswith("response_format"):
+        return InvalidRequest(message, param="text.format.schema", code="unsupported_schema")
+    tool = _TOOL_PARAM.match(param)
+    if tool is not None and int(tool.group(1)) < len(call.tools):
+        message = f"Function '{call.tools[int(tool.group(1))]['name']}', its parameters: {message}"
+    return InvalidRequest(message, param="tool_choice" if param == "tool_choice" else "tools",
+                          code="unsupported_schema")
+
 
 class _ChildStream:
     """The delegate's stream; tells the server when the child answered to the end, and explains a crash."""
@@ -85,7 +112,7 @@ class EmbeddedProvider:
         try:
             stream = await self._provider(child, call).open(child_call(call, self._cfg))
         except ParleyError as err:
-            raise await self._server.explain(err, child) from None
+            raise await self._server.explain(unsupported_schema(err, call), child) from None
         return _ChildStream(stream, self._server, child)
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
