@@ -44,6 +44,7 @@ async def test_models_list_their_capabilities(tmp_path: Path) -> None:
     assert by_id["claude"]["native_files"] is True and by_id["claude"]["hosted_tools"] == []
     assert by_id["azure"]["hosted_tools"] == ["web_search"]
     assert by_id["tiny"]["vision"] is False and by_id["tiny"]["structured_output"] == "native"
+    assert by_id["tiny"]["tool_choice"] == "native"  # the embedded child forces "required" too (a grammar)
     # A route supports what all its deployments do; its context window is the smallest; it lists them.
     assert by_id["any"] == by_id["any-2"] == {
         "context_window": 8192, "vision": False, "native_files": False, "reasoning_effort": False,
