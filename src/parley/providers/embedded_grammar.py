@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -281,11 +282,13 @@ def text_grammar(schema: Schema | None) -> str:
 
 
 class GrammarCache:
-    """Constraints by request, least recently used dropped beyond `size`; refusals are remembered too."""
+    """Constraints by request, least recently used dropped beyond `size`; refusals are remembered too. Used from
+    the server's event loop (GrammarGate) and its worker threads (the chat handler): one lock."""
 
     def __init__(self, size: int = 64) -> None:
         self._size = size
         self._entries: OrderedDict[str, Constraint | Refusal] = OrderedDict()
+        self._lock = threading.Lock()
         self.built = 0  # conversions done (a hit does none)
 
     def constraint(self, tools: Any, tool_choice: Any, response_format: Any) -> Constraint | Refusal | None:
@@ -295,16 +298,17 @@ class GrammarCache:
         if plan is None:
             return None
         key = json.dumps(plan, sort_keys=True, separators=(",", ":"))
-        found = self._entries.get(key)
-        if found is not None:
-            self._entries.move_to_end(key)
-            return found
-        made = _build(plan)
-        self.built += 1
-        self._entries[key] = made
-        if len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-        return made
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found
+            made = _build(plan)
+            self.built += 1
+            self._entries[key] = made
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+            return made
 
 
 def _functions(tools: Any) -> list[tuple[int, str, Any]]:
