@@ -127,7 +127,7 @@ async def build_runtime(settings: Settings, stack: AsyncExitStack,
     sealer = ReasoningSealer(_reasoning_keys(settings))
     prompts = PromptsService(store)
     compactor = Compactor(sealer)
-    conversations = ConversationsService(store, store, compactor)
+    conversations = ConversationsService(store, store, compactor, kept=store.conversation_cache is not None)
     files = _files(settings, store)
     stack.push_async_callback(files.stop)
     fetch = settings.fetch

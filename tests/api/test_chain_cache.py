@@ -147,8 +147,8 @@ async def test_one_chain_across_models_of_different_profiles_is_sent_as_without_
 
 
 async def test_a_conversation_appended_through_the_other_app_is_sent_whole(pair: Pair) -> None:
-    """Conversations are read whole every turn; with the memos on, the items another process appended meanwhile
-    (here the app without any cache) are all in what the upstream gets, in the conversation's order."""
+    """With the conversation cache and the memos on, the items another process appended meanwhile (here the app
+    without any cache) are all in what the upstream gets, in the conversation's order."""
     conversation = await pair.cached.conversations.create()
     for n in range(3):
         await pair.cached.responses.create(model="echo", input=f"cached turn {n}", conversation=conversation.id)

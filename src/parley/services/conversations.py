@@ -30,10 +30,14 @@ def _not_found(conversation_id: str, param: str = "conversation_id") -> NotFound
 
 
 class ConversationsService:
-    def __init__(self, store: ConversationStore, responses: ResponseStore, compactor: Compactor) -> None:
+    def __init__(self, store: ConversationStore, responses: ResponseStore, compactor: Compactor,
+                 kept: bool = False) -> None:
         self._store = store
         self._responses = responses  # to resolve item_reference items
         self._compactor = compactor
+        # Whether the store keeps conversations' items (store/conversation_cache.py): the next turn's history then
+        # starts with the same item objects (ModelCall.continuable), so what was computed on them can be kept.
+        self.kept = kept
 
     # -- conversations ---------------------------------------------------------------------------
 
@@ -96,7 +100,8 @@ class ConversationsService:
     # -- use in POST /v1/responses ---------------------------------------------------------------
 
     async def history(self, project_id: str, conversation_id: str) -> list[Item]:
-        """The conversation's items, oldest first, in one query; 404 naming `conversation`."""
+        """The conversation's items, oldest first, in one query; 404 naming `conversation`. Shared with later turns
+        when `kept`: never changed."""
         items = await self._store.load_conversation(project_id, conversation_id)
         if items is None:
             raise _not_found(conversation_id, "conversation")

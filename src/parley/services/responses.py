@@ -250,8 +250,10 @@ class ResponsesService:
             context = loaded
         model_items = context + new_items
         # Whether a later model call may start with these item objects (ModelCall.continuable): a chain's next turn
-        # (the chain cache), the next request on a WebSocket (its memory), the next turn of a built-in tool loop.
-        continuable = req.previous_response_id is not None or source is not None or bool(toolset.builtins)
+        # (the chain cache), a conversation's (the conversation cache), the next request on a WebSocket (its
+        # memory), the next turn of a built-in tool loop.
+        continuable = (req.previous_response_id is not None or source is not None or bool(toolset.builtins)
+                       or (req.conversation_id is not None and self._conversations.kept))
         # The item types the context holds, measured on its new items only along a chain (engine/context_measure.py):
         # a step below with nothing to do is skipped instead of walking the whole context.
         kinds = self._file_inputs.measures.of(model_items, continuable).kinds

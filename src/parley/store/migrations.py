@@ -393,6 +393,12 @@ def _v12(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_usage_records_response ON usage_records (response_id)"))
 
 
+def _v13(conn: Connection) -> None:
+    # A conversation's count of deleted items: with next_position, the version its cached items are checked
+    # against (store/conversation_cache.py).
+    conn.execute(text("ALTER TABLE conversations ADD COLUMN item_deletions BIGINT NOT NULL DEFAULT 0"))
+
+
 MIGRATIONS: list[Migration] = [
     (1, "api keys, responses and their items", _v1),
     (2, "prompt templates", _v2),
@@ -405,6 +411,7 @@ MIGRATIONS: list[Migration] = [
     (10, "key roles, expiry, allowed models and limits; usage records; rate-limit counters", _v10),
     (11, "the response deletion counter (chain caches)", _v11),
     (12, "usage records: a response's timeline, and an index by response", _v12),
+    (13, "conversations: a count of deleted items (conversation caches)", _v13),
 ]
 
 

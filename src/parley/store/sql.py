@@ -14,6 +14,7 @@ from parley.errors import InvalidRequest
 from parley.store import tables
 from parley.store.base import Item, Page, PageQuery, UsageRecord
 from parley.store.chain_cache import DELETIONS_SQL, ChainCache
+from parley.store.conversation_cache import ConversationCache
 from parley.store.migrations import migrate
 from parley.store.pages import keyset_page
 from parley.store.rows import item_rows, response_row
@@ -81,6 +82,8 @@ class SqlStore(SqlResponseList, SqlPrompts, SqlConversations, SqlBackground, Sql
         self.writer = GroupCommitWriter(engine)
         # previous_response_id chains recently continued (0: none kept, every turn reads its whole chain).
         self.chains = ChainCache(engine, chain_cache_bytes) if chain_cache_bytes > 0 else None
+        # Conversations recently continued, alongside (as much again): a turn reads only the items appended since.
+        self.conversation_cache = ConversationCache(engine, chain_cache_bytes) if chain_cache_bytes > 0 else None
 
     @classmethod
     async def open(cls, url: str, chain_cache_bytes: int = 0) -> SqlStore:

@@ -19,6 +19,7 @@ from parley.errors import InvalidRequest
 from parley.ids import new_id
 from parley.store import tables
 from parley.store.base import ConversationRecord, Item, Page, PageQuery
+from parley.store.conversation_cache import ConversationCache
 from parley.store.pages import keyset_page
 from parley.store.writer import GroupCommitWriter, Write
 
@@ -40,6 +41,7 @@ def _item_rows(project_id: str, conversation_id: str, items: list[Item], start: 
 class SqlConversations:
     engine: AsyncEngine
     writer: GroupCommitWriter
+    conversation_cache: ConversationCache | None  # recently continued conversations' items (None: off)
 
     async def create_conversation(
         self, project_id: str, metadata: dict[str, str], items: list[Item]
@@ -110,7 +112,10 @@ class SqlConversations:
         return outcome["found"]
 
     async def load_conversation(self, project_id: str, conversation_id: str) -> list[Item] | None:
-        """Every item, oldest first, in one query (None if the conversation does not exist)."""
+        """Every item, oldest first, in one query (None if the conversation does not exist); with the cache, the
+        items appended since the conversation was last read here are the only ones read."""
+        if self.conversation_cache is not None:
+            return await self.conversation_cache.load(project_id, conversation_id)
         c, ci = tables.conversations, tables.conversation_items
         query = (
             select(c.c.id, ci.c.data)
@@ -155,13 +160,20 @@ class SqlConversations:
         return orjson.loads(data) if data is not None else None
 
     async def delete_conversation_item(self, project_id: str, conversation_id: str, item_id: str) -> bool:
-        ci = tables.conversation_items
+        c, ci = tables.conversations, tables.conversation_items
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 delete(ci).where(
                     ci.c.conversation_id == conversation_id, ci.c.project_id == project_id, ci.c.item_id == item_id
                 )
             )
+            if result.rowcount:
+                # Every process's conversation cache sees this with the conversation's next read and reads it whole.
+                await conn.execute(
+                    update(c)
+                    .where(c.c.id == conversation_id, c.c.project_id == project_id)
+                    .values(item_deletions=c.c.item_deletions + 1)
+                )
         return bool(result.rowcount)
 
 

@@ -128,6 +128,8 @@ Index("ix_prompts_project", prompts.c.project_id, prompts.c.prompt_id)
 
 # Conversations (migration 3). `next_position` is the position the next appended item gets: an append
 # reserves its range by bumping it, which also serialises appends (store/sql_conversations.py).
+# `item_deletions` (migration 13) counts the items ever deleted from it, bumped in the deleting transaction:
+# with `next_position`, the version a process's conversation cache checks (store/conversation_cache.py).
 conversations = Table(
     "conversations",
     metadata,
@@ -136,6 +138,7 @@ conversations = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("metadata", Text, nullable=False),
     Column("next_position", BigInteger, nullable=False),
+    Column("item_deletions", BigInteger, nullable=False, server_default="0"),
 )
 
 # The items of a conversation, in `position` order (gaps where items were deleted).
