@@ -263,13 +263,18 @@ def arguments_grammar(parameters: Schema) -> str:
     return str(converter.format_grammar())  # type: ignore[no-untyped-call]
 
 
+def choice_head(name: str) -> str:
+    """What a choice's output starts with once the model chose `name`; its arguments follow, then `}`."""
+    return '{"name": ' + json.dumps(name) + ', "arguments": '
+
+
 def choice_grammar(functions: list[tuple[str, Schema]]) -> str:
     """`{"name": <one of the functions>, "arguments": <its parameters>}`, the name first."""
     converter = _new_converter()
     alternatives = []
     for index, (name, parameters) in enumerate(functions):
         rule = _convert(converter, normalise(parameters), f"function{index}", f"function{index}-arguments")
-        head = converter._format_literal('{"name": ' + json.dumps(name) + ', "arguments": ')  # type: ignore[no-untyped-call]
+        head = converter._format_literal(choice_head(name))  # type: ignore[no-untyped-call]
         alternatives.append(f'{head} {rule} "}}"')
     converter._add_rule("root", " | ".join(alternatives))  # type: ignore[no-untyped-call]
     return str(converter.format_grammar())  # type: ignore[no-untyped-call]

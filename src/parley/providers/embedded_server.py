@@ -37,7 +37,7 @@ from llama_cpp import Llama, llama_chat_format
 from llama_cpp.server.app import create_app
 from llama_cpp.server.settings import ConfigFileSettings, ServerSettings
 
-from parley.providers.embedded_grammar import Constraint, GrammarCache, Refusal
+from parley.providers.embedded_grammar import Constraint, GrammarCache, Refusal, choice_head
 
 CHAT_FORMAT = "parley-grammar"
 _CHAT_PATH = "/v1/chat/completions"
@@ -86,7 +86,7 @@ def grammar_handler(cache: GrammarCache) -> Callable[..., Any]:
 def _head(text: str, names: tuple[str, ...]) -> tuple[str, int] | None:
     """The chosen function's name and where its arguments start, once the model wrote the whole head."""
     for name in names:
-        head = '{"name": ' + json.dumps(name) + ', "arguments": '
+        head = choice_head(name)
         if text.startswith(head):
             return name, len(head)
     return None
@@ -98,13 +98,9 @@ def _chunk(base: Chunk, delta: dict[str, Any], finish: str | None = None) -> Chu
                                                  "finish_reason": finish}]}
 
 
-def _finish(reason: str | None) -> str:
-    return "tool_calls" if reason == "stop" else reason or "tool_calls"
-
-
 def _call_chunks(constraint: Constraint, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
-    """The template handler's text chunks as one streamed tool call. A choice's closing brace is held back (it ends the
-    `{"name", "arguments"}` wrapper, not the arguments)."""
+    """The template handler's text chunks as one streamed tool call. A choice's closing brace is held back (it
+    ends the `{"name", "arguments"}` wrapper, not the arguments)."""
     call_id = "call_" + secrets.token_hex(12)
     text, sent, start = "", 0, 0
     name: str | None = None
