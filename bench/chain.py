@@ -19,8 +19,13 @@ is Parley's CPU (from /proc, 10 ms ticks) per turn over the 100 turns ending wit
 `--wire responses` puts a native Responses upstream behind Parley instead (`provider = "openai_responses"`, the
 same fake's `POST /v1/responses`), and the direct client resends the history as Responses `input`.
 
+`--conversation` continues a conversation instead (`"conversation": "conv_..."` on every turn; the conversation
+cache is the chain cache's counterpart, off with it), after `--prefill N` items (user and assistant messages,
+added 20 per POST through the Conversations API, untimed; the direct client's history starts with the same
+messages). `first_turn` is turn 1 alone: the conversation's first read by this Parley, its whole history.
+
 Run: `python -m bench.chain [--turns 1000] [--databases sqlite postgres] [--cache on off] [--wire chat responses]
-[--output FILE]`.
+[--conversation [--prefill 10000]] [--output FILE]`.
 JSON on stdout (and --output), progress on stderr.
 """
 
@@ -87,26 +92,42 @@ def _answer_text(wire: str, answer: dict[str, Any]) -> str:
     return str(answer["choices"][0]["message"]["content"])
 
 
+async def _prefill(http: aiohttp.ClientSession, parley_url: str, conversation: str, count: int) -> list[dict[str, str]]:
+    """`count` messages added to the conversation through its items API (20 per POST), as a history."""
+    history = [{"role": "user" if n % 2 == 0 else "assistant", "content": f"earlier message {n}: and so on"}
+               for n in range(count)]
+    for start in range(0, count, 20):
+        items = [{"type": "message", **m} for m in history[start:start + 20]]
+        await _timed_post(http, f"{parley_url}/v1/conversations/{conversation}/items", {"items": items})
+    return history
+
+
 async def run_chain(parley_url: str, upstream_url: str, turns: int, parley_pid: int,
-                    wire: str = "chat") -> dict[str, Any]:
+                    wire: str = "chat", conversation: bool = False, prefill: int = 0) -> dict[str, Any]:
     parley_ms: list[float] = []
     direct_ms: list[float] = []
     history: list[dict[str, str]] = []
     previous: str | None = None
+    context: dict[str, str] = {}  # what each turn names: its conversation, or the previous response
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as http:
-        warm: str | None = None  # a short chain of its own first: connections, caches, the JIT-free warm-up
+        warm: dict[str, str] = {}  # a short chain of its own first: connections, caches, the JIT-free warm-up
+        if conversation:
+            warm = {"conversation": (await _timed_post(http, f"{parley_url}/v1/conversations", {}))[1]["id"]}
         for n in range(20):
-            body0: dict[str, Any] = {"model": "bench", "input": f"warm-up {n}"}
-            if warm is not None:
-                body0["previous_response_id"] = warm
-            warm = (await _timed_post(http, f"{parley_url}/v1/responses", body0))[1]["id"]
+            body0: dict[str, Any] = {"model": "bench", "input": f"warm-up {n}", **warm}
+            answer0 = (await _timed_post(http, f"{parley_url}/v1/responses", body0))[1]
+            if not conversation:
+                warm = {"previous_response_id": answer0["id"]}
             await _timed_post(http, *_direct(wire, upstream_url, [], "warm-up"))
+        if conversation:
+            context = {"conversation": (await _timed_post(http, f"{parley_url}/v1/conversations", {}))[1]["id"]}
+            history = await _prefill(http, parley_url, context["conversation"], prefill)
         cpu_before = sample(parley_pid).cpu_s
         cpu_at = {0: sample(parley_pid, descendants=False).cpu_s}  # Parley's CPU seconds after turn n
         for n in range(1, turns + 1):
             question = f"question {n}: what comes next?"
-            body: dict[str, Any] = {"model": "bench", "input": question}
-            if previous is not None:
+            body: dict[str, Any] = {"model": "bench", "input": question, **context}
+            if previous is not None and not conversation:
                 body["previous_response_id"] = previous
             direct_url, direct = _direct(wire, upstream_url, history, question)
             order = ("parley", "direct") if n % 2 else ("direct", "parley")
@@ -138,11 +159,14 @@ async def run_chain(parley_url: str, upstream_url: str, turns: int, parley_pid: 
                      "own_cost_ms": round(cost, 2),
                      "own_cost_ratio": round(cost / first_cost, 2) if first_cost > 0 else None,
                      "parley_cpu_ms_per_turn": round(cpu_ms, 2), "cpu_turns": f"{window + 1}-{end}"})
-    return {"buckets": rows, "parley_cpu_ms_per_turn": round(cpu_s * 1000 / turns, 2),
+    first = {"parley_ms": round(parley_ms[0], 2), "direct_ms": round(direct_ms[0], 2),
+             "own_cost_ms": round(parley_ms[0] - direct_ms[0], 2)}
+    return {"buckets": rows, "first_turn": first, "parley_cpu_ms_per_turn": round(cpu_s * 1000 / turns, 2),
             "parley_rss_mb_end": round(sample(parley_pid).rss_mb, 1)}
 
 
-async def one_run(database: str, cache: bool, turns: int, workdir: Path, wire: str = "chat") -> dict[str, Any]:
+async def one_run(database: str, cache: bool, turns: int, workdir: Path, wire: str = "chat",
+                  conversation: bool = False, prefill: int = 0) -> dict[str, Any]:
     env = child_env()
     env["PYTHONPATH"] = str(REPO)
     if not cache:
@@ -166,9 +190,11 @@ async def one_run(database: str, cache: bool, turns: int, workdir: Path, wire: s
         children.append(parley)
         parley_url = f"http://127.0.0.1:{parley_port}"
         parley.wait_ready(f"{parley_url}/health")
-        _log(f"{database}, cache {'on' if cache else 'off'}, {wire} upstream: {turns} turns")
-        result = await run_chain(parley_url, upstream_url, turns, parley.pid, wire)
-        return {"database": database, "chain_cache": cache, "wire": wire, **result}
+        what = f"a conversation of {prefill} items" if conversation else "a chain"
+        _log(f"{database}, cache {'on' if cache else 'off'}, {wire} upstream: {what}, {turns} turns")
+        result = await run_chain(parley_url, upstream_url, turns, parley.pid, wire, conversation, prefill)
+        return {"database": database, "chain_cache": cache, "wire": wire, "conversation": conversation,
+                "prefill": prefill, **result}
     finally:
         for child in reversed(children):
             child.stop()
@@ -182,8 +208,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         for database in args.databases:
             for cache in args.cache:
                 with tempfile.TemporaryDirectory(prefix="parley-chain-") as tmp:
-                    runs.append(await one_run(database, cache == "on", args.turns, Path(tmp), wire))
-    return {"benchmark": "chain", "turns": args.turns, "concurrency": 1, "commit": _git_commit(),
+                    runs.append(await one_run(database, cache == "on", args.turns, Path(tmp), wire,
+                                              args.conversation, args.prefill))
+    return {"benchmark": "chain", "turns": args.turns, "conversation": args.conversation, "prefill": args.prefill,
+            "concurrency": 1, "commit": _git_commit(),
             "environment": _environment(), "runs": runs}
 
 
@@ -193,8 +221,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--databases", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"])
     parser.add_argument("--cache", nargs="+", choices=["on", "off"], default=["on", "off"])
     parser.add_argument("--wire", nargs="+", choices=["chat", "responses"], default=["chat"])
+    parser.add_argument("--conversation", action="store_true", help="continue a conversation, not a chain")
+    parser.add_argument("--prefill", type=int, default=0, help="items in the conversation before turn 1")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
+    if args.prefill and not args.conversation:
+        parser.error("--prefill needs --conversation")
     emit(asyncio.run(main_async(args)), args.output)
 
 
