@@ -8,8 +8,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import delete, update
 from tests.store.test_conversation_store import PROJECT, count_statements, message
 
+from parley.store import tables
 from parley.store.base import Item
 from parley.store.sql import SqlStore
 
@@ -168,3 +170,21 @@ async def test_bounded_in_bytes(store_url: str, store: SqlStore) -> None:
         assert cache.bytes <= 3000
     finally:
         await small.close()
+
+
+async def test_counter_behind_the_cache_is_read_whole(cached: SqlStore, store: SqlStore) -> None:
+    """Never on a live database (the counters only grow), but if the rows go back (a restore under a running
+    process), what the cache kept is not trusted."""
+    record = await cached.create_conversation(PROJECT, {}, [message("start")])
+    for n in range(3):
+        await turn(cached, record.id, n)
+    assert await same(cached, store, record.id) is not None
+    c, ci = tables.conversations, tables.conversation_items
+    async with store.engine.begin() as conn:
+        await conn.execute(delete(ci).where(ci.c.conversation_id == record.id, ci.c.position >= 3))
+        await conn.execute(update(c).where(c.c.id == record.id).values(next_position=3))
+    behind = await same(cached, store, record.id)
+    assert behind is not None and len(behind) == 3
+    await turn(store, record.id, 9)
+    after = await same(cached, store, record.id)
+    assert after is not None and after[:3] == behind and len(after) == 5

@@ -29,14 +29,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 Item = dict[str, Any]
 
 # The conversation's version and the items past `:start`, or all of them if one was deleted since `:deletions`
-# (`:deletions` = -1: read everything). One row with a NULL item when there is nothing to read; none when the
-# conversation does not exist (in this project).
+# (`:deletions` = -1: read everything) or its position counter is behind the entry's (never on a live database).
+# One row with a NULL item when there is nothing to read; none when the conversation does not exist (in this
+# project).
 LOAD_SQL = text(
     """
     SELECT c.next_position, c.item_deletions, ci.data
     FROM conversations c
     LEFT JOIN conversation_items ci ON ci.conversation_id = c.id
-        AND ci.position >= CASE WHEN c.item_deletions = :deletions THEN :start ELSE 0 END
+        AND ci.position >= CASE WHEN c.item_deletions = :deletions AND c.next_position >= :start
+                                THEN :start ELSE 0 END
     WHERE c.id = :cid AND c.project_id = :pid
     ORDER BY ci.position
     """
@@ -94,12 +96,17 @@ class ConversationCache:
         data = [row[2] for row in rows if row[2] is not None]
         new = tuple(orjson.loads(d) for d in data)
         size = sum(len(d) for d in data)
-        if entry is not None and entry.deletions == deletions:
+        if entry is not None and entry.deletions == deletions and next_position >= entry.next_position:
             items, size = entry.items + new if new else entry.items, entry.size + size
             self.stats.extended += 1
         else:
             items = new
             self.stats.misses += 1
+            if entry is not None and (deletions < entry.deletions or next_position < entry.next_position):
+                # Behind what this process read before (the entry was read before this query began): not a live
+                # database's history, so nothing kept is trusted.
+                self._drop(conversation_id)
+                return list(items)
         current = self._entries.get(conversation_id)
         if current is None or current.older_than(next_position, deletions):
             self._put(conversation_id, _Entry(project_id, items, next_position, deletions, size))
