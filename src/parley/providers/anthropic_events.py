@@ -81,15 +81,6 @@ class AnthropicParser:
         self._chars = 0
         self._max_chars = max_output_chars
         self._stop: str | None = None
-        self._handlers: dict[str, Callable[[dict[str, Any]], list[ModelEvent]]] = {
-            "content_block_delta": self._delta,
-            "content_block_start": self._start,
-            "content_block_stop": self._stop_block,
-            "message_start": self._message_start,
-            "message_delta": self._message_delta,
-            "message_stop": self._message_stop,
-            "error": self._error,
-        }
 
     def _grow(self, text: str) -> None:
         self._chars += len(text)
@@ -111,8 +102,8 @@ class AnthropicParser:
     def event(self, data: Any) -> list[ModelEvent]:
         event = _dict(data, "an event")
         kind = event.get("type")
-        handler = self._handlers.get(kind) if isinstance(kind, str) else None
-        return handler(event) if handler is not None else []  # ping, and event types added later
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+        return handler(self, event) if handler is not None else []  # ping, and event types added later
 
     def _message_start(self, event: dict[str, Any]) -> list[ModelEvent]:
         message = _dict(event.get("message"), "message")
@@ -244,3 +235,15 @@ class AnthropicParser:
         read, written = u["cache_read_input_tokens"], u["cache_creation_input_tokens"]
         return [Usage(input_tokens=u["input_tokens"] + read + written, output_tokens=u["output_tokens"],
                       cached_tokens=read, cache_write_tokens=written)]
+
+
+# The stream's event types and their handlers: one table for every parser, not a dict of bound methods each.
+_HANDLERS: dict[str, Callable[[AnthropicParser, dict[str, Any]], list[ModelEvent]]] = {
+    "content_block_delta": AnthropicParser._delta,
+    "content_block_start": AnthropicParser._start,
+    "content_block_stop": AnthropicParser._stop_block,
+    "message_start": AnthropicParser._message_start,
+    "message_delta": AnthropicParser._message_delta,
+    "message_stop": AnthropicParser._message_stop,
+    "error": AnthropicParser._error,
+}

@@ -116,28 +116,15 @@ class ResponsesParser:
         self._calls = 0
         self._chars = 0
         self._max_chars = max_output_chars
-        self._handlers: dict[str, Callable[[dict[str, Any]], list[ModelEvent]]] = {
-            "response.output_text.delta": self._text_delta,
-            "response.refusal.delta": self._text_delta,
-            "response.reasoning_text.delta": self._reasoning_delta,
-            "response.reasoning_summary_text.delta": self._summary_delta,
-            "response.function_call_arguments.delta": self._arguments_delta,
-            "response.output_item.added": self._item_added,
-            "response.output_item.done": self._item_done,
-            "response.completed": self._ended,
-            "response.incomplete": self._ended,
-            "response.failed": self._failed,
-            "error": self._error,
-        }
 
     # -- the stream ------------------------------------------------------------------------------
 
     def event(self, data: Any) -> list[ModelEvent]:
         event = _dict(data, "an event")
         kind = event.get("type")
-        handler = self._handlers.get(kind) if isinstance(kind, str) else None
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is not None:
-            return handler(event)
+            return handler(self, event)
         index = event.get("output_index")
         if isinstance(kind, str) and isinstance(index, int) and index in self._hosted_ids:
             # A hosted item's own event (response.web_search_call.searching, a shell's output delta, ...), passed on
@@ -295,6 +282,22 @@ class ResponsesParser:
     def end(self) -> list[ModelEvent]:
         # A server that reports no usage: ~4 characters per token of output, input unknown.
         return [self._usage or Usage(0, self._chars // 4)]
+
+
+# The stream's event types and their handlers: one table for every parser, not a dict of bound methods each.
+_HANDLERS: dict[str, Callable[[ResponsesParser, dict[str, Any]], list[ModelEvent]]] = {
+    "response.output_text.delta": ResponsesParser._text_delta,
+    "response.refusal.delta": ResponsesParser._text_delta,
+    "response.reasoning_text.delta": ResponsesParser._reasoning_delta,
+    "response.reasoning_summary_text.delta": ResponsesParser._summary_delta,
+    "response.function_call_arguments.delta": ResponsesParser._arguments_delta,
+    "response.output_item.added": ResponsesParser._item_added,
+    "response.output_item.done": ResponsesParser._item_done,
+    "response.completed": ResponsesParser._ended,
+    "response.incomplete": ResponsesParser._ended,
+    "response.failed": ResponsesParser._failed,
+    "error": ResponsesParser._error,
+}
 
 
 def _failure(response: dict[str, Any]) -> UpstreamReport:
