@@ -9,16 +9,17 @@ from typing import Any
 import orjson
 import pytest
 
-from parley.config import ProfileName
+from parley.config import ProfileName, TokenizerName
 from parley.engine.context_measure import ContextMeasures
 from parley.errors import InvalidRequest
 from parley.providers.anthropic_request import AnthropicMessages, anthropic_body
 from parley.providers.base import ModelCall
-from parley.providers.chat_request import ChatMessages, chat_messages
+from parley.providers.chat_request import ChatMessages, chat_body, chat_messages
 from parley.providers.native_profiles import NATIVE_PROFILES
 from parley.providers.prefix_memo import PrefixMemo
 from parley.providers.profiles import PROFILES
 from parley.providers.responses_request import ResponsesInput, responses_input
+from parley.providers.tokens import Encodings, MessagesCount, count_chat_tokens
 
 Item = dict[str, Any]
 
@@ -210,3 +211,48 @@ def test_the_anthropic_wire_body_along_a_chain_equals_a_fresh_translation(cache_
         assert body == snapshot
     marked = [b for m in bodies[-1][0]["messages"] for b in m["content"] if "cache_control" in b]
     assert len(marked) == (1 if cache_key else 0)  # the last block only, not every turn's last block
+
+
+def _image(n: int) -> Item:
+    return {"id": f"msg_i{n}", "type": "message", "role": "user", "status": "completed",
+            "content": [{"type": "input_text", "text": f"look {n}"},
+                        {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "low"}]}
+
+
+async def _no_endpoint(path: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    raise AssertionError(f"a local tokenizer asked a server: {path}")
+
+
+@pytest.mark.parametrize("tokenizer", ["estimate", "tiktoken:o200k_base", "tiktoken:cl100k_base"])
+@pytest.mark.parametrize("profile_name", ["generic", "deepseek"])
+async def test_token_counts_along_a_chain_equal_a_whole_count(tokenizer: TokenizerName,
+                                                              profile_name: ProfileName) -> None:
+    """The count memo (tokens.count_chat_tokens with a memo): counting only the messages after the longest prefix
+    counted before gives the count of the whole body, along a chain whose translation is memoised (so its messages
+    are shared), with tools, images, tool calls joining an earlier message, a changed tool list and a branch."""
+    profile = PROFILES[profile_name]
+    translations: PrefixMemo[ChatMessages] = PrefixMemo(1 << 20)
+    counts: PrefixMemo[MessagesCount] = PrefixMemo(1 << 20)
+    encodings = Encodings()
+    items: list[Item] = []
+    contexts: list[list[Item]] = []
+    for n, turn in enumerate([[_image(0)], *_turns()]):
+        items = [*items[:-1], copy.deepcopy(items[-1])] if items else []
+        items += turn
+        contexts.append(list(items))
+        tools = [{"type": "function", "name": f"lookup{k}", "parameters": {"type": "object"}} for k in range(n % 3)]
+        call = ModelCall("m", items, instructions="Be brief.", tools=tools)
+        body = chat_body(call, profile, translations)
+        along = await count_chat_tokens(tokenizer, body, encodings=encodings, post=_no_endpoint, memo=counts,
+                                        keep=True)
+        whole = await count_chat_tokens(tokenizer, chat_body(call, profile), encodings=encodings, post=_no_endpoint)
+        assert along == whole and along.tokens > 0
+    # The last count is remembered for all its messages (a turn whose tool call joins the previous message, a copy
+    # then, counts whole and starts an entry of its own).
+    hit = counts.find(body["messages"])
+    assert hit is not None and hit.start == len(body["messages"])
+    branch = ModelCall("m", [*contexts[3], _user(99)], instructions="Be brief.")
+    along = await count_chat_tokens(tokenizer, chat_body(branch, profile, translations), encodings=encodings,
+                                    post=_no_endpoint, memo=counts, keep=True)
+    assert along == await count_chat_tokens(tokenizer, chat_body(branch, profile), encodings=encodings,
+                                            post=_no_endpoint)

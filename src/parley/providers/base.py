@@ -155,9 +155,10 @@ class ModelCall:
     # take them; every other tool is a function in `tools`.
     hosted_tools: list[HostedTool] = field(default_factory=list)
     # Whether a later model call may start with these same item objects: a previous_response_id chain (the chain
-    # cache hands its items out again), a WebSocket connection (its memory does), a built-in tool loop (its next
-    # turn extends this context). Only then do the prefix memos (providers/prefix_memo.py) keep their work on it
-    # beyond this response: a fresh HTTP request's items are never seen again once it ends.
+    # cache hands its items out again), a conversation (the conversation cache does), a WebSocket connection (its
+    # memory does), a built-in tool loop (its next turn extends this context). Only then do the prefix memos
+    # (providers/prefix_memo.py) keep their work on it beyond this response: a fresh HTTP request's items are never
+    # seen again once it ends.
     continuable: bool = True
 
 

@@ -18,7 +18,7 @@ from parley.providers.http1 import BodyTooLarge, Endpoint, Http1Pool, HttpError,
 from parley.providers.prefix_memo import PrefixMemo
 from parley.providers.profiles import Profile
 from parley.providers.redact import SecretMasker
-from parley.providers.tokens import Encodings, count_chat_tokens
+from parley.providers.tokens import Encodings, MessagesCount, count_chat_tokens
 from parley.providers.upstream_http import (
     TRANSPORT_ERRORS,
     error_report,
@@ -172,6 +172,8 @@ class ChatCompletionsProvider:
         self._masker = (masker or SecretMasker()).with_secrets(api_key)
         # The translated messages of recent contexts: the next turn of a chain translates only its new items.
         self.memo: PrefixMemo[ChatMessages] = PrefixMemo(memo_bytes)
+        # Their token counts, for truncation past its cheap bound: the next turn counts only its new messages.
+        self.count_memo: PrefixMemo[MessagesCount] = PrefixMemo(memo_bytes)
 
     async def _post(self, endpoint: Endpoint, body: bytes) -> Response:
         try:
@@ -204,7 +206,8 @@ class ChatCompletionsProvider:
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
         body = chat_body(dataclasses.replace(call, stream=False), self.profile, self.memo)
-        return await count_chat_tokens(self.profile.tokenizer, body, encodings=self._encodings, post=self._post_json)
+        return await count_chat_tokens(self.profile.tokenizer, body, encodings=self._encodings, post=self._post_json,
+                                       memo=self.count_memo, keep=call.continuable)
 
     async def _post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         """POST to the server root; None when the server has no such endpoint (404/405)."""

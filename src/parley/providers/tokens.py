@@ -20,6 +20,7 @@ import tiktoken
 
 from parley.config import TokenizerName
 from parley.providers.base import ModelCall, TokenCount
+from parley.providers.prefix_memo import PrefixMemo
 
 # How OpenAI's chat models frame messages (openai-cookbook, "How to count tokens with tiktoken"): each
 # message costs 3 tokens besides its text (<|start|>{role}<|message|>...<|end|>), a `name` one more, and the
@@ -195,8 +196,50 @@ async def count_tiktoken(encoding: tiktoken.Encoding, prompt: PromptText) -> Tok
 PostJson = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 
+@dataclass(frozen=True, slots=True)
+class MessagesCount:
+    """What a prefix of a body's messages adds to its count, by one tokenizer: their framing and image tokens, and
+    their texts' tokens. Both are sums over messages, so a body that extends the prefix adds its new messages'."""
+
+    tokenizer: str
+    fixed: int
+    tokens: int
+
+
+async def _texts_tokens(tokenizer: TokenizerName, encodings: Encodings, texts: list[str]) -> int:
+    """The texts' tokens as `estimate` or `_tiktoken_count` count them (each text alone, summed)."""
+    if not tokenizer.startswith("tiktoken:"):
+        return sum(-(-len(s) // CHARS_PER_TOKEN) for s in texts)
+    encoding = await encodings.get(tokenizer.split(":", 1)[1])
+
+    def count() -> int:
+        return sum(len(tokens) for tokens in encoding.encode_ordinary_batch(texts, num_threads=1))
+
+    return count() if sum(len(s) for s in texts) <= INLINE_CHARS else await asyncio.to_thread(count)
+
+
+async def _count_along(tokenizer: TokenizerName, body: dict[str, Any], encodings: Encodings,
+                       memo: PrefixMemo[MessagesCount], keep: bool) -> TokenCount:
+    """`count_chat_tokens` for the local tokenizers (estimate, tiktoken), working only on the messages after the
+    longest prefix counted before (the translated messages of a chain or conversation's earlier turns are the same
+    objects turn after turn, providers/chat_request.py): the same count as a whole one."""
+    messages: list[dict[str, Any]] = body.get("messages") or []
+    hit = memo.find(messages)
+    if hit is not None and hit.state.tokenizer != tokenizer:
+        hit = None
+    start, base = (hit.start, hit.state) if hit is not None else (0, MessagesCount(tokenizer, 0, 0))
+    new = prompt_text({"messages": messages[start:]})
+    tools = prompt_text({"tools": body.get("tools")})
+    added = await _texts_tokens(tokenizer, encodings, [s for texts in new.messages for s in texts])
+    state = MessagesCount(tokenizer, base.fixed + new.fixed - REPLY_PRIMING, base.tokens + added)
+    memo.put(messages, state, hit, keep)
+    tool_tokens = await _texts_tokens(tokenizer, encodings, tools.tools)
+    return TokenCount(tools.fixed + state.fixed + state.tokens + tool_tokens, exact=tokenizer != "estimate")
+
+
 async def count_chat_tokens(
-    tokenizer: TokenizerName, body: dict[str, Any], *, encodings: Encodings, post: PostJson
+    tokenizer: TokenizerName, body: dict[str, Any], *, encodings: Encodings, post: PostJson,
+    memo: PrefixMemo[MessagesCount] | None = None, keep: bool = False,
 ) -> TokenCount:
     """The input tokens of a Chat Completions request body.
 
@@ -205,7 +248,12 @@ async def count_chat_tokens(
     - llamacpp: llama-cpp-python only tokenizes raw text, so the messages are joined as plain text and
       counted by the model's tokenizer, plus the framing above; not exact (template tokens differ).
     - estimate, or a server without its tokenize endpoint: the heuristic.
+
+    With a `memo` (keep: ModelCall.continuable), the local tokenizers count only the messages an earlier count has
+    not seen (`_count_along`).
     """
+    if memo is not None and (tokenizer == "estimate" or tokenizer.startswith("tiktoken:")):
+        return await _count_along(tokenizer, body, encodings, memo, keep)
     prompt = prompt_text(body)
     if tokenizer.startswith("tiktoken:"):
         return await count_tiktoken(await encodings.get(tokenizer.split(":", 1)[1]), prompt)
