@@ -154,3 +154,71 @@ def test_an_open_tool_item_is_closed_cut_off() -> None:
     assert [e["type"] for e in closing] == ["response.output_item.done", "response.failed"]
     assert closing[0]["output_index"] == 1 and closing[0]["item"] == {**item, "status": "incomplete"}
     assert final["output"][0]["status"] == "completed" and final["output"][1] == {**item, "status": "incomplete"}
+
+
+def _tool_streams(builder: StreamBuilder) -> list[Event]:
+    """A turn whose built-in tool items are open with streams inside them: a cell's code, an MCP call's arguments,
+    a shell call's second command, a shell output's second command (its first one finished)."""
+    events = builder.start() + builder.in_progress()
+    cell, started = builder.add_tool_item({"id": "ci_1", "type": "code_interpreter_call", "status": "in_progress",
+                                           "code": "", "container_id": "cntr_1", "outputs": None})
+    events += started + builder.tool_event(cell, "response.code_interpreter_call_code.delta", {"delta": "print("})
+    events += builder.tool_event(cell, "response.code_interpreter_call_code.delta", {"delta": "1"})
+    mcp, started = builder.add_tool_item({"id": "mcp_1", "type": "mcp_call", "status": "calling", "name": "add",
+                                          "server_label": "calc", "arguments": ""})
+    events += started + builder.tool_event(mcp, "response.mcp_call_arguments.delta", {"delta": '{"a": '})
+    shell, started = builder.add_tool_item({"id": "sh_1", "type": "shell_call", "call_id": "call_1",
+                                            "status": "in_progress", "action": {"commands": []}})
+    events += started
+    for index, text in ((0, "ls"), (1, "cat a")):
+        events += builder.tool_event(shell, "response.shell_call_command.added", {"command_index": index,
+                                                                                  "command": ""})
+        events += builder.tool_event(shell, "response.shell_call_command.delta", {"command_index": index,
+                                                                                  "delta": text})
+    events += builder.tool_event(shell, "response.shell_call_command.done", {"command_index": 0, "command": "ls"})
+    output, started = builder.add_tool_item({"id": "sho_1", "type": "shell_call_output", "call_id": "call_1",
+                                             "status": "in_progress", "output": [], "max_output_length": 100})
+    events += started + builder.tool_event(output, "response.shell_call_output_content.delta",
+                                           {"command_index": 0, "delta": {"stdout": "a\n"}})
+    first = {"stdout": "a\n", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}
+    events += builder.tool_event(output, "response.shell_call_output_content.done",
+                                 {"command_index": 0, "output": [first]})
+    builder.update_tool_item(output, {**builder.output[output], "output": [first]})  # as the live tool does
+    events += builder.tool_event(output, "response.shell_call_output_content.delta",
+                                 {"command_index": 1, "delta": {"stdout": "b"}})
+    events += builder.tool_event(output, "response.shell_call_output_content.delta",
+                                 {"command_index": 1, "delta": {"stderr": "c"}})
+    return copy.deepcopy(events)
+
+
+def test_open_tool_streams_are_closed_alike_live_and_taken_up_from_the_log() -> None:
+    """The tool items' open streams get their `.done` events (what their deltas built), then the items theirs, cut
+    off; a live run failing there and the same run taken up from its log end with the same events and output."""
+    live = StreamBuilder(_response(), emit=True, obfuscate=False)
+    logged = _tool_streams(live)
+    closing_live = live.fail("server_error", "interrupted")
+    closing, final = _resume_and_fail(logged)
+    assert closing == closing_live and final["output"] == live.response["output"]
+    events = logged + closing
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    for event in events:
+        EVENTS.validate_python(event)
+    Response.model_validate(final)
+    _balanced(events, "response.output_item.added", "response.output_item.done", "output_index")
+    _balanced(events, "response.shell_call_command.added", "response.shell_call_command.done", "command_index")
+    assert [(e["type"], e.get("output_index")) for e in closing] == [
+        ("response.code_interpreter_call_code.done", 0), ("response.output_item.done", 0),
+        ("response.mcp_call_arguments.done", 1), ("response.output_item.done", 1),
+        ("response.shell_call_command.done", 2), ("response.output_item.done", 2),
+        ("response.shell_call_output_content.done", 3), ("response.output_item.done", 3), ("response.failed", None)]
+    assert closing[0]["code"] == "print(1" and closing[2]["arguments"] == '{"a": '
+    assert closing[4]["command_index"] == 1 and closing[4]["command"] == "cat a"
+    cut = {"stdout": "b", "stderr": "c", "outcome": {"type": "timeout"}}
+    assert closing[6]["command_index"] == 1 and closing[6]["output"] == [cut]
+    cell, mcp, shell, output = final["output"]
+    assert (cell["status"], cell["code"]) == ("incomplete", "print(1")
+    assert (mcp["status"], mcp["arguments"]) == ("incomplete", '{"a": ')
+    assert (shell["status"], shell["action"]["commands"]) == ("incomplete", ["ls", "cat a"])
+    first = {"stdout": "a\n", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}
+    assert (output["status"], output["output"]) == ("incomplete", [first, cut])
+    assert [closing[i]["item"] for i in (1, 3, 5, 7)] == final["output"]

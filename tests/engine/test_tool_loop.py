@@ -292,3 +292,69 @@ async def test_cancelling_mid_tool_stops_the_tool() -> None:
     except asyncio.CancelledError:
         pass
     assert search.cancelled
+
+
+class StoppingTool:
+    """Starts a code_interpreter item, streams part of its code, then stops the run consuming its events (before
+    that run could read them) and waits: what a time limit or a shutdown does while a tool runs."""
+
+    upstream_name = "python"
+
+    def __init__(self) -> None:
+        self.consumer: asyncio.Task[None] | None = None
+
+    def function(self) -> dict[str, Any]:
+        return {"name": "python", "description": "run code", "parameters": {"type": "object"}}
+
+    async def run(self, call: Any, emit: Any, citations: Any) -> Any:
+        emit.start({"id": "ci_1", "type": "code_interpreter_call", "status": "in_progress", "code": "",
+                    "container_id": "cntr_1", "outputs": None})
+        emit.progress("response.code_interpreter_call.in_progress")
+        emit.progress("response.code_interpreter_call_code.delta", {"delta": "print("})
+        assert self.consumer is not None
+        self.consumer.cancel()
+        await asyncio.Event().wait()
+
+    def failed(self, call: Any, message: str, item: Any) -> Any:
+        raise AssertionError("the run was stopped: the tool's outcome is never asked for")
+
+
+async def test_a_run_stopped_while_a_tool_runs_closes_its_item_after_its_unread_events() -> None:
+    """Events a tool emitted that the stopped run never read are numbered: they go out first when the run fails,
+    then the closing of the tool's open code stream and item, so sequence numbers stay contiguous."""
+    req = CreateResponseRequest(model="m", input="hi", stream=True)
+    response = new_response(req, response_id="resp_stop", model="m", status="in_progress", store=True)
+    tool = StoppingTool()
+    builder = StreamBuilder(response, emit=True, obfuscate=False, builtin_names=frozenset({"python"}))
+    call = ModelCall("up", [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}])
+    provider = ScriptedProvider(_turn(ToolCallDelta(0, "{}", "call_0", "python")))
+
+    async def fit(c: ModelCall) -> ModelCall:
+        return c
+
+    run = ResponseRun(builder, await provider.open(call), toolbox=Toolbox({"python": tool}),  # type: ignore[dict-item]
+                      turns=Turns(provider, call, frozenset({"python"}), fit))
+    seen: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for batch in run.batches():
+            seen.extend(copy.deepcopy(batch))
+
+    tool.consumer = asyncio.ensure_future(consume())
+    try:
+        await tool.consumer
+    except asyncio.CancelledError:
+        pass
+    closing = builder.fail("server_error", "stopped")
+    events = seen + closing
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    for event in events:
+        EVENTS.validate_python(event)
+    assert _types(closing) == ["response.output_item.added", "response.code_interpreter_call.in_progress",
+                               "response.code_interpreter_call_code.delta", "response.code_interpreter_call_code.done",
+                               "response.output_item.done", "response.failed"]
+    assert closing[3]["code"] == "print("
+    item = {"id": "ci_1", "type": "code_interpreter_call", "status": "incomplete", "code": "print(",
+            "container_id": "cntr_1", "outputs": None}
+    assert closing[4]["item"] == item and builder.response["output"] == [item]
+    assert closing[-1]["response"]["output"] == [item]

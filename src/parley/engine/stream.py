@@ -15,6 +15,7 @@ from typing import Any, cast
 import orjson
 
 from parley.engine.citations import CitationFilter
+from parley.engine.custom_input import CustomInput
 from parley.engine.stream_log import LoggedItem, LoggedRun
 from parley.errors import UpstreamError
 from parley.ids import new_id
@@ -40,13 +41,29 @@ Event = dict[str, Any]
 Item = dict[str, Any]
 
 
-# Built-in tool items whose SDK type has an `incomplete` status, and the statuses of one still running: a response
-# cancelled meanwhile stores them `incomplete` (the other types have no such status and keep theirs).
-_CUT_OFF = {"shell_call_output": ("in_progress",), "code_interpreter_call": ("in_progress", "interpreting"),
-            "file_search_call": ("in_progress", "searching"), "mcp_call": ("in_progress", "calling"),
+# Built-in tool items cut off while they ran (a response that failed or was cancelled meanwhile): the statuses of
+# one still running, and the status it ends with (`incomplete` where its SDK type has it, else `failed`).
+_CUT_OFF = {"shell_call_output": (("in_progress",), "incomplete"),
+            "code_interpreter_call": (("in_progress", "interpreting"), "incomplete"),
+            "file_search_call": (("in_progress", "searching"), "incomplete"),
+            "web_search_call": (("in_progress", "searching"), "incomplete"),
+            "mcp_call": (("in_progress", "calling"), "incomplete"),
+            "image_generation_call": (("in_progress", "generating"), "failed"),
             # a hosting upstream's items started live (HostedStarted) and cut off before it finished them
-            "shell_call": ("in_progress",), "tool_search_call": ("in_progress",),
-            "tool_search_output": ("in_progress",)}
+            "shell_call": (("in_progress",), "incomplete"), "tool_search_call": (("in_progress",), "incomplete"),
+            "tool_search_output": (("in_progress",), "incomplete")}
+
+# A built-in tool item's own streams (a cell's code, an MCP call's arguments, a shell command and its output): the
+# event that opens one (`.added` or its first `.delta`) -> the `.done` event that closes it, and the field telling
+# one item's streams apart. A tool item cut off mid-stream gets that `.done` (what the deltas built) before its own.
+_SUB_STREAMS: dict[str, tuple[str, str | None]] = {
+    "response.code_interpreter_call_code.delta": ("response.code_interpreter_call_code.done", None),
+    "response.mcp_call_arguments.delta": ("response.mcp_call_arguments.done", None),
+    "response.shell_call_command.added": ("response.shell_call_command.done", "command_index"),
+    "response.shell_call_command.delta": ("response.shell_call_command.done", "command_index"),
+    "response.shell_call_output_content.delta": ("response.shell_call_output_content.done", "command_index"),
+}
+_SUB_STREAM_KEYS = {done: key for done, key in _SUB_STREAMS.values()}
 
 
 def sse_frame(event: Event) -> bytes:
@@ -103,17 +120,15 @@ class _OpenText:
 
 
 class _OpenCall:
-    __slots__ = ("chunks", "item", "output_index", "upstream_name")
+    __slots__ = ("chunks", "input", "item", "output_index", "upstream_name")
 
     def __init__(self, item: Item, output_index: int, upstream_name: str) -> None:
         self.item = item
         self.output_index = output_index
         self.upstream_name = upstream_name
         self.chunks: list[str] = []
-
-    @property
-    def custom(self) -> bool:
-        return bool(self.item["type"] == "custom_tool_call")
+        # A custom tool call's input, decoded from its arguments as they stream (engine/custom_input.py).
+        self.input = CustomInput() if item["type"] == "custom_tool_call" else None
 
 
 class _PendingBuiltin:
@@ -160,8 +175,12 @@ class StreamBuilder:
         self.usage_reports = 0  # Usage events fed (a turn that got none was cut before its usage)
         self._pending_turn_items: list[Item] = []
         self._hosted_open: dict[str, int] = {}  # a hosted item started live, by its key -> its output_index
-        # Other items a logged run left open (resume): closed, cut off, when the response ends.
-        self._open_items: list[int] = []
+        # Built-in tool items (and hosted ones started live) not finished yet, by output_index -> their open streams
+        # ((done event, key) -> the deltas so far): a response ending meanwhile closes them, cut off.
+        self._open_items: dict[int, dict[tuple[str, Any], list[Any]]] = {}
+        # Events numbered but not handed out (a tool's, queued when its run was stopped): they go out first with the
+        # events that end the response, so sequence numbers stay contiguous.
+        self._unsent: list[Event] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -449,7 +468,8 @@ class StreamBuilder:
         events: list[Event] = []
         self._close_reasoning(events)
         self._close_message(events, "completed")
-        self._hosted_open[started.key] = self._add_item(dict(started.item), events)
+        index = self._hosted_open[started.key] = self._add_item(dict(started.item), events)
+        self._open_items[index] = {}
         return events
 
     def _new_call_item(self, delta: ToolCallDelta) -> Item:
@@ -496,7 +516,13 @@ class StreamBuilder:
             self.called.append(call.upstream_name)
         if delta.arguments:
             call.chunks.append(delta.arguments)
-            if self.emit and not call.custom:
+            if call.input is not None:
+                text = call.input.feed(delta.arguments)
+                if text and self.emit:
+                    events.append(self._event({"type": "response.custom_tool_call_input.delta",
+                                               "item_id": call.item["id"], "output_index": call.output_index,
+                                               "delta": text}))
+            elif self.emit:
                 ev: Event = {
                     "type": "response.function_call_arguments.delta", "item_id": call.item["id"],
                     "output_index": call.output_index, "delta": delta.arguments,
@@ -549,8 +575,8 @@ class StreamBuilder:
         self._close_held(events, status)
         for call in sorted(self._calls.values(), key=lambda c: c.output_index):
             args = "".join(call.chunks)
-            if call.custom:
-                self._close_custom(call, args, events)
+            if call.input is not None:
+                self._close_custom(call, call.input, args, events)
                 continue
             call.item["arguments"] = args
             call.item["status"] = status
@@ -562,17 +588,17 @@ class StreamBuilder:
                 events.append(self._item_done(call.item, call.output_index))
         self._calls.clear()
 
-    def _close_custom(self, call: _OpenCall, args: str, events: list[Event]) -> None:
-        # The upstream wrote {"input": "..."} (see schema.tools.CUSTOM_INPUT_SCHEMA); the client gets the raw input.
-        try:
-            parsed = orjson.loads(args)
-            text = parsed["input"] if isinstance(parsed, dict) and isinstance(parsed.get("input"), str) else args
-        except orjson.JSONDecodeError:
-            text = args
+    def _close_custom(self, call: _OpenCall, decoder: CustomInput, args: str, events: list[Event]) -> None:
+        # The upstream wrote {"input": "..."} (see schema.tools.CUSTOM_INPUT_SCHEMA); the client gets the raw input,
+        # streamed as it was decoded, the rest (arguments that were not that envelope: all of it) now.
+        streamed = sum(map(len, decoder.text))
+        text = decoder.finish(args)
         call.item["input"] = text
         if self.emit:
             base = {"item_id": call.item["id"], "output_index": call.output_index}
-            events.append(self._event({"type": "response.custom_tool_call_input.delta", **base, "delta": text}))
+            if len(text) > streamed or not streamed:
+                events.append(self._event({"type": "response.custom_tool_call_input.delta", **base,
+                                           "delta": text[streamed:]}))
             events.append(self._event({"type": "response.custom_tool_call_input.done", **base, "input": text}))
             events.append(self._item_done(call.item, call.output_index))
 
@@ -600,10 +626,13 @@ class StreamBuilder:
     def add_tool_item(self, item: Item) -> tuple[int, list[Event]]:
         """A built-in tool's item starts: `output_item.added`."""
         events: list[Event] = []
-        return self._add_item(item, events), events
+        output_index = self._add_item(item, events)
+        self._open_items[output_index] = {}
+        return output_index, events
 
     def tool_event(self, output_index: int, kind: str, fields: dict[str, Any] | None = None) -> list[Event]:
         """One of the item's own events (`response.file_search_call.searching`, ...)."""
+        self._track(output_index, kind, fields or {})
         if not self.emit:
             return []
         item_id = self.output[output_index]["id"]
@@ -615,7 +644,35 @@ class StreamBuilder:
     def finish_tool_item(self, output_index: int, item: Item) -> list[Event]:
         """The item is final: `output_item.done`."""
         self.output[output_index] = item
+        self._open_items.pop(output_index, None)
         return [self._item_done(item, output_index)] if self.emit else []
+
+    def _track(self, output_index: int, kind: str, fields: dict[str, Any]) -> None:
+        """Keep the open item's streams (what a cut-off must close) from its own events."""
+        streams = self._open_items.get(output_index)
+        if streams is None:
+            return
+        opened = _SUB_STREAMS.get(kind)
+        if opened is not None:
+            done, key = opened
+            chunks = streams.setdefault((done, fields.get(key) if key else None), [])
+            if "delta" in fields:
+                chunks.append(fields["delta"])
+        elif kind in _SUB_STREAM_KEYS:
+            key = _SUB_STREAM_KEYS[kind]
+            index = fields.get(key) if key else None
+            streams.pop((kind, index), None)
+            # A command, a command's output, joins the item (a live tool replaces the item later, with the same).
+            item = self.output[output_index]
+            if kind == "response.shell_call_output_content.done":
+                self.output[output_index] = {**item, "output": [*item.get("output", ()), *fields["output"]]}
+            elif kind == "response.shell_call_command.done":
+                self.output[output_index], _ = _close_stream(item, kind, index, [fields["command"]])
+
+    def unsent(self, events: list[Event]) -> None:
+        """Events this builder numbered that were not handed out (a tool's, queued when its run was stopped): they
+        go out with the events that end the response, first."""
+        self._unsent += events
 
     def add_sources(self, sources: dict[int, Source]) -> None:
         """Sources the model may cite from now on: its markers become annotations (engine/citations.py)."""
@@ -648,8 +705,10 @@ class StreamBuilder:
         return events
 
     def fail(self, code: str, message: str) -> list[Event]:
-        """End the response as failed; open items are closed as incomplete."""
-        events = self.close_turn("length")
+        """End the response as failed; open items are closed as incomplete (a built-in tool's item cut off while it
+        ran: its open streams closed, then the item, with the status _CUT_OFF gives)."""
+        events, self._unsent = self._unsent, []
+        events += self.close_turn("length")
         self._close_open_items(events)
         self.response["status"] = "failed"
         self.response["error"] = {"code": code, "message": message}
@@ -674,6 +733,7 @@ class StreamBuilder:
     def cancel(self) -> None:
         """The client went away (or a background run was cancelled): close items, no events."""
         emit, self.emit = self.emit, False
+        self._unsent.clear()
         self.close_turn("length")
         self._close_open_items([])
         self.emit = emit
@@ -710,14 +770,25 @@ class StreamBuilder:
                 self._reasoning = open_text
         elif kind in ("function_call", "custom_tool_call"):
             call = _OpenCall(entry.item, output_index, str(entry.item.get("name", "")))
-            call.chunks = entry.text
+            if call.input is not None:  # its logged deltas are the input decoded so far
+                call.input = CustomInput.resumed(entry.text)
+            else:
+                call.chunks = entry.text
             self._calls[output_index] = call
-        else:  # a built-in tool's item, a hosted item: its `output_item.done` closes it, cut off
-            self._open_items.append(output_index)
+        else:  # a built-in tool's item, a hosted item: closed as a live run's, its logged events tell its streams
+            self._open_items[output_index] = {}
+            for kind, fields in entry.events:
+                self._track(output_index, kind, fields)
 
     def _close_open_items(self, events: list[Event]) -> None:
-        for output_index in self._open_items:
-            item = self.output[output_index] = _cut_off(self.output[output_index])
+        for output_index, streams in sorted(self._open_items.items()):
+            item = _cut_off(self.output[output_index])
+            for (done, key), chunks in streams.items():
+                item, fields = _close_stream(item, done, key, chunks)
+                if self.emit:
+                    events.append(self._event({"type": done, "item_id": item["id"], "output_index": output_index,
+                                               **fields}))
+            self.output[output_index] = item
             if self.emit:
                 events.append(self._item_done(item, output_index))
         self._open_items.clear()
@@ -725,7 +796,31 @@ class StreamBuilder:
 
 def _cut_off(item: Item) -> Item:
     """A built-in tool's item as a response that ended while it ran stores it: `incomplete` where its type has that
-    status (the other types keep theirs)."""
-    if item.get("type") in _CUT_OFF and item.get("status") in _CUT_OFF[item["type"]]:
-        return {**item, "status": "incomplete"}
+    status, else `failed` (the types with neither keep theirs)."""
+    cut = _CUT_OFF.get(item.get("type", ""))
+    if cut is not None and item.get("status") in cut[0]:
+        return {**item, "status": cut[1]}
     return item
+
+
+def _close_stream(item: Item, done: str, key: Any, chunks: list[Any]) -> tuple[Item, dict[str, Any]]:
+    """The `.done` event's fields of a tool item's stream cut off, from what its deltas built, and the item holding
+    the same (its code, arguments, command; a command's output so far, ended as `timeout`: the only outcome there is
+    for a command that did not exit)."""
+    if done == "response.code_interpreter_call_code.done":
+        code = "".join(chunks)
+        return {**item, "code": item.get("code") or code}, {"code": code}
+    if done == "response.mcp_call_arguments.done":
+        arguments = "".join(chunks)
+        return {**item, "arguments": item.get("arguments") or arguments}, {"arguments": arguments}
+    if done == "response.shell_call_command.done":
+        command = "".join(chunks)
+        action = dict(item.get("action") or {})
+        commands = list(action.get("commands") or [])
+        if key == len(commands):
+            action["commands"] = [*commands, command]
+            item = {**item, "action": action}
+        return item, {"command_index": key, "command": command}
+    output = {"stdout": "".join(c.get("stdout") or "" for c in chunks),
+              "stderr": "".join(c.get("stderr") or "" for c in chunks), "outcome": {"type": "timeout"}}
+    return {**item, "output": [*item.get("output", ()), output]}, {"command_index": key, "output": [output]}

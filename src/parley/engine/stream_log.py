@@ -17,7 +17,8 @@ Item = dict[str, Any]
 class LoggedItem:
     """One output item as the log shows it: the item of its last `output_item.*` event, and, while it is open,
     what its deltas built (the message's output_text, a reasoning item's text and summary parts, a call's
-    arguments)."""
+    arguments, a custom call's input) or, for a built-in tool's item, its own events (the stream builder tells its
+    open streams from them)."""
 
     item: Item
     done: bool = False
@@ -26,6 +27,7 @@ class LoggedItem:
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     annotations: list[dict[str, Any]] = field(default_factory=list)
     summary: list[list[str]] = field(default_factory=list)
+    events: list[tuple[str, Event]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -36,7 +38,13 @@ class LoggedRun:
 
 # Delta events -> the field of their text; all carry `output_index`.
 _TEXT_DELTAS = {"response.output_text.delta", "response.reasoning_text.delta",
-                "response.function_call_arguments.delta"}
+                "response.function_call_arguments.delta", "response.custom_tool_call_input.delta"}
+
+
+# The other events of messages, reasoning items and calls (what their item or `.done` events repeat).
+_TEXT_EVENTS = frozenset({"response.output_text.done", "response.content_part.done", "response.reasoning_text.done",
+                          "response.reasoning_summary_text.done", "response.reasoning_summary_part.done",
+                          "response.function_call_arguments.done", "response.custom_tool_call_input.done"})
 
 
 def fold_log(frames: Iterable[bytes]) -> LoggedRun:
@@ -70,6 +78,8 @@ def _fold_delta(entry: LoggedItem, kind: str, event: Event) -> None:
         entry.summary.append([])
     elif kind == "response.reasoning_summary_text.delta" and entry.summary:
         entry.summary[-1].append(event["delta"])
+    elif kind not in _TEXT_EVENTS:
+        entry.events.append((kind, event))
 
 
 def _event(frame: bytes) -> Event | None:

@@ -162,6 +162,9 @@ class Dispatch:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Stopped (a cancel, a time limit): what the tools emitted meanwhile is numbered, it goes out first when
+            # the response ends (the builder closes their open items after it).
+            self._builder.unsent([event for events in _drain(queue) if events is not None for event in events])
 
     async def _one(self, call: BuiltinCall, gate: asyncio.Semaphore,
                    queue: asyncio.Queue[list[Event] | None]) -> Ran:

@@ -11,6 +11,8 @@ bodies) and its behaviour is chosen by the requested upstream `model`:
   tools           calls the forced tool, else the first offered one (two calls when the prompt says "twice");
                   after a tool result it answers "done: <result>";
                   arguments are {"input": ...} when the tool's schema has an `input` property
+  tools-held      like tools, but streams its call's arguments without their last 4 characters, then holds
+                  the stream open until the client goes away (a run stopped mid-call, deterministically)
   json-valid      answers {"name": "Ada", "age": 36}; json-invalid answers {"name": 5}
   summary         like echo, but a summarisation request (exactly a system message that mentions "summar",
                   then one user message: the transcript) gets "SUMMARY(<n> words of the transcript)"
@@ -211,6 +213,9 @@ class FakeUpstream:
                 if delay and not await self._wait_unless_closed(request, model, delay):
                     return resp
                 await resp.write(b"data: " + orjson.dumps(delta) + b"\n\n")
+            if model == "tools-held" and plan["tool_calls"]:
+                await self._wait_unless_closed(request, model, 3600.0)
+                return resp
             wants_usage = (body.get("stream_options") or {}).get("include_usage")
             if wants_usage and model != "nousage":
                 usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
@@ -238,10 +243,10 @@ def _plan(model: str, body: dict[str, Any]) -> dict[str, Any]:
         plan["text"] = '{"name": 5}'
     if model == "summary" and _asks_for_summary(messages):
         plan["text"] = f"SUMMARY({len(_last_user_text(messages).split())} words)"
-    if model == "tools" and messages and messages[-1].get("role") == "tool":
+    if model in ("tools", "tools-held") and messages and messages[-1].get("role") == "tool":
         # The tool ran: answer with its result, as an agent loop expects.
         plan["text"] = "done: " + str(messages[-1].get("content"))
-    elif model == "tools" and body.get("tools"):
+    elif model in ("tools", "tools-held") and body.get("tools"):
         choice = body.get("tool_choice")
         function = body["tools"][0]["function"]
         if isinstance(choice, dict):
@@ -293,6 +298,9 @@ def _chunks(model: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
                 "function": {"name": call["name"], "arguments": ""}}
         out.append(_chunk(model, {"tool_calls": [head]}))
         args = call["arguments"]
+        if model == "tools-held":  # the rest never comes (_stream holds after this chunk)
+            out.append(_chunk(model, {"tool_calls": [{"index": index, "function": {"arguments": args[:-4]}}]}))
+            return out
         for part in (args[: len(args) // 2], args[len(args) // 2:]):
             out.append(_chunk(model, {"tool_calls": [{"index": index, "function": {"arguments": part}}]}))
     out.append(_chunk(model, {}, plan["finish"]))
