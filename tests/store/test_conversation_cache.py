@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert, update
 from tests.store.test_conversation_store import PROJECT, count_statements, message
 
-from parley.store import tables
+from parley.store import migrations, tables
 from parley.store.base import Item
-from parley.store.sql import SqlStore
+from parley.store.migrations import migrate
+from parley.store.sql import SqlStore, make_engine
 
 MB = 1024 * 1024
 
@@ -188,3 +190,31 @@ async def test_counter_behind_the_cache_is_read_whole(cached: SqlStore, store: S
     await turn(store, record.id, 9)
     after = await same(cached, store, record.id)
     assert after is not None and after[:3] == behind and len(after) == 5
+
+
+async def test_conversations_of_an_older_database(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 13 gives existing conversations a deletion count of 0; the cache then serves them like new ones."""
+    monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in migrations.MIGRATIONS if m[0] < 13])
+    engine = make_engine(sqlite_url)
+    items = [message(f"old {n}") for n in range(4)]
+    try:
+        await migrate(engine)
+        async with engine.begin() as conn:  # a conversation as migration 3 made it: no item_deletions yet
+            await conn.execute(insert(tables.conversations).values(
+                id="conv_old", project_id=PROJECT, created_at=0, metadata="{}", next_position=len(items)))
+            await conn.execute(insert(tables.conversation_items), [
+                {"project_id": PROJECT, "conversation_id": "conv_old", "position": n, "item_id": item["id"],
+                 "type": "message", "data": orjson.dumps(item).decode()} for n, item in enumerate(items)])
+        monkeypatch.undo()
+        assert 13 in await migrate(engine)
+    finally:
+        await engine.dispose()
+    cached = await SqlStore.open(sqlite_url, chain_cache_bytes=MB)
+    try:
+        assert await cached.load_conversation(PROJECT, "conv_old") == items
+        await turn(cached, "conv_old", 0)
+        assert await cached.delete_conversation_item(PROJECT, "conv_old", items[1]["id"])
+        loaded = await cached.load_conversation(PROJECT, "conv_old")
+        assert loaded is not None and len(loaded) == 5 and items[1] not in loaded
+    finally:
+        await cached.close()

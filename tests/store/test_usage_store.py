@@ -174,7 +174,7 @@ async def test_records_of_an_older_database_have_no_timeline(sqlite_url: str,
             await conn.execute(insert(tables.usage_records).values(
                 {name: value for name, value in usage_row(old).items() if name != "timeline"}))
         monkeypatch.undo()
-        assert await migrate(engine) == [12]
+        assert (await migrate(engine))[0] == 12  # and any later ones
     finally:
         await engine.dispose()
     store = await SqlStore.open(sqlite_url)
