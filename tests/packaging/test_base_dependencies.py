@@ -1,6 +1,7 @@
 """Every runtime import is declared: each `parley` module (but `parley.testing`, which needs the `testing`
-extra, and `parley.telemetry.otel`, which needs the `otel` one) imports in a virtual environment holding only the
-base dependencies of pyproject.toml.
+extra, `parley.telemetry.otel`, which needs the `otel` one, and the embedded model's child process,
+`parley.providers.embedded_server` and `embedded_grammar`, which run on llama-cpp-python from the `local` one)
+imports in a virtual environment holding only the base dependencies of pyproject.toml.
 
 The environment is built once per dependency list and cached outside the checkout
 (~/.cache/parley/base-env-<hash>), so CI pays for it once.
@@ -25,7 +26,8 @@ IMPORT_ALL = """
 import importlib, pkgutil, sys
 import parley
 assert parley.__file__.startswith(sys.argv[1]), parley.__file__
-extras = ("parley.testing", "parley.telemetry.otel")
+extras = ("parley.testing", "parley.telemetry.otel", "parley.providers.embedded_server",
+          "parley.providers.embedded_grammar")
 names = [m.name for m in pkgutil.walk_packages(parley.__path__, "parley.") if not m.name.startswith(extras)]
 for name in names:
     importlib.import_module(name)
