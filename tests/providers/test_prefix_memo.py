@@ -9,15 +9,19 @@ from typing import Any
 import orjson
 import pytest
 
-from parley.config import ProfileName, TokenizerName
+from parley.config import ModelConfig, ProfileName, TokenizerName
 from parley.engine.context_measure import ContextMeasures
 from parley.errors import InvalidRequest
 from parley.providers.anthropic_request import AnthropicMessages, anthropic_body
 from parley.providers.base import ModelCall
+from parley.providers.chat_completions import ReplyLimits
 from parley.providers.chat_request import ChatMessages, chat_body, chat_messages
+from parley.providers.http1 import Http1Pool
 from parley.providers.native_profiles import NATIVE_PROFILES
 from parley.providers.prefix_memo import PrefixMemo
 from parley.providers.profiles import PROFILES
+from parley.providers.redact import SecretMasker
+from parley.providers.registry import UpstreamPolicy, build_provider
 from parley.providers.responses_request import ResponsesInput, responses_input
 from parley.providers.tokens import Encodings, MessagesCount, count_chat_tokens
 
@@ -256,3 +260,24 @@ async def test_token_counts_along_a_chain_equal_a_whole_count(tokenizer: Tokeniz
                                     post=_no_endpoint, memo=counts, keep=True)
     assert along == await count_chat_tokens(tokenizer, chat_body(branch, profile), encodings=encodings,
                                             post=_no_endpoint)
+
+
+@pytest.mark.parametrize(("kind", "profile"), [("openai_responses", None), ("anthropic", "anthropic"),
+                                               ("gemini", None)])
+async def test_native_token_counts_along_a_chain_equal_a_whole_count(kind: str, profile: str | None) -> None:
+    """A native upstream's count (over the call's Chat Completions form) with its memos equals one without."""
+    cfg = ModelConfig(id="m", provider=kind, base_url="http://127.0.0.1:9/v1", upstream_model="m",  # type: ignore[arg-type]
+                      **({"profile": profile} if profile else {}))
+    http = Http1Pool()
+    try:
+        memoised = build_provider(cfg, http, policy=UpstreamPolicy(ReplyLimits(), SecretMasker(), 1 << 20))
+        fresh = build_provider(cfg, http, policy=UpstreamPolicy(ReplyLimits(), SecretMasker(), 0))
+        items: list[Item] = []
+        for turn in _turns():
+            items = [*items[:-1], copy.deepcopy(items[-1])] if items else []
+            items += [item for item in turn if item["type"] != "reasoning"]  # a native wire's own reasoning only
+            call = ModelCall("m", list(items), instructions="Be brief.")
+            along = await memoised.count_tokens(call)
+            assert along == await fresh.count_tokens(call) and along.tokens > 0
+    finally:
+        await http.close()

@@ -20,12 +20,13 @@ from parley.errors import UpstreamError
 from parley.providers.base import Finish, FinishReason, ModelCall, ModelEvent, TokenCount
 from parley.providers.chat_chunks import MalformedReply, TooMuchOutput
 from parley.providers.chat_completions import ReplyLimits
-from parley.providers.chat_request import chat_body
+from parley.providers.chat_request import ChatMessages, chat_body
 from parley.providers.http1 import BodyTooLarge, Endpoint, Http1Pool, HttpError, Response
 from parley.providers.native_profiles import NativeProfile
+from parley.providers.prefix_memo import PrefixMemo
 from parley.providers.profiles import PROFILES
 from parley.providers.redact import SecretMasker
-from parley.providers.tokens import Encodings, count_chat_tokens
+from parley.providers.tokens import Encodings, MessagesCount, count_chat_tokens
 from parley.providers.upstream_http import (
     TRANSPORT_ERRORS,
     UpstreamReport,
@@ -180,7 +181,7 @@ class NativeProvider:
 
     def __init__(
         self, upstream: NativeUpstream, wire: Wire, http: Http1Pool, *, encodings: Encodings | None = None,
-        limits: ReplyLimits | None = None, masker: SecretMasker | None = None,
+        limits: ReplyLimits | None = None, masker: SecretMasker | None = None, memo_bytes: int = 0,
     ) -> None:
         self.model_id = upstream.model_id
         self.profile = upstream.profile
@@ -200,6 +201,10 @@ class NativeProvider:
         self._encodings = encodings or Encodings()
         self.limits = limits or ReplyLimits()
         self.masker = (masker or SecretMasker()).with_secrets(key)
+        # For token counts (truncation past its cheap bound): the Chat Completions form of recent contexts and its
+        # counts, so the next turn of a chain or conversation translates and counts only its new items.
+        self._count_form: PrefixMemo[ChatMessages] = PrefixMemo(memo_bytes)
+        self._counts: PrefixMemo[MessagesCount] = PrefixMemo(memo_bytes)
 
     async def open(self, call: ModelCall) -> NativeStream:
         request = self.wire.request(call, self.profile)
@@ -238,8 +243,9 @@ class NativeProvider:
         """Counted over the call's Chat Completions form with the profile's offline tokenizer (or the estimate):
         the same text, framed alike. The request is translated first, so untranslatable input is the same 400."""
         self.wire.request(call, self.profile)
-        body = chat_body(dataclasses.replace(call, stream=False), PROFILES["generic"])
-        return await count_chat_tokens(self.profile.tokenizer, body, encodings=self._encodings, post=_no_endpoint)
+        body = chat_body(dataclasses.replace(call, stream=False), PROFILES["generic"], self._count_form)
+        return await count_chat_tokens(self.profile.tokenizer, body, encodings=self._encodings, post=_no_endpoint,
+                                       memo=self._counts, keep=call.continuable)
 
 
 async def _no_endpoint(path: str, payload: dict[str, Any]) -> dict[str, Any] | None:

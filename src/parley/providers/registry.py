@@ -152,7 +152,8 @@ def build_provider(
     )
     wire = _WIRES[cfg.provider](policy.memo_bytes if policy else 0)
     return NativeProvider(upstream, wire, http, encodings=encodings,
-                          limits=policy.limits if policy else None, masker=policy.masker if policy else None)
+                          limits=policy.limits if policy else None, masker=policy.masker if policy else None,
+                          memo_bytes=policy.memo_bytes if policy else 0)
 
 
 def capabilities_of(cfg: ModelConfig) -> Capabilities:
