@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from parley.api.auth import Authenticator
 from parley.api.http import FieldPolicy
-from parley.api.routes import http_exception, nul_in_path, routes, websocket_routes
+from parley.api.routes import http_exception, nul_in_path, nul_in_query, routes, websocket_routes
 from parley.api.runtime import Runtime
 from parley.api.websocket import unknown_url
 from parley.config import Settings
@@ -257,6 +257,12 @@ class ParleyApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
         if scope["type"] == "http":
+            query = scope["query_string"]
+            if b"%00" in query or b"\x00" in query:  # (two scans of a short string: nothing on the normal path)
+                refused = nul_in_query(scope)
+                if refused is not None:
+                    await refused(scope, receive, send)
+                    return
             endpoint = self._static.get((scope["method"], scope["path"]))
             if endpoint is not None:
                 await endpoint(scope, receive, send)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -24,11 +25,11 @@ from parley.api import (
 from parley.api import vector_stores as vs
 from parley.api.console import console_asset, console_page
 from parley.api.http import error_response, json_response, request_id
-from parley.api.messages_errors import anthropic_error
+from parley.api.messages_errors import anthropic_error, by_version_header
 from parley.api.observability import metrics, ready
 from parley.api.openapi import docs_asset, docs_page, openapi_json
 from parley.api.websocket import ResponsesWebSocket
-from parley.errors import NotFound, ParleyError
+from parley.errors import InvalidRequest, NotFound, ParleyError
 from parley.log_context import set_request_id
 
 
@@ -150,6 +151,26 @@ def nul_in_path(scope: Scope, table: Sequence[BaseRoute]) -> Response | None:
     if scope["path"].startswith("/v1/messages"):
         return anthropic_error(Request(scope), err, rid)
     return error_response(err, rid)
+
+
+def nul_in_query(scope: Scope) -> Response | None:
+    """A query parameter (its value or its name) holding a NUL character: no cursor, id, filter or option has one,
+    and PostgreSQL refuses one in a query parameter (a 400 without `param` there, a 500 for a metadata key, while
+    SQLite answered 200, 400 or 404), so it is a 400 naming the parameter here, before any endpoint reads it, on
+    either database. Called only when the query string has `%00` (or a raw NUL) in it."""
+    pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    name = next((name for name, value in pairs if "\x00" in name or "\x00" in value), None)
+    if name is None:
+        return None
+    param = name.removesuffix("[]")  # include[]=... is the `include` parameter
+    rid = request_id()
+    set_request_id(rid)
+    err = InvalidRequest(f"Invalid value for '{param}': a query parameter cannot contain a NUL character (U+0000).",
+                         param=param)
+    request = Request(scope)
+    if scope["path"].startswith("/v1/messages"):
+        return anthropic_error(request, err, rid)
+    return by_version_header(request, err, rid)
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
