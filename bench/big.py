@@ -12,8 +12,9 @@ Scenarios, each side by side with the same request sent straight to the upstream
     (GET) and continued (`previous_response_id`, model `fixed`: the upstream gets the whole text back).
     Direct: the same upstream call, and the continuation's messages sent by the client.
   * conversation: a conversation filled with `--items` items (20 per POST, the API's limit), listed back page
-    by page (limit 100) and checked item by item, then continued by one response (`conversation`), which appends
-    two more. Direct: the upstream call with the whole history that continuation makes.
+    by page (limit 100) and checked item by item, then continued by two responses (`conversation`), each of which
+    appends two more (the second: after the process has read the conversation once). Direct: the upstream calls
+    with the whole history those continuations make.
   * streams: `--streams` streamed responses at once (model `slow`, ~4 s each); every one must end with
     `response.completed` and `data: [DONE]`. Parley's RSS is sampled every 50 ms: growth = peak - before.
     Direct: the same number of streams straight to the upstream.
@@ -261,14 +262,28 @@ async def scenario_conversation(root: str, child: Child, upstreams: Upstreams, o
         out["direct_continue"] = {"status": status, "seconds": round(seconds, 3)}
         seconds, status, raw = await _post(http, f"{root}/v1/responses", {
             "model": "fixed", "input": "what next?", "conversation": conversation})
+        answer = orjson.loads(raw)
         out["parley_continue"] = {"status": status, "seconds": round(seconds, 3),
-                                  "response_status": orjson.loads(raw).get("status")}
+                                  "response_status": answer.get("status")}
+        # The next turn: the process has read the conversation once (its conversation cache), so it reads and
+        # translates only what the first continuation appended.
+        reply = answer["output"][-1]["content"][0]["text"] if status == 200 else ""
+        seconds, status, _ = await _post(http, f"{upstreams.fake}/v1/chat/completions", {
+            "model": "fixed", "messages": [*history, {"role": "user", "content": "what next?"},
+                                           {"role": "assistant", "content": reply},
+                                           {"role": "user", "content": "and then?"}]})
+        out["direct_continue_again"] = {"status": status, "seconds": round(seconds, 3)}
+        seconds, status, raw = await _post(http, f"{root}/v1/responses", {
+            "model": "fixed", "input": "and then?", "conversation": conversation})
+        out["parley_continue_again"] = {"status": status, "seconds": round(seconds, 3),
+                                        "response_status": orjson.loads(raw).get("status")}
         async with http.get(f"{root}/v1/conversations/{conversation}/items?limit=3&order=desc") as resp:
             newest = orjson.loads(await resp.read())["data"]
         out["appended"] = [item.get("role") for item in reversed(newest)]
     out["memory"] = _memory(child, before)
     out["ok"] = (errors == 0 and out["list"]["in_order_and_whole"] and out["parley_continue"]["status"] == 200
                  and out["parley_continue"]["response_status"] == "completed"
+                 and out["parley_continue_again"]["response_status"] == "completed"
                  and out["appended"][-2:] == ["user", "assistant"])
     return out
 
