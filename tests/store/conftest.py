@@ -15,9 +15,12 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.engine import make_url
 
+from parley.config import EmbeddedConfig, ModelConfig, Settings
 from parley.store import tables
 from parley.store.migrations import migrate
 from parley.store.sql import SqlStore, make_engine
+from parley.testing.fake_upstream import FakeUpstream
+from parley.testing.in_process import InProcess, in_process
 
 with warnings.catch_warnings():
     # pgserver resolves a runtime dir at import time and warns when XDG_RUNTIME_DIR is unset (CI, root).
@@ -106,3 +109,40 @@ async def store(store_url: str) -> AsyncIterator[SqlStore]:
         yield opened
     finally:
         await opened.close()
+
+
+MB = 1024 * 1024
+
+
+@pytest.fixture
+async def cached(store_url: str) -> AsyncIterator[SqlStore]:
+    """A store keeping recently continued chains and conversations (1 MB each)."""
+    opened = await SqlStore.open(store_url, chain_cache_bytes=MB)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def other(store_url: str) -> AsyncIterator[SqlStore]:
+    """Another process on the same database, also caching."""
+    opened = await SqlStore.open(store_url, chain_cache_bytes=MB)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def echo_app(tmp_path: Path, db_url: str) -> AsyncIterator[InProcess]:
+    """The app on each database, with one model (`echo`) on a fake upstream that echoes its input."""
+    upstream = FakeUpstream()
+    await upstream.start()
+    settings = Settings(data_dir=tmp_path, database_url=db_url, embedded=EmbeddedConfig(enabled=False),
+                        models=[ModelConfig(id="echo", base_url=upstream.base_url, upstream_model="echo")])
+    try:
+        async with in_process(settings) as app:
+            yield app
+    finally:
+        await upstream.stop()

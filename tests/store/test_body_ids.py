@@ -5,14 +5,11 @@ it, such an id was a 400 without `param` there (or a 500 before that), and a 404
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from parley.config import EmbeddedConfig, ModelConfig, Settings
-from parley.testing.fake_upstream import FakeUpstream
-from parley.testing.in_process import in_process
+from parley.testing.in_process import InProcess
 
 NUL = "a\u0000b"
 ADMIN = {"authorization": "Bearer sk-admin"}
@@ -89,45 +86,37 @@ async def _check(http: httpx.AsyncClient, ids: dict[str, str], path: str, body: 
     return error
 
 
-async def test_a_nul_character_in_a_body_id_is_a_400_naming_it_on_either_database(tmp_path: Path, db_url: str) -> None:
-    upstream = FakeUpstream()
-    await upstream.start()
-    settings = Settings(data_dir=tmp_path, database_url=db_url, embedded=EmbeddedConfig(enabled=False),
-                        models=[ModelConfig(id="echo", base_url=upstream.base_url, upstream_model="echo")])
-    try:
-        async with in_process(settings) as app:
-            http = app.http
-            ids = {"conv": (await http.post("/v1/conversations", json={})).json()["id"],
-                   "vs": (await http.post("/v1/vector_stores", json={"name": "v"})).json()["id"],
-                   "cntr": (await http.post("/v1/containers", json={"name": "c"})).json()["id"]}
-            wrong: list[tuple[str, str, Any]] = []
-            for path, body, param in CASES:
-                error = await _check(http, ids, path, body)
-                expected = {"type": "invalid_request_error", "code": "invalid_value", "param": param}
-                if {k: error[k] for k in expected} != expected or "NUL" not in error["message"]:
-                    wrong.append((path, param, error))
-            assert wrong == []
+async def test_a_nul_character_in_a_body_id_is_a_400_naming_it_on_either_database(echo_app: InProcess) -> None:
+    http = echo_app.http
+    ids = {"conv": (await http.post("/v1/conversations", json={})).json()["id"],
+           "vs": (await http.post("/v1/vector_stores", json={"name": "v"})).json()["id"],
+           "cntr": (await http.post("/v1/containers", json={"name": "c"})).json()["id"]}
+    wrong: list[tuple[str, str, Any]] = []
+    for path, body, param in CASES:
+        error = await _check(http, ids, path, body)
+        expected = {"type": "invalid_request_error", "code": "invalid_value", "param": param}
+        if {k: error[k] for k in expected} != expected or "NUL" not in error["message"]:
+            wrong.append((path, param, error))
+    assert wrong == []
 
-            # The Anthropic door (its error shape has no `param`: the message names the field).
-            anthropic = {"x-api-key": "sk-local", "anthropic-version": "2023-06-01"}
-            for messages, field in [
-                ([{"role": "user", "content": [{"type": "document", "source": {"type": "file",
-                                                                               "file_id": "file-" + NUL}}]}],
-                 "messages[0].content[0].source.file_id"),
-                ([{"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_" + NUL, "name": "f",
-                                                     "input": {}}]}, {"role": "user", "content": "x"}],
-                 "messages[0].content[0].id"),
-                ([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_" + NUL,
-                                                "content": "x"}]}],
-                 "messages[0].content[0].tool_use_id"),
-            ]:
-                resp = await http.post("/v1/messages", headers=anthropic, json={
-                    "model": "echo", "max_tokens": 16, "messages": messages})
-                assert resp.status_code == 400, resp.text
-                assert field in resp.json()["error"]["message"] and "NUL" in resp.json()["error"]["message"]
+    # The Anthropic door (its error shape has no `param`: the message names the field).
+    anthropic = {"x-api-key": "sk-local", "anthropic-version": "2023-06-01"}
+    for messages, field in [
+        ([{"role": "user", "content": [{"type": "document", "source": {"type": "file",
+                                                                       "file_id": "file-" + NUL}}]}],
+         "messages[0].content[0].source.file_id"),
+        ([{"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_" + NUL, "name": "f",
+                                             "input": {}}]}, {"role": "user", "content": "x"}],
+         "messages[0].content[0].id"),
+        ([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_" + NUL,
+                                        "content": "x"}]}],
+         "messages[0].content[0].tool_use_id"),
+    ]:
+        resp = await http.post("/v1/messages", headers=anthropic, json={
+            "model": "echo", "max_tokens": 16, "messages": messages})
+        assert resp.status_code == 400, resp.text
+        assert field in resp.json()["error"]["message"] and "NUL" in resp.json()["error"]["message"]
 
-            # Text is not an id: a NUL in a message's text is the client's to send (stored escaped in JSON).
-            ok = await http.post("/v1/responses", json={"model": "echo", "input": "x\u0000y"})
-            assert ok.status_code == 200 and ok.json()["output"][0]["content"][0]["text"] == "echo: x\u0000y"
-    finally:
-        await upstream.stop()
+    # Text is not an id: a NUL in a message's text is the client's to send (stored escaped in JSON).
+    ok = await http.post("/v1/responses", json={"model": "echo", "input": "x\u0000y"})
+    assert ok.status_code == 200 and ok.json()["output"][0]["content"][0]["text"] == "echo: x\u0000y"

@@ -4,33 +4,10 @@ with a second store on the same database standing for another process."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from tests.store.test_store_contract import PROJECT, count_statements, message, response
 
 from parley.store.sql import SqlStore
-
-MB = 1024 * 1024
-
-
-@pytest.fixture
-async def cached(store_url: str) -> AsyncIterator[SqlStore]:
-    opened = await SqlStore.open(store_url, chain_cache_bytes=MB)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
-async def other(store_url: str) -> AsyncIterator[SqlStore]:
-    """Another process on the same database, also caching."""
-    opened = await SqlStore.open(store_url, chain_cache_bytes=MB)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def turn(store: SqlStore, previous: str | None, n: int, status: str = "completed") -> str:

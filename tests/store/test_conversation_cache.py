@@ -5,38 +5,17 @@ deletes items and deletes conversations."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 from sqlalchemy import delete, insert, update
+from tests.store.conftest import MB
 from tests.store.test_conversation_store import PROJECT, count_statements, message
 
 from parley.store import migrations, tables
 from parley.store.base import Item
 from parley.store.migrations import migrate
 from parley.store.sql import SqlStore, make_engine
-
-MB = 1024 * 1024
-
-
-@pytest.fixture
-async def cached(store_url: str) -> AsyncIterator[SqlStore]:
-    opened = await SqlStore.open(store_url, chain_cache_bytes=MB)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
-async def other(store_url: str) -> AsyncIterator[SqlStore]:
-    """Another process on the same database, also caching."""
-    opened = await SqlStore.open(store_url, chain_cache_bytes=MB)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def turn(store: SqlStore, conversation_id: str, n: int) -> list[Item]:

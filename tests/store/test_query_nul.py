@@ -8,14 +8,11 @@ path id holding one is a 404 naming its path parameter, like any id no object ha
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from parley.config import EmbeddedConfig, ModelConfig, Settings
-from parley.testing.fake_upstream import FakeUpstream
-from parley.testing.in_process import in_process
+from parley.testing.in_process import InProcess
 
 ADMIN = {"authorization": "Bearer sk-admin"}
 NUL = "a\u0000b"
@@ -76,47 +73,39 @@ PATHS: list[tuple[str, str]] = [
 
 
 async def test_a_nul_character_in_a_query_parameter_is_a_400_naming_it_on_either_database(
-        tmp_path: Path, db_url: str) -> None:
-    upstream = FakeUpstream()
-    await upstream.start()
-    settings = Settings(data_dir=tmp_path, database_url=db_url, embedded=EmbeddedConfig(enabled=False),
-                        models=[ModelConfig(id="echo", base_url=upstream.base_url, upstream_model="echo")])
-    try:
-        async with in_process(settings) as app:
-            http: httpx.AsyncClient = app.http
-            ids = {"resp": (await http.post("/v1/responses", json={"model": "echo", "input": "hi"})).json()["id"],
-                   "conv": (await http.post("/v1/conversations", json={})).json()["id"],
-                   "vs": (await http.post("/v1/vector_stores", json={"name": "v"})).json()["id"],
-                   "cntr": (await http.post("/v1/containers", json={"name": "c"})).json()["id"]}
-            wrong: list[tuple[str, Any, int, Any]] = []
-            for path, query, param in QUERIES:
-                resp = await http.get(path.format(**ids), params=query, headers=ADMIN)
-                error = resp.json().get("error") or {}
-                expected = {"type": "invalid_request_error", "code": "invalid_value", "param": param}
-                if (resp.status_code != 400 or {k: error.get(k) for k in expected} != expected
-                        or "NUL" not in error.get("message", "")):
-                    wrong.append((path, query, resp.status_code, error))
-            for path, param in PATHS:
-                resp = await http.get(path.format(**ids), headers=ADMIN)
-                error = resp.json().get("error") or {}
-                if resp.status_code != 404 or (error.get("code"), error.get("param")) != ("not_found", param):
-                    wrong.append((path, None, resp.status_code, error))
-            assert wrong == []
+        echo_app: InProcess) -> None:
+    http: httpx.AsyncClient = echo_app.http
+    ids = {"resp": (await http.post("/v1/responses", json={"model": "echo", "input": "hi"})).json()["id"],
+           "conv": (await http.post("/v1/conversations", json={})).json()["id"],
+           "vs": (await http.post("/v1/vector_stores", json={"name": "v"})).json()["id"],
+           "cntr": (await http.post("/v1/containers", json={"name": "c"})).json()["id"]}
+    wrong: list[tuple[str, Any, int, Any]] = []
+    for path, query, param in QUERIES:
+        resp = await http.get(path.format(**ids), params=query, headers=ADMIN)
+        error = resp.json().get("error") or {}
+        expected = {"type": "invalid_request_error", "code": "invalid_value", "param": param}
+        if (resp.status_code != 400 or {k: error.get(k) for k in expected} != expected
+                or "NUL" not in error.get("message", "")):
+            wrong.append((path, query, resp.status_code, error))
+    for path, param in PATHS:
+        resp = await http.get(path.format(**ids), headers=ADMIN)
+        error = resp.json().get("error") or {}
+        if resp.status_code != 404 or (error.get("code"), error.get("param")) != ("not_found", param):
+            wrong.append((path, None, resp.status_code, error))
+    assert wrong == []
 
-            # The Anthropic door answers in its own error shape (no `param`: the message names it).
-            resp = await http.get("/v1/models", params={"after_id": NUL},
-                                  headers={"x-api-key": "sk-local", "anthropic-version": "2023-06-01"})
-            body = resp.json()
-            assert resp.status_code == 400 and body["type"] == "error", resp.text
-            assert body["error"]["type"] == "invalid_request_error"
-            assert "'after_id'" in body["error"]["message"] and "NUL" in body["error"]["message"]
+    # The Anthropic door answers in its own error shape (no `param`: the message names it).
+    resp = await http.get("/v1/models", params={"after_id": NUL},
+                          headers={"x-api-key": "sk-local", "anthropic-version": "2023-06-01"})
+    body = resp.json()
+    assert resp.status_code == 400 and body["type"] == "error", resp.text
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "'after_id'" in body["error"]["message"] and "NUL" in body["error"]["message"]
 
-            # Without the NUL the same parameters work (`%00` is what was refused, not the parameter).
-            listed = await http.get("/v1/responses/list", params={"model": "echo", "metadata[topic]": "x"})
-            assert listed.status_code == 200 and listed.json()["data"] == []
-            named = await http.get("/v1/containers", params={"name": "c"})
-            assert [c["id"] for c in named.json()["data"]] == [ids["cntr"]]
-            items = await http.get(f"/v1/responses/{ids['resp']}/input_items", params={"include[]": "a%00b"})
-            assert items.status_code == 400 and "%00" in items.json()["error"]["message"]  # an unknown value
-    finally:
-        await upstream.stop()
+    # Without the NUL the same parameters work (`%00` is what was refused, not the parameter).
+    listed = await http.get("/v1/responses/list", params={"model": "echo", "metadata[topic]": "x"})
+    assert listed.status_code == 200 and listed.json()["data"] == []
+    named = await http.get("/v1/containers", params={"name": "c"})
+    assert [c["id"] for c in named.json()["data"]] == [ids["cntr"]]
+    items = await http.get(f"/v1/responses/{ids['resp']}/input_items", params={"include[]": "a%00b"})
+    assert items.status_code == 400 and "%00" in items.json()["error"]["message"]  # an unknown value
