@@ -28,6 +28,16 @@ class InvalidRequest(ParleyError):
         super().__init__(message, param, code, 400, "invalid_request_error")
 
 
+class UnsupportedSchema(InvalidRequest):
+    """A schema a model cannot hold its output to (the embedded model's grammar). `function`: the upstream name of
+    the function whose `parameters` it is, which the request's tools then name by their place (`tools[2].parameters`);
+    None for `text.format`."""
+
+    def __init__(self, message: str, param: str, function: str | None = None) -> None:
+        super().__init__(message, param, "unsupported_schema")
+        self.function = function
+
+
 class NotFound(ParleyError):
     def __init__(self, message: str, param: str | None = None, code: str | None = "not_found") -> None:
         super().__init__(message, param, code, 404, "invalid_request_error")

@@ -200,11 +200,13 @@ def test_embedded_schema_the_grammar_cannot_express_is_a_400(embedded_client: Op
     # This pattern's grammar does not parse in llama.cpp: it made the child segfault at the first token.
     code = {"type": "function", "name": "set_code", "parameters": {
         "type": "object", "properties": {"code": {"type": "string", "pattern": "^\\d{3}$"}}, "required": ["code"]}}
+    fine = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
     with pytest.raises(BadRequestError) as refused:
-        embedded_client.responses.create(model=MODEL, input="Set the code.", tools=[code],  # type: ignore[list-item]
-                                          tool_choice="required", max_output_tokens=16)
+        embedded_client.responses.create(model=MODEL, input="Set the code.", tools=[fine, code],  # type: ignore[list-item]
+                                          tool_choice={"type": "function", "name": "set_code"},
+                                          max_output_tokens=16)
     error = refused.value.body
-    assert isinstance(error, dict) and error["param"] == "tools", error
+    assert isinstance(error, dict) and error["param"] == "tools[1].parameters", error  # named by its place
     assert "'set_code'" in error["message"] and "properties.code.pattern" in error["message"]
     assert embedded_client.responses.create(model=MODEL, input="Hi", max_output_tokens=16).output_text
 

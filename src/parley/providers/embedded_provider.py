@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 import orjson
 
 from parley.config import EmbeddedConfig
-from parley.errors import InvalidRequest, ParleyError, UpstreamError
+from parley.errors import ParleyError, UnsupportedSchema, UpstreamError
 from parley.providers.base import Finish, ModelCall, ModelEvent, ModelStream, TokenCount
 from parley.providers.chat_completions import ChatCompletionsProvider, ReplyLimits
 from parley.providers.embedded import Child, EmbeddedServer
@@ -60,12 +60,12 @@ def unsupported_schema(err: ParleyError, call: ModelCall) -> ParleyError:
     except (orjson.JSONDecodeError, KeyError, TypeError):
         message, param = err.message, err.param or ""
     if param.startswith("response_format"):
-        return InvalidRequest(message, param="text.format.schema", code="unsupported_schema")
+        return UnsupportedSchema(message, "text.format.schema")
     tool = _TOOL_PARAM.match(param)
     if tool is not None and int(tool.group(1)) < len(call.tools):
-        message = f"Function '{call.tools[int(tool.group(1))]['name']}', its parameters: {message}"
-    return InvalidRequest(message, param="tool_choice" if param == "tool_choice" else "tools",
-                          code="unsupported_schema")
+        function = str(call.tools[int(tool.group(1))]["name"])
+        return UnsupportedSchema(f"Function '{function}', its parameters: {message}", "tools", function)
+    return UnsupportedSchema(message, "tool_choice" if param == "tool_choice" else "tools")
 
 
 class _ChildStream:

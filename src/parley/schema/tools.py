@@ -64,6 +64,7 @@ class ClientTool:
     deferred: bool = False  # defer_loading: offered only once a tool search loaded it
     declared: dict[str, Any] | None = field(default=None, compare=False, hash=False)  # as the client sent it
     namespace_description: str | None = None
+    path: str | None = field(default=None, compare=False, hash=False)  # where it was declared: `tools[2]`
 
     def upstream_function(self) -> dict[str, Any]:
         if self.kind != "function" and self.kind != "custom":
@@ -255,7 +256,7 @@ def _client_tool(raw: dict[str, Any], path: str, namespace: str | None,
             upstream = _upstream_name(fn.name, namespace)
             tool = ClientTool("function", fn.name, upstream, namespace, fn.description, fn.parameters, fn.strict,
                               deferred=raw.get("defer_loading") is True, declared=raw,
-                              namespace_description=namespace_description)
+                              namespace_description=namespace_description, path=path)
         elif kind == "custom":
             custom = CustomTool.model_validate(raw)
             upstream = _upstream_name(custom.name, namespace)

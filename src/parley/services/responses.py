@@ -20,7 +20,7 @@ from parley.engine.timing import Timing
 from parley.engine.tool_loop import Toolbox
 from parley.engine.truncation import fit_context
 from parley.engine.turns import Turns
-from parley.errors import InvalidRequest, NotFound
+from parley.errors import InvalidRequest, NotFound, UnsupportedSchema
 from parley.ids import new_id
 from parley.providers.base import HostedTool, ModelCall
 from parley.providers.hosted_input import hosted_items, hosted_servers
@@ -160,7 +160,13 @@ class ResponsesService:
         toolbox.observer = self._telemetry.tools  # built-in calls counted, timed and traced
         with self._telemetry.response_opening(response, fitted.call):  # the response's trace span starts here
             # Calls the client approved (MCP) run first; the first model turn is opened after them (engine/run.py).
-            stream = None if toolbox.first_calls else await entry.provider.open(fitted.call)
+            try:
+                stream = None if toolbox.first_calls else await entry.provider.open(fitted.call)
+            except UnsupportedSchema as err:
+                tool = toolset.by_upstream_name().get(err.function or "")
+                if tool is not None and tool.path is not None:  # the function by its place in the request
+                    err.param = f"{tool.path}.parameters"
+                raise
         if timing is not None and stream is not None:
             timing.mark("upstream_opened", {"turn": 1})
         obfuscate = self._obfuscation_default
