@@ -17,14 +17,15 @@ is Parley's CPU (from /proc, 10 ms ticks) per turn over the 100 turns ending wit
 1-100): its cost without the upstream's or the client's, and without the noise of latency.
 
 `--wire responses` puts a native Responses upstream behind Parley instead (`provider = "openai_responses"`, the
-same fake's `POST /v1/responses`), and the direct client resends the history as Responses `input`.
+same fake's `POST /v1/responses`), and the direct client resends the history as Responses `input`; `--wire gemini`
+a Gemini one (`provider = "gemini"`, `:generateContent`), the history resent as `contents`.
 
 `--conversation` continues a conversation instead (`"conversation": "conv_..."` on every turn; the conversation
 cache is the chain cache's counterpart, off with it), after `--prefill N` items (user and assistant messages,
 added 20 per POST through the Conversations API, untimed; the direct client's history starts with the same
 messages). `first_turn` is turn 1 alone: the conversation's first read by this Parley, its whole history.
 
-Run: `python -m bench.chain [--turns 1000] [--databases sqlite postgres] [--cache on off] [--wire chat responses]
+Run: `python -m bench.chain [--turns 1000] [--databases sqlite postgres] [--cache on off] [--wire chat responses gemini]
 [--conversation [--prefill 10000]] [--output FILE]`.
 JSON on stdout (and --output), progress on stderr.
 """
@@ -83,12 +84,18 @@ def _direct(wire: str, upstream_url: str, history: list[dict[str, str]], questio
         items = [{"role": m["role"], "content": [{"type": "input_text", "text": m["content"]}]}
                  if m["role"] == "user" else m for m in messages]
         return f"{upstream_url}/v1/responses", {"model": "fixed", "input": items, "store": False}
+    if wire == "gemini":  # as providers/gemini_request.py sends them: roles user and model, text parts
+        contents = [{"role": "model" if m["role"] == "assistant" else "user", "parts": [{"text": m["content"]}]}
+                    for m in messages]
+        return f"{upstream_url}/v1beta/models/fixed:generateContent", {"contents": contents}
     return f"{upstream_url}/v1/chat/completions", {"model": "fixed", "messages": messages}
 
 
 def _answer_text(wire: str, answer: dict[str, Any]) -> str:
     if wire == "responses":
         return str(answer["output"][-1]["content"][0]["text"])
+    if wire == "gemini":
+        return str(answer["candidates"][0]["content"]["parts"][0]["text"])
     return str(answer["choices"][0]["message"]["content"])
 
 
@@ -181,9 +188,12 @@ async def one_run(database: str, cache: bool, turns: int, workdir: Path, wire: s
         children.append(upstream)
         config = workdir / "config.toml"
         # a window the whole chain fits in (1,000 turns are ~30k tokens): truncation does not hide the cost
-        extra = 'context_window = 1000000\n' + ('provider = "openai_responses"\n' if wire == "responses" else "")
-        config.write_text(_parley_config(upstream_url).replace('upstream_model = "fixed"\n',
-                                                                'upstream_model = "fixed"\n' + extra))
+        extra = 'context_window = 1000000\n' + {"responses": 'provider = "openai_responses"\n',
+                                                  "gemini": 'provider = "gemini"\n'}.get(wire, "")
+        text = _parley_config(upstream_url).replace('upstream_model = "fixed"\n', 'upstream_model = "fixed"\n' + extra)
+        if wire == "gemini":
+            text = text.replace(f'base_url = "{upstream_url}/v1"', f'base_url = "{upstream_url}/v1beta"')
+        config.write_text(text)
         parley = Child("parley", [*_parley_argv(), "serve", "--host", "127.0.0.1", "--port", str(parley_port),
                                   "--data-dir", str(workdir / "data"), "--config", str(config),
                                   "--log-level", "warning"], workdir / "parley.log", env)
@@ -220,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--turns", type=int, default=1000)
     parser.add_argument("--databases", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"])
     parser.add_argument("--cache", nargs="+", choices=["on", "off"], default=["on", "off"])
-    parser.add_argument("--wire", nargs="+", choices=["chat", "responses"], default=["chat"])
+    parser.add_argument("--wire", nargs="+", choices=["chat", "responses", "gemini"], default=["chat"])
     parser.add_argument("--conversation", action="store_true", help="continue a conversation, not a chain")
     parser.add_argument("--prefill", type=int, default=0, help="items in the conversation before turn 1")
     parser.add_argument("--output", type=Path)

@@ -16,6 +16,7 @@ from parley.providers.anthropic_request import AnthropicMessages, anthropic_body
 from parley.providers.base import ModelCall
 from parley.providers.chat_completions import ReplyLimits
 from parley.providers.chat_request import ChatMessages, chat_body, chat_messages
+from parley.providers.gemini_request import GeminiContents, gemini_body
 from parley.providers.http1 import Http1Pool
 from parley.providers.native_profiles import NATIVE_PROFILES
 from parley.providers.prefix_memo import PrefixMemo
@@ -215,6 +216,40 @@ def test_the_anthropic_wire_body_along_a_chain_equals_a_fresh_translation(cache_
         assert body == snapshot
     marked = [b for m in bodies[-1][0]["messages"] for b in m["content"] if "cache_control" in b]
     assert len(marked) == (1 if cache_key else 0)  # the last block only, not every turn's last block
+
+
+def test_the_gemini_wire_body_along_a_chain_equals_a_fresh_translation() -> None:
+    """The Gemini wire's memo: items of one role in a row share a content (a call joins the answer before it, a
+    function response the user turn), and thought signatures go back on the part of the model turn that carried
+    them, attached when the turn is complete: after the memo's state was kept, so on copies. Earlier bodies never
+    change, and a turn made by another model gets no signatures."""
+    profile = NATIVE_PROFILES[("gemini", "gemini")]
+    memo: PrefixMemo[GeminiContents] = PrefixMemo(1 << 20)
+
+    def signed(n: int, on: str, **where: str) -> Item:
+        return {**_reasoning(n), "upstream": {"kind": "gemini", "model": "gemini-a", "signature": f"sig{n}",
+                                              "on": on, **where}}
+
+    developer = {"id": "msg_d", "type": "message", "role": "developer", "content": [
+        {"type": "input_text", "text": "Use metric units."}]}
+    items: list[Item] = []
+    bodies = []
+    for model, turn in (("gemini-a", [developer, _user(1), signed(1, "text"), _assistant(1)]),
+                        ("gemini-a", [signed(2, "call", call_id="call_2"), _call(2)]),
+                        ("gemini-a", [_output(2), _user(3), signed(3, "own")]),
+                        ("gemini-a", [_assistant(3)]),
+                        ("gemini-b", [_user(4), _call(4), _output(4)]),
+                        ("gemini-a", [_user(5), signed(5, "text"), _assistant(5)])):
+        items = [*items, *turn]
+        call = ModelCall(model, items, instructions="Be brief.", tools=[
+            {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}])
+        body = gemini_body(call, profile, memo)
+        assert body == gemini_body(call, profile)
+        bodies.append((body, copy.deepcopy(body)))
+    for body, snapshot in bodies:
+        assert body == snapshot
+    signatures = [part.get("thoughtSignature") for content in bodies[-1][0]["contents"] for part in content["parts"]]
+    assert "sig1" in signatures and "sig2" in signatures and "sig3" in signatures and "sig5" in signatures
 
 
 def _image(n: int) -> Item:

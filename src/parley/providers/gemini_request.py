@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from parley.providers.base import Item, ModelCall
@@ -34,6 +35,7 @@ from parley.providers.native_items import (
     upstream_state,
 )
 from parley.providers.native_profiles import NativeProfile
+from parley.providers.prefix_memo import PrefixMemo
 
 KIND = "gemini"
 Part = dict[str, Any]
@@ -77,14 +79,44 @@ def _parts(parts: list[Item], path: str, profile: NativeProfile) -> list[Part]:
     return [p for p in converted if p is not None]
 
 
-class _Contents:
-    """The contents list; a model turn's thought signatures are attached when the turn is complete."""
+@dataclass(frozen=True, slots=True)
+class GeminiContents:
+    """A call's translated contents as a PrefixMemo keeps them (providers/prefix_memo.py): as they stand after its
+    last item, before the last turn's thought signatures are attached (those still pending are kept), with the
+    instructions and upstream model they were made for (signatures go back only to the model that made them)."""
 
-    def __init__(self) -> None:
-        self.contents: list[dict[str, Any]] = []
-        self.system: list[Part] = []
-        self.call_names: dict[str, str] = {}
-        self._signatures: list[dict[str, Any]] = []
+    instructions: str | None
+    upstream_model: str
+    contents: tuple[dict[str, Any], ...]
+    system: tuple[Part, ...]
+    call_names: tuple[tuple[str, str], ...]
+    signatures: tuple[dict[str, Any], ...]
+
+
+class _Contents:
+    """The contents list; a model turn's thought signatures are attached when the turn is complete. Contents before
+    `shared` belong to a memo: the last of them is copied before anything joins or marks it."""
+
+    def __init__(self, start: GeminiContents | None = None) -> None:
+        self.contents: list[dict[str, Any]] = list(start.contents) if start is not None else []
+        self.system: list[Part] = list(start.system) if start is not None else []
+        self.call_names: dict[str, str] = dict(start.call_names) if start is not None else {}
+        self._signatures: list[dict[str, Any]] = list(start.signatures) if start is not None else []
+        self.shared = len(self.contents)
+
+    def kept(self, call: ModelCall) -> GeminiContents:
+        """This state for a memo; what is added after it (the last turn's signatures) goes on copies."""
+        self.shared = len(self.contents)
+        return GeminiContents(call.instructions, call.upstream_model, tuple(self.contents), tuple(self.system),
+                              tuple(self.call_names.items()), tuple(self._signatures))
+
+    def _last(self) -> dict[str, Any]:
+        """The last content, to change: a copy (its parts too) if a memo holds it."""
+        if len(self.contents) == self.shared:
+            last = self.contents[-1]
+            self.contents[-1] = {**last, "parts": [dict(part) for part in last["parts"]]}
+            self.shared -= 1
+        return self.contents[-1]
 
     def add(self, role: str, parts: list[Part]) -> None:
         if role == "user":
@@ -92,7 +124,7 @@ class _Contents:
         if not parts:
             return
         if self.contents and self.contents[-1]["role"] == role:
-            self.contents[-1]["parts"].extend(parts)
+            self._last()["parts"].extend(parts)
         else:
             self.contents.append({"role": role, "parts": list(parts)})
 
@@ -105,7 +137,7 @@ class _Contents:
             self.contents.append({"role": "model", "parts": []})
         if not self.contents or self.contents[-1]["role"] != "model":
             return
-        parts: list[Part] = self.contents[-1]["parts"]
+        parts: list[Part] = self._last()["parts"]
         for sig in signatures:
             target = _target(parts, sig)
             if target is None:
@@ -185,14 +217,31 @@ def gemini_path(call: ModelCall) -> str:
     return f"/models/{model}:streamGenerateContent?alt=sse" if call.stream else f"/models/{model}:generateContent"
 
 
-def gemini_body(call: ModelCall, profile: NativeProfile) -> dict[str, Any]:
-    out = _Contents()
-    if call.instructions:
+def _translate(call: ModelCall, profile: NativeProfile, memo: PrefixMemo[GeminiContents] | None) -> _Contents:
+    """The call's contents; with a `memo`, from its first new item on."""
+    hit = memo.find(call.items) if memo is not None else None
+    if memo is not None and hit is not None and (hit.state.instructions, hit.state.upstream_model) != (
+            call.instructions, call.upstream_model):
+        memo.drop(hit)  # made for other instructions or another model: this translation replaces it
+        hit = None
+    out = _Contents(hit.state if hit is not None else None)
+    if hit is None and call.instructions:
         out.system.append({"text": call.instructions})
-    for index, item in enumerate(call.items):
+    for index in range(hit.start if hit is not None else 0, len(call.items)):
+        item = call.items[index]
         if item["type"] not in _MODEL_SIDE and not (item["type"] == "message" and item["role"] == "assistant"):
             out.end_turn()
         _item(out, item, f"input[{index}]", call, profile)
+    if memo is not None:
+        memo.put(call.items, out.kept(call), hit, call.continuable)
+    return out
+
+
+def gemini_body(call: ModelCall, profile: NativeProfile, memo: PrefixMemo[GeminiContents] | None = None
+                ) -> dict[str, Any]:
+    """The generateContent body of `call`. With a `memo` (one per configured model), a call that extends one
+    translated before is translated only from its first new item on."""
+    out = _translate(call, profile, memo)
     out.end_turn()
     body: dict[str, Any] = {"contents": out.contents}
     if out.system:

@@ -133,9 +133,9 @@ def chat_provider(
     )
 
 
-# Each wire built with the size of its memo of translated contexts (Gemini's keeps none yet).
+# Each wire built with the size of its memo of translated contexts.
 _WIRES: dict[str, Callable[[int], Wire]] = {
-    "openai_responses": ResponsesWire, "anthropic": AnthropicWire, "gemini": lambda _: GeminiWire(),
+    "openai_responses": ResponsesWire, "anthropic": AnthropicWire, "gemini": GeminiWire,
 }
 
 
