@@ -6,6 +6,7 @@ and is stopped and deleted at the end. As root, pgserver runs the server as its 
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import warnings
 from collections.abc import AsyncIterator
@@ -114,24 +115,27 @@ async def store(store_url: str) -> AsyncIterator[SqlStore]:
 MB = 1024 * 1024
 
 
-@pytest.fixture
-async def cached(store_url: str) -> AsyncIterator[SqlStore]:
-    """A store keeping recently continued chains and conversations (1 MB each)."""
-    opened = await SqlStore.open(store_url, chain_cache_bytes=MB)
+@contextlib.asynccontextmanager
+async def _caching_store(url: str) -> AsyncIterator[SqlStore]:
+    opened = await SqlStore.open(url, chain_cache_bytes=MB)
     try:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def cached(store_url: str) -> AsyncIterator[SqlStore]:
+    """A store keeping recently continued chains and conversations (1 MB each)."""
+    async with _caching_store(store_url) as opened:
+        yield opened
 
 
 @pytest.fixture
 async def other(store_url: str) -> AsyncIterator[SqlStore]:
     """Another process on the same database, also caching."""
-    opened = await SqlStore.open(store_url, chain_cache_bytes=MB)
-    try:
+    async with _caching_store(store_url) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture

@@ -12,15 +12,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select
 
-from parley.config import EmbeddedConfig, ModelConfig, RateLimits, Settings
+from parley.config import EmbeddedConfig, RateLimits, Settings
 from parley.ids import new_id
 from parley.store import migrations, tables
 from parley.store.base import KeySpec, UsageQuery, UsageRecord
 from parley.store.migrations import migrate
 from parley.store.sql import SqlStore, hash_key, make_engine
 from parley.store.sql_usage import usage_row
-from parley.testing.fake_upstream import FakeUpstream
-from parley.testing.in_process import in_process
+from parley.testing.in_process import InProcess, in_process
 
 
 def usage(created_at: int, project: str = "p1", key: str | None = "key_a", model: str = "m1",
@@ -237,17 +236,9 @@ async def test_an_id_with_a_nul_character_is_not_found_on_either_database(
 ], ids=["previous_response_id", "conversation", "item_reference", "file_id", "vector_store_ids", "prompt",
         "item_id"])
 async def test_a_nul_character_in_a_body_id_is_the_requests_mistake_on_either_database(
-        tmp_path: Path, db_url: str, body: dict[str, object]) -> None:
+        echo_app: InProcess, body: dict[str, object]) -> None:
     # PostgreSQL refuses a NUL in a text parameter (SQLSTATE 22021): each of these was a 500 there.
-    upstream = FakeUpstream()
-    await upstream.start()
-    settings = Settings(data_dir=tmp_path, database_url=db_url, embedded=EmbeddedConfig(enabled=False),
-                        models=[ModelConfig(id="echo", base_url=upstream.base_url, upstream_model="echo")])
-    try:
-        async with in_process(settings) as app:
-            resp = await app.http.post("/v1/responses", json={"model": "echo", **body})
-            assert resp.status_code < 500, resp.text
-            if resp.status_code >= 400:
-                assert resp.json()["error"]["type"] == "invalid_request_error"
-    finally:
-        await upstream.stop()
+    resp = await echo_app.http.post("/v1/responses", json={"model": "echo", **body})
+    assert resp.status_code < 500, resp.text
+    if resp.status_code >= 400:
+        assert resp.json()["error"]["type"] == "invalid_request_error"

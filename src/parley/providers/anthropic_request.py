@@ -253,11 +253,8 @@ def _mark_cache(body: dict[str, Any], call: ModelCall, size: int) -> None:
 
 def _translate(call: ModelCall, profile: NativeProfile, memo: PrefixMemo[AnthropicMessages] | None) -> _Messages:
     """The call's messages and system blocks; with a `memo`, from its first new item on."""
-    hit = memo.find(call.items) if memo is not None else None
-    if memo is not None and hit is not None and (hit.state.instructions, hit.state.upstream_model) != (
-            call.instructions, call.upstream_model):
-        memo.drop(hit)  # made for other instructions or another model: this translation replaces it
-        hit = None
+    hit = memo.find(call.items, lambda made: (made.instructions, made.upstream_model) == (
+        call.instructions, call.upstream_model)) if memo is not None else None
     out = _Messages(hit.state if hit is not None else None)
     if hit is None and call.instructions:
         out.system.append({"type": "text", "text": call.instructions})

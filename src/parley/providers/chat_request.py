@@ -76,10 +76,7 @@ def chat_messages(call: ModelCall, profile: Profile, memo: PrefixMemo[ChatMessag
     """The Chat Completions messages of `call`. With a `memo` (one per profile: the translation depends on it),
     a call that extends one translated before is translated only from its first new item on; the messages of
     the prefix are shared, never changed (one the new items change is copied first)."""
-    hit = memo.find(call.items) if memo is not None else None
-    if memo is not None and hit is not None and hit.state.instructions != call.instructions:
-        memo.drop(hit)  # made with other instructions: this translation replaces it
-        hit = None
+    hit = memo.find(call.items, lambda made: made.instructions == call.instructions) if memo is not None else None
     if hit is not None:
         messages, pending_reasoning, start = list(hit.state.messages), hit.state.pending_reasoning, hit.start
     else:

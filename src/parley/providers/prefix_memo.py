@@ -22,7 +22,7 @@ CPU per request").
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -71,8 +71,17 @@ class PrefixMemo(Generic[S]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def find(self, items: Sequence[Item]) -> PrefixHit[S] | None:
-        """The state remembered for the longest known prefix of `items`, if any."""
+    def find(self, items: Sequence[Item], fits: Callable[[S], bool] | None = None) -> PrefixHit[S] | None:
+        """The state remembered for the longest known prefix of `items`, if any. `fits`: whether a state applies
+        to this call (made for its instructions, its model); one that does not is forgotten, and None returned:
+        the caller's translation replaces it."""
+        hit = self._find(items)
+        if hit is not None and fits is not None and not fits(hit.state):
+            self.drop(hit)
+            return None
+        return hit
+
+    def _find(self, items: Sequence[Item]) -> PrefixHit[S] | None:
         if not items:
             return None
         best: tuple[tuple[int, int], _Entry[S]] | None = None

@@ -171,10 +171,7 @@ def responses_input(call: ModelCall, profile: NativeProfile,
     """The `input` of `call`. With a `memo` (one per configured model: the translation depends on its profile), a
     call that extends one translated before is translated only from its first new item on (each item is translated
     alone, so the prefix's items are reused as they are)."""
-    hit = memo.find(call.items) if memo is not None else None
-    if memo is not None and hit is not None and hit.state.upstream_model != call.upstream_model:
-        memo.drop(hit)  # made for another model: this translation replaces it
-        hit = None
+    hit = memo.find(call.items, lambda made: made.upstream_model == call.upstream_model) if memo is not None else None
     translated, start = (list(hit.state.items), hit.start) if hit is not None else ([], 0)
     for index in range(start, len(call.items)):
         item = _item(call.items[index], f"input[{index}]", call, profile)
