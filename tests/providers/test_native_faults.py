@@ -4,9 +4,12 @@ connections, silence, errors mid-stream, replies past the caps), each logged onc
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from parley.config import ModelConfig
@@ -24,9 +27,9 @@ from parley.testing.fake_server import FakeServer
 KEY = "sk-upstream-fault-key-1234"
 
 
-async def _run(fake: FakeServer, kind: str, model: str, *, stream: bool = True, key: str = KEY,
+async def _run(fake: FakeServer | RawUpstream, kind: str, model: str, *, stream: bool = True, key: str = KEY,
                limits: ReplyLimits | None = None, **config: Any) -> list[ModelEvent]:
-    cfg = ModelConfig(id=f"{kind}-{model}", provider=kind, base_url=fake.base_url,  # type: ignore[attr-defined]
+    cfg = ModelConfig(id=f"{kind}-{model}", provider=kind, base_url=fake.base_url,  # type: ignore[union-attr]
                       upstream_model=model, api_key=key, read_timeout_s=1.0, **config)
     http = Http1Pool()
     try:
@@ -119,3 +122,83 @@ async def test_replies_past_the_caps_are_cut(fake_anthropic: FakeAnthropic, fake
     with pytest.raises(UpstreamError) as size:
         await _run(fake_gemini, "gemini", "fixed", limits=ReplyLimits(max_bytes=300))
     assert size.value.code == "upstream_reply_too_large"
+
+
+class RawUpstream:
+    """An upstream over a real loopback socket that answers each request with the raw bytes a test queued (an HTTP
+    response exactly as written: any framing, any body), then closes the connection if the test says so."""
+
+    def __init__(self) -> None:
+        self.replies: list[tuple[bytes, bool]] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                await reader.readexactly(length)
+                raw, close = self.replies.pop(0)
+                writer.write(raw)
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[RawUpstream]:
+    upstream = RawUpstream()
+    await upstream.start()
+    yield upstream
+    assert upstream.server is not None
+    upstream.server.close()
+
+
+def _reply(body: bytes, content_type: str = "application/json") -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (
+        content_type.encode(), len(body), body)
+
+
+def _sse(*events: dict[str, Any]) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in events)
+
+
+# Output items whose parts are not lists: each a 502 naming the wrong shape (was a TypeError, a 500).
+_ITEMS_NOT_LISTS = [
+    {"type": "message", "role": "assistant", "content": 5},
+    {"type": "message", "role": "assistant", "content": "text"},
+    {"type": "reasoning", "summary": 5},
+    {"type": "reasoning", "summary": [], "content": {"text": "x"}},
+]
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
+@pytest.mark.parametrize("item", _ITEMS_NOT_LISTS, ids=["content-number", "content-string", "summary-number",
+                                                          "content-object"])
+async def test_responses_items_of_the_wrong_shape_are_502(raw: RawUpstream, item: dict[str, Any],
+                                                          stream: bool) -> None:
+    if stream:
+        raw.replies.append((_reply(_sse(
+            {"type": "response.output_item.added", "output_index": 0, "item": {**item, "content": []}},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": {"status": "completed", "output": []}},
+        ), "text/event-stream"), False))
+    else:
+        raw.replies.append((_reply(orjson.dumps({"status": "completed", "output": [item]})), False))
+    with pytest.raises(UpstreamError) as info:
+        await _run(raw, "openai_responses", "m", stream=stream)
+    assert (info.value.status, info.value.code) == (502, "upstream_error")
+    assert "wrong shape" in info.value.message

@@ -49,6 +49,15 @@ def _dict(value: object, what: str) -> dict[str, Any]:
     return value
 
 
+def _list(value: object, what: str) -> list[Any]:
+    """A list field of an item (absent or null: empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MalformedReply(f"{what} is not a list")
+    return value
+
+
 def _count(data: dict[str, Any], key: str) -> int:
     value = data.get(key)
     if value is None:
@@ -256,7 +265,7 @@ class ResponsesParser:
     def _whole_item(self, kind: str, item: dict[str, Any], index: int) -> list[ModelEvent]:
         events: list[ModelEvent] = []
         if kind == "message":
-            for part in item.get("content") or ():
+            for part in _list(item.get("content"), "a message's content"):
                 part = _dict(part, "a content part")
                 text = part.get("text") if part.get("type") == "output_text" else part.get("refusal")
                 if text:
@@ -264,11 +273,11 @@ class ResponsesParser:
                     logprobs = part.get("logprobs")
                     events.append(TextDelta(text, logprobs if isinstance(logprobs, list) and logprobs else None))
         elif kind == "reasoning":
-            for number, part in enumerate(item.get("summary") or ()):
+            for number, part in enumerate(_list(item.get("summary"), "a reasoning summary")):
                 text = _text(_dict(part, "a summary part").get("text", ""), "summary text")
                 self._grow(text)
                 events.append(ReasoningDelta(text, summary_index=number))
-            for part in item.get("content") or ():
+            for part in _list(item.get("content"), "a reasoning item's content"):
                 text = _text(_dict(part, "a content part").get("text", ""), "reasoning text")
                 self._grow(text)
                 events.append(ReasoningDelta(text))
