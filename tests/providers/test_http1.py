@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -223,3 +225,58 @@ async def test_https_with_verified_certificate(tmp_path: Path) -> None:
         await _post(untrusted, url)
     await untrusted.close()
     server.close()
+
+
+async def test_a_body_delimited_by_the_close_is_whole(serve) -> None:  # type: ignore[no-untyped-def]
+    """Without content-length or chunked framing a response's body ends when the server closes the connection
+    (RFC 9112 §6.3; HTTP/1.0 servers, streaming servers that close when done): a clean close ends it, a reset
+    does not."""
+    async def http10(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{"a": ')
+        await writer.drain()
+        writer.write(b"1}")
+        await writer.drain()
+
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: text/event-stream\r\n\r\n"
+                     b"data: one\n\ndata: two\n\n")
+        await writer.drain()
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\ndata: one\n\n")
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() sends a RST
+        writer.transport.abort()
+
+    pool = Http1Pool()
+    assert await _post(pool, (await serve(http10)).url) == (200, b'{"a": 1}')
+    assert await _post(pool, (await serve(until_close)).url) == (200, b"data: one\n\ndata: two\n\n")
+    with pytest.raises(Disconnected):
+        await _post(pool, (await serve(reset)).url)
+    await pool.close()
+
+
+async def test_informational_responses_are_skipped(serve) -> None:  # type: ignore[no-untyped-def]
+    """A 103 Early Hints (or any 1xx) before the response is not the response."""
+    async def hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)  # so that the final response comes in a read of its own
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"{}")
+            await writer.drain()
+
+    server = await serve(hints)
+    pool = Http1Pool()
+    assert await _post(pool, server.url) == (200, b"{}")
+    assert await _post(pool, server.url) == (200, b"{}")  # the connection was kept
+    assert server.connections == 1
+    await pool.close()

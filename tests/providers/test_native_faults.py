@@ -202,3 +202,26 @@ async def test_responses_items_of_the_wrong_shape_are_502(raw: RawUpstream, item
         await _run(raw, "openai_responses", "m", stream=stream)
     assert (info.value.status, info.value.code) == (502, "upstream_error")
     assert "wrong shape" in info.value.message
+
+
+async def test_a_reply_ended_by_closing_the_connection(raw: RawUpstream) -> None:
+    """An upstream that frames its reply by closing the connection (no content-length, no chunks: HTTP/1.0
+    servers, SSE servers that close when done) is read whole; a JSON body cut by the close is invalid JSON."""
+    head = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: %s\r\n\r\n"
+    chunks: list[dict[str, Any]] = [
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "hel"}]}}]},
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "lo"}]}, "finishReason": "STOP"}],
+         "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2}}]
+    raw.replies.append((head % b"text/event-stream" + _sse(*chunks), True))
+    events = await _run(raw, "gemini", "m")
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "hello"
+    assert isinstance(events[-1], Finish) and events[-1].reason == "stop"
+    body = orjson.dumps({"status": "completed", "output": [
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hello"}]}]})
+    raw.replies.append((head % b"application/json" + body, True))
+    events = await _run(raw, "openai_responses", "m", stream=False)
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "hello"
+    raw.replies.append((head % b"application/json" + body[:-5], True))
+    with pytest.raises(UpstreamError) as info:
+        await _run(raw, "openai_responses", "m", stream=False)
+    assert info.value.status == 502 and "invalid JSON" in info.value.message

@@ -82,6 +82,8 @@ class _Connection(asyncio.Protocol):
         self._watchdog: asyncio.TimerHandle | None = None
         self.complete = False
         self._keep_alive = False
+        self._until_close = False  # the body ends when the server closes the connection
+        self._interim = False  # the message being parsed is an informational (1xx) response
         self.error: HttpError | None = None
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -101,7 +103,12 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self.complete:
+        if self.complete:
+            return
+        if exc is None and self._until_close:
+            self.complete = True  # a clean close ends a body framed by neither content-length nor chunks
+            self._wake()
+        else:
             self._fail(Disconnected("the upstream closed the connection"))
 
     # -- httptools callbacks -----------------------------------------------------------------------
@@ -110,9 +117,18 @@ class _Connection(asyncio.Protocol):
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if status < 200:  # an informational response (103 Early Hints): the response follows
+            self._interim = True
+            self.headers = {}
+            return
+        self.status = status
         # Read now: once the message is complete the parser no longer answers for it.
         self._keep_alive = self._parser.should_keep_alive()
+        # Neither a length nor chunks: the body is what arrives until the server closes (RFC 9112 §6.3).
+        headers = self.headers
+        self._until_close = "content-length" not in headers and "chunked" not in headers.get(
+            "transfer-encoding", "").lower()
         if self._headers_done is not None and not self._headers_done.done():
             self._headers_done.set_result(None)
 
@@ -122,6 +138,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self.complete = True
         self._wake()
 
@@ -145,6 +164,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._chunks.clear()
         self.complete, self._keep_alive, self.error, self.status, self.headers = False, False, None, 0, {}
+        self._until_close = self._interim = False
         self._headers_done = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         return self._headers_done
