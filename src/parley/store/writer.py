@@ -8,7 +8,10 @@ when a client disconnects.
 
 On SQLite the whole transaction runs in one hop to a dedicated writer thread with the synchronous
 driver, instead of one event-loop/thread round trip per statement through aiosqlite: that was most of a
-stored request's CPU (bench/README.md). Other databases run it in one `run_sync` call.
+stored request's CPU (bench/README.md). On PostgreSQL a batch of plain inserts (what every response, usage
+record and new conversation writes) is one statement and one round trip: each table's rows go as one JSON
+parameter, inserted by a data-modifying CTE (`_pg_batch`), with no BEGIN or COMMIT to wait for; each await
+on the busy event loop costs a turn of it. Other writes, and a batch that fails, run in one `run_sync` call.
 """
 
 from __future__ import annotations
@@ -24,7 +27,20 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, insert
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    Engine,
+    Integer,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+)
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -168,7 +184,7 @@ class GroupCommitWriter:
     async def _one_by_one(self, batch: list[tuple[Write, asyncio.Future[None]]]) -> None:
         for write, future in batch:
             try:
-                await self._commit([write])
+                await self._commit([write], batched=False)
             except Exception as exc:
                 if not future.done():
                     future.set_exception(exc)
@@ -176,9 +192,16 @@ class GroupCommitWriter:
                 if not future.done():
                     future.set_result(None)
 
-    async def _commit(self, writes: list[Write]) -> None:
+    async def _commit(self, writes: list[Write], batched: bool = True) -> None:
+        """`batched`: plain inserts into PostgreSQL as one statement (a write retried alone, after its batch
+        failed, takes the ordinary path, whose errors are mapped: store/sql.py `_nul_in_text`)."""
         if self._sync is not None:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._commit_sync, writes)
+        elif batched and self._engine.dialect.name == "postgresql" and (batch := _pg_batch(writes)) is not None:
+            async with self._engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                # asyncpg's own connection, outside SQLAlchemy's transaction: one statement is its own transaction.
+                await raw.driver_connection.execute(*batch)  # type: ignore[union-attr]
         else:
             async with self._engine.begin() as conn:
                 await conn.run_sync(_apply, writes)
@@ -203,6 +226,64 @@ class GroupCommitWriter:
 def _log_failure(future: asyncio.Future[None] | asyncio.Task[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("a queued write failed", exc_info=future.exception())
+
+
+_JSON_EXACT_TYPES = (Integer, BigInteger, Boolean, String, Text)
+
+
+def _pg_batch(writes: list[Write]) -> tuple[str, ...] | None:
+    """The writes as one PostgreSQL statement and its parameters (each table's rows as a JSON array of rows), or
+    None when one runs statements of its own, writes a column JSON cannot carry exactly (floats, whose NaN orjson
+    writes as null; bytes; vectors) or holds a value JSON cannot (an integer beyond 64 bits)."""
+    groups: dict[tuple[Table, tuple[str, ...]], list[list[Any]]] = {}
+    for write in writes:
+        if write.before:
+            return None
+        for table, rows in write.inserts:
+            if not rows:
+                continue
+            columns = tuple(rows[0])
+            if not _pg_json_exact(table, columns):
+                return None
+            values, names = groups.setdefault((table, columns), []), rows[0].keys()
+            for row in rows:
+                if row.keys() != names:
+                    return None  # rows of one table with different columns: the ordinary path inserts them
+                values.append([row[c] for c in columns])
+    if not groups:
+        return None
+    try:
+        params = [orjson.dumps(rows).decode() for rows in groups.values()]
+    except TypeError:
+        return None
+    return (_pg_batch_sql(tuple(groups)), *params)
+
+
+@functools.cache
+def _pg_json_exact(table: Table, columns: tuple[str, ...]) -> bool:
+    return all(c in table.c and isinstance(table.c[c].type, _JSON_EXACT_TYPES) for c in columns)
+
+
+@functools.cache
+def _pg_batch_sql(tables: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
+    """One INSERT per table as data-modifying CTEs, rows in the order given (jsonb_array_elements WITH ORDINALITY)
+    so serial columns number them as a multi-row VALUES would. Text goes in as text (an explicit cast to
+    VARCHAR(n) would truncate silently; the insert's own assignment refuses an over-long value, as before)."""
+    ctes = []
+    for n, (table, columns) in enumerate(tables):
+        values = ", ".join(f"(v->>{i}){_pg_cast(table.c[column].type)}" for i, column in enumerate(columns))
+        names = ", ".join(f'"{column}"' for column in columns)
+        ctes.append(f'w{n} AS (INSERT INTO "{table.name}" ({names}) SELECT {values} '
+                    f"FROM jsonb_array_elements(${n + 1}::jsonb) WITH ORDINALITY AS e(v, n) ORDER BY n)")
+    return f"WITH {', '.join(ctes)} SELECT 1"
+
+
+def _pg_cast(kind: Any) -> str:
+    if isinstance(kind, Boolean):
+        return "::boolean"
+    if isinstance(kind, (Integer, BigInteger)):
+        return "::bigint"
+    return ""  # String, Text: ->> gives text
 
 
 def _apply(conn: Connection, writes: list[Write]) -> None:
