@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gzip
 import socket
 import ssl
 import struct
@@ -279,4 +280,21 @@ async def test_informational_responses_are_skipped(serve) -> None:  # type: igno
     assert await _post(pool, server.url) == (200, b"{}")
     assert await _post(pool, server.url) == (200, b"{}")  # the connection was kept
     assert server.connections == 1
+    await pool.close()
+
+
+async def test_bodies_are_asked_for_uncompressed(serve) -> None:  # type: ignore[no-untyped-def]
+    """A request without accept-encoding takes any content coding (RFC 9110 §12.5.3), which this client cannot
+    read: it asks for `identity`, and a server honouring that sends the body as it is."""
+    async def compressing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        body, coding = b'{"plain": true}', b""
+        if b"\r\naccept-encoding: identity\r\n" not in head.lower():
+            body, coding = gzip.compress(body), b"content-encoding: gzip\r\n"
+        writer.write(b"HTTP/1.1 200 OK\r\n%scontent-length: %d\r\n\r\n%s" % (coding, len(body), body))
+        await writer.drain()
+
+    pool = Http1Pool()
+    assert await _post(pool, (await serve(compressing)).url) == (200, b'{"plain": true}')
     await pool.close()

@@ -5,6 +5,7 @@ connections, silence, errors mid-stream, replies past the caps), each logged onc
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -225,3 +226,17 @@ async def test_a_reply_ended_by_closing_the_connection(raw: RawUpstream) -> None
     with pytest.raises(UpstreamError) as info:
         await _run(raw, "openai_responses", "m", stream=False)
     assert info.value.status == 502 and "invalid JSON" in info.value.message
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
+@pytest.mark.parametrize("kind", ["chat_completions", "openai_responses", "anthropic", "gemini"])
+async def test_a_compressed_reply_is_named(raw: RawUpstream, kind: str, stream: bool) -> None:
+    """A server that compresses its reply although Parley asked for none: a 502 saying so (was "invalid JSON" or,
+    streamed, "ended the stream early")."""
+    body = gzip.compress(b'{"anything": "at all"}')
+    raw.replies.append((b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
+                        b"content-length: %d\r\n\r\n%s" % (len(body), body), False))
+    with pytest.raises(UpstreamError) as info:
+        await _run(raw, kind, "m", stream=stream)
+    assert (info.value.status, info.value.code) == (502, "upstream_error")
+    assert "content-encoding gzip" in info.value.message

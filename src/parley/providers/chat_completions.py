@@ -21,6 +21,7 @@ from parley.providers.redact import SecretMasker
 from parley.providers.tokens import Encodings, MessagesCount, count_chat_tokens
 from parley.providers.upstream_http import (
     TRANSPORT_ERRORS,
+    coded_reply,
     error_report,
     log_failure,
     reply_too_large,
@@ -198,6 +199,9 @@ class ChatCompletionsProvider:
             if resp.status != 200:
                 raise status_error(self._model_id, resp.status, await self._error_body(resp), resp.headers,
                                    self._masker)
+            if "content-encoding" in resp.headers and (coded := coded_reply(self._model_id, resp.headers)):
+                resp.close()
+                raise coded
         except UpstreamError as err:
             log_failure(self._model_id, err, started)
             raise

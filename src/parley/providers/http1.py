@@ -313,8 +313,9 @@ class Http1Pool:
         self, endpoint: Endpoint, method: str, headers: dict[str, str], body: bytes, *,
         connect_timeout: float, read_timeout: float,
     ) -> Response:
+        # accept-encoding: without it any content coding is acceptable (RFC 9110 §12.5.3), and none is read here.
         head = [f"{method} {endpoint.path} HTTP/1.1\r\nhost: {endpoint.host_header}\r\n"
-                f"content-length: {len(body)}\r\n"]
+                f"content-length: {len(body)}\r\naccept-encoding: identity\r\n"]
         head.extend(f"{name}: {value}\r\n" for name, value in headers.items())
         if self._header_hook is not None:
             head.extend(f"{name}: {value}\r\n" for name, value in self._header_hook().items())

@@ -30,6 +30,7 @@ from parley.providers.tokens import Encodings, MessagesCount, count_chat_tokens
 from parley.providers.upstream_http import (
     TRANSPORT_ERRORS,
     UpstreamReport,
+    coded_reply,
     log_failure,
     reply_too_large,
     reported_error,
@@ -226,6 +227,9 @@ class NativeProvider:
                 error_body = await self._error_body(resp)
                 status, headers = self.wire.error_answer(resp.status, error_body, resp.headers)
                 raise status_error(self.model_id, status, error_body, headers, self.masker)
+            if "content-encoding" in resp.headers and (coded := coded_reply(self.model_id, resp.headers)):
+                resp.close()
+                raise coded
         except UpstreamError as err:
             log_failure(self.model_id, err, started)
             raise

@@ -197,6 +197,16 @@ def transport_error(model: str, exc: BaseException) -> UpstreamError:
     return err
 
 
+def coded_reply(model: str, headers: Mapping[str, str]) -> UpstreamError | None:
+    """A 200 whose body has a content coding (gzip, ...) though the request asked for `identity` (http1.py):
+    unreadable, and said so rather than as invalid JSON or a stream that ended early."""
+    coding = headers.get("content-encoding", "identity").strip().lower()
+    if coding in ("identity", ""):
+        return None
+    return UpstreamError.bad_gateway(
+        f"The upstream for model '{model}' sent its reply with content-encoding {coding}, which was not asked for.")
+
+
 def reply_too_large(model: str, what: str) -> UpstreamError:
     return UpstreamError.bad_gateway(
         f"The upstream for model '{model}' sent a reply of {what}, over this server's limit; it was cut.",
