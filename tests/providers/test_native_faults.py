@@ -240,3 +240,32 @@ async def test_a_compressed_reply_is_named(raw: RawUpstream, kind: str, stream: 
         await _run(raw, kind, "m", stream=stream)
     assert (info.value.status, info.value.code) == (502, "upstream_error")
     assert "content-encoding gzip" in info.value.message
+
+
+_MESSAGE_ITEM = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hi"}]}
+
+
+@pytest.mark.parametrize(("stream", "response"), [
+    (False, {}),  # not a Response at all
+    (False, {"status": "completed"}),  # no output
+    (False, {"status": "in_progress", "output": [_MESSAGE_ITEM]}),  # not finished
+    (False, {"status": "queued", "output": []}),
+    (False, {"status": "cancelled", "output": [_MESSAGE_ITEM]}),
+    (True, {"status": "in_progress"}),
+    (True, {"status": ["completed"]}),
+], ids=["empty", "no-output", "in-progress", "queued", "cancelled", "stream-in-progress", "stream-status-list"])
+async def test_a_responses_reply_that_did_not_end_is_502(raw: RawUpstream, stream: bool,
+                                                         response: dict[str, Any]) -> None:
+    """A reply whose status is not an end (completed, incomplete, failed) or that has no output is not a finished
+    response: a 502, not a `completed` response with whatever output it had (was: completed, empty)."""
+    if stream:
+        raw.replies.append((_reply(_sse(
+            {"type": "response.output_item.added", "output_index": 0, "item": _MESSAGE_ITEM},
+            {"type": "response.output_item.done", "output_index": 0, "item": _MESSAGE_ITEM},
+            {"type": "response.completed", "response": response}), "text/event-stream"), False))
+    else:
+        raw.replies.append((_reply(orjson.dumps(response)), False))
+    with pytest.raises(UpstreamError) as info:
+        await _run(raw, "openai_responses", "m", stream=stream)
+    assert (info.value.status, info.value.code) == (502, "upstream_error")
+    assert "wrong shape" in info.value.message

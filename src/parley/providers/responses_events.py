@@ -234,8 +234,10 @@ class ResponsesParser:
             self.finish = "content_filter" if reason == "content_filter" else "length"
         elif status == "failed":
             raise UpstreamReported(_failure(response))
-        else:
+        elif status in ("completed", None):  # (a server that leaves it out)
             self.finish = "tool_calls" if self._calls else "stop"
+        else:  # in_progress, queued, cancelled: not a finished response
+            raise MalformedReply("the response's status is not completed, incomplete or failed")
 
     def _failed(self, event: dict[str, Any]) -> list[ModelEvent]:
         raise UpstreamReported(_failure(_dict(event.get("response"), "response")))
@@ -249,7 +251,7 @@ class ResponsesParser:
         response = _dict(data, "the reply")
         if response.get("error") is not None and response.get("status") != "failed":
             raise UpstreamReported(error_report(response) or UpstreamReport("an error body"))
-        output = response.get("output") or []
+        output = response.get("output")
         if not isinstance(output, list):
             raise MalformedReply("output is not a list")
         events: list[ModelEvent] = []
