@@ -269,3 +269,36 @@ async def test_a_responses_reply_that_did_not_end_is_502(raw: RawUpstream, strea
         await _run(raw, "openai_responses", "m", stream=stream)
     assert (info.value.status, info.value.code) == (502, "upstream_error")
     assert "wrong shape" in info.value.message
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
+@pytest.mark.parametrize("logprobs", [[1, 2], {"token": "hi"}, [{"token": 5, "logprob": -0.1}],
+                                      [{"token": "hi", "logprob": -0.1, "top_logprobs": [{"token": "hi"}]}]],
+                         ids=["numbers", "object", "token-number", "top-without-logprob"])
+async def test_responses_logprobs_of_the_wrong_shape_are_502(raw: RawUpstream, logprobs: Any, stream: bool) -> None:
+    """Logprobs are checked as the Chat Completions ones are (they were relayed to the client and stored as sent)."""
+    part = {"type": "output_text", "text": "hi", "logprobs": logprobs}
+    item = {"type": "message", "role": "assistant", "content": [part]}
+    if stream:
+        raw.replies.append((_reply(_sse(
+            {"type": "response.output_item.added", "output_index": 0, "item": {**item, "content": []}},
+            {"type": "response.output_text.delta", "output_index": 0, "delta": "hi", "logprobs": logprobs},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": {"status": "completed", "output": []}},
+        ), "text/event-stream"), False))
+    else:
+        raw.replies.append((_reply(orjson.dumps({"status": "completed", "output": [item]})), False))
+    with pytest.raises(UpstreamError) as info:
+        await _run(raw, "openai_responses", "m", stream=stream)
+    assert (info.value.status, info.value.code) == (502, "upstream_error")
+    assert "wrong shape" in info.value.message and "logprob" in info.value.message
+
+
+async def test_responses_logprobs_are_kept(raw: RawUpstream) -> None:
+    entry = {"token": "hi", "bytes": [104, 105], "logprob": -0.5,
+             "top_logprobs": [{"token": "hi", "bytes": [104, 105], "logprob": -0.5}]}
+    item = {"type": "message", "role": "assistant",
+            "content": [{"type": "output_text", "text": "hi", "logprobs": [entry]}]}
+    raw.replies.append((_reply(orjson.dumps({"status": "completed", "output": [item]})), False))
+    events = await _run(raw, "openai_responses", "m", stream=False)
+    assert [e.logprobs for e in events if isinstance(e, TextDelta)] == [[entry]]

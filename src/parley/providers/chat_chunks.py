@@ -84,8 +84,14 @@ def _logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
     content = lp.get("content") if isinstance(lp, dict) else None
     if not content:
         return None
+    return logprob_list(content)
+
+
+def logprob_list(content: object) -> list[dict[str, Any]]:
+    """Logprob entries (Chat Completions' logprobs.content[], a Responses output_text's logprobs: the same
+    fields), each checked and in the Responses shape."""
     if not isinstance(content, list):
-        raise MalformedReply("logprobs.content is not a list")
+        raise MalformedReply("logprobs are not a list")
     out = []
     for entry in content:
         converted = _logprob(entry)

@@ -26,7 +26,7 @@ from parley.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from parley.providers.chat_chunks import MalformedReply, TooMuchOutput
+from parley.providers.chat_chunks import MalformedReply, TooMuchOutput, logprob_list
 from parley.providers.hosted_input import NOT_CALLS, hosted_types
 from parley.providers.native import UpstreamReported
 from parley.providers.native_items import state, upstream_call_name, upstream_state
@@ -151,8 +151,8 @@ class ResponsesParser:
         delta = _text(event.get("delta"), "delta")
         self._grow(delta)
         self._streamed.add(_index(event))
-        logprobs = event.get("logprobs")
-        return [TextDelta(delta, logprobs if isinstance(logprobs, list) and logprobs else None)]
+        logprobs = event.get("logprobs")  # (an empty list when none were asked for)
+        return [TextDelta(delta, logprob_list(logprobs) if logprobs else None)]
 
     def _reasoning_delta(self, event: dict[str, Any]) -> list[ModelEvent]:
         delta = _text(event.get("delta"), "delta")
@@ -273,7 +273,7 @@ class ResponsesParser:
                 if text:
                     self._grow(_text(text, "text"))
                     logprobs = part.get("logprobs")
-                    events.append(TextDelta(text, logprobs if isinstance(logprobs, list) and logprobs else None))
+                    events.append(TextDelta(text, logprob_list(logprobs) if logprobs else None))
         elif kind == "reasoning":
             for number, part in enumerate(_list(item.get("summary"), "a reasoning summary")):
                 text = _text(_dict(part, "a summary part").get("text", ""), "summary text")
