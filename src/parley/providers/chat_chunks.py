@@ -122,6 +122,7 @@ class ChunkParser:
         self.usage: Usage | None = None
         self.deltas = 0
         self.output_chars = 0
+        self._calls: set[int] = set()  # the indexes of the tool calls begun (named)
         self._max_output_chars = max_output_chars
 
     def events(self, chunk: object) -> list[ModelEvent]:
@@ -176,6 +177,10 @@ class ChunkParser:
                 raise MalformedReply("tool_calls is not a list")
             for position, call in enumerate(tool_calls):
                 event = _tool_call(call, position)
+                if event.index not in self._calls:  # a call's first delta names its function
+                    if not event.name:
+                        raise MalformedReply("a tool call without a function name")
+                    self._calls.add(event.index)
                 chars += len(event.arguments)
                 out.append(event)
         if chars > self._max_output_chars:

@@ -68,6 +68,10 @@ SHAPES: dict[str, Any] = {
         {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": {"a": 1}}}]}}]},
     "tool-name-number": {"choices": [{"index": 0, "delta": {"tool_calls": [
         {"index": 0, "id": "call_1", "function": {"name": 7, "arguments": "{}"}}]}}]},
+    "tool-call-no-name": {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "call_1", "function": {"arguments": "{}"}}]}, "finish_reason": "tool_calls"}]},
+    "tool-name-empty": {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "call_1", "function": {"name": "", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}]},
     "tool-index-string": {"choices": [{"index": 0, "delta": {"tool_calls": [
         {"index": "0", "id": "call_1", "function": {"name": "f", "arguments": "{}"}}]}}]},
     "usage-string": {"choices": [], "usage": "x"},
