@@ -302,3 +302,17 @@ async def test_responses_logprobs_are_kept(raw: RawUpstream) -> None:
     raw.replies.append((_reply(orjson.dumps({"status": "completed", "output": [item]})), False))
     events = await _run(raw, "openai_responses", "m", stream=False)
     assert [e.logprobs for e in events if isinstance(e, TextDelta)] == [[entry]]
+
+
+@pytest.mark.parametrize("reply", [
+    b"HTTP/1.1 abc\r\n\r\n",  # no status code
+    b'HTTP/1.1 200 OK\r\ncontent-length: 14\r\ncontent-length: 3\r\n\r\n{"status": 1}',  # two lengths
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n",  # a broken chunk size
+], ids=["status-line", "two-lengths", "chunk-size"])
+async def test_an_invalid_http_reply_is_named(raw: RawUpstream, reply: bytes) -> None:
+    """Not HTTP: a 502 saying so (was "closed the connection before finishing", which it had not)."""
+    raw.replies.append((reply, False))
+    with pytest.raises(UpstreamError) as info:
+        await _run(raw, "openai_responses", "m", stream=False)
+    assert (info.value.status, info.value.code) == (502, "upstream_error")
+    assert "invalid HTTP response" in info.value.message

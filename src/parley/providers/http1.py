@@ -36,6 +36,10 @@ class Disconnected(HttpError):
     """The server closed the connection (or sent something unparseable) before the response ended."""
 
 
+class InvalidResponse(Disconnected):
+    """What the server sent is not an HTTP response (no status code, two lengths, a broken chunk size)."""
+
+
 class BodyTooLarge(HttpError):
     """The response body passed the size the caller would read (an upstream reply past its cap)."""
 
@@ -98,7 +102,7 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
-            self._fail(Disconnected("the upstream sent an invalid HTTP response"))
+            self._fail(InvalidResponse("the upstream sent an invalid HTTP response"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -21,7 +21,14 @@ import orjson
 
 from parley.errors import ParleyError, UpstreamError
 from parley.log_context import current_request_id
-from parley.providers.http1 import BodyTooLarge, ConnectFailed, Disconnected, HttpError, ReadTimeout
+from parley.providers.http1 import (
+    BodyTooLarge,
+    ConnectFailed,
+    Disconnected,
+    HttpError,
+    InvalidResponse,
+    ReadTimeout,
+)
 from parley.providers.redact import SecretMasker
 from parley.rate_windows import LONGEST_WAIT_S, reset_seconds
 
@@ -189,6 +196,8 @@ def transport_error(model: str, exc: BaseException) -> UpstreamError:
         err = UpstreamError.bad_gateway(f"Could not connect to {where}.", code="upstream_unreachable")
     elif isinstance(exc, BodyTooLarge):
         err = reply_too_large(model, f"more than {exc.limit} bytes (max_upstream_reply_bytes)")
+    elif isinstance(exc, InvalidResponse):
+        err = UpstreamError.bad_gateway(f"{where} sent an invalid HTTP response.")
     elif isinstance(exc, Disconnected):
         err = UpstreamError.bad_gateway(f"{where} closed the connection before finishing.")
     else:
