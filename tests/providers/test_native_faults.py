@@ -15,7 +15,7 @@ import pytest
 
 from parley.config import ModelConfig
 from parley.errors import UpstreamError
-from parley.providers.base import Finish, ModelCall, ModelEvent, TextDelta
+from parley.providers.base import Finish, ModelCall, ModelEvent, TextDelta, Usage
 from parley.providers.chat_completions import ReplyLimits
 from parley.providers.http1 import Http1Pool
 from parley.providers.redact import SecretMasker
@@ -316,3 +316,35 @@ async def test_an_invalid_http_reply_is_named(raw: RawUpstream, reply: bytes) ->
         await _run(raw, "openai_responses", "m", stream=False)
     assert (info.value.status, info.value.code) == (502, "upstream_error")
     assert "invalid HTTP response" in info.value.message
+
+
+def _held_open(events: bytes) -> bytes:
+    """A chunked stream of `events` whose end never comes (no last chunk, the connection kept open)."""
+    return b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (
+        len(events), events)
+
+
+@pytest.mark.parametrize("kind", ["openai_responses", "anthropic"])
+async def test_a_stream_is_done_at_its_terminal_event(raw: RawUpstream, kind: str) -> None:
+    """What follows response.completed or message_stop is not waited for: an upstream that holds the stream open
+    after it (never ends the chunked body) gave the client response.failed after the read timeout, its whole
+    answer thrown away."""
+    if kind == "openai_responses":
+        started = {**_MESSAGE_ITEM, "content": []}
+        events = _sse({"type": "response.output_item.added", "output_index": 0, "item": started},
+                      {"type": "response.output_text.delta", "output_index": 0, "delta": "hi"},
+                      {"type": "response.output_item.done", "output_index": 0, "item": _MESSAGE_ITEM},
+                      {"type": "response.completed", "response": {"status": "completed", "output": [],
+                                                                  "usage": {"input_tokens": 3, "output_tokens": 1}}})
+    else:
+        events = _sse({"type": "message_start", "message": {"usage": {"input_tokens": 3, "output_tokens": 0}}},
+                      {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                      {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+                      {"type": "content_block_stop", "index": 0},
+                      {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}},
+                      {"type": "message_stop"})
+    raw.replies.append((_held_open(events), False))
+    out = await _run(raw, kind, "m", profile=kind if kind == "anthropic" else "generic")
+    assert "".join(e.text for e in out if isinstance(e, TextDelta)) == "hi"
+    assert isinstance(out[-1], Finish) and out[-1].reason == "stop"
+    assert [e for e in out if isinstance(e, Usage)] == [Usage(input_tokens=3, output_tokens=1)]

@@ -22,7 +22,7 @@ from parley.providers.base import (
 )
 from parley.providers.chat_chunks import MalformedReply, TooMuchOutput
 from parley.providers.gemini_events import GeminiParser
-from parley.providers.native import UpstreamReported
+from parley.providers.native import StreamEnded, UpstreamReported
 from parley.providers.responses_events import ResponsesParser
 
 CALL = ModelCall("model-x", [])
@@ -31,7 +31,10 @@ CALL = ModelCall("model-x", [])
 def _feed(parser: Any, events: list[dict[str, Any]]) -> list[ModelEvent]:
     out: list[ModelEvent] = []
     for event in events:
-        out += parser.event(event)
+        try:
+            out += parser.event(event)
+        except StreamEnded:  # the terminal event: the provider reads no further
+            break
     return out + parser.end()
 
 

@@ -28,7 +28,7 @@ from parley.providers.base import (
     Usage,
 )
 from parley.providers.chat_chunks import MalformedReply, TooMuchOutput
-from parley.providers.native import UpstreamReported
+from parley.providers.native import StreamEnded, UpstreamReported
 from parley.providers.native_items import state
 from parley.providers.upstream_http import UpstreamReport, error_report
 
@@ -184,7 +184,7 @@ class AnthropicParser:
 
     def _message_stop(self, event: dict[str, Any]) -> list[ModelEvent]:
         self.finish = self._finish()
-        return []
+        raise StreamEnded
 
     def _finish(self) -> FinishReason:
         reason = _STOP.get(self._stop or "end_turn", "stop")

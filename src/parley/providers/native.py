@@ -49,6 +49,12 @@ class UpstreamReported(Exception):
         self.report = report
 
 
+class StreamEnded(Exception):
+    """Raised by a parser at its stream's terminal event (response.completed, message_stop): nothing after it is
+    read, so an upstream that holds the stream open after it cannot turn a finished answer into a timeout. An
+    exception, not a flag, so that the reads before it check nothing."""
+
+
 class WireParser(Protocol):
     """Folds one upstream reply into canonical events, checking each field it reads (MalformedReply) and
     counting output characters (TooMuchOutput)."""
@@ -56,7 +62,7 @@ class WireParser(Protocol):
     finish: FinishReason | None
 
     def event(self, data: Any) -> list[ModelEvent]:
-        """One SSE `data:` payload, parsed."""
+        """One SSE `data:` payload, parsed (StreamEnded at the terminal event, whose state it has kept)."""
         ...
 
     def body(self, data: Any) -> list[ModelEvent]:
@@ -162,17 +168,25 @@ class NativeStream:
                 raise BodyTooLarge(max_bytes)
             *lines, pending = (pending + data).split(b"\n")
             batch: list[ModelEvent] = []
-            for raw in lines:
-                if not raw.startswith(b"data:"):
-                    continue
-                payload = raw[5:].strip()
-                if payload == b"[DONE]":
-                    break
-                batch.extend(parser.event(orjson.loads(payload)))
+            try:
+                for raw in lines:
+                    if not raw.startswith(b"data:"):
+                        continue
+                    payload = raw[5:].strip()
+                    if payload == b"[DONE]":
+                        break
+                    batch.extend(parser.event(orjson.loads(payload)))
+            except StreamEnded:
+                if batch:
+                    yield batch
+                return
             if batch:
                 yield batch
         if pending.startswith(b"data:") and pending[5:].strip() not in (b"", b"[DONE]"):
-            batch = parser.event(orjson.loads(pending[5:].strip()))  # a last line without its newline
+            try:
+                batch = parser.event(orjson.loads(pending[5:].strip()))  # a last line without its newline
+            except StreamEnded:
+                return
             if batch:
                 yield batch
 

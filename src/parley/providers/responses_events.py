@@ -28,7 +28,7 @@ from parley.providers.base import (
 )
 from parley.providers.chat_chunks import MalformedReply, TooMuchOutput, logprob_list
 from parley.providers.hosted_input import NOT_CALLS, hosted_types
-from parley.providers.native import UpstreamReported
+from parley.providers.native import StreamEnded, UpstreamReported
 from parley.providers.native_items import state, upstream_call_name, upstream_state
 from parley.providers.responses_request import KIND
 from parley.providers.upstream_http import UpstreamReport, error_report
@@ -222,7 +222,7 @@ class ResponsesParser:
     def _ended(self, event: dict[str, Any]) -> list[ModelEvent]:
         response = _dict(event.get("response"), "response")
         self._end(response)
-        return []
+        raise StreamEnded
 
     def _end(self, response: dict[str, Any]) -> None:
         if response.get("usage") is not None:
