@@ -17,7 +17,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from parley.providers.http1 import ConnectFailed, Disconnected, Endpoint, Http1Pool, ReadTimeout
+from parley.providers.http1 import (
+    MAX_HEAD_BYTES,
+    ConnectFailed,
+    Disconnected,
+    Endpoint,
+    Http1Pool,
+    InvalidResponse,
+    ReadTimeout,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -297,4 +305,25 @@ async def test_bodies_are_asked_for_uncompressed(serve) -> None:  # type: ignore
 
     pool = Http1Pool()
     assert await _post(pool, (await serve(compressing)).url) == (200, b'{"plain": true}')
+    await pool.close()
+
+
+async def test_endless_response_headers_are_refused(serve) -> None:  # type: ignore[no-untyped-def]
+    # The parser keeps a header it has not seen the end of: one that never ends held the process's memory growing
+    # (~300 MB for a 300 MB header) until the read timeout. Past MAX_HEAD_BYTES the response is refused.
+    sent = 0
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-endless: ")
+        while sent < 100 * MAX_HEAD_BYTES:  # bounded, so the test ends either way
+            writer.write(b"a" * 65536)
+            sent += 65536
+            await writer.drain()
+
+    pool = Http1Pool()
+    with pytest.raises(InvalidResponse, match="headers exceed"):
+        await _post(pool, (await serve(endless)).url, read_timeout=30)
+    assert sent < 100 * MAX_HEAD_BYTES  # the connection was closed long before the server finished
     await pool.close()

@@ -70,6 +70,9 @@ class Endpoint:
         return self.host if self.port == default else f"{self.host}:{self.port}"
 
 
+MAX_HEAD_BYTES = 256 * 1024  # a response's status line and headers (an API's are a few KiB)
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses one response at a time."""
 
@@ -91,6 +94,7 @@ class _Connection(asyncio.Protocol):
         self.error: HttpError | None = None
         self.status = 0
         self.headers: dict[str, str] = {}
+        self._head_bytes: int | None = None  # bytes read while a response's headers are incomplete
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -104,6 +108,12 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._fail(InvalidResponse("the upstream sent an invalid HTTP response"))
             self.close()
+            return
+        if self._head_bytes is not None:  # the headers are still incomplete after this read
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:  # the parser would buffer them for as long as they come
+                self._fail(InvalidResponse(f"the upstream's response headers exceed {MAX_HEAD_BYTES} bytes"))
+                self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -127,6 +137,7 @@ class _Connection(asyncio.Protocol):
             self.headers = {}
             return
         self.status = status
+        self._head_bytes = None
         # Read now: once the message is complete the parser no longer answers for it.
         self._keep_alive = self._parser.should_keep_alive()
         # Neither a length nor chunks: the body is what arrives until the server closes (RFC 9112 §6.3).
@@ -169,6 +180,7 @@ class _Connection(asyncio.Protocol):
         self._chunks.clear()
         self.complete, self._keep_alive, self.error, self.status, self.headers = False, False, None, 0, {}
         self._until_close = self._interim = False
+        self._head_bytes = 0
         self._headers_done = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         return self._headers_done
