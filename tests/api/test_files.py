@@ -175,6 +175,20 @@ async def test_malformed_bodies(parley: InProcess) -> None:
         "invalid_multipart"
 
 
+async def test_a_boundary_longer_than_the_parser_takes_is_a_400(parley: InProcess) -> None:
+    """RFC 2046 allows 70 characters; python-multipart refuses more than 256 when the parser is built (a 500 before
+    the error was mapped)."""
+    boundary = "b" * 300
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nabc\r\n'
+            f"--{boundary}--\r\n").encode()
+    response = await parley.http.post("/v1/files", content=body,
+                                      headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    error = _error(response)
+    assert (error["code"], error["type"]) == ("invalid_multipart", "invalid_request_error")
+    assert "boundary" in error["message"]
+
+
 @pytest.mark.parametrize(("query", "param"), [
     ("limit=0", "limit"), ("limit=10001", "limit"), ("order=sideways", "order"), ("purpose=nope", "purpose"),
     ("after=file-unknown", "after"),

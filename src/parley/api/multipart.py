@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
@@ -68,12 +68,15 @@ class MultipartUpload:
         self._field: str | None = None  # the text field being read (None: the file, or an ignored part)
         self._in_file = False
         self._value = bytearray()
-        self._parser = MultipartParser(boundary, {
-            "on_part_begin": self._part_begin, "on_header_field": self._header_field_data,
-            "on_header_value": self._header_value_data, "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
-            "on_part_end": self._part_end, "on_end": self._end,
-        })
+        try:
+            self._parser = MultipartParser(boundary, {
+                "on_part_begin": self._part_begin, "on_header_field": self._header_field_data,
+                "on_header_value": self._header_value_data, "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
+                "on_part_end": self._part_end, "on_end": self._end,
+            })
+        except FormParserError as err:  # a boundary longer than the parser takes (RFC 2046 allows 70 characters)
+            raise _bad_form(f"The multipart boundary is not usable: {err}.") from None
 
     async def file_chunks(self) -> AsyncIterator[bytes]:
         try:
