@@ -189,6 +189,19 @@ async def test_a_boundary_longer_than_the_parser_takes_is_a_400(parley: InProces
     assert "boundary" in error["message"]
 
 
+async def test_a_field_sent_twice_is_a_400_naming_it(parley: InProcess) -> None:
+    """Two `purpose` parts: which one was meant is unknown, so neither is picked (the later one used to win)."""
+    boundary = "zz"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nvision\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nabc\r\n'
+            f"--{boundary}--\r\n").encode()
+    response = await parley.http.post("/v1/files", content=body,
+                                      headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    error = _error(response)
+    assert (error["param"], error["code"]) == ("purpose", "invalid_value"), error
+
+
 @pytest.mark.parametrize(("query", "param"), [
     ("limit=0", "limit"), ("limit=10001", "limit"), ("order=sideways", "order"), ("purpose=nope", "purpose"),
     ("after=file-unknown", "after"),

@@ -143,6 +143,8 @@ class MultipartUpload:
             raise _bad_form("Each part of the form needs a Content-Disposition: form-data header with a name.")
         field = name.decode("utf-8", "replace")
         if field != self._file_field:
+            if field in self.fields:  # which of the two was meant is unknown: neither is picked
+                raise InvalidRequest(f"Send one '{field}' per request.", param=field)
             self._field = field
             return
         if self.file is not None:
