@@ -3,6 +3,7 @@ have deadlines, and a client that disconnects mid-body is not an error with a tr
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -122,3 +123,26 @@ def test_a_client_leaving_mid_body_is_not_an_error(slow_server: ParleyServer) ->
     assert response.status_code == 200
     log = slow_server.log()
     assert "ERROR" not in log and "Traceback" not in log, log
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n{}",
+    b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 5\r\n\r\n{}",
+    b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    b"GET /v1/files/" + b"x" * 100_000 + b" HTTP/1.1\r\nhost: x\r\n\r\n",  # past the parser's URL limit
+    b"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \x00\r\n\r\n",
+    b"NOT-HTTP\r\n\r\n",
+])
+def test_a_request_the_http_parser_refuses_gets_a_400_in_the_openai_shape(slow_server: ParleyServer,
+                                                                          request_bytes: bytes) -> None:
+    """uvicorn answered these with a text/plain 'Invalid HTTP request received.': an SDK reading the body as an
+    OpenAI error found nothing to show."""
+    with _connect(slow_server) as sock:
+        sock.sendall(request_bytes)
+        answer = _read_all(sock)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"content-type: application/json" in head.lower() and b"connection: close" in head.lower()
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_http_request")

@@ -4,7 +4,8 @@ uvicorn arms no timer while a connection has not yet sent a whole request head (
 only between requests), so a client trickling header bytes, or connecting and sending nothing, holds the
 connection forever. Here every connection must deliver each request's headers within `header_timeout_s`
 of connecting (or of the request's first byte); otherwise it gets a 408 and is closed. The body has its
-own deadline, enforced where it is read (api/http.py `read_body`).
+own deadline, enforced where it is read (api/http.py `read_body`). Bytes the HTTP parser refuses get a 400 in
+the OpenAI error shape (`invalid_http_request`), not uvicorn's text/plain one.
 
 uvicorn writes a response's status line and headers and then its body as two socket writes: two `send`
 system calls and two TCP segments for every JSON answer, and the client wakes up twice. Each request's
@@ -36,6 +37,15 @@ _TIMEOUT_RESPONSE = (
     b"content-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY
 )
 
+_INVALID_BODY = (
+    b'{"error": {"message": "The request is not valid HTTP/1.1 (its request line, a header, Content-Length, '
+    b'Transfer-Encoding or a chunk size).", "type": "invalid_request_error", "param": null, '
+    b'"code": "invalid_http_request"}}'
+)
+_INVALID_RESPONSE = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: " + str(len(_INVALID_BODY)).encode() + b"\r\n\r\n" + _INVALID_BODY
+)
 
 _LINGER_S = 2.0  # after a 408, how long a client may keep sending before the connection is closed anyway
 
@@ -110,7 +120,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self._header_timeout_s = header_timeout_s
         self._header_timer: asyncio.TimerHandle | None = None
         self._exchange: Exchange | None = None
-        self._lingering = False  # a 408 was sent: input is dropped until the connection closes
+        self._lingering = False  # a 408 or 400 was sent: input is dropped until the connection closes
 
     def _arm(self) -> None:
         self._disarm()
@@ -122,15 +132,35 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             self._header_timer = None
 
     def _headers_late(self) -> None:
-        """Answer 408 and close gracefully: closing a socket whose receive queue holds unread bytes (the
-        trickling client's latest header lines) makes the kernel send a reset, which can destroy the 408 before
-        the client reads it. So: the 408, then our end of the stream (FIN), then what the client still sends is
-        read and dropped until it closes, or for `_LINGER_S` at most."""
         self._header_timer = None
+        self._answer_and_close(_TIMEOUT_RESPONSE)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its HTTP parser refuses (a bad Content-Length or chunk size, a header or URL
+        past the parser's limits, not HTTP at all): the OpenAI error shape instead of its text/plain `msg`. In a
+        request's head (or between requests) the answer goes out as a 408 does. In a request's body, whose
+        handler is under way, the connection is closed at once as uvicorn does, which tells the handler its
+        client is gone; the 400 goes first unless the handler's response has begun (nothing more can be said
+        in the middle of it)."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self._answer_and_close(_INVALID_RESPONSE)
+            return
+        self._disarm()
+        if not cycle.response_started:
+            self.transport.write(_INVALID_RESPONSE)
+        self.transport.close()
+
+    def _answer_and_close(self, response: bytes) -> None:
+        """Answer and close gracefully: closing a socket whose receive queue holds unread bytes (a trickling
+        client's latest header lines, the rest of a refused request) makes the kernel send a reset, which can
+        destroy the answer before the client reads it. So: the answer, then our end of the stream (FIN), then
+        what the client still sends is read and dropped until it closes, or for `_LINGER_S` at most."""
+        self._disarm()
         transport = self.transport
         if transport.is_closing():
             return
-        transport.write(_TIMEOUT_RESPONSE)
+        transport.write(response)
         if not transport.can_write_eof():
             transport.close()
             return
@@ -140,7 +170,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
-            return  # after a 408: read and dropped, never parsed
+            return  # after a 408 or 400: read and dropped, never parsed
         super().data_received(data)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
