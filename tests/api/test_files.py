@@ -202,6 +202,22 @@ async def test_a_field_sent_twice_is_a_400_naming_it(parley: InProcess) -> None:
     assert (error["param"], error["code"]) == ("purpose", "invalid_value"), error
 
 
+@pytest.mark.parametrize("part_headers", [
+    b'Content-Disposition: form-data; name="file"; filename="a\x00b.txt"\r\n',
+    b'Content-Disposition: form-data; name="file"; filename="a.txt"\r\nContent-Type: text/plain\x00\r\n',
+])
+async def test_a_nul_in_the_file_parts_name_or_type_is_a_400_naming_file(parley: InProcess,
+                                                                          part_headers: bytes) -> None:
+    """SQLite stored it (a 200) and PostgreSQL refused it as 'an id' with no param: both are a 400 naming `file`."""
+    body = (b'--zz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+            b"--zz\r\n" + part_headers + b"\r\nabc\r\n--zz--\r\n")
+    response = await parley.http.post("/v1/files", content=body,
+                                      headers={"content-type": "multipart/form-data; boundary=zz"})
+    error = _error(response)
+    assert (error["param"], error["code"]) == ("file", "invalid_value"), error
+    assert "NUL" in error["message"]
+
+
 @pytest.mark.parametrize(("query", "param"), [
     ("limit=0", "limit"), ("limit=10001", "limit"), ("order=sideways", "order"), ("purpose=nope", "purpose"),
     ("after=file-unknown", "after"),

@@ -150,7 +150,12 @@ class MultipartUpload:
         if self.file is not None:
             raise InvalidRequest(f"Send one '{field}' per request.", param=field)
         raw_type = self._headers.get(b"content-type")
-        self.file = FilePart(_filename(options.get(b"filename")), raw_type.decode("latin-1") if raw_type else None)
+        filename = _filename(options.get(b"filename"))
+        if "\x00" in filename or (raw_type is not None and b"\x00" in raw_type):
+            # Stored as sent, it would be a 200 on SQLite and a refused query on PostgreSQL.
+            raise InvalidRequest(f"The '{field}' part's file name and Content-Type cannot contain a NUL character "
+                                 "(U+0000).", param=field)
+        self.file = FilePart(filename, raw_type.decode("latin-1") if raw_type else None)
         self._in_file = True
         if self._check is not None:
             self._check(self.fields)
