@@ -143,6 +143,23 @@ async def test_a_boolean_is_not_a_number_in_builtin_tools(http: httpx.AsyncClien
     assert error["param"] == param, error
 
 
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/vector_stores", {"name": "a\x00b"}, "name"),
+    ("/v1/vector_stores", {"description": "\x00"}, "description"),
+    ("/v1/vector_stores/vs_missing", {"name": "a\x00"}, "name"),
+    ("/v1/containers", {"name": "c\x00"}, "name"),
+    ("/v1/organization/keys", {"name": "k\x00", "project_id": "proj_x"}, "name"),
+    ("/v1/organization/keys/key_missing", {"name": "k\x00"}, "name"),
+])
+async def test_a_nul_in_a_stored_name_is_a_400_naming_it(http: httpx.AsyncClient, path: str, body: dict[str, Any],
+                                                         param: str) -> None:
+    """Names and descriptions live in text columns: SQLite stored a NUL (a 200) and PostgreSQL refused the query,
+    answered as 'an id contains a NUL' with no param. Both databases now give a 400 naming the field."""
+    error = _error(await http.post(path, json=body))
+    assert (error["param"], error["code"]) == (param, "invalid_value"), error
+    assert "NUL" in error["message"]
+
+
 async def test_input_file_of_an_unknown_file_is_a_404_naming_it(http: httpx.AsyncClient) -> None:
     body = {"model": "fake", "input": [{"role": "user", "content": [
         {"type": "input_text", "text": "read this"}, {"type": "input_file", "file_id": "file_1"}]}]}

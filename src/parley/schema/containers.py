@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
-from parley.schema.id_fields import BodyId
+from parley.schema.id_fields import BodyId, NameText
 
 MemoryLimit = Literal["1g", "4g", "16g", "64g"]
 MEMORY_BYTES: dict[str, int] = {"1g": 1 << 30, "4g": 4 << 30, "16g": 16 << 30, "64g": 64 << 30}
@@ -34,7 +34,7 @@ class NetworkPolicy(BaseModel):
 
 class CreateContainerRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # unknown top-level fields: the server's FieldPolicy decides
-    name: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    name: Annotated[NameText, StringConstraints(min_length=1, max_length=256)]
     expires_after: ExpiresAfter | None = None
     file_ids: FileIds | None = None
     memory_limit: MemoryLimit | None = None

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.config import RateLimits
-from parley.schema.id_fields import BodyId
+from parley.schema.id_fields import BodyId, NameText
 
 UPDATABLE = frozenset({"name", "expires_at", "allowed_models", "limits"})
 
@@ -17,7 +17,7 @@ class CreateKeyRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(default="", max_length=256)
+    name: NameText = Field(default="", max_length=256)
     role: Literal["project", "admin"] = "project"
     project_id: BodyId | None = Field(default=None, min_length=1, max_length=128)
     expires_at: int | None = Field(default=None, ge=0, description="Unix seconds; null: never")
@@ -30,7 +30,7 @@ class UpdateKeyRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str | None = Field(default=None, max_length=256)
+    name: NameText | None = Field(default=None, max_length=256)
     expires_at: int | None = Field(default=None, ge=0)
     allowed_models: list[str] | None = None
     limits: RateLimits | None = None

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
 from parley.retrieval.chunking import AUTO, ChunkingStrategy, check_strategy
-from parley.schema.id_fields import BodyId
+from parley.schema.id_fields import BodyId, NameText
 from parley.schema.requests import _check_metadata
 
 MAX_ATTRIBUTES = 16
@@ -69,8 +69,8 @@ class ExpiresAfter(BaseModel):
 
 
 class CreateVectorStoreRequest(_Body):
-    name: str | None = Field(default=None, max_length=256)
-    description: str | None = Field(default=None, max_length=512)
+    name: NameText | None = Field(default=None, max_length=256)
+    description: NameText | None = Field(default=None, max_length=512)
     file_ids: list[BodyId] | None = Field(default=None, max_length=MAX_STORE_FILES)
     chunking_strategy: ChunkingStrategyParam | None = None
     expires_after: ExpiresAfter | None = None
@@ -82,7 +82,7 @@ class CreateVectorStoreRequest(_Body):
 class UpdateVectorStoreRequest(_Body):
     """`expires_after: null` removes the expiry; an absent field is left as it is."""
 
-    name: str | None = Field(default=None, max_length=256)
+    name: NameText | None = Field(default=None, max_length=256)
     expires_after: ExpiresAfter | None = None
     metadata: dict[str, str] | None = None
 
