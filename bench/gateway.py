@@ -23,8 +23,9 @@ What is measured, per scenario (non-streaming / streaming x each `--concurrency`
   Per target: requests/s (completed requests / summed round time), latency p50/p90/p99 (send -> last
   byte), for streaming the time to the first complete SSE `data:` line, errors, and the CPU seconds the
   parley, upstream and load-generator processes used during that target's rounds (/proc/PID/stat),
-  per request and as cores busy -- on a 2-core machine shared by all three, this shows the bottleneck --
-  and how busy the whole machine was ("other" = what other programs took: noise, if not ~0).
+  with `--postgres` also the database's (the postmaster and its backends: "database"), per request and as
+  cores busy -- on a 2-core machine shared by all of them, this shows the bottleneck -- and how busy the
+  whole machine was ("other" = what other programs took: noise, if not ~0).
   Per scenario: added latency = Parley p50 - direct p50 (also p99 and first event), throughput ratio =
   Parley rps / direct rps. Parley's RSS (idle, end, peak) and start-up time are reported too.
 
@@ -94,6 +95,7 @@ class Servers:
     upstream_url: str
     parley_url: str
     parley_startup_s: float
+    database_pid: int | None = None  # PostgreSQL's postmaster (its backends are its children)
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -180,7 +182,8 @@ def servers(opts: Options, workdir: Path) -> Iterator[Servers]:
         startup = parley.wait_ready(f"{parley_url}/health")
         _log(f"upstream pid {upstream.pid} at {upstream_url}; parley pid {parley.pid} at {parley_url} "
              f"(ready in {startup:.2f} s)")
-        yield Servers(upstream, parley, upstream_url, parley_url, startup)
+        yield Servers(upstream, parley, upstream_url, parley_url, startup,
+                      pg.get_postmaster_info().pid if pg is not None else None)
     finally:
         for child in reversed(children):
             child.stop()
@@ -203,7 +206,8 @@ def _targets(opts: Options, srv: Servers, stream: bool) -> dict[str, Target]:
 
 
 def _cpu_now(pids: dict[str, int]) -> dict[str, float]:
-    # The load generator is this process, whose descendants are the upstream and Parley: count it alone.
+    # The load generator is this process, whose descendants are the upstream, Parley and PostgreSQL: count it
+    # alone. The database's CPU is its postmaster's and its live backends' (a backend is a pooled connection).
     now = {name: sample(pid, descendants=name != "load_generator").cpu_s for name, pid in pids.items()}
     now["machine"] = machine_cpu_s()
     return now
@@ -211,6 +215,8 @@ def _cpu_now(pids: dict[str, int]) -> dict[str, float]:
 
 async def _measure(opts: Options, srv: Servers) -> list[dict[str, Any]]:
     pids = {"parley": srv.parley.pid, "upstream": srv.upstream.pid, "load_generator": os.getpid()}
+    if srv.database_pid is not None:  # PostgreSQL: its CPU is the database's share ("other" no longer holds it)
+        pids["database"] = srv.database_pid
     peak = max(opts.concurrency)
     scenarios: list[dict[str, Any]] = []
     async with session(peak) as direct_http, session(peak) as parley_http:

@@ -29,10 +29,12 @@ class TargetRuns:
     machine_cpu_s: float = 0.0
 
     def add(self, result: RoundResult, cpu_s: dict[str, float]) -> None:
-        """`cpu_s`: CPU seconds used during the round per process in PROCESSES, plus "machine" (all)."""
+        """`cpu_s`: CPU seconds used during the round per process in PROCESSES (and "database" when the database
+        is a server of its own), plus "machine" (all)."""
         self.rounds.append(result)
-        for name in PROCESSES:
-            self.cpu_s[name] += cpu_s[name]
+        for name, used in cpu_s.items():
+            if name != "machine":
+                self.cpu_s[name] = self.cpu_s.get(name, 0.0) + used
         self.machine_cpu_s += cpu_s["machine"]
 
 
