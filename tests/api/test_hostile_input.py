@@ -160,6 +160,18 @@ async def test_a_nul_in_a_stored_name_is_a_400_naming_it(http: httpx.AsyncClient
     assert "NUL" in error["message"]
 
 
+@pytest.mark.parametrize("path", ["/v1/responses", "/v1/responses/input_tokens", "/v1/conversations"])
+async def test_valid_json_nested_past_the_parsers_limit_is_said_to_be_too_deep(http: httpx.AsyncClient,
+                                                                              path: str) -> None:
+    """The parser's recursion limit was answered 'The body must be valid JSON' for a body that is valid JSON."""
+    deep = "[" * 300 + "]" * 300
+    body = (f'{{"model": "fake", "input": "hi", "items": [], "tools": [{{"type": "function", "name": "f", '
+            f'"parameters": {{"x": {deep}}}}}]}}').encode()
+    error = _error(await http.post(path, content=body))
+    assert error["code"] == "invalid_json", error
+    assert "nested too deeply" in error["message"] and "valid JSON" not in error["message"], error
+
+
 async def test_input_file_of_an_unknown_file_is_a_404_naming_it(http: httpx.AsyncClient) -> None:
     body = {"model": "fake", "input": [{"role": "user", "content": [
         {"type": "input_text", "text": "read this"}, {"type": "input_file", "file_id": "file_1"}]}]}

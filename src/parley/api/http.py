@@ -194,6 +194,9 @@ def parse_model(model: type[M], body: bytes, fields: FieldPolicy | None = None) 
 def _invalid(err: ValidationError, body: bytes) -> InvalidRequest:
     first = most_specific(err)
     if first["type"] == "json_invalid":
+        reason = str((first.get("ctx") or {}).get("error", ""))
+        if reason.startswith("recursion limit exceeded"):  # valid JSON, deeper than the parser goes
+            return InvalidRequest(f"The JSON body is nested too deeply to be read ({reason}).", code="invalid_json")
         return InvalidRequest(
             "We could not parse the JSON body of your request. The body must be valid JSON.", code="invalid_json"
         )
