@@ -209,6 +209,7 @@ async def test_costs_endpoint_totals_and_line_items(env: Env) -> None:
     ({}, "start_time"), ({"start_time": "x"}, "start_time"), ({"start_time": 1, "bucket_width": "1w"}, "bucket_width"),
     ({"start_time": 1, "group_by": "user_id"}, "group_by"), ({"start_time": 1, "limit": 32}, "limit"),
     ({"start_time": 10, "end_time": 5}, "end_time"), ({"start_time": 1, "page": "page_nonsense!"}, "page"),
+    ({"start_time": 253402300800}, "start_time"),  # in the future, with no end_time (which defaults to now) sent
 ])
 async def test_usage_query_errors_name_the_parameter(env: Env, params: dict[str, Any], param: str) -> None:
     resp = await env.http.get("/v1/organization/usage/completions", params=params, headers=env.auth(env.admin))

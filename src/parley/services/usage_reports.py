@@ -100,6 +100,9 @@ class UsageReports:
                                  f"'{req.bucket_width}'.", param="limit")
         end = req.end_time if req.end_time is not None else int(self._clock()) + 1
         if end <= req.start_time:
+            if req.end_time is None:  # the client sent no end_time: its start_time is the wrong one
+                raise InvalidRequest("Invalid value for 'start_time': it is in the future (end_time defaults to now).",
+                                     param="start_time")
             raise InvalidRequest("'end_time' must be after 'start_time'.", param="end_time")
         origin = req.start_time - req.start_time % width
         first = origin if req.page is None else _uncursor(req.page)
