@@ -177,6 +177,19 @@ def _sse(*events: dict[str, Any]) -> bytes:
     return b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in events)
 
 
+def _queue_item(raw: RawUpstream, item: dict[str, Any], stream: bool, *deltas: dict[str, Any]) -> None:
+    """A completed native reply holding `item`: streamed (added without content, `deltas`, done) or whole."""
+    if stream:
+        raw.replies.append((_reply(_sse(
+            {"type": "response.output_item.added", "output_index": 0, "item": {**item, "content": []}},
+            *deltas,
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": {"status": "completed", "output": []}},
+        ), "text/event-stream"), False))
+    else:
+        raw.replies.append((_reply(orjson.dumps({"status": "completed", "output": [item]})), False))
+
+
 # Output items whose parts are not lists: each a 502 naming the wrong shape (was a TypeError, a 500).
 _ITEMS_NOT_LISTS = [
     {"type": "message", "role": "assistant", "content": 5},
@@ -191,14 +204,7 @@ _ITEMS_NOT_LISTS = [
                                                           "content-object"])
 async def test_responses_items_of_the_wrong_shape_are_502(raw: RawUpstream, item: dict[str, Any],
                                                           stream: bool) -> None:
-    if stream:
-        raw.replies.append((_reply(_sse(
-            {"type": "response.output_item.added", "output_index": 0, "item": {**item, "content": []}},
-            {"type": "response.output_item.done", "output_index": 0, "item": item},
-            {"type": "response.completed", "response": {"status": "completed", "output": []}},
-        ), "text/event-stream"), False))
-    else:
-        raw.replies.append((_reply(orjson.dumps({"status": "completed", "output": [item]})), False))
+    _queue_item(raw, item, stream)
     with pytest.raises(UpstreamError) as info:
         await _run(raw, "openai_responses", "m", stream=stream)
     assert (info.value.status, info.value.code) == (502, "upstream_error")
@@ -279,15 +285,8 @@ async def test_responses_logprobs_of_the_wrong_shape_are_502(raw: RawUpstream, l
     """Logprobs are checked as the Chat Completions ones are (they were relayed to the client and stored as sent)."""
     part = {"type": "output_text", "text": "hi", "logprobs": logprobs}
     item = {"type": "message", "role": "assistant", "content": [part]}
-    if stream:
-        raw.replies.append((_reply(_sse(
-            {"type": "response.output_item.added", "output_index": 0, "item": {**item, "content": []}},
-            {"type": "response.output_text.delta", "output_index": 0, "delta": "hi", "logprobs": logprobs},
-            {"type": "response.output_item.done", "output_index": 0, "item": item},
-            {"type": "response.completed", "response": {"status": "completed", "output": []}},
-        ), "text/event-stream"), False))
-    else:
-        raw.replies.append((_reply(orjson.dumps({"status": "completed", "output": [item]})), False))
+    _queue_item(raw, item, stream,
+                {"type": "response.output_text.delta", "output_index": 0, "delta": "hi", "logprobs": logprobs})
     with pytest.raises(UpstreamError) as info:
         await _run(raw, "openai_responses", "m", stream=stream)
     assert (info.value.status, info.value.code) == (502, "upstream_error")
