@@ -327,3 +327,35 @@ async def test_endless_response_headers_are_refused(serve) -> None:  # type: ign
         await _post(pool, (await serve(endless)).url, read_timeout=30)
     assert sent < 100 * MAX_HEAD_BYTES  # the connection was closed long before the server finished
     await pool.close()
+
+
+@pytest.mark.parametrize(("pieces", "read"), [
+    ([b"\xef\xbb\xbfdata: 1\n\n"], b"data: 1\n\n"),
+    ([b"\xef", b"\xbb", b"\xbfdata: 1\n\n", b"data: 2\n\n"], b"data: 1\n\ndata: 2\n\n"),  # the BOM split
+    ([b"\xef\xbb\xbf", b"data: 1\n\n"], b"data: 1\n\n"),  # the BOM alone in its first chunk
+    ([b"data: \xef\xbb\xbf1\n\n", b"\xef\xbb\xbf"], b"data: \xef\xbb\xbf1\n\n\xef\xbb\xbf"),  # not at the start
+    ([b"\xef\xbb"], b"\xef\xbb"),  # the start of a BOM that is not one: left as it came
+    ([b"d", b"ata: 1\n\n"], b"data: 1\n\n"),
+    ([], b""),
+], ids=["whole", "split", "alone", "later", "partial", "none", "empty"])
+async def test_an_event_streams_leading_bom_is_dropped(serve, pieces: list[bytes],  # type: ignore[no-untyped-def]
+                                                       read: bytes) -> None:
+    """The SSE spec ignores one U+FEFF at the very start of a stream (WHATWG HTML, "Interpreting an event
+    stream"), however the reads split its three bytes; anywhere else it is data."""
+    async def stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for piece in pieces:
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+            await asyncio.sleep(0.02)  # (read apart or together: the same bytes either way)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    pool = Http1Pool()
+    resp = await pool.request(Endpoint.parse((await serve(stream)).url), "POST", {}, b"", connect_timeout=1,
+                              read_timeout=2)
+    assert b"".join([chunk async for chunk in resp.iter_event_stream()]) == read
+    resp.release()
+    await pool.close()

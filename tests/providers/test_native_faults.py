@@ -347,3 +347,39 @@ async def test_a_stream_is_done_at_its_terminal_event(raw: RawUpstream, kind: st
     assert "".join(e.text for e in out if isinstance(e, TextDelta)) == "hi"
     assert isinstance(out[-1], Finish) and out[-1].reason == "stop"
     assert [e for e in out if isinstance(e, Usage)] == [Usage(input_tokens=3, output_tokens=1)]
+
+
+# A finished stream of each kind, in its own wire format: the text "hel" then "lo".
+_TWO_DELTAS: dict[str, tuple[dict[str, Any], ...]] = {
+    "chat_completions": (
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hel"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]}),
+    "openai_responses": (
+        {"type": "response.output_item.added", "output_index": 0, "item": {**_MESSAGE_ITEM, "content": []}},
+        {"type": "response.output_text.delta", "output_index": 0, "delta": "hel"},
+        {"type": "response.output_text.delta", "output_index": 0, "delta": "lo"},
+        {"type": "response.output_item.done", "output_index": 0, "item": _MESSAGE_ITEM},
+        {"type": "response.completed", "response": {"status": "completed", "output": []}}),
+    "anthropic": (
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hel"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}},
+        {"type": "message_stop"}),
+    "gemini": (
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "hel"}]}}]},
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "lo"}]}, "finishReason": "STOP"}]}),
+}
+
+
+@pytest.mark.parametrize("kind", list(_TWO_DELTAS))
+async def test_a_leading_bom_is_dropped(raw: RawUpstream, kind: str) -> None:
+    """A UTF-8 BOM before a stream's first line is not part of it (WHATWG HTML, "Interpreting an event stream"):
+    its first event is read (was: the line `\\ufeffdata: ...` was not a data line, and the first text silently
+    lost)."""
+    events = _sse(*_TWO_DELTAS[kind]) + (b"data: [DONE]\n\n" if kind == "chat_completions" else b"")
+    raw.replies.append((_reply(b"\xef\xbb\xbf" + events, "text/event-stream"), False))
+    out = await _run(raw, kind, "m", profile=kind if kind == "anthropic" else "generic")
+    assert "".join(e.text for e in out if isinstance(e, TextDelta)) == "hello"
+    assert isinstance(out[-1], Finish) and out[-1].reason == "stop"

@@ -119,7 +119,7 @@ class _UpstreamStream:
         pending = b""
         received = 0
         max_bytes = self._context.limits.max_bytes
-        async for data in self._resp.iter_chunks():
+        async for data in self._resp.iter_event_stream():
             received += len(data)
             if received > max_bytes:
                 raise BodyTooLarge(max_bytes)

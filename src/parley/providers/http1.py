@@ -71,6 +71,7 @@ class Endpoint:
 
 
 MAX_HEAD_BYTES = 256 * 1024  # a response's status line and headers (an API's are a few KiB)
+_BOM = b"\xef\xbb\xbf"  # U+FEFF in UTF-8
 
 
 class _Connection(asyncio.Protocol):
@@ -287,6 +288,24 @@ class Response:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._conn.next_chunk(self._timeout)) is not None:
+            yield chunk
+
+    async def iter_event_stream(self) -> AsyncIterator[bytes]:
+        """The body of an SSE stream, as iter_chunks but without a leading UTF-8 BOM, which the SSE spec drops
+        (WHATWG HTML, "Interpreting an event stream": "One leading U+FEFF BYTE ORDER MARK character must be
+        ignored"); kept, it hid the first `data:` line and its event. Checked once, on the stream's first bytes
+        (however the reads split them); the reads after them are yielded untouched."""
+        head = b""
+        while _BOM.startswith(head) and len(head) < 3:  # the first bytes may still be the start of a BOM
+            chunk = await self._conn.next_chunk(self._timeout)
+            if chunk is None:
+                break
+            head += chunk
+        if head.startswith(_BOM):
+            head = head[3:]
+        if head:
+            yield head
         while (chunk := await self._conn.next_chunk(self._timeout)) is not None:
             yield chunk
 

@@ -110,7 +110,7 @@ class ImagesUpstream:
                     raise status_error(job.model, response.status, await response.read_prefix(65536),
                                        response.headers, self._masker)
                 if "text/event-stream" in response.headers.get("content-type", ""):
-                    result = await self._events(job.model, response.iter_chunks(), on_partial)
+                    result = await self._events(job.model, response.iter_event_stream(), on_partial)
                 else:
                     result = self._reply(job.model, await response.read(self._cfg.max_image_bytes * 2))
             finally:
