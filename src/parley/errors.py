@@ -74,6 +74,13 @@ class PayloadTooLarge(ParleyError):
         super().__init__(message, None, "request_too_large", 413, "invalid_request_error")
 
 
+class UnsupportedMediaType(ParleyError):
+    """415: the body is in a form Parley does not read (a request `Content-Encoding` it does not decode)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message, None, code, 415, "invalid_request_error")
+
+
 class RequestTimeout(ParleyError):
     def __init__(self, message: str) -> None:
         super().__init__(message, None, "request_timeout", 408, "invalid_request_error")

@@ -8,6 +8,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from parley.api.body_coding import BodyLimit
 from parley.api.http import endpoint, json_response, list_body, page_query
 from parley.api.multipart import FORM_OVERHEAD_BYTES, MultipartUpload, UploadDeadlines
 from parley.api.runtime import Runtime, parse_body, runtime_of
@@ -67,7 +68,8 @@ async def _uploaded(request: Request, rt: Runtime, limit: int) -> tuple[str, byt
             int(declared) > limit + FORM_OVERHEAD_BYTES:
         raise PayloadTooLarge(f"A container file may have at most {limit} bytes.")
     cfg = rt.settings.files
-    form = MultipartUpload(request, "file", UploadDeadlines(cfg.upload_idle_timeout_s, cfg.upload_timeout_s))
+    form = MultipartUpload(request, "file", UploadDeadlines(cfg.upload_idle_timeout_s, cfg.upload_timeout_s),
+                           BodyLimit(limit + FORM_OVERHEAD_BYTES, f"A container file may have at most {limit} bytes."))
     pieces: list[bytes] = []
     size = 0
     async for piece in form.file_chunks():

@@ -8,6 +8,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from parley.api.body_coding import BodyLimit
 from parley.api.http import endpoint, json_response, list_body, page_query
 from parley.api.multipart import FORM_OVERHEAD_BYTES, MultipartUpload, UploadDeadlines
 from parley.api.runtime import runtime_of
@@ -67,8 +68,9 @@ async def create_file(request: Request, rid: str) -> Response:
             int(declared) > limit + FORM_OVERHEAD_BYTES:
         raise PayloadTooLarge(f"The file is larger than the limit of {limit} bytes.")
     cfg = rt.settings.files
+    decoded = BodyLimit(limit + FORM_OVERHEAD_BYTES, f"The file is larger than the limit of {limit} bytes.")
     form = MultipartUpload(request, "file", UploadDeadlines(cfg.upload_idle_timeout_s, cfg.upload_timeout_s),
-                           _check_fields)
+                           decoded, _check_fields)
     record = await rt.files.create(project, form.file_chunks(), lambda: _upload(form))
     return json_response(file_object(record), rid)
 

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from parley.api.body_coding import BodyLimit, body_decoder
 from parley.api.http_protocol import exchange_of
 from parley.engine.stream import sse_frame
 from parley.errors import InternalError, InvalidRequest, ParleyError, PayloadTooLarge, RequestTimeout
@@ -124,10 +125,24 @@ async def read_body(request: Request, limit: int, timeout_s: float | None = None
     """The whole body, at most `limit` bytes (413 beyond), within `timeout_s` (408 after: a client sending
     slowly must not hold the request open). A client that disconnects mid-body ends the request quietly.
     A body that has already arrived whole (the usual case: it came with the headers) has nothing to wait
-    for, so no deadline is set up for it."""
-    declared = request.headers.get("content-length")
+    for, so no deadline is set up for it. A body sent with `Content-Encoding: gzip` or `deflate` is decoded,
+    within the same limit (api/body_coding.py); another coding is a 415 before the body is read."""
+    headers = request.headers
+    declared = headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+    coding = headers.get("content-encoding")
+    decoder = None if coding is None else body_decoder(
+        coding, BodyLimit(limit, f"Request body is larger than the limit of {limit} bytes."))
+    body = await _timed_body(request, limit, timeout_s)
+    if decoder is None:
+        return body
+    decoded = decoder.decode(body)
+    decoder.end()
+    return decoded
+
+
+async def _timed_body(request: Request, limit: int, timeout_s: float | None) -> bytes:
     exchange = exchange_of(request.scope)
     if timeout_s is None or (exchange is not None and exchange.body_received):
         return await _read_body(request, limit)

@@ -14,6 +14,7 @@ from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from parley.api.body_coding import BodyLimit, body_decoder
 from parley.api.http import ClientGoneError
 from parley.errors import InvalidRequest, RequestTimeout
 
@@ -45,14 +46,17 @@ def _bad_form(message: str) -> InvalidRequest:
 class MultipartUpload:
     """One upload: `file_chunks()` reads the whole body, yielding the bytes of the field named `file_field`;
     afterwards `fields` and `file` are complete. `check(fields)` runs when the file's part begins, on the fields
-    seen so far, so that a bad field sent before a large file is refused before the file is read."""
+    seen so far, so that a bad field sent before a large file is refused before the file is read. A body sent
+    with a `Content-Encoding` is decoded as it arrives, to at most `limit` (api/body_coding.py)."""
 
-    def __init__(self, request: Request, file_field: str, deadlines: UploadDeadlines,
+    def __init__(self, request: Request, file_field: str, deadlines: UploadDeadlines, limit: BodyLimit,
                  check: FieldsCheck | None = None) -> None:
         kind, options = parse_options_header(request.headers.get("content-type", ""))
         boundary = options.get(b"boundary")
         if kind != b"multipart/form-data" or not boundary:
             raise _bad_form("The request body must be multipart/form-data (with a boundary).")
+        coding = request.headers.get("content-encoding")
+        self._decoder = None if coding is None else body_decoder(coding, limit)
         self._request = request
         self._file_field = file_field
         self._deadlines = deadlines
@@ -79,8 +83,9 @@ class MultipartUpload:
             raise _bad_form(f"The multipart boundary is not usable: {err}.") from None
 
     async def file_chunks(self) -> AsyncIterator[bytes]:
+        body = self._body() if self._decoder is None else self._decoder.decoded(self._body())
         try:
-            async for data in self._body():
+            async for data in body:
                 self._parser.write(data)
                 if self._pending:
                     pieces, self._pending = self._pending, []
