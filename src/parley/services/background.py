@@ -24,15 +24,15 @@ from parley.errors import InternalError, ParleyError, UpstreamError
 from parley.ids import new_id
 from parley.log_context import set_request_id
 from parley.schema.present import presenter
-from parley.store.base import UsageRecord
+from parley.store.base import ConversationTurn, UsageRecord
 from parley.store.sql_background import BackgroundJob, InterruptedRun, Item, SqlBackground
 
 log = logging.getLogger("parley.background")
 
 # Builds the run of a claimed job (the responses service owns request -> model call).
 RunFactory = Callable[[BackgroundJob], Awaitable[ResponseRun]]
-# Called with the final response once a run has ended and its log is complete.
-FinishHook = Callable[[BackgroundJob, dict[str, Any]], Awaitable[None]]
+# What a run that ended appends to its conversation (None: nothing), written with its final log flush.
+TurnHook = Callable[[BackgroundJob, dict[str, Any]], ConversationTurn | None]
 # The usage record of a run that ended (however it ended), written with its final log flush.
 UsageHook = Callable[[BackgroundJob, dict[str, Any]], UsageRecord | None]
 
@@ -90,16 +90,16 @@ class BackgroundRunner:
         self.worker_id = new_id("wrk")
         self.hub = EventHub()
         self._factory: RunFactory | None = None
-        self._finished: FinishHook | None = None
+        self._turn: TurnHook | None = None
         self._usage: UsageHook | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
 
-    def start(self, factory: RunFactory, finished: FinishHook, usage: UsageHook | None = None) -> None:
+    def start(self, factory: RunFactory, turn: TurnHook | None = None, usage: UsageHook | None = None) -> None:
         self._factory = factory
-        self._finished = finished
+        self._turn = turn
         self._usage = usage
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._dispatch(), name="parley-bg-dispatch"),
@@ -204,9 +204,10 @@ class BackgroundRunner:
 
     async def _run(self, job: BackgroundJob) -> None:
         assert self._factory is not None
-        usage = self._usage
+        usage, turn = self._usage, self._turn
         log_writer = _EventLog(self._store, job, self.hub, self._limits.flush_ms,
-                               (lambda response: usage(job, response)) if usage is not None else None)
+                               (lambda response: usage(job, response)) if usage is not None else None,
+                               (lambda response: turn(job, response)) if turn is not None else None)
         run: ResponseRun | None = None
         try:
             async with asyncio.timeout(self._limits.time_limit_s):
@@ -216,8 +217,6 @@ class BackgroundRunner:
                     await log_writer.fail_before_start(job, err)
                     return
                 await log_writer.write_run(run)
-            if self._finished is not None and not log_writer.cancelled:
-                await self._finished(job, run.builder.response)
         except TimeoutError:
             message = f"The background response exceeded the time limit of {self._limits.time_limit_s:g} s."
             await log_writer.end_failed(run, job, UpstreamError.timeout(message))
@@ -250,9 +249,11 @@ class _EventLog:
     (with the output items finished so far), then hands them to live followers."""
 
     def __init__(self, store: SqlBackground, job: BackgroundJob, hub: EventHub, flush_ms: int,
-                 usage: Callable[[dict[str, Any]], UsageRecord | None] | None = None) -> None:
+                 usage: Callable[[dict[str, Any]], UsageRecord | None] | None = None,
+                 turn: Callable[[dict[str, Any]], ConversationTurn | None] | None = None) -> None:
         self._store = store
         self._usage = usage  # the run's usage record, added to its final flush (once)
+        self._turn = turn  # its conversation turn, likewise
         self._job = job
         self._hub = hub
         self._flush_s = flush_ms / 1000
@@ -300,11 +301,13 @@ class _EventLog:
                 end += 1  # finished items in order; at the end, all of them
             events, self._pending = self._pending, []
             items = output[self._stored_items:end]
-            usage = None
+            usage = turn = None
             if final and self._usage is not None:
                 usage, self._usage = self._usage(response), None
+            if final and self._turn is not None:
+                turn, self._turn = self._turn(response), None
             ok = await self._store.append_events(self._job.project_id, response, events, items, self._stored_items,
-                                                 usage)
+                                                 usage, turn)
             self._stored_items = end
             self._hub.publish(self._job.response_id, events)
             if not ok:

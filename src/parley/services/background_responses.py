@@ -15,7 +15,7 @@ from parley.services.background import BackgroundRunner
 from parley.services.keys import Caller
 from parley.services.responses import ResponsesService
 from parley.services.usage import Meter, UsageOrigin
-from parley.store.base import UsageRecord
+from parley.store.base import ConversationTurn, UsageRecord
 from parley.store.sql_background import BackgroundJob, SqlBackground
 
 TERMINAL = ("completed", "incomplete", "failed", "cancelled")
@@ -31,7 +31,7 @@ class BackgroundResponses:
         self._timings: dict[str, Timing] = {}  # of the runs started here, until their usage is recorded
 
     def start(self) -> None:
-        self.runner.start(self._build_run, self._finished, self._usage if self._meter is not None else None)
+        self.runner.start(self._build_run, self._turn, self._usage if self._meter is not None else None)
 
     async def create(self, project_id: str, req: CreateResponseRequest, caller: Caller | None = None) -> dict[str, Any]:
         """Validate, then record the queued response, its input, its first events and its job in one
@@ -80,12 +80,10 @@ class BackgroundResponses:
         origin = UsageOrigin(caller, self._meter.scopes(caller), background=True)
         return self._meter.record(origin, response, self._timings.pop(job.response_id, None))
 
-    async def _finished(self, job: BackgroundJob, response: dict[str, Any]) -> None:
-        if response["status"] in ("completed", "incomplete"):
-            await self._responses.append_to_conversation(
-                job.project_id, (response.get("conversation") or {}).get("id"), response,
-                job.request.get("conversation_input") or [],
-            )
+    def _turn(self, job: BackgroundJob, response: dict[str, Any]) -> ConversationTurn | None:
+        """What the run that ended appends to its conversation, written with its final log flush."""
+        return self._responses.conversation_turn((response.get("conversation") or {}).get("id"), response,
+                                                 job.request.get("conversation_input") or [])
 
     async def cancel(self, project_id: str, response_id: str) -> dict[str, Any]:
         response = await self._responses.retrieve(project_id, response_id)

@@ -15,7 +15,14 @@ from parley.schema.conversations import AddItemsRequest, CreateConversationReque
 from parley.schema.items import Item, normalize_input
 from parley.schema.present import presenter
 from parley.services.compaction import Compactor, check_compaction_trigger
-from parley.store.base import ConversationRecord, ConversationStore, Page, PageQuery, ResponseStore
+from parley.store.base import (
+    ConversationRecord,
+    ConversationStore,
+    ConversationTurn,
+    Page,
+    PageQuery,
+    ResponseStore,
+)
 
 # Responses whose items join their conversation (api-surface.md §1.3: "when the response finishes").
 APPENDED_STATUSES = frozenset({"completed", "incomplete"})
@@ -107,12 +114,18 @@ class ConversationsService:
             raise _not_found(conversation_id, "conversation")
         return items
 
-    async def append_response(self, project_id: str, conversation_id: str, response: dict[str, Any],
-                              input_items: list[Item]) -> None:
-        """Append a finished response's new input and its output, if it completed (or was incomplete)."""
-        if response["status"] in APPENDED_STATUSES:
-            # False: the conversation was deleted while the response ran; its items have nowhere to go.
-            await self._store.append_conversation_items(project_id, conversation_id, input_items + response["output"])
+    def turn(self, conversation_id: str, response: dict[str, Any], input_items: list[Item]) -> ConversationTurn | None:
+        """What a finished response appends to its conversation: its new input and its output, if it completed (or
+        was incomplete); None otherwise. The store writes it with the response (`save_response`, a background run's
+        final flush): both or neither."""
+        if response["status"] not in APPENDED_STATUSES:
+            return None
+        return ConversationTurn(conversation_id, input_items + response["output"])
+
+    async def append_turn(self, project_id: str, turn: ConversationTurn) -> None:
+        """The turn of a response that is not stored (`store: false`)."""
+        # False: the conversation was deleted while the response ran; its items have nowhere to go.
+        await self._store.append_conversation_items(project_id, turn.conversation_id, turn.items)
 
     async def _ingest(self, project_id: str, raw: list[dict[str, Any]]) -> list[Item]:
         """Validate items like response input (params named `items[...]`) and resolve item references."""

@@ -39,7 +39,7 @@ from parley.services.hosted_tools import hosted_mcp_choice, split_hosted
 from parley.services.keys import Caller
 from parley.services.prompts import PromptsService
 from parley.services.usage import Meter, UsageOrigin
-from parley.store.base import Page, PageQuery, ResponseStore
+from parley.store.base import ConversationTurn, Page, PageQuery, ResponseStore
 from parley.telemetry.observe import Telemetry
 from parley.tools.base import LeadingItem, ToolContext
 from parley.tools.mcp.tool import McpTool
@@ -191,12 +191,10 @@ class ResponsesService:
                            first_turn_checks=built.first_turn_checks, toolbox=toolbox, turns=turns,
                            first_calls=toolbox.first_calls, timing=timing, call=fitted.call)
 
-    async def append_to_conversation(
-        self, project_id: str, conversation_id: str | None, response: dict[str, Any], items: list[Item]
-    ) -> None:
-        """A finished turn joins its conversation (completed/incomplete only; see ARCHITECTURE.md)."""
-        if conversation_id is not None:
-            await self._conversations.append_response(project_id, conversation_id, response, items)
+    def conversation_turn(self, conversation_id: str | None, response: dict[str, Any],
+                          items: list[Item]) -> ConversationTurn | None:
+        """What a finished turn appends to its conversation (completed/incomplete only; see ARCHITECTURE.md)."""
+        return None if conversation_id is None else self._conversations.turn(conversation_id, response, items)
 
     async def input_tokens(self, project_id: str, req: CreateResponseRequest,
                            caller: Caller | None = None) -> dict[str, Any]:
@@ -367,13 +365,15 @@ class ResponsesService:
         usage = None
         if self._meter is not None and prepared.origin is not None:
             usage = self._meter.record(prepared.origin, prepared.response, prepared.timing)
-        if prepared.store:
-            await self._store.save_response(prepared.project_id, prepared.response, prepared.input_items, usage)
-        elif usage is not None:
+        turn = self.conversation_turn(prepared.conversation_id, prepared.response, prepared.conversation_input)
+        if prepared.store:  # the conversation's append in the same transaction
+            await self._store.save_response(prepared.project_id, prepared.response, prepared.input_items, usage,
+                                            turn)
+            return
+        if usage is not None:
             self._store.record_usage(usage)
-        # Also with store=false: the conversation keeps the turn.
-        await self.append_to_conversation(prepared.project_id, prepared.conversation_id, prepared.response,
-                                          prepared.conversation_input)
+        if turn is not None:  # also with store=false: the conversation keeps the turn
+            await self._conversations.append_turn(prepared.project_id, turn)
 
     def _sealer_for(self, project_id: str) -> Callable[[Item], str]:
         return lambda item: self._sealer.seal(item, project_id)

@@ -160,11 +160,20 @@ class ResponseFilter:
     created_before: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ConversationTurn:
+    """What a finished response appends to its conversation (its new input and its output), written in the same
+    transaction as the response itself: a crash leaves both or neither."""
+
+    conversation_id: str
+    items: list[Item]
+
+
 class ResponseStore(Protocol):
     async def save_response(self, project_id: str, response: dict[str, Any], input_items: list[Item],
-                            usage: UsageRecord | None = None) -> None:
-        """Store a finished response: its row, its new input items, its output items and its usage record,
-        atomically."""
+                            usage: UsageRecord | None = None, turn: ConversationTurn | None = None) -> None:
+        """Store a finished response: its row, its new input items, its output items, its usage record and its
+        conversation turn (dropped if the conversation is gone), atomically."""
 
     def record_usage(self, record: UsageRecord) -> None:
         """Queue a usage record for the next group commit (a response that stores nothing else)."""

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from parley.errors import InvalidRequest
 from parley.store import tables
-from parley.store.base import Item, Page, PageQuery, UsageRecord
+from parley.store.base import ConversationTurn, Item, Page, PageQuery, UsageRecord
 from parley.store.chain_cache import DELETIONS_SQL, ChainCache
 from parley.store.conversation_cache import ConversationCache
 from parley.store.migrations import migrate
@@ -20,7 +20,7 @@ from parley.store.pages import keyset_page
 from parley.store.rows import item_rows, response_row
 from parley.store.sql_background import SqlBackground
 from parley.store.sql_containers import SqlContainers
-from parley.store.sql_conversations import SqlConversations
+from parley.store.sql_conversations import SqlConversations, conversation_append
 from parley.store.sql_files import SqlFiles
 from parley.store.sql_ingestion import SqlIngestion
 from parley.store.sql_keys import SqlKeys
@@ -100,13 +100,15 @@ class SqlStore(SqlResponseList, SqlPrompts, SqlConversations, SqlBackground, Sql
     # -- responses -------------------------------------------------------------------------------
 
     async def save_response(self, project_id: str, response: dict[str, Any], input_items: list[Item],
-                            usage: UsageRecord | None = None) -> None:
+                            usage: UsageRecord | None = None, turn: ConversationTurn | None = None) -> None:
         rows = item_rows(project_id, response["id"], 0, input_items)
         rows += item_rows(project_id, response["id"], 1, response["output"])
         inserts = [(tables.responses, [response_row(project_id, response)]), (tables.items, rows)]
         if usage is not None:  # in the same transaction: no write of its own
             inserts.append((tables.usage_records, [usage_row(usage)]))
-        await self.writer.submit(Write(inserts=inserts))
+        # The conversation's append too: a crash between two transactions left a stored turn it never got.
+        before = [conversation_append(project_id, turn.conversation_id, turn.items)] if turn is not None else []
+        await self.writer.submit(Write(before=before, inserts=inserts))
 
     async def get_response(self, project_id: str, response_id: str) -> dict[str, Any] | None:
         r, i = tables.responses, tables.items

@@ -18,10 +18,11 @@ from sqlalchemy import Connection, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from parley.store import tables
-from parley.store.base import UsageRecord
+from parley.store.base import ConversationTurn, UsageRecord
 from parley.store.rows import item_rows, response_row
+from parley.store.sql_conversations import conversation_append
 from parley.store.sql_usage import usage_row
-from parley.store.writer import GroupCommitWriter, Write
+from parley.store.writer import GroupCommitWriter, Statement, Write
 
 Item = dict[str, Any]
 TERMINAL = ("completed", "incomplete", "failed", "cancelled")
@@ -111,10 +112,10 @@ class SqlBackground:
 
     async def append_events(
         self, project_id: str, response: dict[str, Any], events: list[tuple[int, bytes]], done_items: list[Item],
-        first_position: int, usage: UsageRecord | None = None,
+        first_position: int, usage: UsageRecord | None = None, turn: ConversationTurn | None = None,
     ) -> bool:
-        """Append events and finished output items (and, with the last flush, the run's usage record); update
-        the response row unless it was cancelled.
+        """Append events and finished output items (and, with the last flush, the run's usage record and its
+        conversation turn); update the response row unless it was cancelled (then the turn is not appended).
 
         Returns False when the response was cancelled meanwhile (the worker should stop)."""
         r = tables.responses
@@ -131,12 +132,23 @@ class SqlBackground:
                 notify = text("SELECT pg_notify(:channel, :rid)")
                 conn.execute(notify, {"channel": EVENTS_CHANNEL, "rid": response["id"]})
 
+        before: list[Statement] = [update_status]
+        if turn is not None:
+            # In the transaction that makes the response final: a crash between two left it completed (polled and
+            # followed as such) without its turn in the conversation, and nothing would ever append it.
+            append = conversation_append(project_id, turn.conversation_id, turn.items)
+
+            def append_unless_cancelled(conn: Connection) -> None:
+                if outcome[-1]:  # the last run of update_status: a failed batch is retried alone
+                    append(conn)
+
+            before.append(append_unless_cancelled)
         item_data = item_rows(project_id, response["id"], 1, done_items, start=first_position)
         inserts = [(tables.response_events, rows), (tables.items, item_data)]
         if usage is not None:
             inserts.append((tables.usage_records, [usage_row(usage)]))
-        await self.writer.submit(Write(before=[update_status], inserts=inserts))
-        return outcome[0]
+        await self.writer.submit(Write(before=before, inserts=inserts))
+        return outcome[-1]
 
     async def listen_for_events(self, on_event: Callable[[str], None]) -> Callable[[], Awaitable[None]] | None:
         """PostgreSQL: call `on_event(response_id)` whenever any process logs events (LISTEN/NOTIFY).

@@ -21,7 +21,7 @@ from parley.store import tables
 from parley.store.base import ConversationRecord, Item, Page, PageQuery
 from parley.store.conversation_cache import ConversationCache
 from parley.store.pages import keyset_page
-from parley.store.writer import GroupCommitWriter, Write
+from parley.store.writer import GroupCommitWriter, Statement, Write
 
 
 def _item_rows(project_id: str, conversation_id: str, items: list[Item], start: int) -> list[dict[str, Any]]:
@@ -36,6 +36,31 @@ def _item_rows(project_id: str, conversation_id: str, items: list[Item], start: 
         }
         for position, item in enumerate(items, start)
     ]
+
+
+def conversation_append(project_id: str, conversation_id: str, items: list[Item],
+                        found: list[bool] | None = None) -> Statement:
+    """The statement appending `items` to the conversation (nothing if it is gone), for a write's transaction;
+    `found` gets whether the conversation was there."""
+    c = tables.conversations
+
+    def append(conn: Connection) -> None:
+        # The UPDATE comes first: it takes the row lock (PostgreSQL) or the write lock (SQLite) before
+        # positions are chosen, so concurrent appends to one conversation are serialised.
+        reserved = conn.execute(
+            update(c)
+            .where(c.c.id == conversation_id, c.c.project_id == project_id)
+            .values(next_position=c.c.next_position + len(items))
+            .returning(c.c.next_position)
+        )
+        end = reserved.scalar_one_or_none()
+        if found is not None:
+            found.append(end is not None)
+        if end is not None and items:
+            rows = _item_rows(project_id, conversation_id, items, int(end) - len(items))
+            conn.execute(insert(tables.conversation_items), rows)
+
+    return append
 
 
 class SqlConversations:
@@ -90,26 +115,9 @@ class SqlConversations:
         return True
 
     async def append_conversation_items(self, project_id: str, conversation_id: str, items: list[Item]) -> bool:
-        c = tables.conversations
-        outcome = {"found": False}
-
-        def append(conn: Connection) -> None:
-            # The UPDATE comes first: it takes the row lock (PostgreSQL) or the write lock (SQLite) before
-            # positions are chosen, so concurrent appends to one conversation are serialised.
-            reserved = conn.execute(
-                update(c)
-                .where(c.c.id == conversation_id, c.c.project_id == project_id)
-                .values(next_position=c.c.next_position + len(items))
-                .returning(c.c.next_position)
-            )
-            end = reserved.scalar_one_or_none()
-            outcome["found"] = end is not None  # assigned, not appended: a failed batch is retried alone
-            if end is not None and items:
-                rows = _item_rows(project_id, conversation_id, items, int(end) - len(items))
-                conn.execute(insert(tables.conversation_items), rows)
-
-        await self.writer.submit(Write(before=[append]))
-        return outcome["found"]
+        found: list[bool] = []
+        await self.writer.submit(Write(before=[conversation_append(project_id, conversation_id, items, found)]))
+        return found[-1]  # the last run of the statement: a failed batch is retried alone
 
     async def load_conversation(self, project_id: str, conversation_id: str) -> list[Item] | None:
         """Every item, oldest first, in one query (None if the conversation does not exist); with the cache, the

@@ -1,0 +1,169 @@
+"""Crash consistency against real `parley serve` processes: a SIGKILL between two writes that belong together
+must leave either both or neither.
+
+To kill a process at exactly that point, the test holds a PostgreSQL lock the server's second write needs (a row
+lock on the conversation, a table lock): the server blocks there, the test sees a backend waiting on its lock
+(`pg_blocking_pids`), SIGKILLs the server, releases the lock, and restarts a server on the same database. Nothing
+here waits on time: every wait is for state the test can observe, with a generous deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import openai
+import pytest
+from compat_support import ParleyServer, model_toml
+from openai import OpenAI
+from sqlalchemy.engine import make_url
+
+from parley.testing.fake_upstream import FakeUpstream
+
+pytestmark = pytest.mark.slow
+
+DEADLINE_S = 60.0
+
+
+def _urls(postgres_server: Any) -> tuple[str, str]:
+    """(Parley's database_url, a DSN for asyncpg)."""
+    url = make_url(postgres_server.get_uri(driver="asyncpg"))
+    return url.render_as_string(hide_password=False), url.set(drivername="postgresql").render_as_string(
+        hide_password=False)
+
+
+def _client(server: ParleyServer) -> OpenAI:
+    return OpenAI(base_url=server.base_url, api_key="sk-local", max_retries=0, timeout=DEADLINE_S)
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.05)
+
+
+class Holder:
+    """A connection of the test's own, holding locks in an open transaction."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.pid: int = conn.get_server_pid()
+
+    async def blocked(self) -> bool:
+        """Whether some backend waits on a lock this connection holds."""
+        waiting = await self.conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", self.pid)
+        return bool(waiting)
+
+
+@contextlib.asynccontextmanager
+async def _holder(dsn: str) -> AsyncIterator[Holder]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        yield Holder(conn)
+    finally:
+        await conn.close()
+
+
+def _start(workdir: Path, config: str) -> ParleyServer:
+    server = ParleyServer(workdir, config)
+    server.start()
+    return server
+
+
+def _sigkill(server: ParleyServer) -> None:
+    assert server.process is not None
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(10)
+
+
+def _in_thread(work: Callable[[], None]) -> threading.Thread:
+    """A client call that will hang on the blocked server, then fail when it is killed."""
+
+    def run() -> None:
+        try:
+            work()
+        except (openai.APIConnectionError, openai.APIStatusError):
+            pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _config(fake: FakeUpstream, database_url: str) -> str:
+    return (f'database_url = "{database_url}"\n' + "".join(model_toml(m, fake.base_url, m) for m in ("echo", "slow"))
+            + "[embedded]\nenabled = false\n[background]\nlease_s = 1.0\n")
+
+
+def _conversation_ids(client: OpenAI, conversation_id: str) -> list[str]:
+    return [item.id for item in client.conversations.items.list(conversation_id, order="asc")]
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["streamed", "background"])
+async def test_a_turn_is_stored_with_its_conversation_append_or_not_at_all(
+    fake: FakeUpstream, postgres_server: Any, tmp_path: Path, background: bool
+) -> None:
+    """A response on a conversation is stored and appended to the conversation in one transaction. It used to be
+    two: a SIGKILL between them left a response `completed` (a background one announced so to every poller and
+    follower) whose turn its conversation never got, nor would get."""
+    database_url, dsn = _urls(postgres_server)
+    config = _config(fake, database_url)
+    server = await asyncio.to_thread(_start, tmp_path / "doomed", config)
+    client = _client(server)
+    conversation = client.conversations.create(items=[{"role": "user", "content": "before the crash"}])
+    before = _conversation_ids(client, conversation.id)
+    seen: list[str] = []
+    async with _holder(dsn) as holder:
+        async with holder.conn.transaction():
+            # The append's first statement is an UPDATE of this row: it waits here.
+            await holder.conn.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", conversation.id)
+            if background:
+                created = client.responses.create(model="echo", input="the turn", conversation=conversation.id,
+                                                  background=True)
+                seen.append(created.id)
+            else:
+                def stream() -> None:
+                    with _client(server) as own, own.responses.stream(
+                        model="slow", input="the turn", conversation=conversation.id
+                    ) as events:  # slow: response.created goes out in a batch of its own
+                        for event in events:
+                            if event.type == "response.created":
+                                seen.append(event.response.id)
+
+                _in_thread(stream)
+            await _until(holder.blocked, "the server waits on the conversation's row lock")
+            await asyncio.to_thread(_sigkill, server)
+    client.close()
+    response_id = seen[0]
+
+    survivor = await asyncio.to_thread(_start, tmp_path / "survivor", config)
+    try:
+        with _client(survivor) as client:
+            if background:
+                async def ended() -> bool:
+                    return client.responses.retrieve(response_id).status not in ("queued", "in_progress")
+
+                await _until(ended, "the interrupted background response ends")
+                # The final flush (status, log, output and the append) never committed: the run was interrupted.
+                assert client.responses.retrieve(response_id).status == "failed"
+            else:
+                with pytest.raises(openai.NotFoundError):  # never stored: the client never saw it complete
+                    client.responses.retrieve(response_id)
+            assert _conversation_ids(client, conversation.id) == before
+            # And the conversation takes the next turn as if nothing happened.
+            after = client.responses.create(model="echo", input="after the crash", conversation=conversation.id)
+            assert after.output_text == "echo: after the crash"
+            assert _conversation_ids(client, conversation.id)[:len(before)] == before
+            assert _conversation_ids(client, conversation.id)[-1] == after.output[-1].id
+    finally:
+        survivor.stop()
