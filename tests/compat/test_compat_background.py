@@ -117,6 +117,45 @@ def test_background_stream_drop_and_resume(bg: ParleyServer) -> None:
         assert seen[0] == 6 and final.output_text == "echo: " + LONG
 
 
+def _padding(events: list[dict[str, Any]]) -> list[str | None]:
+    """Each text delta's `obfuscation` (None: none), checked to pad its delta to a multiple of 16 characters."""
+    deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+    assert deltas
+    for event in deltas:
+        if "obfuscation" in event:
+            assert (len(event["delta"]) + len(event["obfuscation"])) % 16 == 0, event
+    return [e.get("obfuscation") for e in deltas]
+
+
+def test_a_resumed_stream_is_obfuscated_as_its_reader_asks(bg: ParleyServer) -> None:
+    """`include_obfuscation` on GET /v1/responses/{id}?stream=true decides the replayed deltas' padding, with the
+    same default as `stream_options.include_obfuscation` on create (on), whichever way the run was created (it was
+    not read: a replay was padded as the run's create had asked)."""
+    with _client(bg) as client:
+        padded = client.responses.create(model="echo", input="pad me twice", background=True)  # logged padded
+        _wait_status(client, padded.id, {"completed"})
+        with client.responses.create(model="echo", input="do not pad me", background=True, stream=True,
+                                     stream_options={"include_obfuscation": False}) as created:
+            streamed = list(created)
+        assert all(p is None for p in _padding([event.to_dict() for event in streamed]))
+        assert streamed[0].type == "response.created"
+        unpadded = streamed[0].response.id
+        for response_id, text in ((padded.id, "echo: pad me twice"), (unpadded, "echo: do not pad me")):
+            on = [e.to_dict() for e in client.responses.retrieve(response_id, stream=True, include_obfuscation=True)]
+            off = [e.to_dict() for e in client.responses.retrieve(response_id, stream=True, include_obfuscation=False)]
+            default = _replay(bg.base_url, response_id)
+            assert all(isinstance(p, str) for p in _padding(on) + _padding(default))
+            assert all(p is None for p in _padding(off))
+            check_events(default)
+            for events in (on, off, default):  # (the SDK's to_dict makes created_at a float: checked raw only)
+                assert fold_text(events) == text
+            assert [{k: v for k, v in e.items() if k != "obfuscation"} for e in on] == off
+        for query in ("stream=true&include_obfuscation=maybe", "include_obfuscation=2"):
+            bad = httpx.get(f"{bg.base_url}/responses/{padded.id}?{query}", timeout=30.0)
+            assert bad.status_code == 400, bad.text
+            assert bad.json()["error"]["param"] == "include_obfuscation"
+
+
 def test_cancel_in_progress_and_queued(bg: ParleyServer, fake: FakeUpstream) -> None:
     with _client(bg) as client:
         running = client.responses.create(model="slow", input=LONG + " running", background=True)

@@ -23,6 +23,7 @@ from parley.api.http import (
     sse_response,
 )
 from parley.api.runtime import parse_body, runtime_of
+from parley.engine.obfuscation import as_asked
 from parley.errors import InvalidRequest
 from parley.providers.routing import clear_served, served_by
 from parley.schema.requests import CreateResponseRequest, IncludeValue
@@ -117,11 +118,13 @@ async def retrieve_response(request: Request, rid: str) -> Response:
     # Replay the event log from response.created (the SDK helper filters client-side), or after
     # `starting_after`, then follow the run live until its terminal event (api-surface.md §6.6).
     after = query_int(request, "starting_after", -1, minimum=-1)
+    # Padded as a create's stream is, by the same default, whichever way the run logging the events was asked.
+    obfuscate = query_bool(request, "include_obfuscation", rt.settings.obfuscation_default)
     if not stream:
         return json_response(await rt.responses.retrieve(project, response_id, include), rid)
     await rt.background.check_streamable(project, response_id)
-    return sse_frames(follow(rt.store, rt.background.runner, project, response_id, after,
-                             rt.settings.background.poll_s), rid)
+    frames = follow(rt.store, rt.background.runner, project, response_id, after, rt.settings.background.poll_s)
+    return sse_frames(as_asked(frames, obfuscate), rid)
 
 
 @endpoint

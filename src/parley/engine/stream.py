@@ -7,7 +7,6 @@ same state machine runs but no event objects are built, so both modes share one 
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
@@ -16,6 +15,7 @@ import orjson
 
 from parley.engine.citations import CitationFilter
 from parley.engine.custom_input import CustomInput
+from parley.engine.obfuscation import new_pad, obfuscation
 from parley.engine.stream_log import LoggedItem, LoggedRun
 from parley.errors import UpstreamError
 from parley.ids import new_id
@@ -93,12 +93,6 @@ def _add_usage(a: Usage, b: Usage) -> Usage:
     )
 
 
-def _obfuscation(pad: str, delta: str) -> str:
-    # Pads each delta event to a multiple of 16 characters of delta text, so an event's size does not
-    # reveal the exact length of its text (api-surface.md §6.5). The padding is random per response.
-    return pad[: 16 - len(delta) % 16]
-
-
 class _OpenText:
     """A message item (or reasoning item) whose single content part is being streamed."""
 
@@ -166,7 +160,7 @@ class StreamBuilder:
         self.called: list[str] = []
         self.emit = emit
         self.obfuscate = obfuscate and emit
-        self._pad = secrets.token_urlsafe(12) if self.obfuscate else ""
+        self._pad = new_pad() if self.obfuscate else ""  # random per response (engine/obfuscation.py)
         self._seq = 0
         self._message: _OpenText | None = None
         self._reasoning: _OpenText | None = None
@@ -293,7 +287,7 @@ class StreamBuilder:
                 "content_index": 0, "delta": text, "logprobs": logprobs or [],
             }
             if self.obfuscate:
-                ev["obfuscation"] = _obfuscation(self._pad, text)
+                ev["obfuscation"] = obfuscation(self._pad, text)
             events.append(self._event(ev))
 
     def _annotations(self, msg: _OpenText, annotations: list[dict[str, Any]], events: list[Event]) -> None:
@@ -381,7 +375,7 @@ class StreamBuilder:
                 "content_index": 0, "delta": delta.text,
             }
             if self.obfuscate:
-                ev["obfuscation"] = _obfuscation(self._pad, delta.text)
+                ev["obfuscation"] = obfuscation(self._pad, delta.text)
             events.append(self._event(ev))
         return events
 
@@ -405,7 +399,7 @@ class StreamBuilder:
                 "output_index": rs.output_index, "summary_index": len(rs.summary) - 1, "delta": delta.text,
             }
             if self.obfuscate:
-                ev["obfuscation"] = _obfuscation(self._pad, delta.text)
+                ev["obfuscation"] = obfuscation(self._pad, delta.text)
             events.append(self._event(ev))
 
     def _close_summary_part(self, rs: _OpenText, events: list[Event]) -> None:
@@ -528,7 +522,7 @@ class StreamBuilder:
                     "output_index": call.output_index, "delta": delta.arguments,
                 }
                 if self.obfuscate:
-                    ev["obfuscation"] = _obfuscation(self._pad, delta.arguments)
+                    ev["obfuscation"] = obfuscation(self._pad, delta.arguments)
                 events.append(self._event(ev))
         return events
 
