@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from openai import OpenAI
 from ws_support import TERMINAL, Env, check_frame, environment, holding, next_frame, one_response
@@ -238,6 +239,33 @@ async def test_errors_are_events_and_the_socket_stays_open(env: Env) -> None:
         assert (await next_frame(conn))["error"]["code"] == "model_not_found"
         await conn.response.create(model="echo", input="fine")
         assert (await one_response(conn))[-1]["type"] == "response.completed"
+
+
+# Frames whose JSON orjson refuses although the request parser reads it, and plain garbage: each answered as the
+# HTTP door answers the same bytes (was: `invalid_json` with param null for the first five).
+_SAME_AS_HTTP = [
+    r'{"type": "response.create", "model": "echo", "input": "a lone \ud800 surrogate"}',
+    r'{"type": "response.create", "model": "echo", "input": "hi", "temperature": NaN}',
+    r'{"type": "response.create", "model": "echo", "input": "hi", "max_output_tokens": 1e999}',
+    r'{"model": "echo", "input": [{"role": "user", "content": "\udc00"}], "type": "response.create"}',
+    r'{"type": "response.steer", "input": "x", "metadata": {"k": Infinity}}',
+    "not json",
+    "[1, 2]",
+]
+
+
+@pytest.mark.parametrize("frame", _SAME_AS_HTTP, ids=["surrogate", "nan", "1e999", "type-not-first", "steer-inf",
+                                                      "garbage", "not-an-object"])
+async def test_a_frame_the_parser_refuses_is_answered_as_over_http(env: Env, frame: str) -> None:
+    async with httpx.AsyncClient(base_url=env.server.base_url, timeout=30) as http:
+        over_http = await http.post("/responses", content=frame.encode(),
+                                    headers={"content-type": "application/json", "authorization": "Bearer local"})
+    assert over_http.status_code == 400
+    async with env.sdk().responses.connect() as conn:
+        await conn.send_raw(frame)
+        error = await next_frame(conn)
+    assert error["type"] == "error" and error["status"] == 400
+    assert error["error"] == over_http.json()["error"]
 
 
 async def test_lanes_interleave_and_keep_their_order(env: Env) -> None:

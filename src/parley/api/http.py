@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -204,6 +204,26 @@ def parse_model(model: type[M], body: bytes, fields: FieldPolicy | None = None) 
     if fields is not None:
         fields.unknown(parsed)
     return parsed
+
+
+class _JsonObject(BaseModel):
+    """Any JSON object (parse_object's errors are parse_model's)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
+    """A body that must be one JSON object, as data, before anything says which model it is (a WebSocket frame,
+    whose `type` picks it): the errors are parse_model's for the same bytes, so a lone surrogate, NaN or 1e999
+    (which orjson refuses) is named where it is, as over HTTP, not a bare invalid_json."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parse_model(_JsonObject, body)  # raises what the HTTP door answers for these bytes
+        data = _loads(body)  # (accepted there though orjson refuses it: none is known)
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    return data
 
 
 def _invalid(err: ValidationError, body: bytes) -> InvalidRequest:

@@ -25,7 +25,7 @@ import orjson
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
-from parley.api.http import parse_model, request_id
+from parley.api.http import parse_model, parse_object, request_id
 from parley.api.runtime import Runtime
 from parley.api.ws_frames import error_frame, event_frame
 from parley.api.ws_lanes import Lanes
@@ -135,7 +135,7 @@ class Connection:
             if _CREATE.match(raw):
                 await self._route(raw, None)
                 return
-            data = _object(raw)
+            data = parse_object(raw)
             kind = data.get("type")
             if kind == "response.create":
                 await self._route(raw, data)
@@ -154,7 +154,7 @@ class Connection:
             work = Create(parse_model(ResponseCreateEvent, raw, self._rt.fields), None, None)
             stream_id = _stream_id({"stream_id": work.request.stream_id if work.request else None})
         except ParleyError as err:
-            stream_id = _stream_id(data if data is not None else _object(raw))
+            stream_id = _stream_id(data if data is not None else parse_object(raw))
             work = Create(None, err, None)
         try:
             self._lanes.submit(stream_id, Create(work.request, work.error, stream_id))
@@ -264,17 +264,6 @@ class Connection:
             await self._lanes.wait_idle()
             await self._asgi_send({"type": "websocket.close", "code": 1001,
                                    "reason": "websocket_connection_limit_reached"})
-
-
-def _object(raw: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("We could not parse the JSON of the event. Each message must be one JSON object.",
-                             code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("Each message must be one JSON object.", code="invalid_type")
-    return data
 
 
 def _stream_id(data: dict[str, Any]) -> str | None:
