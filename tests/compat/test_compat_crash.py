@@ -14,7 +14,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from compat_support import ParleyServer, model_toml
 from openai import OpenAI
 from sqlalchemy.engine import make_url
 
+from parley.testing.fake_embeddings import FakeEmbeddings, ThreadedFakeEmbeddings
 from parley.testing.fake_upstream import FakeUpstream
 
 pytestmark = pytest.mark.slow
@@ -167,3 +168,67 @@ async def test_a_turn_is_stored_with_its_conversation_append_or_not_at_all(
             assert _conversation_ids(client, conversation.id)[-1] == after.output[-1].id
     finally:
         survivor.stop()
+
+
+@pytest.fixture
+def embeddings() -> Iterator[FakeEmbeddings]:
+    with ThreadedFakeEmbeddings(FakeEmbeddings(dimensions=64)) as fake:
+        yield fake
+
+
+def _files_config(embeddings: FakeEmbeddings, database_url: str) -> str:
+    # PostgreSQL keeps file bytes in the database (file_chunks), where the test can hold them.
+    return (f'database_url = "{database_url}"\n[embedded]\nenabled = false\n[embeddings]\n'
+            f'base_url = "{embeddings.base_url}"\nmodel = "fake-embed"\n[vector_stores]\npoll_s = 0.05\n')
+
+
+async def test_a_file_deleted_when_the_process_dies_is_deleted_whole_after_the_restart(
+    embeddings: FakeEmbeddings, postgres_server: Any, tmp_path: Path
+) -> None:
+    """Deleting a file removes its row, its bytes and its chunks in every vector store (OpenAI: "Delete a file and
+    remove it from all vector stores"). The row went first: a SIGKILL after it left the bytes, and the file in its
+    vector stores (listed, searched), for good. Now the row is made invisible first and goes last; what a crash
+    leaves is an expired row the sweeper finishes (at start-up here)."""
+    database_url, dsn = _urls(postgres_server)
+    config = _files_config(embeddings, database_url)
+    server = await asyncio.to_thread(_start, tmp_path / "doomed", config)
+    client = _client(server)
+    uploaded = client.files.create(file=("tides.txt", b"The tide tables of the lighthouse keeper."),
+                                   purpose="assistants")
+    store = client.vector_stores.create(name="tides", file_ids=[uploaded.id])
+
+    async def indexed() -> bool:
+        return client.vector_stores.files.retrieve(uploaded.id, vector_store_id=store.id).status == "completed"
+
+    await _until(indexed, "the file is indexed")
+    async with _holder(dsn) as holder:
+        async with holder.conn.transaction():
+            await holder.conn.execute("LOCK TABLE file_chunks IN SHARE MODE")  # its bytes cannot be deleted
+
+            def delete() -> None:
+                with _client(server) as own:
+                    own.files.delete(uploaded.id)
+
+            _in_thread(delete)
+            await _until(holder.blocked, "the server waits to delete the file's bytes")
+            await asyncio.to_thread(_sigkill, server)
+        client.close()
+
+        survivor = await asyncio.to_thread(_start, tmp_path / "survivor", config)
+        try:
+            with _client(survivor) as client:
+
+                async def gone() -> bool:
+                    chunks = await holder.conn.fetchval("SELECT count(*) FROM file_chunks WHERE file_id = $1",
+                                                        uploaded.id)
+                    rows = await holder.conn.fetchval("SELECT count(*) FROM files WHERE id = $1", uploaded.id)
+                    listed = [f.id for f in client.vector_stores.files.list(store.id)]
+                    return chunks == 0 and rows == 0 and uploaded.id not in listed
+
+                await _until(gone, "the file's row, bytes and vector store entry are gone")
+                with pytest.raises(openai.NotFoundError):
+                    client.files.retrieve(uploaded.id)
+                hits = client.vector_stores.search(store.id, query="tide tables lighthouse keeper")
+                assert hits.data == []
+        finally:
+            survivor.stop()

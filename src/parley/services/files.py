@@ -181,23 +181,29 @@ class FilesService:
     # -- delete and expiry -------------------------------------------------------------------------
 
     async def delete(self, project_id: str, file_id: str) -> dict[str, Any]:
-        record = await self._store.delete_file(project_id, file_id)
+        # The file expires now, invisible at once; its bytes and what hooks keep of it go next, its row last. A
+        # crash on the way leaves an expired row, which the sweeper finishes (it went first: a crash after it left
+        # the bytes, and the file in its vector stores, for good).
+        record, was_live = await self._store.expire_file(project_id, file_id, int(self._clock()))
         if record is None:
             raise file_not_found(file_id)
-        await self._removed(record)
-        if record.status != "processed" or (record.expires_at is not None and record.expires_at <= self._clock()):
+        await self._remove(record)
+        if not was_live:
             raise file_not_found(file_id)  # it was already gone for the API; its remains are now too
         return {"id": file_id, "object": "file", "deleted": True}
 
-    async def _removed(self, record: FileRecord) -> None:
+    async def _remove(self, record: FileRecord) -> bool:
+        """Its bytes, what hooks keep of it, then its row: the row is what says there is something left to remove.
+        Every step may run twice (two replicas sweeping, a deletion and the sweeper); True for the call whose
+        delete removed the row."""
         await self._blobs.delete(record.id)
-        if record.status != "processed":
-            return  # never visible: nothing can refer to it
-        for hook in self._hooks:
-            try:
-                await hook(record)
-            except Exception:
-                log.exception("a file deletion hook failed for %s", record.id)
+        if record.status == "processed":  # else it was never visible: nothing can refer to it
+            for hook in self._hooks:
+                try:
+                    await hook(record)
+                except Exception:
+                    log.exception("a file deletion hook failed for %s", record.id)
+        return await self._store.delete_file(record.project_id, record.id) is not None
 
     async def sweep(self) -> int:
         """Delete every expired file (and stale upload) now; returns how many. Safe on several replicas at
@@ -206,9 +212,7 @@ class FilesService:
         while True:
             expired = await self._store.expired_files(int(self._clock()), _SWEEP_BATCH)
             for record in expired:
-                gone = await self._store.delete_file(record.project_id, record.id)
-                if gone is not None:
-                    await self._removed(gone)
+                if await self._remove(record):
                     removed += 1
             if len(expired) < _SWEEP_BATCH:
                 break

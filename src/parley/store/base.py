@@ -308,6 +308,10 @@ class FileStore(Protocol):
     async def list_files(self, project_id: str, purpose: str | None, page: PageQuery, now: int) -> FilePage:
         """Cursors are file ids; the order is the upload order."""
 
+    async def expire_file(self, project_id: str, file_id: str, now: int) -> tuple[FileRecord | None, bool]:
+        """A live file expires `now` (invisible at once, swept if its deletion is not finished): its row (None if
+        there is none, whatever its state) and whether this call is the one that found it live."""
+
     async def delete_file(self, project_id: str, file_id: str) -> FileRecord | None:
         """The deleted row (whatever its state), or None if there was none: exactly one caller gets it."""
 

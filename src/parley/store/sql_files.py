@@ -69,6 +69,16 @@ class SqlFiles:
             rows, has_more = await keyset_page(conn, query, _f.c.seq, page, locate)
         return FilePage([_record(row) for row in rows], has_more)
 
+    async def expire_file(self, project_id: str, file_id: str, now: int) -> tuple[FileRecord | None, bool]:
+        async with self.engine.begin() as conn:
+            # Conditional: of concurrent deleters, exactly one finds the file live.
+            expired = await conn.execute(update(_f).where(_f.c.id == file_id, _f.c.project_id == project_id,
+                                                          _live(now)).values(expires_at=now))
+            row = (await conn.execute(
+                select(*_COLUMNS).where(_f.c.id == file_id, _f.c.project_id == project_id)
+            )).first()
+        return (_record(row) if row is not None else None), bool(expired.rowcount)
+
     async def delete_file(self, project_id: str, file_id: str) -> FileRecord | None:
         async with self.engine.begin() as conn:
             row = (await conn.execute(
