@@ -232,3 +232,39 @@ async def test_a_file_deleted_when_the_process_dies_is_deleted_whole_after_the_r
                 assert hits.data == []
         finally:
             survivor.stop()
+
+
+async def test_a_vector_store_created_with_files_is_never_left_without_them(
+    embeddings: FakeEmbeddings, postgres_server: Any, tmp_path: Path
+) -> None:
+    """`vector_stores.create(file_ids=...)` inserted the store, then attached its files in a second transaction: a
+    SIGKILL between left a store listed with no files, which the client (never answered) did not know of. Now one
+    transaction: the store exists with its files or not at all."""
+    database_url, dsn = _urls(postgres_server)
+    config = _files_config(embeddings, database_url)
+    server = await asyncio.to_thread(_start, tmp_path / "doomed", config)
+    client = _client(server)
+    uploaded = client.files.create(file=("notes.txt", b"Notes of the harbour master."), purpose="assistants")
+    name = f"created-at-the-crash-{uploaded.id}"
+    async with _holder(dsn) as holder:
+        async with holder.conn.transaction():
+            await holder.conn.execute("LOCK TABLE vector_store_files IN SHARE MODE")  # no file can be attached
+
+            def create() -> None:
+                with _client(server) as own:
+                    own.vector_stores.create(name=name, file_ids=[uploaded.id])
+
+            _in_thread(create)
+            await _until(holder.blocked, "the server waits to attach the store's files")
+            await asyncio.to_thread(_sigkill, server)
+    client.close()
+
+    survivor = await asyncio.to_thread(_start, tmp_path / "survivor", config)
+    try:
+        with _client(survivor) as client:
+            assert [s.id for s in client.vector_stores.list() if s.name == name] == []
+            retried = client.vector_stores.create(name=name, file_ids=[uploaded.id])  # the client's retry
+            assert [s.id for s in client.vector_stores.list() if s.name == name] == [retried.id]
+            assert [f.id for f in client.vector_stores.files.list(retried.id)] == [uploaded.id]
+    finally:
+        survivor.stop()

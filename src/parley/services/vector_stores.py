@@ -144,9 +144,8 @@ class VectorStoresService:
             req.expires_after.days if req.expires_after else None, req.metadata or {},
             embedder.model_id, embedder.dimensions)
         await self._store.ensure_vector_index(embedder.dimensions)
-        await self._store.insert_vector_store(record)
+        await self._store.insert_vector_store(record, files, now)  # one transaction: never a store without them
         if files:
-            await self._store.attach_files(project_id, record.id, files, now)
             self._wake()
         return (await self._render([record]))[0]
 

@@ -3,6 +3,7 @@ store/sql_vector_search.py; ingestion jobs: store/sql_ingestion.py."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -59,7 +60,10 @@ class SqlVectorStores:
 
     # -- stores ------------------------------------------------------------------------------------
 
-    async def insert_vector_store(self, record: VectorStoreRecord) -> None:
+    async def insert_vector_store(self, record: VectorStoreRecord, files: Sequence[NewStoreFile] = (),
+                                  now: int = 0) -> None:
+        """The store, with `files` attached at `now` in the same transaction: a crash never leaves a store without
+        the files it was created with."""
         async with self.engine.begin() as conn:
             await conn.execute(insert(_vs).values(
                 id=record.id, project_id=record.project_id, name=record.name, description=record.description,
@@ -67,6 +71,8 @@ class SqlVectorStores:
                 metadata=orjson.dumps(record.metadata).decode(), embedding_model=record.embedding_model,
                 dimensions=record.dimensions, generation=0,
             ))
+            if files:
+                await _attach(conn, record.project_id, record.id, files, now, None)
 
     async def get_vector_stores(self, project_id: str, store_ids: list[str]) -> dict[str, VectorStoreRecord]:
         query = select(_vs).where(_vs.c.project_id == project_id, _vs.c.id.in_(store_ids))
@@ -147,22 +153,7 @@ class SqlVectorStores:
                 select(_vs.c.id).where(_vs.c.project_id == project_id, _vs.c.id == store_id))).first()
             if exists is None:
                 return False
-            if batch is not None:
-                await conn.execute(insert(_vb).values(id=batch.id, vector_store_id=store_id, project_id=project_id,
-                                                      created_at=batch.created_at, cancelled_at=None))
-            ids = [f.file_id for f in files]
-            for start in range(0, len(ids), 500):
-                await conn.execute(delete(_vf).where(_vf.c.vector_store_id == store_id,
-                                                     _vf.c.file_id.in_(ids[start:start + 500])))
-            await conn.execute(insert(_vf), [{
-                "vector_store_id": store_id, "file_id": f.file_id, "project_id": project_id,
-                "batch_id": batch.id if batch else None, "filename": f.filename, "created_at": now,
-                "status": "in_progress", "usage_bytes": 0, "chunk_count": 0, "last_error": None,
-                "attributes": orjson.dumps(f.attributes).decode(), "max_chunk_tokens": f.max_chunk_tokens,
-                "chunk_overlap_tokens": f.chunk_overlap_tokens, "worker_id": None, "lease_until": None,
-                "attempts": 0,
-            } for f in files])
-            await conn.execute(bump_generation(store_id))  # attributes may have changed
+            await _attach(conn, project_id, store_id, files, now, batch)
         return True
 
     async def get_store_file(self, store_id: str, file_id: str) -> StoreFileRecord | None:
@@ -251,3 +242,24 @@ async def _seq_of(conn: AsyncConnection, key: Any, where: ColumnElement[bool], m
     if seq is None:
         raise InvalidRequest(message, param=param)
     return int(seq)
+
+
+async def _attach(conn: AsyncConnection, project_id: str, store_id: str, files: Sequence[NewStoreFile], now: int,
+                  batch: BatchRecord | None) -> None:
+    """Attach (or re-attach, replacing the earlier attachment) files to an existing store, with the batch if any."""
+    if batch is not None:
+        await conn.execute(insert(_vb).values(id=batch.id, vector_store_id=store_id, project_id=project_id,
+                                              created_at=batch.created_at, cancelled_at=None))
+    ids = [f.file_id for f in files]
+    for start in range(0, len(ids), 500):
+        await conn.execute(delete(_vf).where(_vf.c.vector_store_id == store_id,
+                                             _vf.c.file_id.in_(ids[start:start + 500])))
+    await conn.execute(insert(_vf), [{
+        "vector_store_id": store_id, "file_id": f.file_id, "project_id": project_id,
+        "batch_id": batch.id if batch else None, "filename": f.filename, "created_at": now,
+        "status": "in_progress", "usage_bytes": 0, "chunk_count": 0, "last_error": None,
+        "attributes": orjson.dumps(f.attributes).decode(), "max_chunk_tokens": f.max_chunk_tokens,
+        "chunk_overlap_tokens": f.chunk_overlap_tokens, "worker_id": None, "lease_until": None,
+        "attempts": 0,
+    } for f in files])
+    await conn.execute(bump_generation(store_id))  # attributes may have changed
