@@ -457,6 +457,9 @@ class CodeInterpreterConfig(BaseModel):
         default="4g", description="Largest memory_limit a container may ask for (it bounds its address space)")
     max_output_chars: int = Field(default=20_000, ge=1000, description="Log characters the model gets per call")
     sweep_interval_s: float = Field(default=60.0, gt=0, description="How often idle containers are expired")
+    orphan_grace_s: float = Field(default=3600.0, gt=0, description="Bytes of a container file whose row never "
+                                  "came (its process died while storing it) are removed this long after they were "
+                                  "written")
 
 
 class FetchConfig(BaseModel):

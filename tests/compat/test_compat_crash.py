@@ -268,3 +268,61 @@ async def test_a_vector_store_created_with_files_is_never_left_without_them(
             assert [f.id for f in client.vector_stores.files.list(retried.id)] == [uploaded.id]
     finally:
         survivor.stop()
+
+
+_ORPHAN_BYTES = """SELECT DISTINCT c.file_id FROM file_chunks c WHERE c.file_id LIKE 'cfile%'
+                   AND NOT EXISTS (SELECT 1 FROM container_files f WHERE f.id = c.file_id)"""
+
+
+@pytest.mark.parametrize("step", ["create", "upload"])
+async def test_container_file_bytes_a_crash_left_without_a_row_are_removed(
+    postgres_server: Any, tmp_path: Path, step: str
+) -> None:
+    """A container file's bytes are stored before its row: a SIGKILL between left bytes no row refers to, never
+    removed, and `containers.create(file_ids=...)` left the container listed without its files. Now the bytes are
+    pending until the row's transaction (the sweeper removes them after `orphan_grace_s` if it never commits), and a
+    container is inserted with its files' rows."""
+    database_url, dsn = _urls(postgres_server)
+    config = (f'database_url = "{database_url}"\n[embedded]\nenabled = false\n'
+              "[code_interpreter]\norphan_grace_s = 1\nsweep_interval_s = 0.2\n")
+    server = await asyncio.to_thread(_start, tmp_path / "doomed", config)
+    client = _client(server)
+    source = client.files.create(file=("tally.csv", b"day,count\n1,4\n2,9\n"), purpose="assistants")
+    name = f"crash-{step}-{source.id}"
+    container = client.containers.create(name=f"{name}-target") if step == "upload" else None
+    async with _holder(dsn) as holder:
+        orphans_before = {row[0] for row in await holder.conn.fetch(_ORPHAN_BYTES)}
+        async with holder.conn.transaction():
+            await holder.conn.execute("LOCK TABLE container_files IN SHARE MODE")  # no file row can be written
+
+            def act() -> None:
+                with _client(server) as own:
+                    if container is None:
+                        own.containers.create(name=name, file_ids=[source.id])
+                    else:
+                        own.containers.files.create(container.id, file=("upload.txt", b"uploaded before the crash"))
+
+            _in_thread(act)
+            await _until(holder.blocked, "the server waits to write the container file's row")
+            await asyncio.to_thread(_sigkill, server)
+        client.close()
+        stored = {row[0] for row in await holder.conn.fetch(_ORPHAN_BYTES)} - orphans_before
+        assert stored, "the bytes were stored before the row"
+
+        survivor = await asyncio.to_thread(_start, tmp_path / "survivor", config)
+        try:
+            with _client(survivor) as client:
+                if container is None:
+                    assert [c.id for c in client.containers.list() if c.name == name] == []
+                else:
+                    assert list(client.containers.files.list(container.id)) == []
+
+                async def swept() -> bool:
+                    return not {row[0] for row in await holder.conn.fetch(_ORPHAN_BYTES)} & stored
+
+                await _until(swept, "the bytes without a row are removed")
+                pending = await holder.conn.fetchval("SELECT count(*) FROM pending_blobs WHERE key = ANY($1)",
+                                                     list(stored))
+                assert pending == 0
+        finally:
+            survivor.stop()

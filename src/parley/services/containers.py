@@ -151,12 +151,24 @@ class ContainersService:
                                  code="container_limit_reached")
         minutes = body.expires_after.minutes if body.expires_after else cfg.default_expiry_minutes
         record = ContainerRecord(new_id("cntr"), project_id, body.name, now, now, minutes, memory)
-        await self._store.insert_container(record)
+        # The files' bytes first (pending), then the container with their rows in one transaction: a crash never
+        # leaves a container without the files it was created with, and its bytes are swept.
+        files: dict[str, ContainerFileRecord] = {}  # by path: a later file of the same name replaces an earlier one
         try:
             for index, file_id in enumerate(body.file_ids or ()):
-                await self.copy_file(project_id, record.id, file_id, param=f"file_ids[{index}]")
+                param = f"file_ids[{index}]"
+                file = await self._files.get(project_id, file_id, param=param)
+                data = await self._files.read_bytes(project_id, file_id, cfg.max_file_bytes, param=param)
+                copied = ContainerFileRecord(new_id("cfile"), record.id, project_id, upload_path(file.filename),
+                                             len(data), "user", now)
+                await self._write_blob(copied.id, data)
+                replaced = files.pop(copied.path, None)
+                files[copied.path] = copied
+                if replaced is not None:
+                    await self._forget_blobs([replaced.id])
+            await self._store.insert_container(record, list(files.values()))
         except BaseException:
-            await self.delete(project_id, record.id)
+            await self._forget_blobs([f.id for f in files.values()])
             raise
         return record
 
@@ -192,9 +204,21 @@ class ContainersService:
             raise NotFound(f"No container found with id '{container_id}'.", param="container_id")
         await self._forget(container_id, file_ids)
 
+    async def _write_blob(self, key: str, data: bytes) -> None:
+        """A container file's bytes, pending until the transaction that inserts its row (the sweeper removes them
+        `orphan_grace_s` later if that never commits: the process died)."""
+        await self._store.pend_blobs([key], int(self._clock() + self._config.orphan_grace_s))
+        await self._blobs.write(key, _once(data))
+
+    async def _forget_blobs(self, keys: list[str]) -> None:
+        """Remove bytes whose rows are gone (or never came), then their pending entries. Interrupted, the entries
+        stay and the sweeper finishes."""
+        for key in keys:
+            await self._blobs.delete(key)
+        await self._store.drop_pending_blobs(keys)
+
     async def _forget(self, container_id: str, file_ids: list[str]) -> None:
-        for file_id in file_ids:
-            await self._blobs.delete(file_id)
+        await self._forget_blobs(file_ids)
         if self._pool is not None:
             async with self._pool.hold(container_id):
                 await self._pool.drop(container_id)
@@ -216,14 +240,13 @@ class ContainersService:
             raise PayloadTooLarge(f"A container file may have at most {self._config.max_file_bytes} bytes.")
         record = ContainerFileRecord(new_id("cfile"), container_id, project_id, path, len(data), source,
                                      int(self._clock()))
-        await self._blobs.write(record.id, _once(data))
+        await self._write_blob(record.id, data)
         try:
             generation, replaced = await self._store.change_container_files(container_id, [record], [])
         except BaseException:
-            await self._blobs.delete(record.id)
+            await self._forget_blobs([record.id])
             raise
-        for old in replaced:
-            await self._blobs.delete(old)
+        await self._forget_blobs(replaced)
         await self._store.touch_container(container_id, int(self._clock()), None)
         if self._pool is not None:
             async with self._pool.hold(container_id) as slot:
@@ -273,7 +296,7 @@ class ContainersService:
     async def delete_file(self, project_id: str, container_id: str, file_id: str) -> None:
         record = await self.get_file(project_id, container_id, file_id)
         generation, _ = await self._store.change_container_files(container_id, [], [file_id])
-        await self._blobs.delete(file_id)
+        await self._forget_blobs([file_id])
         if self._pool is not None:
             async with self._pool.hold(container_id) as slot:
                 if slot.workdir is not None:
@@ -385,15 +408,14 @@ class ContainersService:
                 continue
             record = ContainerFileRecord(new_id("cfile"), container.id, container.project_id,
                                          DATA_ROOT + relative, len(data), "assistant", now)
-            await self._blobs.write(record.id, _once(data))
+            await self._write_blob(record.id, data)
             added.append(record)
             entries[relative] = entry
         removed = {r: k.file_id for r, k in slot.known.items() if r not in found}
         if not added and not removed:
             return []
         generation, replaced = await self._store.change_container_files(container.id, added, list(removed.values()))
-        for file_id in [*removed.values(), *replaced]:
-            await self._blobs.delete(file_id)
+        await self._forget_blobs([*removed.values(), *replaced])
         for relative in removed:
             del slot.known[relative]
         for record in added:
@@ -410,6 +432,9 @@ class ContainersService:
         expired = await self._store.expire_containers(now, 100)
         for container_id, file_ids in expired:
             await self._forget(container_id, file_ids)
+        # Bytes a crash left without a row: written for one that never committed, or left by one deleted.
+        while due := await self._store.due_blobs(now, 100):
+            await self._forget_blobs(due)
         if self._pool is not None:
             local = self._pool.live_containers()
             alive = await self._store.running_containers(local, now)

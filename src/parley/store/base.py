@@ -359,24 +359,34 @@ class ContainerFileRecord:
 class ContainerStore(Protocol):
     """Containers and their file rows (store/sql_containers.py)."""
 
-    async def insert_container(self, record: ContainerRecord) -> None: ...
+    async def insert_container(self, record: ContainerRecord, files: Sequence[ContainerFileRecord] = ()) -> None:
+        """The container with its first files' rows (their bytes stored, pending), in one transaction."""
     async def get_container(self, project_id: str, container_id: str) -> ContainerRecord | None: ...
     async def list_containers(self, project_id: str, name: str | None,
                               page: PageQuery) -> tuple[list[ContainerRecord], bool]: ...
     async def count_containers(self, project_id: str | None, now: int) -> int:
         """Running, unexpired containers of the project (or of every project)."""
     async def delete_container(self, project_id: str, container_id: str) -> list[str] | None:
-        """Removes the container and its file rows; the ids of its files, or None if there was none."""
+        """Removes the container and its file rows, their bytes pending; the ids of its files, or None if there was
+        none."""
     async def touch_container(self, container_id: str, now: int, owner: str | None) -> None:
         """last_active_at = now (and session_owner = owner when given)."""
     async def expire_containers(self, now: int, limit: int) -> list[tuple[str, list[str]]]:
-        """Marks running containers idle past their expiry as expired and removes their file rows: (id, file
-        ids) of each container this call expired."""
+        """Marks running containers idle past their expiry as expired and removes their file rows, their bytes
+        pending: (id, file ids) of each container this call expired."""
     async def running_containers(self, container_ids: list[str], now: int) -> set[str]: ...
     async def change_container_files(self, container_id: str, added: list[ContainerFileRecord],
                                      removed: list[str]) -> tuple[int, list[str]]:
-        """Delete and insert file rows in one transaction, a row already at an added path replaced; the new
-        files_generation and the ids of the rows replaced so."""
+        """Delete and insert file rows in one transaction, a row already at an added path replaced; the added
+        bytes stop pending, the removed and replaced ones pend. The new files_generation and the ids of the rows
+        replaced so."""
+    async def pend_blobs(self, keys: Sequence[str], due_at: int) -> None:
+        """Bytes about to be written under `keys` whose rows are not there yet (removed at `due_at` unless a row
+        claims them)."""
+    async def drop_pending_blobs(self, keys: Sequence[str]) -> None:
+        """These bytes are gone (or claimed): nothing is left to remove."""
+    async def due_blobs(self, now: int, limit: int) -> list[str]:
+        """Keys pending since before `now` whose bytes no row claims: bytes to remove."""
     async def list_container_files(self, project_id: str, container_id: str,
                                    page: PageQuery) -> tuple[list[ContainerFileRecord], bool]: ...
     async def all_container_files(self, container_id: str) -> list[ContainerFileRecord]: ...

@@ -97,13 +97,18 @@ class DiskBlobs:
             source.close()
 
     async def delete(self, key: str) -> None:
-        path = self.path(key)
-        with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(path.unlink)
+        """The bytes, and a write of them a crash cut short (its `.part`)."""
+        await asyncio.to_thread(_unlink, self.path(key), self.root / ".tmp" / f"{key}.part")
 
     async def sweep_partial(self, older_than_s: float, now: float) -> int:
         """Remove `.part` files older than `older_than_s` (uploads a crash cut short)."""
         return await asyncio.to_thread(_sweep_partial, self.root / ".tmp", now - older_than_s)
+
+
+def _unlink(*paths: Path) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _create(temp: Path) -> IO[bytes]:

@@ -399,6 +399,19 @@ def _v13(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE conversations ADD COLUMN item_deletions BIGINT NOT NULL DEFAULT 0"))
 
 
+
+def _v14(conn: Connection) -> None:
+    # Container file bytes that may have no row: written before it, or left after it (store/tables.py).
+    frozen = MetaData()
+    table = Table(
+        "pending_blobs",
+        frozen,
+        Column("key", String(128), primary_key=True),
+        Column("due_at", BigInteger, nullable=False),
+    )
+    Index("ix_pending_blobs_due", table.c.due_at)
+    frozen.create_all(conn)
+
 MIGRATIONS: list[Migration] = [
     (1, "api keys, responses and their items", _v1),
     (2, "prompt templates", _v2),
@@ -412,6 +425,7 @@ MIGRATIONS: list[Migration] = [
     (11, "the response deletion counter (chain caches)", _v11),
     (12, "usage records: a response's timeline, and an index by response", _v12),
     (13, "conversations: a count of deleted items (conversation caches)", _v13),
+    (14, "container file bytes that may have no row (crash clean-up)", _v14),
 ]
 
 

@@ -3,6 +3,7 @@ SqlStore."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, literal, select, update
@@ -15,6 +16,7 @@ from parley.store.pages import keyset_page
 
 _c = tables.containers
 _cf = tables.container_files
+_pb = tables.pending_blobs
 _C_COLUMNS = (_c.c.id, _c.c.project_id, _c.c.name, _c.c.created_at, _c.c.last_active_at, _c.c.expires_minutes,
               _c.c.memory_limit, _c.c.status, _c.c.session_owner, _c.c.files_generation)
 _F_COLUMNS = (_cf.c.id, _cf.c.container_id, _cf.c.project_id, _cf.c.path, _cf.c.bytes, _cf.c.source,
@@ -39,8 +41,11 @@ def _unexpired(now: int) -> Any:
 class SqlContainers:
     engine: AsyncEngine
 
-    async def insert_container(self, record: ContainerRecord) -> None:
+    async def insert_container(self, record: ContainerRecord, files: Sequence[ContainerFileRecord] = ()) -> None:
         async with self.engine.begin() as conn:
+            if files:
+                await conn.execute(insert(_cf), _file_rows(files))
+                await _claim(conn, [f.id for f in files])
             await conn.execute(insert(_c).values(
                 id=record.id, project_id=record.project_id, name=record.name, created_at=record.created_at,
                 last_active_at=record.last_active_at, expires_minutes=record.expires_minutes,
@@ -82,6 +87,7 @@ class SqlContainers:
                 return None
             files = list((await conn.execute(select(_cf.c.id).where(_cf.c.container_id == container_id))).scalars())
             await conn.execute(delete(_cf).where(_cf.c.container_id == container_id))
+            await _pend(conn, files, 0)
         return files
 
     async def touch_container(self, container_id: str, now: int, owner: str | None) -> None:
@@ -105,6 +111,7 @@ class SqlContainers:
                 files = list((await conn.execute(
                     select(_cf.c.id).where(_cf.c.container_id == container_id))).scalars())
                 await conn.execute(delete(_cf).where(_cf.c.container_id == container_id))
+                await _pend(conn, files, 0)
                 expired.append((container_id, files))
         return expired
 
@@ -127,14 +134,31 @@ class SqlContainers:
                     _cf.c.container_id == container_id, _cf.c.path.in_(paths)))).scalars())
                 if replaced:
                     await conn.execute(delete(_cf).where(_cf.c.id.in_(replaced)))
-                await conn.execute(insert(_cf), [
-                    {"id": r.id, "container_id": r.container_id, "project_id": r.project_id, "path": r.path,
-                     "bytes": r.bytes, "source": r.source, "created_at": r.created_at} for r in added])
+                await conn.execute(insert(_cf), _file_rows(added))
+                await _claim(conn, [r.id for r in added])
+            await _pend(conn, [*removed, *replaced], 0)
             await conn.execute(update(_c).where(_c.c.id == container_id)
                                .values(files_generation=_c.c.files_generation + 1))
             generation = (await conn.execute(
                 select(_c.c.files_generation).where(_c.c.id == container_id))).scalar()
         return int(generation or 0), replaced
+
+    async def pend_blobs(self, keys: Sequence[str], due_at: int) -> None:
+        async with self.engine.begin() as conn:
+            await _pend(conn, keys, due_at)
+
+    async def drop_pending_blobs(self, keys: Sequence[str]) -> None:
+        async with self.engine.begin() as conn:
+            await _claim(conn, keys)
+
+    async def due_blobs(self, now: int, limit: int) -> list[str]:
+        # A key a row claims is not removed (its bytes are that file's): its entry just goes.
+        query = select(_pb.c.key, _cf.c.id).select_from(_pb.outerjoin(_cf, _cf.c.id == _pb.c.key)).where(
+            _pb.c.due_at <= now).order_by(_pb.c.due_at).limit(limit)
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(query)).all()
+            await _claim(conn, [key for key, claimed in rows if claimed is not None])
+        return [key for key, claimed in rows if claimed is None]
 
     async def list_container_files(self, project_id: str, container_id: str,
                                    page: PageQuery) -> tuple[list[ContainerFileRecord], bool]:
@@ -160,6 +184,21 @@ class SqlContainers:
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return _file(row) if row is not None else None
+
+
+def _file_rows(records: Sequence[ContainerFileRecord]) -> list[dict[str, Any]]:
+    return [{"id": r.id, "container_id": r.container_id, "project_id": r.project_id, "path": r.path,
+             "bytes": r.bytes, "source": r.source, "created_at": r.created_at} for r in records]
+
+
+async def _pend(conn: AsyncConnection, keys: Sequence[str], due_at: int) -> None:
+    if keys:
+        await conn.execute(insert(_pb), [{"key": key, "due_at": due_at} for key in dict.fromkeys(keys)])
+
+
+async def _claim(conn: AsyncConnection, keys: Sequence[str]) -> None:
+    for start in range(0, len(keys), 500):
+        await conn.execute(delete(_pb).where(_pb.c.key.in_(keys[start:start + 500])))
 
 
 async def _seq(conn: AsyncConnection, column: Any, where: Any, message: str, param: str) -> int:

@@ -377,6 +377,19 @@ rate_counters = Table(
     Column("cost", BigInteger, nullable=False),
 )
 
+# Container file bytes that may have no row (migration 14; services/containers.py): bytes are written before their
+# row commits (due `due_at`, Unix seconds, a grace later) and a row is deleted before its bytes (due at once). The
+# entry goes in the transaction that inserts the row, or once the bytes are gone; what a crash leaves, the
+# containers' sweeper removes when it is due, unless a row claims the bytes.
+pending_blobs = Table(
+    "pending_blobs",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("due_at", BigInteger, nullable=False),
+)
+
+Index("ix_pending_blobs_due", pending_blobs.c.due_at)
+
 # One row (id 1): how many responses were ever deleted, bumped in the deleting transaction. A process's chain
 # cache (store/chain_cache.py) reads it with each chain it serves and forgets everything when it moved, so a
 # response deleted by any process is never continued from a cache (migration 11).
