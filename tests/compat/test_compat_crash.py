@@ -4,7 +4,8 @@ must leave either both or neither.
 To kill a process at exactly that point, the test holds a PostgreSQL lock the server's second write needs (a row
 lock on the conversation, a table lock): the server blocks there, the test sees a backend waiting on its lock
 (`pg_blocking_pids`), SIGKILLs the server, releases the lock, and restarts a server on the same database. Nothing
-here waits on time: every wait is for state the test can observe, with a generous deadline.
+here waits on time: every wait is for state the test can observe, with a generous deadline. The last test kills a
+server under load at no chosen point and checks what every client was told survived.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import openai
 import pytest
 from compat_support import ParleyServer, model_toml
 from openai import OpenAI
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from parley.testing.fake_embeddings import FakeEmbeddings, ThreadedFakeEmbeddings
 from parley.testing.fake_upstream import FakeUpstream
@@ -326,3 +329,85 @@ async def test_container_file_bytes_a_crash_left_without_a_row_are_removed(
                 assert pending == 0
         finally:
             survivor.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_what_a_client_was_told_survives_a_sigkill_under_load(
+    fake: FakeUpstream, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Many concurrent writes merged into group commits (responses streamed and not, turns on conversations,
+    `store: false`, conversation items), SIGKILLed after some were answered. After a restart on the same data:
+    every response a client was answered for (a 200, or a stream's terminal event) is retrievable as it was told,
+    with its input items and, on a conversation, its turn; every item append answered is there; no response is left
+    in progress; every conversation's positions run 0..n-1 without a gap."""
+    if backend == "sqlite":
+        database_url = f"sqlite+aiosqlite:///{tmp_path / 'load.db'}"
+    else:
+        database_url, _ = _urls(request.getfixturevalue("postgres_server"))
+    config = _config(fake, database_url)
+    started = int(time.time())  # the PostgreSQL database is the session's: this test's responses are the newer
+    server = await asyncio.to_thread(_start, tmp_path / "doomed", config)
+    told: dict[str, tuple[str, str | None]] = {}  # response id -> (its text, its conversation)
+    appended: list[tuple[str, list[str]]] = []
+    answered = asyncio.Event()
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-local", max_retries=0,
+                                  timeout=DEADLINE_S) as client:
+        conversations = [(await client.conversations.create()).id for _ in range(3)]
+
+        async def one(i: int) -> None:
+            conversation = conversations[i % 3] if i % 4 < 2 else None
+            kwargs: dict[str, Any] = {"conversation": conversation} if conversation else {}
+            try:
+                if i % 5 == 0:
+                    page = await client.conversations.items.create(
+                        conversations[i % 3], items=[{"role": "user", "content": f"item {i}"}] * 2)
+                    appended.append((conversations[i % 3], [item.id for item in page.data]))
+                elif i % 5 == 1:
+                    await client.responses.create(model="echo", input=f"unstored {i}", store=False, **kwargs)
+                elif i % 5 == 2:
+                    async with client.responses.stream(model="echo", input=f"streamed {i}", **kwargs) as stream:
+                        final = await stream.get_final_response()
+                    told[final.id] = (final.output_text, conversation)
+                else:
+                    response = await client.responses.create(model="echo", input=f"whole {i}", **kwargs)
+                    told[response.id] = (response.output_text, conversation)
+            except (openai.APIConnectionError, openai.APIStatusError):
+                return  # cut by the SIGKILL
+            if len(told) + len(appended) >= 20:
+                answered.set()
+
+        tasks = [asyncio.create_task(one(i)) for i in range(120)]
+        await asyncio.wait_for(answered.wait(), DEADLINE_S)
+        await asyncio.to_thread(_sigkill, server)
+        await asyncio.gather(*tasks)
+    assert len(told) >= 10
+
+    survivor = await asyncio.to_thread(_start, tmp_path / "survivor", config)
+    try:
+        with _client(survivor) as reader:
+            items = {conversation: _conversation_ids(reader, conversation) for conversation in conversations}
+            for response_id, (answer, conversation) in told.items():
+                stored = reader.responses.retrieve(response_id)
+                assert (stored.status, stored.output_text) == ("completed", answer)
+                assert [item.id for item in reader.responses.input_items.list(response_id)]
+                if conversation is not None:
+                    assert {item.id for item in stored.output} <= set(items[conversation])
+            for conversation, ids in appended:
+                assert set(ids) <= set(items[conversation])
+    finally:
+        survivor.stop()
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text(
+                "SELECT count(*) FROM responses WHERE status IN ('queued', 'in_progress') AND created_at >= :t"),
+                {"t": started})).scalar() == 0
+            for conversation in conversations:
+                positions = (await conn.execute(text(
+                    "SELECT position FROM conversation_items WHERE conversation_id = :c ORDER BY position"),
+                    {"c": conversation})).scalars().all()
+                next_position = (await conn.execute(text(
+                    "SELECT next_position FROM conversations WHERE id = :c"), {"c": conversation})).scalar()
+                assert list(positions) == list(range(next_position))
+    finally:
+        await engine.dispose()
