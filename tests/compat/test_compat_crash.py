@@ -277,14 +277,15 @@ _ORPHAN_BYTES = """SELECT DISTINCT c.file_id FROM file_chunks c WHERE c.file_id 
                    AND NOT EXISTS (SELECT 1 FROM container_files f WHERE f.id = c.file_id)"""
 
 
-@pytest.mark.parametrize("step", ["create", "upload"])
+@pytest.mark.parametrize("step", ["create", "upload", "delete"])
 async def test_container_file_bytes_a_crash_left_without_a_row_are_removed(
     postgres_server: Any, tmp_path: Path, step: str
 ) -> None:
-    """A container file's bytes are stored before its row: a SIGKILL between left bytes no row refers to, never
-    removed, and `containers.create(file_ids=...)` left the container listed without its files. Now the bytes are
-    pending until the row's transaction (the sweeper removes them after `orphan_grace_s` if it never commits), and a
-    container is inserted with its files' rows."""
+    """A container file's bytes are stored before its row and removed after it: a SIGKILL between left bytes no row
+    refers to, never removed, and `containers.create(file_ids=...)` left the container listed without its files.
+    Now the bytes pend while they may have no row (a write's entry is dropped in its row's transaction; the sweeper
+    removes unclaimed bytes after `orphan_grace_s`, a deleted row's at once), and a container is inserted with its
+    files' rows."""
     database_url, dsn = _urls(postgres_server)
     config = (f'database_url = "{database_url}"\n[embedded]\nenabled = false\n'
               "[code_interpreter]\norphan_grace_s = 1\nsweep_interval_s = 0.2\n")
@@ -292,33 +293,42 @@ async def test_container_file_bytes_a_crash_left_without_a_row_are_removed(
     client = _client(server)
     source = client.files.create(file=("tally.csv", b"day,count\n1,4\n2,9\n"), purpose="assistants")
     name = f"crash-{step}-{source.id}"
-    container = client.containers.create(name=f"{name}-target") if step == "upload" else None
+    container = client.containers.create(name=f"{name}-target") if step != "create" else None
+    if container is not None and step == "delete":
+        client.containers.files.create(container.id, file=("upload.txt", b"deleted with its container"))
     async with _holder(dsn) as holder:
         orphans_before = {row[0] for row in await holder.conn.fetch(_ORPHAN_BYTES)}
         async with holder.conn.transaction():
-            await holder.conn.execute("LOCK TABLE container_files IN SHARE MODE")  # no file row can be written
+            # No file row can be written (create, upload), no bytes deleted (delete).
+            table = "file_chunks" if step == "delete" else "container_files"
+            await holder.conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
 
             def act() -> None:
                 with _client(server) as own:
                     if container is None:
                         own.containers.create(name=name, file_ids=[source.id])
-                    else:
+                    elif step == "upload":
                         own.containers.files.create(container.id, file=("upload.txt", b"uploaded before the crash"))
+                    else:
+                        own.containers.delete(container.id)
 
             _in_thread(act)
-            await _until(holder.blocked, "the server waits to write the container file's row")
+            await _until(holder.blocked, f"the server waits on the {table} lock")
             await asyncio.to_thread(_sigkill, server)
         client.close()
         stored = {row[0] for row in await holder.conn.fetch(_ORPHAN_BYTES)} - orphans_before
-        assert stored, "the bytes were stored before the row"
+        assert stored, "bytes without a row: stored before it, or left after it"
 
         survivor = await asyncio.to_thread(_start, tmp_path / "survivor", config)
         try:
             with _client(survivor) as client:
                 if container is None:
                     assert [c.id for c in client.containers.list() if c.name == name] == []
-                else:
+                elif step == "upload":
                     assert list(client.containers.files.list(container.id)) == []
+                else:
+                    with pytest.raises(openai.NotFoundError):
+                        client.containers.retrieve(container.id)
 
                 async def swept() -> bool:
                     return not {row[0] for row in await holder.conn.fetch(_ORPHAN_BYTES)} & stored
