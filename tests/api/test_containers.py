@@ -17,7 +17,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import ResponseOutputItem, ResponseStreamEvent
 from pydantic import TypeAdapter
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from parley.config import CodeInterpreterConfig, EmbeddedConfig, ModelConfig, Settings
 from parley.errors import NotFound
@@ -211,6 +211,14 @@ async def test_plot_saved_as_file_and_cited(env: Env) -> None:
     assert content.read().startswith(b"\x89PNG")
     written = await env.sdk.containers.files.retrieve(note["file_id"], container_id=note["container_id"])
     assert written.source == "assistant" and written.path == "/mnt/data/plot.png"
+    assert await _pending(env) == []  # the bytes were claimed by their row: nothing for the sweeper
+
+
+async def _pending(env: Env) -> list[str]:
+    """Keys of container file bytes that may have no row (what a crash would leave for the sweeper)."""
+    store: SqlStore = env.app.app.state.runtime.store
+    async with store.engine.connect() as conn:
+        return list((await conn.execute(select(tables.pending_blobs.c.key))).scalars())
 
 
 async def test_a_figure_that_cannot_be_returned_is_said_in_the_logs(env: Env) -> None:
@@ -286,6 +294,7 @@ async def test_idle_containers_expire(env: Env) -> None:
     assert await env.containers.sweep() >= 1
     assert (await env.sdk.containers.retrieve(container.id)).status == "expired"
     assert [f async for f in env.sdk.containers.files.list(container.id)] == []
+    assert await _pending(env) == []  # its file's bytes are gone, and so is their entry
     with pytest.raises(openai.BadRequestError) as caught:
         await ask(env, "1", tools=[{"type": "code_interpreter", "container": container.id}])
     assert caught.value.code == "container_expired"

@@ -399,18 +399,21 @@ class ContainersService:
         added: list[ContainerFileRecord] = []
         entries: dict[str, workdir.Entry] = {}
         now = int(self._clock())
-        for relative, entry in found.items():
-            known = slot.known.get(relative)
-            if known is not None and known.entry == entry:
-                continue
+        changed = {relative: new_id("cfile") for relative, entry in found.items()
+                   if (known := slot.known.get(relative)) is None or known.entry != entry}
+        if changed:  # pending in one transaction, not one per file (a key left unused is just swept)
+            await self._store.pend_blobs(list(changed.values()), int(self._clock() + cfg.orphan_grace_s))
+        for relative, key in changed.items():
             data = await asyncio.to_thread(workdir.read_file, slot.workdir, relative, cfg.max_file_bytes)
             if data is None:
                 continue
-            record = ContainerFileRecord(new_id("cfile"), container.id, container.project_id,
-                                         DATA_ROOT + relative, len(data), "assistant", now)
-            await self._write_blob(record.id, data)
+            record = ContainerFileRecord(key, container.id, container.project_id, DATA_ROOT + relative, len(data),
+                                         "assistant", now)
+            await self._blobs.write(record.id, _once(data))
             added.append(record)
-            entries[relative] = entry
+            entries[relative] = found[relative]
+        if unused := [key for relative, key in changed.items() if relative not in entries]:
+            await self._store.drop_pending_blobs(unused)  # unreadable now: nothing was written
         removed = {r: k.file_id for r, k in slot.known.items() if r not in found}
         if not added and not removed:
             return []
