@@ -121,3 +121,72 @@ def test_only_plain_inserts_that_json_carries_exactly_are_batched() -> None:
     assert _pg_batch([Write(inserts=[(tables.responses, [{**rows[0], "created_at": 2**64}])])]) is None
     other_columns = [rows[0], {k: v for k, v in rows[0].items() if k != "body"}]
     assert _pg_batch([Write(inserts=[(tables.responses, other_columns[::-1])])]) is None
+
+
+def _row(response_id: str) -> dict[str, Any]:
+    return {"id": response_id, "project_id": PROJECT, "created_at": 1, "status": "completed", "model": "m",
+            "previous_response_id": None, "conversation_id": None, "background": False, "body": "{}"}
+
+
+async def _until(condition: Any, what: str) -> None:
+    """Poll an observable state (never a duration: the deadline only keeps a broken run from hanging)."""
+    for _ in range(600):
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never saw: {what}")
+
+
+async def test_plain_insert_batches_commit_past_a_blocked_one_and_statements_wait_for_it(
+        pg: SqlStore, postgres_clean_url: str) -> None:
+    # A transaction of another client holds an uncommitted row with the id batch A inserts: A's statement waits on
+    # the unique index. A later batch of plain inserts (B) commits meanwhile: such batches commute and several are in
+    # flight at once. A write with a statement of its own (C) waits for every batch in flight, so its statement sees
+    # A's row once the other client rolls back.
+    held, later = new_id("resp"), new_id("resp")
+    other = await asyncpg.connect(postgres_clean_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        blocker = other.transaction()
+        await blocker.start()
+        await other.execute("INSERT INTO responses (id, project_id, created_at, status, model, background, body) "
+                            "VALUES ($1, $2, 1, 'completed', 'm', false, '{}')", held, PROJECT)
+        a = asyncio.ensure_future(pg.writer.submit(Write(inserts=[(tables.responses, [_row(held)])])))
+
+        async def a_waits() -> bool:
+            return bool(await other.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+
+        await _until(a_waits, "batch A waiting on the other client's row")
+        await asyncio.wait_for(pg.writer.submit(Write(inserts=[(tables.responses, [_row(later)])])), 30)
+        assert not a.done()
+        assert await _stored(pg, later)
+
+        seen: list[int] = []
+
+        def count_held(conn: Any) -> None:
+            seen.append(conn.scalar(select(func.count()).select_from(tables.responses)
+                                    .where(tables.responses.c.id == held)))
+
+        c = asyncio.ensure_future(pg.writer.submit(Write(before=[count_held])))
+        # Given time to run (a writer without the wait runs it at once): it must not, while A is blocked. Cannot
+        # fail for a writer that waits, however slow the machine.
+        await asyncio.wait([c], timeout=1.0)
+        assert not c.done() and seen == []
+        await blocker.rollback()
+        await asyncio.wait_for(asyncio.gather(a, c), 30)
+        assert seen == [1]
+    finally:
+        await other.close()
+
+
+async def _stored(pg: SqlStore, response_id: str) -> bool:
+    async with pg.engine.connect() as conn:
+        return bool(await conn.scalar(select(func.count()).select_from(tables.responses)
+                                      .where(tables.responses.c.id == response_id)))
+
+
+async def test_the_writer_gives_its_connections_back_when_it_stops(pg: SqlStore) -> None:
+    await asyncio.gather(*(pg.save_response(PROJECT, response([message(f"r {n}", role="assistant")]), [])
+                           for n in range(20)))
+    assert pg.engine.pool.checkedout() > 0  # kept between batches
+    await pg.writer.stop()
+    assert pg.engine.pool.checkedout() == 0
