@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
+import socket
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import openai
 import pytest
-from compat_support import ParleyServer, model_toml
+from compat_support import ParleyServer, check_events, model_toml
 from openai import OpenAI
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -158,8 +162,16 @@ async def test_a_turn_is_stored_with_its_conversation_append_or_not_at_all(
                     return client.responses.retrieve(response_id).status not in ("queued", "in_progress")
 
                 await _until(ended, "the interrupted background response ends")
-                # The final flush (status, log, output and the append) never committed: the run was interrupted.
-                assert client.responses.retrieve(response_id).status == "failed"
+                # The final flush (status, log, output and the append) never committed. If the run had logged
+                # events before, it was interrupted: failed, nothing appended. If not (the echo's whole answer can
+                # come in one read), it was queued again and ran on the restarted server: completed, its turn
+                # appended once.
+                ended_as = client.responses.retrieve(response_id)
+                assert ended_as.status in ("failed", "completed")
+                if ended_as.status == "completed":
+                    turn = _conversation_ids(client, conversation.id)[len(before):]
+                    assert len(turn) == 2 and turn[-1] == ended_as.output[-1].id  # its input, its output
+                    before += turn
             else:
                 with pytest.raises(openai.NotFoundError):  # never stored: the client never saw it complete
                     client.responses.retrieve(response_id)
@@ -421,3 +433,49 @@ async def test_what_a_client_was_told_survives_a_sigkill_under_load(
                 assert list(positions) == list(range(next_position))
     finally:
         await engine.dispose()
+
+
+async def test_a_background_run_killed_before_it_started_runs_again(fake: FakeUpstream, tmp_path: Path) -> None:
+    """A background job claimed by a process that died before its run logged anything (here: still waiting for its
+    upstream to answer) was failed as "interrupted", though nothing of it had happened: no event, no sequence number
+    used. It is now queued again and runs to completion on the restarted server (a job is claimed 3 times at most)."""
+    database = tmp_path / "bg.db"
+    with socket.create_server(("127.0.0.1", 0)) as sink:  # accepts connections, never answers
+        sink_url = f"http://127.0.0.1:{sink.getsockname()[1]}/v1"
+        background = "[embedded]\nenabled = false\n[background]\nlease_s = 1.0\n"
+        doomed_config = (f'database_url = "sqlite+aiosqlite:///{database}"\n'
+                         + model_toml("later", sink_url, "echo", read_timeout_s=600.0) + background)
+        server = await asyncio.to_thread(_start, tmp_path / "doomed", doomed_config)
+        with _client(server) as client:
+            created = client.responses.create(model="later", input="run me once it can", background=True)
+
+        def claimed() -> bool:
+            with contextlib.closing(sqlite3.connect(database)) as conn:
+                state = conn.execute("SELECT state FROM background_jobs WHERE response_id = ?", (created.id,))
+                return bool(state.fetchone() == ("running",))
+
+        async def is_claimed() -> bool:
+            return claimed()
+
+        await _until(is_claimed, "the job is claimed (its run waits on the upstream)")
+        await asyncio.to_thread(_sigkill, server)
+
+    config = (f'database_url = "sqlite+aiosqlite:///{database}"\n'
+              + model_toml("later", fake.base_url, "echo") + background)
+    survivor = await asyncio.to_thread(_start, tmp_path / "survivor", config)
+    try:
+        with _client(survivor) as client:
+            async def ended() -> bool:
+                return client.responses.retrieve(created.id).status not in ("queued", "in_progress")
+
+            await _until(ended, "the background response ends")
+            done = client.responses.retrieve(created.id)
+            assert (done.status, done.output_text) == ("completed", "echo: run me once it can")
+            with httpx.stream("GET", f"{survivor.base_url}/responses/{created.id}", params={"stream": "true"},
+                              timeout=DEADLINE_S) as replay:
+                log = [json.loads(line[6:]) for line in replay.iter_lines() if line.startswith("data: {")]
+            check_events(log)  # one log, sequence numbers 0..n, one terminal event
+            assert [e["type"] for e in log[:3]] == ["response.created", "response.queued", "response.in_progress"]
+            assert log[-1]["type"] == "response.completed"
+    finally:
+        survivor.stop()

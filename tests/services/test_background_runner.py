@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from sqlalchemy import update
 
 from parley.engine.run import ResponseRun
 from parley.engine.stream import StreamBuilder, sse_frame
+from parley.errors import UpstreamError
 from parley.ids import new_id
 from parley.providers.base import TextDelta
 from parley.schema.requests import CreateResponseRequest
 from parley.schema.response import new_response
 from parley.services.background import BackgroundLimits, BackgroundRunner
+from parley.store import tables
 from parley.store.sql import SqlStore
 from parley.store.sql_background import BackgroundJob
 
@@ -119,3 +123,41 @@ async def test_a_run_cancelled_while_its_worker_was_dead_keeps_its_open_item_inc
     part = {"type": "output_text", "text": "half an ans", "annotations": [], "logprobs": []}
     assert [(item["status"], item["content"]) for item in stored["output"]] == [("incomplete", [part])]
     assert [seq for seq, _ in events] == list(range(len(first) + len(logged)))  # no events added (no terminal one)
+
+
+
+@pytest.mark.parametrize("claims", [1, 3])
+async def test_a_job_whose_worker_died_before_it_started_runs_again_a_few_times_only(
+    tmp_path: Path, claims: int
+) -> None:
+    """A claimed job whose worker died before its run logged anything is queued again and runs from the start (here
+    its upstream refuses: it fails with that, not as interrupted); after 3 claims it fails as interrupted instead,
+    so a job that kills its process cannot do so forever."""
+    store = await SqlStore.open(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    runner = BackgroundRunner(store, BackgroundLimits())
+    built: list[str] = []
+
+    async def refused(job: BackgroundJob) -> ResponseRun:
+        built.append(job.response_id)
+        raise UpstreamError.bad_gateway("the upstream refused")
+
+    response = new_response(CreateResponseRequest(model="m", input="hi", background=True),
+                            response_id=new_id("resp"), model="m", status="queued", store=True)
+    first = StreamBuilder(response, emit=True, obfuscate=False).start()  # what accepting it logs
+    await store.enqueue_background(PROJECT, response, [], {"response": dict(response)},
+                                   [(e["sequence_number"], sse_frame(e)) for e in first])
+    response_id = response["id"]
+    try:
+        await store.claim_background("dead-worker", 1, 1)  # a lease that runs out at once: its process died
+        async with store.engine.begin() as conn:  # as if it had been claimed `claims` times
+            await conn.execute(update(tables.background_jobs).values(attempts=claims))
+        await asyncio.sleep(0.01)
+        runner.start(refused)
+        ended = await _ended(store, response_id)
+    finally:
+        await runner.stop()
+        await store.close()
+    if claims < 3:
+        assert built == [response_id] and ended["error"]["message"] == "the upstream refused"
+    else:
+        assert built == [] and "interrupted" in ended["error"]["message"]

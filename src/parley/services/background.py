@@ -185,6 +185,12 @@ class BackgroundRunner:
         run = await self._store.interrupted_run(response_id)
         if run is None:
             return
+        if _never_started(run) and await self._store.requeue_interrupted(run, _MAX_ATTEMPTS):
+            # Nothing of the run was logged (its process died opening the upstream, say): no sequence number is
+            # taken, so it can run again from the start, on any process.
+            log.warning("background response %s was interrupted before it started; queued again", response_id)
+            self._wake.set()
+            return
         response, events, items = _close_interrupted(run)
         if await self._store.end_interrupted(run, response, events, items) and events:
             log.warning("background response %s was interrupted; marked failed", response_id)
@@ -331,6 +337,15 @@ class _EventLog:
 
 # response.created and response.queued (seq 0 and 1) are logged when the job is accepted.
 _FIRST_RUN_SEQ = 2
+# Claims of a job whose process died before its run logged anything, before it fails instead (a job that kills
+# its process every time must not do so forever).
+_MAX_ATTEMPTS = 3
+
+
+def _never_started(run: InterruptedRun) -> bool:
+    """Whether the run logged nothing of its own: the response is still `queued`, its log only what accepting it
+    wrote."""
+    return run.status == "queued" and all(seq < _FIRST_RUN_SEQ for seq, _ in run.events)
 
 _INTERRUPTED = "The background response was interrupted: the server running it stopped before it finished."
 

@@ -412,6 +412,12 @@ def _v14(conn: Connection) -> None:
     Index("ix_pending_blobs_due", table.c.due_at)
     frozen.create_all(conn)
 
+
+def _v15(conn: Connection) -> None:
+    # How often a background job was claimed: one whose process died before its run logged anything runs again, a
+    # few times at most (services/background.py).
+    conn.execute(text("ALTER TABLE background_jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"))
+
 MIGRATIONS: list[Migration] = [
     (1, "api keys, responses and their items", _v1),
     (2, "prompt templates", _v2),
@@ -426,6 +432,7 @@ MIGRATIONS: list[Migration] = [
     (12, "usage records: a response's timeline, and an index by response", _v12),
     (13, "conversations: a count of deleted items (conversation caches)", _v13),
     (14, "container file bytes that may have no row (crash clean-up)", _v14),
+    (15, "background jobs: how often each was claimed", _v15),
 ]
 
 

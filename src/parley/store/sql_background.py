@@ -94,7 +94,8 @@ class SqlBackground:
             for response_id in candidates:
                 result = await conn.execute(
                     update(j).where(j.c.response_id == response_id, j.c.state == "queued")
-                    .values(state="running", worker_id=worker_id, lease_until=_now_ms() + lease_ms)
+                    .values(state="running", worker_id=worker_id, lease_until=_now_ms() + lease_ms,
+                            attempts=j.c.attempts + 1)
                 )
                 if result.rowcount:
                     claimed.append(await _job(conn, response_id))
@@ -241,6 +242,23 @@ class SqlBackground:
             response_id, job.project_id, orjson.loads(job.request), row.status if row else None,
             orjson.loads(row.body) if row else {}, [orjson.loads(d) for d in output],
             [(int(ev.seq), ev.data.encode()) for ev in events])
+
+    async def requeue_interrupted(self, run: InterruptedRun, max_attempts: int) -> bool:
+        """Queue again a running job whose lease ran out before its run logged anything (the response is still
+        `queued`), if it was claimed fewer than `max_attempts` times; False, writing nothing, otherwise or when the
+        job was taken meanwhile."""
+        r, j = tables.responses, tables.background_jobs
+        async with self.engine.connect() as conn, conn.begin() as transaction:
+            requeued = await conn.execute(
+                update(j).where(j.c.response_id == run.response_id, j.c.state == "running",
+                                j.c.lease_until < _now_ms(), j.c.attempts < max_attempts)
+                .values(state="queued", worker_id=None, lease_until=None))
+            status = (await conn.execute(  # after the write: SQLite lets no other writer in from here
+                select(r.c.status).where(r.c.id == run.response_id).with_for_update())).scalar_one_or_none()
+            if not requeued.rowcount or status != "queued":
+                await transaction.rollback()
+                return False
+        return True
 
     async def end_interrupted(self, run: InterruptedRun, response: dict[str, Any] | None,
                               events: list[tuple[int, bytes]], items: list[Item]) -> bool:

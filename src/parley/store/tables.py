@@ -109,6 +109,7 @@ background_jobs = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("worker_id", String(64), nullable=True),
     Column("lease_until", BigInteger, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),  # claims so far (migration 15)
 )
 
 # Every event of a background response, by sequence_number, for replay (migration 4).
