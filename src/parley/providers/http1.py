@@ -85,7 +85,7 @@ class _Connection(asyncio.Protocol):
         self._headers_done: asyncio.Future[None] | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()  # kept: asyncio.get_running_loop() makes a system call (getpid)
         self._last_data = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         self.complete = False
@@ -150,7 +150,7 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
-        self._last_data = self._loop.time()
+        self._last_data = self.loop.time()
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -182,7 +182,7 @@ class _Connection(asyncio.Protocol):
         self.complete, self._keep_alive, self.error, self.status, self.headers = False, False, None, 0, {}
         self._until_close = self._interim = False
         self._head_bytes = 0
-        self._headers_done = asyncio.get_running_loop().create_future()
+        self._headers_done = self.loop.create_future()
         self.transport.write(request)
         return self._headers_done
 
@@ -197,10 +197,10 @@ class _Connection(asyncio.Protocol):
                 return None
             if self.error is not None:
                 raise self.error
-            waiter = self._waiter = self._loop.create_future()
+            waiter = self._waiter = self.loop.create_future()
             if self._watchdog is None:
-                self._last_data = max(self._last_data, self._loop.time())
-                self._watchdog = self._loop.call_at(self._last_data + wait_s, self._check_idle, wait_s)
+                self._last_data = max(self._last_data, self.loop.time())
+                self._watchdog = self.loop.call_at(self._last_data + wait_s, self._check_idle, wait_s)
             try:
                 await waiter
             finally:
@@ -218,10 +218,10 @@ class _Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         deadline = self._last_data + wait_s
-        if self._loop.time() >= deadline:
+        if self.loop.time() >= deadline:
             waiter.set_exception(ReadTimeout("the upstream did not send data in time"))
         else:
-            self._watchdog = self._loop.call_at(deadline, self._check_idle, wait_s)
+            self._watchdog = self.loop.call_at(deadline, self._check_idle, wait_s)
 
     def stop_watchdog(self) -> None:
         if self._watchdog is not None:
@@ -274,7 +274,7 @@ class Response:
 
     async def _collect(self, limit: int | None) -> bytes:
         """Body bytes until the end, or until more than `limit` arrived, within the read timeout overall."""
-        loop = asyncio.get_running_loop()
+        loop = self._conn.loop
         deadline = loop.time() + self._timeout
         parts: list[bytes] = []
         size = 0
@@ -358,7 +358,7 @@ class Http1Pool:
         for attempt in range(2):
             conn, reused = await self._connection(endpoint, connect_timeout)
             headers_in = conn.start(request)
-            timer = asyncio.get_running_loop().call_later(read_timeout, _expire, headers_in)
+            timer = conn.loop.call_later(read_timeout, _expire, headers_in)
             try:
                 await headers_in
             except Disconnected:

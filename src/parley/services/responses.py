@@ -324,7 +324,7 @@ class ResponsesService:
     async def complete(self, prepared: PreparedResponse) -> dict[str, Any]:
         """Fold the run (non-streaming create) and store it."""
         try:
-            async for _ in prepared.run.events():
+            async for _ in prepared.run.batches():  # (not per event: one async generator step per upstream read)
                 pass
         finally:
             await prepared.run.aclose()
