@@ -15,7 +15,7 @@ from parley.engine.run import ResponseRun
 from parley.engine.stream import StreamBuilder, sse_frame
 from parley.errors import UpstreamError
 from parley.ids import new_id
-from parley.providers.base import TextDelta
+from parley.providers.base import Finish, TextDelta
 from parley.schema.requests import CreateResponseRequest
 from parley.schema.response import new_response
 from parley.services.background import BackgroundLimits, BackgroundRunner
@@ -161,3 +161,40 @@ async def test_a_job_whose_worker_died_before_it_started_runs_again_a_few_times_
         assert built == [response_id] and ended["error"]["message"] == "the upstream refused"
     else:
         assert built == [] and "interrupted" in ended["error"]["message"]
+
+
+async def test_a_run_is_stored_as_started_before_it_goes_on(tmp_path: Path) -> None:
+    """The run's first events (response.in_progress) are stored before it reads on (and runs any tool): a process
+    dying after that point fails the run, it is never taken for one that never started and run twice."""
+    store = await SqlStore.open(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    runner = BackgroundRunner(store, BackgroundLimits())
+    seen: list[str | None] = []
+
+    class Upstream:
+        async def __aiter__(self) -> Any:
+            seen.append(await store.response_status(PROJECT, response_id))  # as the first read begins
+            yield [TextDelta("hello")]
+            yield [Finish("stop")]
+
+        async def aclose(self) -> None:
+            return None
+
+    async def opened(job: BackgroundJob) -> ResponseRun:
+        return ResponseRun(StreamBuilder(dict(job.request["response"]), emit=True, obfuscate=False), Upstream())
+
+    response = new_response(CreateResponseRequest(model="m", input="hi", background=True),
+                            response_id=new_id("resp"), model="m", status="queued", store=True)
+    first = StreamBuilder(response, emit=True, obfuscate=False).start()
+    await store.enqueue_background(PROJECT, response, [], {"response": dict(response)},
+                                   [(e["sequence_number"], sse_frame(e)) for e in first])
+    response_id = response["id"]
+    runner.start(opened)
+    try:
+        for _ in range(250):
+            if await store.response_status(PROJECT, response_id) == "completed":
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await runner.stop()
+        await store.close()
+    assert seen == ["in_progress"]

@@ -268,6 +268,7 @@ class _EventLog:
         self._stored_items = 0
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
+        self._started = False  # whether the run's first events are stored
         self.cancelled = False
 
     async def write_run(self, run: ResponseRun) -> None:
@@ -285,6 +286,11 @@ class _EventLog:
                 self._done.add(int(event["output_index"]))
         if final:
             await self.flush_final(response)
+        elif not self._started:
+            # The run's first events (response.in_progress) are stored before it goes on: from here it counts as
+            # started, and a process dying later fails it rather than queueing it again (it may have run a tool).
+            self._started = True
+            await self._flush(response, final=False)
         elif self._timer is None and self._pending:
             self._timer = asyncio.ensure_future(self._flush_soon(response))
 
