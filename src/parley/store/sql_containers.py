@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from parley.errors import InvalidRequest
@@ -192,8 +193,11 @@ def _file_rows(records: Sequence[ContainerFileRecord]) -> list[dict[str, Any]]:
 
 
 async def _pend(conn: AsyncConnection, keys: Sequence[str], due_at: int) -> None:
+    # A key may pend already: two processes removing one file both pend it (the first's entry goes once the bytes do).
     if keys:
-        await conn.execute(insert(_pb), [{"key": key, "due_at": due_at} for key in dict.fromkeys(keys)])
+        pend = postgresql.insert(_pb) if conn.dialect.name == "postgresql" else sqlite.insert(_pb)
+        await conn.execute(pend.on_conflict_do_nothing(),
+                           [{"key": key, "due_at": due_at} for key in dict.fromkeys(keys)])
 
 
 async def _claim(conn: AsyncConnection, keys: Sequence[str]) -> None:
