@@ -395,14 +395,14 @@ async def test_what_a_client_was_told_survives_a_sigkill_under_load(
                     told[response.id] = (response.output_text, conversation)
             except (openai.APIConnectionError, openai.APIStatusError):
                 return  # cut by the SIGKILL
-            if len(told) + len(appended) >= 20:
+            if len(told) >= 15:  # responses answered (item appends alone can all be answered before any)
                 answered.set()
 
         tasks = [asyncio.create_task(one(i)) for i in range(120)]
         await asyncio.wait_for(answered.wait(), DEADLINE_S)
         await asyncio.to_thread(_sigkill, server)
         await asyncio.gather(*tasks)
-    assert len(told) >= 10
+    assert len(told) >= 15
 
     survivor = await asyncio.to_thread(_start, tmp_path / "survivor", config)
     try:
