@@ -145,6 +145,12 @@ async def test_shell_streams_its_commands(app: InProcess, sdk: AsyncOpenAI) -> N
     assert types.count("response.shell_call_command.added") == 2
     done = [e["command"] for e in events if e["type"] == "response.shell_call_command.done"]
     assert done == ["ls", "pwd"]
+    # Padded like the other deltas (api-surface.md §6.5): obfuscation is on by default.
+    deltas = [e for e in events if e["type"] == "response.shell_call_command.delta"]
+    assert [e["delta"] for e in deltas] == ["ls", "pwd"]
+    assert all((len(e["delta"]) + len(e["obfuscation"])) % 16 == 0 for e in deltas)
+    unpadded = await _stream(app, {**body, "stream_options": {"include_obfuscation": False}})
+    assert not [e for e in unpadded if "obfuscation" in e]
     final = Response.model_validate(events[-1]["response"])
     call = final.output[-1]
     assert call.type == "shell_call" and call.action.commands == ["ls", "pwd"]

@@ -69,6 +69,8 @@ async def test_commands_run_in_a_container(app: InProcess, sdk: AsyncOpenAI) -> 
     assert kinds.count("response.shell_call_command.added") == 3
     assert [e["command"] for e in events if e["type"] == "response.shell_call_command.done"] == [
         "echo hi > a.txt", "cat a.txt; echo oops >&2", "exit 3"]
+    commands = [e for e in events if e["type"] == "response.shell_call_command.delta"]  # padded (on by default)
+    assert commands and all((len(e["delta"]) + len(e["obfuscation"])) % 16 == 0 for e in commands)
     deltas = [e for e in events if e["type"] == "response.shell_call_output_content.delta"]
     assert "".join(e["delta"].get("stdout", "") for e in deltas if e["command_index"] == 1) == "hi\n"
     assert "".join(e["delta"].get("stderr", "") for e in deltas if e["command_index"] == 1) == "oops\n"

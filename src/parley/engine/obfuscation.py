@@ -12,7 +12,8 @@ import orjson
 
 # The delta events that carry it (engine/stream.py adds it when it builds them).
 OBFUSCATED_EVENTS = ("response.output_text.delta", "response.reasoning_text.delta",
-                     "response.reasoning_summary_text.delta", "response.function_call_arguments.delta")
+                     "response.reasoning_summary_text.delta", "response.function_call_arguments.delta",
+                     "response.shell_call_command.delta")
 _DELTA_FRAMES = tuple(b"event: " + kind.encode() + b"\n" for kind in OBFUSCATED_EVENTS)
 _FIELD = b'"obfuscation":'  # (a key: in a JSON string, the quotes would be escaped)
 _DATA = b"\ndata: "

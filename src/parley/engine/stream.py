@@ -558,8 +558,10 @@ class StreamBuilder:
                 for index, command in enumerate(item["action"]["commands"]):
                     base = {"output_index": output_index, "command_index": index}
                     events.append(self._event({"type": "response.shell_call_command.added", **base, "command": ""}))
-                    events.append(self._event({"type": "response.shell_call_command.delta", **base,
-                                               "delta": command}))
+                    delta: Event = {"type": "response.shell_call_command.delta", **base, "delta": command}
+                    if self.obfuscate:
+                        delta["obfuscation"] = obfuscation(self._pad, command)
+                    events.append(self._event(delta))
                     events.append(self._event({"type": "response.shell_call_command.done", **base,
                                                "command": command}))
             if self.emit:
@@ -630,7 +632,10 @@ class StreamBuilder:
         if not self.emit:
             return []
         item_id = self.output[output_index]["id"]
-        return [self._event({"type": kind, "item_id": item_id, "output_index": output_index, **(fields or {})})]
+        ev: Event = {"type": kind, "item_id": item_id, "output_index": output_index, **(fields or {})}
+        if self.obfuscate and kind == "response.shell_call_command.delta":  # (a built-in shell tool's commands)
+            ev["obfuscation"] = obfuscation(self._pad, ev["delta"])
+        return [self._event(ev)]
 
     def update_tool_item(self, output_index: int, item: Item) -> None:
         self.output[output_index] = item
