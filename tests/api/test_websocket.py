@@ -241,21 +241,24 @@ async def test_errors_are_events_and_the_socket_stays_open(env: Env) -> None:
         assert (await one_response(conn))[-1]["type"] == "response.completed"
 
 
-# Frames whose JSON orjson refuses although the request parser reads it, and plain garbage: each answered as the
-# HTTP door answers the same bytes (was: `invalid_json` with param null for the first five).
+# Frames whose JSON orjson refuses although the request parser reads it, or reads otherwise (an integer past 64 bits
+# as a float), and plain garbage: each answered as the HTTP door answers the same bytes (was: `invalid_json` with
+# param null for the first five; the steers with 2**64 and 2**64 - 1 went on, the first with a float).
 _SAME_AS_HTTP = [
     r'{"type": "response.create", "model": "echo", "input": "a lone \ud800 surrogate"}',
     r'{"type": "response.create", "model": "echo", "input": "hi", "temperature": NaN}',
     r'{"type": "response.create", "model": "echo", "input": "hi", "max_output_tokens": 1e999}',
     r'{"model": "echo", "input": [{"role": "user", "content": "\udc00"}], "type": "response.create"}',
     r'{"type": "response.steer", "input": "x", "metadata": {"k": Infinity}}',
+    r'{"type": "response.steer", "input": "x", "metadata": {"k": 18446744073709551616}}',
+    r'{"type": "response.steer", "input": "x", "metadata": {"k": 18446744073709551615}}',
     "not json",
     "[1, 2]",
 ]
 
 
 @pytest.mark.parametrize("frame", _SAME_AS_HTTP, ids=["surrogate", "nan", "1e999", "type-not-first", "steer-inf",
-                                                      "garbage", "not-an-object"])
+                                                      "steer-2**64", "steer-2**64-1", "garbage", "not-an-object"])
 async def test_a_frame_the_parser_refuses_is_answered_as_over_http(env: Env, frame: str) -> None:
     async with httpx.AsyncClient(base_url=env.server.base_url, timeout=30) as http:
         over_http = await http.post("/responses", content=frame.encode(),

@@ -36,6 +36,7 @@ from parley.engine.steering import Steering
 from parley.engine.stream import Event
 from parley.errors import InternalError, InvalidRequest, NotFound, ParleyError
 from parley.log_context import set_request_id
+from parley.schema.json_limits import check_json_numbers
 from parley.schema.websocket import STREAM_ID, ResponseCreateEvent
 from parley.services.keys import Caller
 from parley.services.responses import PreparedResponse
@@ -140,6 +141,7 @@ class Connection:
             if kind == "response.create":
                 await self._route(raw, data)
             elif kind == "response.steer":
+                check_json_numbers(raw)  # as parse_model does: orjson read 2**64 as a float, 2**64 - 1 as is
                 self._spawn(self._steer(parse_steer(data)))
             else:
                 raise InvalidRequest(f"Unsupported event type {str(kind)[:64]!r}: expected 'response.create' or "
