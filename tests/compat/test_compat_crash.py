@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 import signal
 import socket
 import sqlite3
@@ -32,6 +31,7 @@ from openai import OpenAI
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
+from tests.pg_support import new_database
 
 from parley.testing.fake_embeddings import FakeEmbeddings, ThreadedFakeEmbeddings
 from parley.testing.fake_upstream import FakeUpstream
@@ -42,21 +42,11 @@ DEADLINE_S = 60.0
 
 
 async def _urls(postgres_server: Any) -> tuple[str, str]:
-    """(Parley's database_url, a DSN for asyncpg) of a new, empty database on the session's server. Not the default
-    one other tests share: what a crash leaves there on purpose (queued background runs, half-ingested vector store
-    files) would be resumed by every later server on it, and load their embedding model and run their work beside
-    what those tests measure."""
-    url = make_url(postgres_server.get_uri(driver="asyncpg"))
-    name = f"parley_crash_{secrets.token_hex(4)}"
-
-    admin = await asyncpg.connect(host=str(url.query["host"]), user=url.username, database="postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = url.set(database=name)
-    return url.render_as_string(hide_password=False), url.set(drivername="postgresql").render_as_string(
-        hide_password=False)
+    """(Parley's database_url, a DSN for asyncpg) of a new database (tests/pg_support.py): what a crash leaves in a
+    shared one on purpose (queued background runs, half-ingested vector store files) would be resumed by every later
+    server on it."""
+    url = await new_database(postgres_server, "parley_crash")
+    return url, make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _client(server: ParleyServer) -> OpenAI:
@@ -104,6 +94,13 @@ def _sigkill(server: ParleyServer) -> None:
     assert server.process is not None
     server.process.send_signal(signal.SIGKILL)
     server.process.wait(10)
+
+
+async def _kill_once_blocked(server: ParleyServer, holder: Holder, work: Callable[[], None], what: str) -> None:
+    """Starts `work` (a client call the held lock stops) in a thread, and SIGKILLs the server once it waits on it."""
+    _in_thread(work)
+    await _until(holder.blocked, what)
+    await asyncio.to_thread(_sigkill, server)
 
 
 def _in_thread(work: Callable[[], None]) -> threading.Thread:
@@ -236,9 +233,7 @@ async def test_a_file_deleted_when_the_process_dies_is_deleted_whole_after_the_r
                 with _client(server) as own:
                     own.files.delete(uploaded.id)
 
-            _in_thread(delete)
-            await _until(holder.blocked, "the server waits to delete the file's bytes")
-            await asyncio.to_thread(_sigkill, server)
+            await _kill_once_blocked(server, holder, delete, "the server waits to delete the file's bytes")
         client.close()
 
         survivor = await asyncio.to_thread(_start, tmp_path / "survivor", config)
@@ -281,9 +276,7 @@ async def test_a_vector_store_created_with_files_is_never_left_without_them(
                 with _client(server) as own:
                     own.vector_stores.create(name=name, file_ids=[uploaded.id])
 
-            _in_thread(create)
-            await _until(holder.blocked, "the server waits to attach the store's files")
-            await asyncio.to_thread(_sigkill, server)
+            await _kill_once_blocked(server, holder, create, "the server waits to attach the store's files")
     client.close()
 
     survivor = await asyncio.to_thread(_start, tmp_path / "survivor", config)
@@ -336,9 +329,7 @@ async def test_container_file_bytes_a_crash_left_without_a_row_are_removed(
                     else:
                         own.containers.delete(container.id)
 
-            _in_thread(act)
-            await _until(holder.blocked, f"the server waits on the {table} lock")
-            await asyncio.to_thread(_sigkill, server)
+            await _kill_once_blocked(server, holder, act, f"the server waits on the {table} lock")
         client.close()
         stored = {row[0] for row in await holder.conn.fetch(_ORPHAN_BYTES)} - orphans_before
         assert stored, "bytes without a row: stored before it, or left after it"

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 from compat_support import ParleyServer, model_toml, run_parley
-from sqlalchemy.engine import make_url
+from tests.pg_support import new_database
 
 from parley.testing.fake_upstream import FakeUpstream
 
@@ -24,18 +22,7 @@ SYNC_S = 0.2
 
 def _database(postgres_server: Any) -> str:
     """A new, empty database on the session's server (other tests use the default one)."""
-    url = make_url(postgres_server.get_uri(driver="asyncpg"))
-    name = f"parley_limits_{secrets.token_hex(4)}"
-
-    async def create() -> None:
-        admin = await asyncpg.connect(host=str(url.query["host"]), user=url.username, database="postgres")
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
-    return url.set(database=name).render_as_string(hide_password=False)
+    return asyncio.run(new_database(postgres_server, "parley_limits"))
 
 
 def _config(fake: FakeUpstream, database_url: str) -> str:
