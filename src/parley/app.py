@@ -84,12 +84,12 @@ async def _embedded_entries(
     stack.push_async_callback(server.stop)
     if cfg.start == "startup":
         server.start()
+    provider = EmbeddedProvider(server, http, cfg, encodings, UpstreamPolicy.from_settings(settings).limits)
     return [
         ModelEntry(
             id=cfg.model_id, owned_by="parley-embedded", created=created, upstream_model=cfg.model_id,
-            context_window=cfg.context_window, status=lambda: server.status,
-            provider=EmbeddedProvider(server, http, cfg, encodings, UpstreamPolicy.from_settings(settings).limits),
-            capabilities=Capabilities.of_chat(EMBEDDED_PROFILE),
+            context_window=cfg.context_window, status=lambda: server.status, provider=provider,
+            capabilities=Capabilities.of_chat(EMBEDDED_PROFILE), check=provider.check,
         )
     ]
 

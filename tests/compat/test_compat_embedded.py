@@ -1,7 +1,7 @@
 """The embedded local model (SmolLM2-135M via a llama.cpp child process) through the SDK: a round trip, a
 stream, structured output and forced tool calls under grammar (valid against their schemas; a schema the
-grammar cannot express is a 400), a function-call round trip, and generation that stops when the client goes
-away."""
+grammar cannot express is a 400, in the background too, before anything is stored), a function-call round trip,
+and generation that stops when the client goes away."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,6 +210,56 @@ def test_embedded_schema_the_grammar_cannot_express_is_a_400(embedded_client: Op
     assert isinstance(error, dict) and error["param"] == "tools[1].parameters", error  # named by its place
     assert "'set_code'" in error["message"] and "properties.code.pattern" in error["message"]
     assert embedded_client.responses.create(model=MODEL, input="Hi", max_output_tokens=16).output_text
+
+
+def _stored_ids(server: ParleyServer) -> tuple[set[str], set[str]]:
+    """The ids of the responses in the server's database, and of its background jobs."""
+    with contextlib.closing(sqlite3.connect(server.data_dir / "parley.db")) as conn:
+        responses = {row[0] for row in conn.execute("SELECT id FROM responses")}
+        jobs = {row[0] for row in conn.execute("SELECT response_id FROM background_jobs")}
+    return responses, jobs
+
+
+def test_embedded_background_schema_the_grammar_cannot_express_is_a_400_at_create(
+    embedded_server: ParleyServer, embedded_client: OpenAI,
+) -> None:
+    # It used to be accepted (queued) and then failed by the run. Now the create asks the child's grammar check
+    # first: the foreground's 400, with nothing stored or queued.
+    before = _stored_ids(embedded_server)
+    minimum = {"type": "json_schema", "name": "n", "strict": False,
+               "schema": {"type": "object", "properties": {"n": {"type": "integer", "minimum": 5}}}}
+    for stream in (False, True):
+        with pytest.raises(BadRequestError) as refused:
+            embedded_client.responses.create(model=MODEL, input="A number.", max_output_tokens=16,  # type: ignore[call-overload]
+                                             background=True, stream=stream, text={"format": minimum})
+        error = refused.value.body
+        assert isinstance(error, dict) and error["param"] == "text.format.schema", error
+        assert error["code"] == "unsupported_schema" and "properties.n.minimum" in error["message"]
+    code = {"type": "function", "name": "set_code", "parameters": {
+        "type": "object", "properties": {"code": {"type": "string", "pattern": "^\\d{3}$"}}, "required": ["code"]}}
+    fine = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    with pytest.raises(BadRequestError) as refused:
+        embedded_client.responses.create(model=MODEL, input="Set the code.", tools=[fine, code],  # type: ignore[list-item]
+                                          tool_choice={"type": "function", "name": "set_code"},
+                                          max_output_tokens=16, background=True)
+    error = refused.value.body
+    assert isinstance(error, dict) and error["param"] == "tools[1].parameters", error
+    assert _stored_ids(embedded_server) == before  # no response, no job
+
+    # A schema the grammar expresses is queued as before and completes under it.
+    point = {"type": "object", "additionalProperties": False, "required": ["x", "label"],
+             "properties": {"x": {"type": "integer"}, "label": {"type": "string", "maxLength": 20}}}
+    queued = embedded_client.responses.create(
+        model=MODEL, input="A point on a map.", max_output_tokens=200, temperature=0, background=True,
+        text={"format": {"type": "json_schema", "name": "point", "strict": True, "schema": point}})
+    assert queued.status in ("queued", "in_progress")
+    deadline = time.monotonic() + 300  # a bound on waiting, not an assertion on time
+    done = embedded_client.responses.retrieve(queued.id)
+    while done.status in ("queued", "in_progress") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        done = embedded_client.responses.retrieve(queued.id)
+    assert done.status == "completed", (done.status, done.error, done.incomplete_details)
+    _valid(point, done.output_text)
 
 
 def test_embedded_model_runs_a_builtin_tool(embedded_client: OpenAI) -> None:

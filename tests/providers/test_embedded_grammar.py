@@ -1,6 +1,8 @@
 """The embedded model's grammars (providers/embedded_grammar.py, run in its child): which schemas become a
-grammar and which are refused by name, the cache, and the tool call streamed from the grammar's text
-(providers/embedded_server.py). The model itself decodes under them in tests/compat/test_compat_embedded.py."""
+grammar and which are refused by name, the cache, the tool call streamed from the grammar's text
+(providers/embedded_server.py), and the child's grammar check a background create asks (GrammarGate) with the
+fields Parley sends it (embedded_provider.grammar_fields). The model itself decodes under them in
+tests/compat/test_compat_embedded.py."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from parley.providers.base import ModelCall
 from parley.providers.embedded_grammar import (
     Constraint,
     GrammarCache,
@@ -18,7 +21,9 @@ from parley.providers.embedded_grammar import (
     choice_grammar,
     text_grammar,
 )
-from parley.providers.embedded_server import _call_chunks, _call_completion
+from parley.providers.embedded_launch import GRAMMAR_CHECK_PATH
+from parley.providers.embedded_provider import grammar_fields
+from parley.providers.embedded_server import GrammarGate, _call_chunks, _call_completion
 
 
 def _text_format(schema: dict[str, Any]) -> Constraint | Refusal | None:
@@ -168,3 +173,59 @@ def test_a_whole_answer_becomes_one_tool_call() -> None:
     assert answer["choices"][0]["finish_reason"] == "tool_calls"
     [call] = answer["choices"][0]["message"]["tool_calls"]
     assert call["function"] == {"name": "get_time", "arguments": "{}"} and call["id"].startswith("call_")
+
+
+def _call(**fields: Any) -> ModelCall:
+    return ModelCall(upstream_model="m", items=[{"type": "message", "role": "user", "content": "hi"}], **fields)
+
+
+MINIMUM = {"type": "json_schema", "name": "n", "schema": _obj(n={"type": "integer", "minimum": 5})}
+CODE = {"type": "function", "name": "set_code", "parameters": _obj(code={"type": "string", "pattern": "^\\d{3}$"})}
+
+
+def test_only_calls_decoded_under_a_schema_have_fields_to_check() -> None:
+    assert grammar_fields(_call()) is None
+    assert grammar_fields(_call(text_format={"type": "json_object"})) is None  # its grammar always exists
+    assert grammar_fields(_call(tools=[CODE], tool_choice="auto")) is None
+    assert grammar_fields(_call(text_format=MINIMUM)) == {"response_format": {"type": "json_object",
+                                                                              "schema": MINIMUM["schema"]}}
+    fields = grammar_fields(_call(tools=[CODE], tool_choice={"type": "function", "name": "set_code"}))
+    assert fields is not None and fields["tool_choice"] == {"type": "function", "function": {"name": "set_code"}}
+    assert fields["tools"][0]["function"]["parameters"] == CODE["parameters"]
+    assert grammar_fields(_call(tools=[CODE], tool_choice="required")) == {**fields, "tool_choice": "required"}
+
+
+async def _ask_gate(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], list[str]]:
+    """POST `body` to a GrammarGate in front of an app that notes what reached it."""
+    reached: list[str] = []
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path}
+    await GrammarGate(app, GrammarCache())(scope, receive, send)
+    return sent[0]["status"], json.loads(sent[1]["body"]), reached
+
+
+async def test_the_grammar_check_answers_without_the_server() -> None:
+    refused = grammar_fields(_call(text_format=MINIMUM))
+    assert refused is not None
+    status, answer, reached = await _ask_gate(GRAMMAR_CHECK_PATH, refused)
+    assert (status, reached) == (400, [])
+    assert answer["error"]["param"] == "response_format.schema" and answer["error"]["code"] == "unsupported_schema"
+    assert "properties.n.minimum" in answer["error"]["message"]
+    fine = grammar_fields(_call(text_format={**MINIMUM, "schema": _obj(n={"type": "integer"})}))
+    assert fine is not None
+    assert await _ask_gate(GRAMMAR_CHECK_PATH, fine) == (200, {"object": "grammar_check", "ok": True}, [])
+    # A chat request with the same fields gets the same 400; a fine one goes on to the server.
+    assert (await _ask_gate("/v1/chat/completions", {"messages": [], **refused}))[:2] == (400, answer)
+    assert (await _ask_gate("/v1/chat/completions", {"messages": [], **fine}))[2] == ["/v1/chat/completions"]

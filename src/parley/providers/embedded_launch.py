@@ -19,6 +19,10 @@ from parley.config import EmbeddedConfig
 # 49,152-entry float32 row each): 1.5 GiB after 6,000 tokens. Only requests asking for logprobs use it;
 # the server swaps the loaded model when the alias changes.
 LOGPROBS_ALIAS_SUFFIX = "+logprobs"
+# The child's grammar check (embedded_server.GrammarGate): a chat request's `tools`, `tool_choice` and
+# `response_format` in, 200 when they can be decoded under a grammar, else the 400 a chat request would get;
+# nothing is generated. A background response's create asks it before queueing (EmbeddedProvider.check).
+GRAMMAR_CHECK_PATH = "/parley/grammar_check"
 # llama.cpp's ggml_type numbers for the KV cache (ggml.h): GGML_TYPE_F16 = 1, GGML_TYPE_Q8_0 = 8.
 _KV_TYPES = {"f16": 1, "q8_0": 8}
 _MAX_LINE = 400  # characters of one output line kept (a runaway line must not fill the buffer)

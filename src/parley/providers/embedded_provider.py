@@ -10,7 +10,9 @@
   (embedded_launch.py); the others never pay that memory.
 - A forced call (a named `tool_choice` or "required") and `text.format` are decoded under a grammar in the
   child (embedded_server.py); a schema it cannot express comes back as the child's 400 `unsupported_schema`,
-  told here in the request's own terms (`text.format.schema`, the function by name).
+  told here in the request's own terms (`text.format.schema`, the function by name). `check` asks the child the
+  same without generating (its grammar check), so a background response's create is that 400 too, before
+  anything is queued: the refusal needs llama.cpp (its grammar parser), which only the child loads.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 
@@ -25,11 +28,14 @@ from parley.config import EmbeddedConfig
 from parley.errors import ParleyError, UnsupportedSchema, UpstreamError
 from parley.providers.base import Finish, ModelCall, ModelEvent, ModelStream, TokenCount
 from parley.providers.chat_completions import ChatCompletionsProvider, ReplyLimits
+from parley.providers.chat_request import chat_body
 from parley.providers.embedded import Child, EmbeddedServer
-from parley.providers.embedded_launch import LOGPROBS_ALIAS_SUFFIX
-from parley.providers.http1 import Http1Pool
+from parley.providers.embedded_launch import GRAMMAR_CHECK_PATH, LOGPROBS_ALIAS_SUFFIX
+from parley.providers.http1 import Endpoint, Http1Pool, HttpError
 from parley.providers.profiles import PROFILES
+from parley.providers.redact import SecretMasker
 from parley.providers.tokens import Encodings
+from parley.providers.upstream_http import status_error, transport_error
 
 
 def child_call(call: ModelCall, cfg: EmbeddedConfig) -> ModelCall:
@@ -48,6 +54,18 @@ def child_call(call: ModelCall, cfg: EmbeddedConfig) -> ModelCall:
 # The child forces "required" too (embedded_server.py: a grammar choosing among the functions).
 EMBEDDED_PROFILE = dataclasses.replace(PROFILES["llamacpp"], vision=False, tool_choice_required=True)
 _TOOL_PARAM = re.compile(r"tools\[(\d+)\]")
+_DECODING_FIELDS = ("tools", "tool_choice", "response_format")
+_CHECK_TIMEOUT_S = 30.0  # the child answers a check from its event loop, never behind a generation
+
+
+def grammar_fields(call: ModelCall) -> dict[str, Any] | None:
+    """The fields of the child's chat request that decide its grammar, as `open` sends them; None when the call
+    is decoded freely or under a grammar that always exists (`json_object`), so there is nothing to check."""
+    forced = bool(call.tools) and (call.tool_choice == "required" or isinstance(call.tool_choice, dict))
+    if not forced and (call.text_format or {}).get("type") != "json_schema":
+        return None
+    body = chat_body(dataclasses.replace(call, items=[], instructions=None), EMBEDDED_PROFILE)
+    return {name: body[name] for name in _DECODING_FIELDS if name in body}
 
 
 def unsupported_schema(err: ParleyError, call: ModelCall) -> ParleyError:
@@ -114,6 +132,31 @@ class EmbeddedProvider:
         except ParleyError as err:
             raise await self._server.explain(unsupported_schema(err, call), child) from None
         return _ChildStream(stream, self._server, child)
+
+    async def check(self, call: ModelCall) -> None:
+        """Whether the child can decode `call` under its grammar, asked without generating: raises the
+        UnsupportedSchema `open` would. For a background response's create, whose run opens the call only after
+        it is queued. Free for a call with no schema to hold the output to; a child with no grammar check (a
+        configured `server_command` of another server) is not asked."""
+        fields = grammar_fields(call)
+        if fields is None:
+            return
+        child = await self._server.ready()
+        endpoint = Endpoint.parse(child.base_url.removesuffix("/v1") + GRAMMAR_CHECK_PATH)
+        model = self._cfg.model_id
+        try:
+            resp = await self._http.request(endpoint, "POST", {"content-type": "application/json"},
+                                            orjson.dumps(fields), connect_timeout=5, read_timeout=_CHECK_TIMEOUT_S)
+            try:
+                status, body = resp.status, await resp.read_prefix(65536)
+            finally:
+                resp.release()
+        except HttpError as exc:
+            raise await self._server.explain(transport_error(model, exc), child) from None
+        if status == 200 or status in (404, 405):
+            return
+        err = status_error(model, status, body, resp.headers, SecretMasker())
+        raise await self._server.explain(unsupported_schema(err, call), child)
 
     async def count_tokens(self, call: ModelCall) -> TokenCount:
         """The child's own tokenizer (llama-cpp-python's /extras/tokenize/count), see providers/tokens.py."""

@@ -19,7 +19,8 @@ format `parley-grammar`, set on every model of the config) that:
 
 A schema the grammar cannot hold the output to is refused before anything is generated: `GrammarGate` reads
 each chat request first and answers 400 (code `unsupported_schema`, `param` naming the request field). A
-streamed request's errors would otherwise come after its 200.
+streamed request's errors would otherwise come after its 200. The gate also answers `POST GRAMMAR_CHECK_PATH`
+(the same fields, nothing generated: 200 or that 400), which Parley asks before it queues a background response.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from llama_cpp.server.app import create_app
 from llama_cpp.server.settings import ConfigFileSettings, ServerSettings
 
 from parley.providers.embedded_grammar import Constraint, GrammarCache, Refusal, choice_head
+from parley.providers.embedded_launch import GRAMMAR_CHECK_PATH
 
 CHAT_FORMAT = "parley-grammar"
 _CHAT_PATH = "/v1/chat/completions"
@@ -157,14 +159,15 @@ def _call_completion(constraint: Constraint, completion: dict[str, Any]) -> dict
 class GrammarGate:
     """ASGI middleware: reads each chat request and refuses (400) one whose schema cannot become a grammar,
     before the server starts answering; the rest go on with the body replayed. Building the grammar here also
-    puts it in the cache for the handler."""
+    puts it in the cache for the handler. `POST GRAMMAR_CHECK_PATH` is answered here alone: 200 or that 400."""
 
     def __init__(self, app: Asgi, cache: GrammarCache) -> None:
         self._app = app
         self._cache = cache
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != _CHAT_PATH:
+        checking = scope["type"] == "http" and scope["path"] == GRAMMAR_CHECK_PATH and scope["method"] == "POST"
+        if not checking and (scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != _CHAT_PATH):
             await self._app(scope, receive, send)
             return
         parts: list[bytes] = []
@@ -180,10 +183,10 @@ class GrammarGate:
         if refusal is not None:
             error = {"error": {"message": refusal.message, "type": "invalid_request_error", "param": refusal.param,
                                "code": "unsupported_schema"}}
-            payload = json.dumps(error).encode()
-            await send({"type": "http.response.start", "status": 400, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-            await send({"type": "http.response.body", "body": payload})
+            await _answer(send, 400, error)
+            return
+        if checking:
+            await _answer(send, 200, {"object": "grammar_check", "ok": True})
             return
         replayed = False
 
@@ -206,6 +209,13 @@ class GrammarGate:
         found = self._cache.constraint(request.get("tools"), request.get("tool_choice"),
                                        request.get("response_format"))
         return found if isinstance(found, Refusal) else None
+
+
+async def _answer(send: Send, status: int, answer: dict[str, Any]) -> None:
+    payload = json.dumps(answer).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def main(argv: list[str] | None = None) -> None:

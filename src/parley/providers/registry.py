@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from parley.config import ModelConfig, Settings
 from parley.errors import InvalidRequest
 from parley.providers.anthropic import AnthropicWire
-from parley.providers.base import ModelStatus, Provider
+from parley.providers.base import ModelCall, ModelStatus, Provider
 from parley.providers.chat_completions import ChatCompletionsProvider, ReplyLimits
 from parley.providers.gemini import GeminiWire
 from parley.providers.http1 import Http1Pool
@@ -43,6 +43,9 @@ class ModelEntry:
     hosted_tools: frozenset[str] = frozenset()
     capabilities: Capabilities | None = None  # what /v1/models says the model supports
     deployments: tuple[str, ...] = ()  # a route's deployments, in configured order (listed by /v1/models)
+    # What only the model can refuse of a call, asked without generating (the embedded model's grammar check):
+    # raises the 400 opening the call would. A background create asks it before queueing; None: nothing to ask.
+    check: Callable[[ModelCall], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,8 +36,11 @@ class BackgroundResponses:
     async def create(self, project_id: str, req: CreateResponseRequest, caller: Caller | None = None) -> dict[str, Any]:
         """Validate, then record the queued response, its input, its first events and its job in one
         transaction before answering; a worker (in any process) runs it from there. The job keeps the
-        caller's key and its limits, which the run's usage is charged to wherever it runs."""
+        caller's key and its limits, which the run's usage is charged to wherever it runs. What only the model
+        can refuse (the embedded model's grammar) is asked first: a 400 here, as opening the call is in the
+        foreground, with nothing stored."""
         built = await self._responses.build_call(project_id, req, caller)
+        await self._responses.check_call(built)
         response = built.response
         response["status"] = "queued"
         first_events = StreamBuilder(response, emit=True, obfuscate=False).start()  # created, queued

@@ -163,9 +163,7 @@ class ResponsesService:
             try:
                 stream = None if toolbox.first_calls else await entry.provider.open(fitted.call)
             except UnsupportedSchema as err:
-                tool = toolset.by_upstream_name().get(err.function or "")
-                if tool is not None and tool.path is not None:  # the function by its place in the request
-                    err.param = f"{tool.path}.parameters"
+                _name_function(err, toolset)
                 raise
         if timing is not None and stream is not None:
             timing.mark("upstream_opened", {"turn": 1})
@@ -190,6 +188,18 @@ class ResponsesService:
         return ResponseRun(builder, stream, built.checks, leading, ToolCallBudget(req.max_tool_calls),
                            first_turn_checks=built.first_turn_checks, toolbox=toolbox, turns=turns,
                            first_calls=toolbox.first_calls, timing=timing, call=fitted.call)
+
+    async def check_call(self, built: BuiltCall) -> None:
+        """Ask the model what only it can refuse of the call, without generating (`ModelEntry.check`: the embedded
+        model's grammar): a background create gets the 400 its foreground create gets from opening the call,
+        before anything is queued. Nothing to ask for other models."""
+        if built.entry.check is None:
+            return
+        try:
+            await built.entry.check(built.call)
+        except UnsupportedSchema as err:
+            _name_function(err, built.toolset)
+            raise
 
     def conversation_turn(self, conversation_id: str | None, response: dict[str, Any],
                           items: list[Item]) -> ConversationTurn | None:
@@ -439,6 +449,13 @@ _TOOL_INCLUDES = {
     "code_interpreter_call.outputs": "code_interpreter",
     "computer_call_output.output.image_url": "computer",
 }
+
+
+def _name_function(err: UnsupportedSchema, toolset: ToolSet) -> None:
+    """A function's refused parameters named by the function's place in the request (`tools[1].parameters`)."""
+    tool = toolset.by_upstream_name().get(err.function or "")
+    if tool is not None and tool.path is not None:
+        err.param = f"{tool.path}.parameters"
 
 
 def _check_include(req: CreateResponseRequest, toolset: ToolSet) -> None:
