@@ -7,7 +7,10 @@ repeated request's cache hit, and llama.cpp's own parse of the GBNF into a sampl
 which every generation pays (llama-cpp-python builds its sampler per generation). Then through a real child
 (`python -m parley.providers.embedded_server`): a forced call's first request with a schema the child has not
 seen and the same schema's repeated requests, each with another prompt (so llama.cpp's prompt cache does not
-favour the repeats) and max_tokens 8, the time to the end of the answer. Prints one JSON document.
+favour the repeats) and max_tokens 8, the time to the end of the answer; and the child's grammar check (what a
+background create asks before queueing, EmbeddedProvider.check) with the same schema, while the child is idle
+and while another request is generating (it is answered on the child's event loop, not after the generation).
+Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -30,6 +34,7 @@ from bench.procs import Child, child_env, free_port
 from parley.config import EmbeddedConfig
 from parley.providers.embedded import default_model_path
 from parley.providers.embedded_grammar import GrammarCache, arguments_grammar
+from parley.providers.embedded_launch import GRAMMAR_CHECK_PATH
 
 _CITY = {"type": "object", "additionalProperties": False, "required": ["name", "country", "population"],
          "properties": {"name": {"type": "string"}, "country": {"type": "string"}, "population": {"type": "integer"}}}
@@ -95,6 +100,42 @@ def _post(port: int, body: dict[str, Any]) -> float:
     return time.perf_counter() - start
 
 
+def _check(port: int, schema: dict[str, Any]) -> float:
+    body = json.dumps({"tools": _tools(schema), "tool_choice": _NAMED}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{GRAMMAR_CHECK_PATH}", body,
+                                     {"content-type": "application/json"})
+    start = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=600) as resp:
+        assert resp.status == 200 and json.loads(resp.read())["ok"]
+    return time.perf_counter() - start
+
+
+def _checks_while_generating(port: int, model_id: str, repeat: int) -> dict[str, Any]:
+    """The grammar check's round trip while another request generates 300 tokens (free text, its end token
+    suppressed), and how long that generation took."""
+    took: list[float] = []
+    body = {"model": model_id, "max_tokens": 300, "temperature": 0, "logit_bias": {"2": -100},
+            "messages": [{"role": "user", "content": "Tell a long story about the sea."}]}
+
+    def generate() -> None:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", json.dumps(body).encode(),
+                                         {"content-type": "application/json"})
+        start = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=600) as resp:
+            resp.read()
+        took.append(time.perf_counter() - start)
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    time.sleep(1.0)  # its prompt is in and tokens are coming
+    checks = [_check(port, _POEM) for _ in range(repeat)]
+    busy = worker.is_alive()
+    worker.join()
+    return {"check_median_ms": round(statistics.median(checks) * 1000, 2),
+            "check_max_ms": round(max(checks) * 1000, 2), "generation_still_running_after_checks": busy,
+            "generation_300_tokens_ms": round(took[0] * 1000, 1)}
+
+
 def through_child(model: Path, repeat: int) -> dict[str, Any]:
     cfg = EmbeddedConfig()
     with tempfile.TemporaryDirectory(prefix="bench-grammar-") as folder:
@@ -116,9 +157,12 @@ def through_child(model: Path, repeat: int) -> dict[str, Any]:
                                 {"role": "user", "content": f"Save a note {i} about {words[i % len(words)]}."}]}
                 first = _post(port, body(0))
                 repeated = [_post(port, body(i)) for i in range(1, repeat + 1)]
+                checks = [_check(port, schema) for _ in range(repeat)]
                 found[name] = {"first_request_ms": round(first * 1000, 1),
                                "repeated_median_ms": round(statistics.median(repeated) * 1000, 1),
-                               "repeated_min_ms": round(min(repeated) * 1000, 1)}
+                               "repeated_min_ms": round(min(repeated) * 1000, 1),
+                               "grammar_check_idle_median_ms": round(statistics.median(checks) * 1000, 2)}
+            found["grammar_check_while_generating"] = _checks_while_generating(port, cfg.model_id, repeat)
             return found
         finally:
             child.stop()
