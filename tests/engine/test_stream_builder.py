@@ -132,3 +132,45 @@ async def test_length_marks_last_item_incomplete() -> None:
     assert final["status"] == "incomplete"
     assert final["incomplete_details"] == {"reason": "max_output_tokens"}
     assert final["output"][-1]["status"] == "incomplete"
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps=st.lists(model_event, max_size=20), reason=finish)
+async def test_the_snapshot_is_the_events_folded_so_far(steps: list[ModelEvent], reason: str) -> None:
+    """What a GET of a running foreground response shows (builder.snapshot()), after every upstream read: the items
+    the events sent so far build, those still being generated with their text or arguments so far and `in_progress`;
+    a valid in-progress Response. Without events (non-streaming) the same items."""
+    builder = StreamBuilder(_response(True), emit=True, obfuscate=False)
+    quiet = StreamBuilder(_response(False), emit=False, obfuscate=False)
+    events = builder.start() + builder.in_progress()
+    quiet.in_progress()
+    for step in steps:
+        events += copy.deepcopy(builder.feed(step))
+        quiet.feed(step)
+        snapshot = builder.snapshot()
+        assert snapshot["output"] == _fold(events)
+        assert _strip_ids(quiet.snapshot()["output"]) == _strip_ids(snapshot["output"])
+        assert snapshot["status"] == "in_progress" and snapshot["usage"] is None
+        closed = {e["output_index"] for e in events if e["type"] == "response.output_item.done"}
+        assert all(item["status"] == "in_progress" for index, item in enumerate(snapshot["output"])
+                   if index not in closed)
+        Response.model_validate(snapshot)
+    events += builder.finish(reason)  # type: ignore[arg-type]
+    assert builder.snapshot() == {**builder.response, "output": builder.output} == events[-1]["response"]
+    assert builder.snapshot()["output"] == _fold(events)
+
+
+async def test_the_snapshot_of_an_open_message_holds_its_text_so_far() -> None:
+    builder = StreamBuilder(_response(True), emit=True, obfuscate=True)
+    builder.start()
+    builder.in_progress()
+    builder.feed(TextDelta("Hel"))
+    first = builder.snapshot()
+    builder.feed(TextDelta("lo"))
+    second = builder.snapshot()
+    assert [first["output"][0]["content"][0]["text"], second["output"][0]["content"][0]["text"]] == ["Hel", "Hello"]
+    assert first["output"][0]["status"] == "in_progress" and first["status"] == "in_progress"
+    assert builder.output[0]["content"] == []  # the builder's own item is untouched until it closes
+    builder.finish("stop")
+    assert builder.snapshot()["output"][0]["content"][0]["text"] == "Hello"
+    assert first["output"][0]["content"][0]["text"] == "Hel"  # a snapshot taken earlier stays as it was

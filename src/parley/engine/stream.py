@@ -188,22 +188,40 @@ class StreamBuilder:
         self._seq += 1
         return event
 
-    def _snapshot(self) -> dict[str, Any]:
-        return {**self.response, "output": [dict(i) for i in self.output]}
+    def snapshot(self) -> dict[str, Any]:
+        """The response as it stands, as stored (items whole): its items copied, the ones still being generated with
+        what they hold so far (the text, reasoning, arguments or input their deltas carried, status `in_progress`),
+        which is what folding the events built so far gives. `response.created`/`in_progress` carry it, and a GET
+        of a foreground response while it runs shows it (services/live_responses.py)."""
+        output = [dict(item) for item in self.output]
+        msg, rs = self._message, self._reasoning
+        if msg is not None:
+            annotations = self._cite.annotations if self._cite is not None else msg.annotations
+            part = _message_part(msg, list(annotations))
+            part["logprobs"] = list(part["logprobs"])  # (the builder's list grows on)
+            output[msg.output_index]["content"] = [part]
+        if rs is not None:
+            output[rs.output_index].update(_reasoning_parts(rs))
+        for call in self._calls.values():
+            if call.input is not None:
+                output[call.output_index]["input"] = "".join(call.input.text)
+            else:
+                output[call.output_index]["arguments"] = "".join(call.chunks)
+        return {**self.response, "output": output}
 
     def start(self) -> list[Event]:
         if not self.emit:
             return []
-        events = [self._event({"type": "response.created", "response": self._snapshot()})]
+        events = [self._event({"type": "response.created", "response": self.snapshot()})]
         if self.response["status"] == "queued":
-            events.append(self._event({"type": "response.queued", "response": self._snapshot()}))
+            events.append(self._event({"type": "response.queued", "response": self.snapshot()}))
         return events
 
     def in_progress(self) -> list[Event]:
         self.response["status"] = "in_progress"
         if not self.emit:
             return []
-        return [self._event({"type": "response.in_progress", "response": self._snapshot()})]
+        return [self._event({"type": "response.in_progress", "response": self.snapshot()})]
 
     def feed(self, event: ModelEvent) -> list[Event]:
         if isinstance(event, TextDelta):
@@ -319,8 +337,8 @@ class StreamBuilder:
             annotations = self._cite.annotations
             self._cite = CitationFilter(self._citations)  # a later message of the response starts afresh
         self._message = None
-        text = "".join(msg.chunks)
-        part = {"type": "output_text", "text": text, "annotations": annotations, "logprobs": msg.logprobs}
+        part = _message_part(msg, annotations)
+        text = part["text"]
         msg.item["content"] = [part]
         msg.item["status"] = status
         if self.emit:
@@ -427,10 +445,7 @@ class StreamBuilder:
         self._reasoning = None
         self._close_summary_part(rs, events)
         item = rs.item
-        item["summary"] = [{"type": "summary_text", "text": "".join(chunks)} for chunks in rs.summary]
-        part = {"type": "reasoning_text", "text": "".join(rs.chunks)}
-        if rs.content_open:
-            item["content"] = [part]
+        item.update(_reasoning_parts(rs))
         item["status"] = status
         if rs.upstream is not None:
             item["upstream"] = rs.upstream
@@ -438,6 +453,7 @@ class StreamBuilder:
             item["encrypted_content"] = self._seal(item)
         if self.emit:
             if rs.content_open:
+                part = item["content"][0]
                 base = {"item_id": item["id"], "output_index": rs.output_index, "content_index": 0}
                 events.append(self._event({"type": "response.reasoning_text.done", **base, "text": part["text"]}))
                 events.append(self._part_event("response.content_part.done", rs, dict(part)))
@@ -791,6 +807,19 @@ class StreamBuilder:
             if self.emit:
                 events.append(self._item_done(item, output_index))
         self._open_items.clear()
+
+
+def _message_part(msg: _OpenText, annotations: list[dict[str, Any]]) -> dict[str, Any]:
+    """A message's output_text part from what its deltas carried (closing it, or a snapshot while it streams)."""
+    return {"type": "output_text", "text": "".join(msg.chunks), "annotations": annotations, "logprobs": msg.logprobs}
+
+
+def _reasoning_parts(rs: _OpenText) -> Item:
+    """A reasoning item's summary and (if it streamed any) reasoning_text from what its deltas carried."""
+    parts: Item = {"summary": [{"type": "summary_text", "text": "".join(chunks)} for chunks in rs.summary]}
+    if rs.content_open:
+        parts["content"] = [{"type": "reasoning_text", "text": "".join(rs.chunks)}]
+    return parts
 
 
 def _cut_off(item: Item) -> Item:
