@@ -480,3 +480,52 @@ async def test_a_background_run_killed_before_it_started_runs_again(fake: FakeUp
             assert log[-1]["type"] == "response.completed"
     finally:
         survivor.stop()
+
+
+async def test_a_lease_renewed_late_does_not_fail_the_run_in_its_own_process(
+    fake: FakeUpstream, postgres_server: Any, tmp_path: Path
+) -> None:
+    """A lease renewal that commits after the lease it sets has run out (a slow commit, a stalled process; here the
+    test holds the job's row) is stale at once. The process's own lease pass, right after it, took its own live run
+    for one whose process had died and failed it as "interrupted" while it ran (with lease_s = 1 on a busy machine,
+    test_compat_background.py's SIGKILL test could see its run failed before the kill). A process never takes the
+    runs it runs for dead; the next renewal makes the lease current again."""
+    database_url, dsn = await _urls(postgres_server)
+    config = (f'database_url = "{database_url}"\n' + model_toml("text-held", fake.base_url, "text-held")
+              + "[embedded]\nenabled = false\n[background]\nlease_s = 1.0\n")
+    server = await asyncio.to_thread(_start, tmp_path / "server", config)
+    try:
+        with _client(server) as client:
+            created = client.responses.create(model="text-held", input="hold me", background=True)  # held open
+
+            async def running() -> bool:
+                return client.responses.retrieve(created.id).status == "in_progress"
+
+            await _until(running, "the run is in progress")
+            async with _holder(dsn) as holder:
+                async with holder.conn.transaction():
+                    await holder.conn.execute("SELECT 1 FROM background_jobs WHERE response_id = $1 FOR UPDATE",
+                                              created.id)
+
+                    async def renewal_outwaited_its_lease() -> bool:
+                        # The lease it writes was computed before it was sent (<= query_start): over by now.
+                        await holder.conn.execute("SELECT pg_stat_clear_snapshot()")  # as in Holder.blocked
+                        return bool(await holder.conn.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+                            " AND clock_timestamp() - query_start > interval '1.0 s'", holder.pid))
+
+                    await _until(renewal_outwaited_its_lease, "the server's lease renewal waits longer than the lease")
+                    released_ms = time.time() * 1000  # the held renewal's lease ended before this
+
+                async def passed() -> bool:  # the lease pass after the stale renewal is done either way
+                    job = await holder.conn.fetchrow(
+                        "SELECT state, lease_until FROM background_jobs WHERE response_id = $1", created.id)
+                    return bool(job["state"] != "running" or job["lease_until"] > released_ms)
+
+                await _until(passed, "the job is ended, or its lease renewed after the stale one")
+                state = await holder.conn.fetchval("SELECT state FROM background_jobs WHERE response_id = $1",
+                                                   created.id)
+            assert (state, client.responses.retrieve(created.id).status) == ("running", "in_progress")
+            assert client.responses.cancel(created.id).status == "cancelled"  # it still runs, and stops as asked
+    finally:
+        server.stop()

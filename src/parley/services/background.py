@@ -176,6 +176,10 @@ class BackgroundRunner:
             try:
                 await self._store.renew_leases(self.worker_id, list(self._running), self._limits.lease_ms)
                 for response_id, _project in await self._store.expired_runs():
+                    if response_id in self._running:
+                        # Its run is alive here: a lease renewal that landed after the lease it set (a slow
+                        # commit, a stalled process) says nothing about this process, only to the others.
+                        continue
                     await self._end_interrupted(response_id)
             except Exception:
                 log.exception("background lease upkeep failed")

@@ -13,6 +13,8 @@ bodies) and its behaviour is chosen by the requested upstream `model`:
                   arguments are {"input": ...} when the tool's schema has an `input` property
   tools-held      like tools, but streams its call's arguments without their last 4 characters, then holds
                   the stream open until the client goes away (a run stopped mid-call, deterministically)
+  text-held       like echo, but streams its answer without its last word, then holds the stream open until the
+                  client goes away (a run stopped mid-text, deterministically; non-streaming: never answers)
   json-valid      answers {"name": "Ada", "age": 36}; json-invalid answers {"name": 5}
   summary         like echo, but a summarisation request (exactly a system message that mentions "summar",
                   then one user message: the transcript) gets "SUMMARY(<n> words of the transcript)"
@@ -158,8 +160,8 @@ class FakeUpstream:
             return web.json_response(error, status=429, headers=headers)
         plan = _plan(model, body)
         if not body.get("stream"):
-            if model in ("hang", "slow"):
-                delay = 3600.0 if model == "hang" else 0.2 * len(_chunks(model, plan))
+            if model in ("hang", "text-held", "slow"):
+                delay = 0.2 * len(_chunks(model, plan)) if model == "slow" else 3600.0
                 if not await self._wait_unless_closed(request, model, delay):
                     return web.Response()
             if model == "drop":
@@ -213,7 +215,7 @@ class FakeUpstream:
                 if delay and not await self._wait_unless_closed(request, model, delay):
                     return resp
                 await resp.write(b"data: " + orjson.dumps(delta) + b"\n\n")
-            if model == "tools-held" and plan["tool_calls"]:
+            if model == "text-held" or (model == "tools-held" and plan["tool_calls"]):
                 await self._wait_unless_closed(request, model, 3600.0)
                 return resp
             wants_usage = (body.get("stream_options") or {}).get("include_usage")
@@ -288,11 +290,14 @@ def _chunks(model: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
     if plan["reasoning"]:
         out += [_chunk(model, {"reasoning_content": w}) for w in _words(plan["reasoning"])]
     if plan["text"]:
-        for word in _words(plan["text"]):
+        words = _words(plan["text"])
+        for word in words[:-1] if model == "text-held" else words:  # its last word never comes (_stream holds)
             chunk = _chunk(model, {"content": word})
             if plan["logprobs"] is not None:
                 chunk["choices"][0]["logprobs"] = {"content": [_logprob(word, plan["logprobs"])]}
             out.append(chunk)
+    if model == "text-held":
+        return out
     for index, call in enumerate(plan["tool_calls"]):
         head = {"index": index, "id": call["id"], "type": "function",
                 "function": {"name": call["name"], "arguments": ""}}
