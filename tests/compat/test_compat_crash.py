@@ -70,6 +70,9 @@ class Holder:
 
     async def blocked(self) -> bool:
         """Whether some backend waits on a lock this connection holds."""
+        # Inside a transaction pg_stat_activity is read once and kept: a backend the server connected after the first
+        # look would never show. Read it afresh each time.
+        await self.conn.execute("SELECT pg_stat_clear_snapshot()")
         waiting = await self.conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", self.pid)
         return bool(waiting)
