@@ -3,6 +3,7 @@ time limits, two processes on one database, and a SIGKILL in the middle of a run
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -24,7 +25,7 @@ from compat_support import (
 )
 from openai import OpenAI
 from openai.types.responses import ResponseFailedEvent, ResponseOutputMessage
-from sqlalchemy.engine import make_url
+from tests.pg_support import new_database
 
 from parley.testing.fake_upstream import FakeUpstream
 
@@ -265,8 +266,9 @@ def test_sigkill_mid_run_then_restart(fake: FakeUpstream, tmp_path: Path) -> Non
 def _database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if backend == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
-    server = request.getfixturevalue("postgres_server")
-    return make_url(server.get_uri(driver="asyncpg")).render_as_string(hide_password=False)
+    # A new database (tests/pg_support.py), not the default one other tests share: a later server there would take
+    # up what this crash leaves, and this test's servers what others leave (their queued runs before this one's).
+    return asyncio.run(new_database(request.getfixturevalue("postgres_server"), "parley_bg_crash"))
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
@@ -274,14 +276,16 @@ def test_sigkill_mid_text_closes_the_open_item(
     fake: FakeUpstream, tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     """A run killed while its message streams: the replayed log closes the message (incomplete, with the text its
-    deltas built) before `response.failed`, and the stored response holds that same item."""
+    deltas built) before `response.failed`, and the stored response holds that same item. The upstream holds the
+    answer's last word back until the server is gone, so the kill lands mid-text however late it comes (with `slow`
+    a test stalled ~2 s between its read and the kill let the run complete first)."""
     config = f'database_url = "{_database_url(backend, request, tmp_path)}"\n'
-    config += "".join(model_toml(m, fake.base_url, m) for m in ("slow", "echo"))
+    config += model_toml("text-held", fake.base_url, "text-held")
     config += "[embedded]\nenabled = false\n[background]\nmax_concurrent = 1\nlease_s = 1.0\n"
     doomed = ParleyServer(tmp_path / "doomed", config)
     doomed.start()
     head: list[dict[str, Any]] = []
-    body = {"model": "slow", "input": LONG, "background": True, "stream": True}
+    body = {"model": "text-held", "input": LONG, "background": True, "stream": True}
     with httpx.stream("POST", doomed.base_url + "/responses", json=body, timeout=30.0) as resp:
         for line in resp.iter_lines():  # a follower only sees logged events: these are in the log
             if line.startswith("data: {"):
