@@ -34,7 +34,7 @@ LONG = "one two three four five six seven eight nine ten eleven twelve"  # ~14 c
 
 def _config(fake: FakeUpstream, db: Path | None = None, **background: Any) -> str:
     config = f'database_url = "sqlite+aiosqlite:///{db}"\n' if db else ""
-    config += "".join(model_toml(m, fake.base_url, m) for m in ("echo", "slow", "error-500"))
+    config += "".join(model_toml(m, fake.base_url, m) for m in ("echo", "slow", "text-held", "error-500"))
     config += "[embedded]\nenabled = false\n[background]\n"
     config += "".join(f"{k} = {v}\n" for k, v in background.items())
     return config
@@ -159,7 +159,8 @@ def test_a_resumed_stream_is_obfuscated_as_its_reader_asks(bg: ParleyServer) -> 
 
 def test_cancel_in_progress_and_queued(bg: ParleyServer, fake: FakeUpstream) -> None:
     with _client(bg) as client:
-        running = client.responses.create(model="slow", input=LONG + " running", background=True)
+        # text-held: it runs until cancelled (with `slow`, a test stalled ~2 s saw it completed, the queued one run)
+        running = client.responses.create(model="text-held", input=LONG + " running", background=True)
         _wait_status(client, running.id, {"in_progress"})
         queued = client.responses.create(model="slow", input="queued marker", background=True)
         assert client.responses.retrieve(queued.id).status == "queued"  # max_concurrent = 1
@@ -237,7 +238,9 @@ def test_sigkill_mid_run_then_restart(fake: FakeUpstream, tmp_path: Path) -> Non
     config = _config(fake, db, max_concurrent=1, lease_s=1.0)
     doomed = ParleyServer(tmp_path / "doomed", config)
     doomed.start()
-    body = {"model": "slow", "input": LONG, "background": True, "stream": True}
+    # text-held: it runs until the kill, and the job behind it stays queued (with `slow`, a test stalled ~2 s saw the
+    # run completed and the queued job claimed)
+    body = {"model": "text-held", "input": LONG, "background": True, "stream": True}
     head = _read_events(doomed.base_url, body, stop_after_seq=4)
     interrupted = head[0]["response"]["id"]
     with _client(doomed) as client:
@@ -344,7 +347,7 @@ def test_graceful_shutdown_fails_the_running_run(fake: FakeUpstream, tmp_path: P
     server = ParleyServer(tmp_path / "one", _config(fake, db))
     server.start()
     with _client(server) as client:
-        created = client.responses.create(model="slow", input=LONG, background=True)
+        created = client.responses.create(model="text-held", input=LONG, background=True)  # runs until stopped
         _wait_status(client, created.id, {"in_progress"})
     server.stop()  # SIGTERM: uvicorn shuts down, the runner stops its runs
     again = ParleyServer(tmp_path / "two", _config(fake, db))
