@@ -20,7 +20,7 @@ from parley.engine.timing import Timing
 from parley.engine.tool_loop import Toolbox
 from parley.engine.truncation import fit_context
 from parley.engine.turns import Turns
-from parley.errors import InvalidRequest, NotFound, UnsupportedSchema
+from parley.errors import Conflict, InvalidRequest, NotFound, UnsupportedSchema
 from parley.ids import new_id
 from parley.providers.base import HostedTool, ModelCall
 from parley.providers.hosted_input import hosted_items, hosted_servers
@@ -37,6 +37,7 @@ from parley.services.conversations import ConversationsService
 from parley.services.file_inputs import FileInputLimits, FileInputs
 from parley.services.hosted_tools import hosted_mcp_choice, split_hosted
 from parley.services.keys import Caller
+from parley.services.live_responses import LiveResponses
 from parley.services.prompts import PromptsService
 from parley.services.usage import Meter, UsageOrigin
 from parley.store.base import ConversationTurn, Page, PageQuery, ResponseStore
@@ -95,8 +96,10 @@ class ResponsesService:
         self, store: ResponseStore, models: ModelRegistry, sealer: ReasoningSealer, *, prompts: PromptsService,
         conversations: ConversationsService, compactor: Compactor, obfuscation_default: bool,
         tools: BuiltinTools | None = None, file_inputs: FileInputs | None = None, meter: Meter | None = None,
-        telemetry: Telemetry | None = None,
+        telemetry: Telemetry | None = None, live: LiveResponses | None = None,
     ) -> None:
+        # Stored foreground responses running here, which a GET finds before their one write (live_responses.py).
+        self.live = live or LiveResponses()
         self._meter = meter
         self._telemetry = telemetry or Telemetry()  # default: no metrics, no tracing
         self._tools = tools or BuiltinTools(None, ToolLimits())
@@ -332,31 +335,40 @@ class ResponsesService:
                          first_turn_checks=[tool_choice_check(toolset.plan)], toolbox=toolbox)
 
     async def complete(self, prepared: PreparedResponse) -> dict[str, Any]:
-        """Fold the run (non-streaming create) and store it."""
+        """Fold the run (non-streaming create) and store it; a GET finds it from its first model turn to its write."""
+        self.live.add(prepared)
         try:
-            async for _ in prepared.run.batches():  # (not per event: one async generator step per upstream read)
-                pass
+            try:
+                async for _ in prepared.run.batches():  # (not per event: one async generator step per upstream read)
+                    pass
+            finally:
+                await prepared.run.aclose()
+            await self._persist(prepared)
         finally:
-            await prepared.run.aclose()
-        await self._persist(prepared)
+            self.live.discard(prepared)  # stored (the store answers now), or failed: nothing will be
         return prepared.run.builder.client_response()
 
     async def stream(self, prepared: PreparedResponse) -> AsyncIterator[list[Event]]:
         """Stream the run in batches (one per upstream read). The response is stored before its terminal
         event is sent; if the client goes away first, the upstream call is closed and what exists so far
-        is stored as `cancelled`."""
+        is stored as `cancelled`. A GET finds it from before `response.created` until its write has committed."""
         run = prepared.run
+        self.live.add(prepared)
         try:
             async for batch in run.batches():
                 if batch[-1]["type"] in TERMINAL_EVENTS:
                     batch = await self._persist_or_fail(prepared, batch)
+                    self.live.discard(prepared)  # stored (or it failed, and nothing is): before the client hears
                 yield batch
         finally:
             with anyio.CancelScope(shield=True):
-                await run.aclose()
-                if not run.finished:
-                    run.builder.cancel()
-                    await self._persist(prepared)
+                try:
+                    await run.aclose()
+                    if not run.finished:
+                        run.builder.cancel()
+                        await self._persist(prepared)
+                finally:
+                    self.live.discard(prepared)
 
     async def _persist_or_fail(self, prepared: PreparedResponse, batch: list[Event]) -> list[Event]:
         """Store the finished response; if that fails, the client must not be told it completed (it could not
@@ -421,19 +433,31 @@ class ResponsesService:
     # -- read / delete ---------------------------------------------------------------------------
 
     async def retrieve(self, project_id: str, response_id: str, include: list[str] | None = None) -> dict[str, Any]:
+        """The stored response, or the one running here that will be (its snapshot, `in_progress`)."""
+        live = self.live.find(project_id, response_id)
+        if live is not None:
+            return self.live.snapshot(live, include)
         response = await self._store.get_response(project_id, response_id)
         if response is None:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         return present_response(response, include)
 
     async def delete(self, project_id: str, response_id: str) -> dict[str, Any]:
+        if self.live.find(project_id, response_id) is not None:
+            # Its one write is still to come (and would bring it back): it can be deleted once it has ended.
+            raise Conflict(f"Response with id '{response_id}' is still in progress; it can be deleted once it has "
+                           "finished.", param="response_id", code="response_in_progress")
         if not await self._store.delete_response(project_id, response_id):
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         return {"id": response_id, "object": "response.deleted", "deleted": True}
 
     async def input_items(self, project_id: str, response_id: str, page: PageQuery,
                           include: list[str] | None = None) -> Page:
-        result = await self._store.list_input_items(project_id, response_id, page)
+        live = self.live.find(project_id, response_id)
+        if live is not None:  # its input items as they will be stored
+            result: Page | None = self.live.input_items(live, page)
+        else:
+            result = await self._store.list_input_items(project_id, response_id, page)
         if result is None:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         present = presenter(include)
