@@ -90,9 +90,13 @@ DOCS: dict[tuple[str, str], EndpointDoc] = {
         "Compact a context into its user messages and one compaction item", _R,
         body="parley.schema.compaction:CompactRequest", returns="Compaction"),
     ("GET", "/v1/responses/{response_id}"): EndpointDoc(
-        "Retrieve a response", _R, "With `stream=true`, replays a background response's events and follows it.",
+        "Retrieve a response", _R, "A stored response, or a foreground one still running on this server "
+        "(`in_progress`, its output so far). With `stream=true`, replays a background response's events and "
+        "follows it.",
         returns="Response", streams=True, query=("include", "stream", "starting_after")),
-    ("DELETE", "/v1/responses/{response_id}"): EndpointDoc("Delete a response", _R, returns="Deleted"),
+    ("DELETE", "/v1/responses/{response_id}"): EndpointDoc(
+        "Delete a response", _R, "A foreground response still running is a 409 `response_in_progress`.",
+        returns="Deleted"),
     ("POST", "/v1/responses/{response_id}/cancel"): EndpointDoc(
         "Cancel a background response", _R, returns="Response"),
     ("GET", "/v1/responses/{response_id}/input_items"): EndpointDoc(
