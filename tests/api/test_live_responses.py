@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from openai import AsyncOpenAI
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
@@ -348,3 +349,30 @@ async def test_a_non_streamed_tool_loop_shows_its_items_so_far(env: Env) -> None
     assert stored.json() == done.json() and stored.json()["status"] == "completed"
     assert runtime.responses.live.ids() == []
 
+
+
+# -- the WebSocket door --------------------------------------------------------------------------------------------
+
+
+async def test_a_response_made_over_websocket_is_found_while_it_runs(env: Env) -> None:
+    """The doors share the stream: a response created in WebSocket mode is found by a GET over HTTP mid-run."""
+    key = env.a.headers["authorization"].removeprefix("Bearer ")
+    sdk = AsyncOpenAI(base_url=env.server.base_url, api_key=key, max_retries=0)
+    async with sdk.responses.connect() as conn:
+        await conn.response.create(model="pause", input=INPUT)
+        rid, seen = "", ""
+        async for event in conn:
+            if event.type == "response.created":
+                rid = event.response.id
+            elif event.type == "response.output_text.delta":
+                seen += event.delta
+                if seen == SO_FAR:
+                    break
+        live = (await _get(env.a, rid)).json()
+        assert live["status"] == "in_progress" and _text(live) == SO_FAR
+        env.fake.resume()
+        async for event in conn:
+            if event.type == "response.completed":
+                break
+    stored = (await _get(env.a, rid)).json()
+    assert stored["status"] == "completed" and _text(stored) == WHOLE
