@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from tests.waiting import LIMIT_S, eventually
 
 from parley.errors import UpstreamError
 from parley.log_context import set_request_id
@@ -24,6 +24,9 @@ from parley.testing.faulty_upstream import RAW_SHAPES, SHAPES, FaultyUpstream
 
 UPSTREAM_KEY = "upstream-key-Zq81Lr0"  # no credential shape: only exact masking can catch it
 OTHER_KEY = "sk-other-model-key-55"  # another model's key, configured but not sent here
+# Fails a test whose call never ends (a cap or timeout that does not work) instead of hanging the suite; not a
+# claim on how long anything takes.
+DEADLINE_S = LIMIT_S
 MESSAGE = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]
 
 
@@ -97,29 +100,23 @@ async def test_reply_over_the_byte_limit_is_cut(faulty: FaultyUpstream, stream: 
 ])
 async def test_endless_replies_end(faulty: FaultyUpstream, model: str, stream: bool, code: str) -> None:
     limits = ReplyLimits(max_bytes=2_000_000, max_output_chars=500_000)
-    started = time.monotonic()
-    err = await _fails(faulty, model, stream=stream, limits=limits)
-    assert (err.status, err.code) == (502, code)
-    assert time.monotonic() - started < 10
-    for _ in range(100):  # Parley closed the connection: the upstream's handler ended
-        if model in faulty.abandoned:
-            break
-        await asyncio.sleep(0.02)
-    assert model in faulty.abandoned
+    async with asyncio.timeout(DEADLINE_S):  # the reply never ends: only a cap can end the call
+        err = await _fails(faulty, model, stream=stream, limits=limits)
+        assert (err.status, err.code) == (502, code)
+    await eventually(lambda: model in faulty.abandoned, "Parley closed the connection (the upstream's handler ended)")
 
 
 async def test_a_trickling_body_ends_at_the_read_timeout(faulty: FaultyUpstream) -> None:
-    # One byte every 50 ms never trips the idle timeout; the body as a whole must still arrive in time.
-    started = time.monotonic()
-    err = await _fails(faulty, "trickle", stream=False, read_timeout_s=0.5)
+    # One byte every 50 ms, forever, never trips the idle timeout; the body as a whole must still arrive in time.
+    async with asyncio.timeout(DEADLINE_S):
+        err = await _fails(faulty, "trickle", stream=False, read_timeout_s=0.5)
     assert (err.status, err.code) == (504, "upstream_timeout")
-    assert time.monotonic() - started < 3
 
 
 async def test_slow_headers_time_out(faulty: FaultyUpstream) -> None:
     err = await _fails(faulty, "slow-headers-3", stream=True, read_timeout_s=0.3)
     assert (err.status, err.code) == (504, "upstream_timeout")
-    assert (await _run(faulty, "slow-headers-0.1", stream=True, read_timeout_s=2))  # under the timeout: fine
+    assert (await _run(faulty, "slow-headers-0.1", stream=True, read_timeout_s=60))  # under the timeout: fine
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
