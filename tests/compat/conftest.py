@@ -54,6 +54,9 @@ def server(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iter
     # Upstream credentials Parley sends: a 401 from the upstream must not leak them back to the caller.
     config += model_toml("error-401", fake.base_url, "error-401", api_key=UPSTREAM_SECRET)
     config += model_toml("hang", fake.base_url, "hang", read_timeout_s=1.0)
+    # Streams all but its last word, then holds until its client (Parley) goes away: a disconnect test's upstream call
+    # is still open however late the test acts (the default read timeout, 600 s, never ends it first).
+    config += model_toml("text-held", fake.base_url, "text-held")
     config += model_toml("unreachable", f"http://127.0.0.1:{free_port()}/v1", "echo", connect_timeout_s=2.0)
     config += "[embedded]\nenabled = false\n"
     yield from _serve(tmp_path_factory.mktemp("parley-main"), config)

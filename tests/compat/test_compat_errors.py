@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -137,13 +136,12 @@ def test_upstream_unreachable_is_502(client: OpenAI) -> None:
 
 
 def test_upstream_hang_is_504(client: OpenAI) -> None:
-    started = time.monotonic()
+    # The upstream answers after an hour: only this model's read timeout (read_timeout_s = 1.0) can produce the 504
+    # (a server that waited would hit the SDK's own timeout: APITimeoutError, not APIStatusError).
     with pytest.raises(APIStatusError) as info:
         client.responses.create(model="hang", input="hi")
-    elapsed = time.monotonic() - started
     assert info.value.status_code == 504
     assert _error(info.value)["code"] == "upstream_timeout"
-    assert 0.8 < elapsed < 10, elapsed  # read_timeout_s = 1.0 for this model
 
 
 def test_upstream_hang_mid_stream_fails_the_response(server: ParleyServer, client: OpenAI) -> None:
