@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 from openai.types.responses import Response, ResponseStreamEvent
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import TypeAdapter
 
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
@@ -275,6 +276,15 @@ def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> bo
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def metric(server: ParleyServer, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` (e.g. parley_http_requests_total) with these labels on the server's
+    /metrics: what a test waits on to know the server has done something, instead of sleeping."""
+    scraped = httpx.get(server.root + "/metrics", timeout=30.0)
+    assert scraped.status_code == 200, scraped.text
+    return sum(sample.value for family in text_string_to_metric_families(scraped.text) for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
 
 
 def create_checked(client: Any, **params: Any) -> tuple[dict[str, Any], Response]:

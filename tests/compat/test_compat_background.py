@@ -20,12 +20,12 @@ from compat_support import (
     check_response,
     fold_output,
     fold_text,
+    metric,
     model_toml,
     wait_for,
 )
 from openai import OpenAI
 from openai.types.responses import ResponseFailedEvent, ResponseOutputMessage
-from prometheus_client.parser import text_string_to_metric_families
 from tests.pg_support import new_database
 
 from parley.testing.fake_upstream import FakeUpstream
@@ -61,14 +61,6 @@ def _wait_status(client: OpenAI, response_id: str, statuses: set[str], timeout: 
             return current
         time.sleep(0.05)
     raise AssertionError(f"{response_id} never reached {statuses}")
-
-
-def _running(server: ParleyServer) -> float:
-    """parley_background_running on the server's /metrics: the background runs executing in that process."""
-    scraped = httpx.get(server.root + "/metrics", timeout=30.0)
-    assert scraped.status_code == 200, scraped.text
-    return next(s.value for family in text_string_to_metric_families(scraped.text) for s in family.samples
-                if s.name == "parley_background_running")
 
 
 def _read_events(base_url: str, body: dict[str, Any], stop_after_seq: int) -> list[dict[str, Any]]:
@@ -181,7 +173,7 @@ def test_cancel_in_progress_and_queued(bg: ParleyServer, fake: FakeUpstream) -> 
         assert stopped.status == "cancelled"
         assert wait_for(lambda: len(fake.disconnects) > disconnects, timeout=30)  # the upstream call was closed
         # Its worker has ended (nothing runs in this process now): nothing can write over the cancellation any more.
-        assert wait_for(lambda: _running(bg) == 0, timeout=30)
+        assert wait_for(lambda: metric(bg, "parley_background_running") == 0, timeout=30)
         assert client.responses.retrieve(running.id).status == "cancelled"  # the worker did not overwrite it
         assert client.responses.retrieve(queued.id).status == "cancelled"
         assert not any("queued marker" in str(r["messages"]) for r in fake.requests)  # it never ran
