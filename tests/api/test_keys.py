@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from parley.config import EmbeddedConfig, ModelConfig, Settings
+from parley.store import tables
 from parley.store.base import KeySpec
+from parley.store.sql import SqlStore
 from parley.testing.fake_upstream import FakeUpstream
 from parley.testing.in_process import in_process
 
@@ -20,6 +22,7 @@ from parley.testing.in_process import in_process
 class Env:
     http: httpx.AsyncClient
     admin: str
+    store: SqlStore
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -34,8 +37,9 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     settings = Settings(data_dir=tmp_path_factory.mktemp("keys"), models=models, auth="keys", auth_cache_ttl_s=0,
                         embedded=EmbeddedConfig(enabled=False))
     async with in_process(settings) as parley:
-        _, admin = await parley.app.state.runtime.store.create_key("", "ops", KeySpec("ops", "admin"))
-        yield Env(parley.http, admin)
+        store: SqlStore = parley.app.state.runtime.store
+        _, admin = await store.create_key("", "ops", KeySpec("ops", "admin"))
+        yield Env(parley.http, admin, store)
     await fake.stop()
 
 
@@ -82,9 +86,13 @@ async def test_create_use_update_and_revoke_a_project_key(env: Env) -> None:
 
 async def test_an_expired_key_is_refused(env: Env) -> None:
     created = (await env.http.post("/v1/organization/keys", headers=bearer(env.admin), json={
-        "project_id": "team", "expires_at": int(time.time()) + 2})).json()
+        "project_id": "team", "expires_at": int(time.time()) + 3600})).json()
     assert (await env.http.get("/v1/models", headers=bearer(created["value"]))).status_code == 200
-    await asyncio.sleep(2.1)
+    # Its expiry passes (moved to a second ago in the database, as an hour later would find it; no cache here,
+    # auth_cache_ttl_s = 0): instead of a key made to expire in 2 s, whose "still valid" check raced the clock.
+    async with env.store.engine.begin() as conn:
+        await conn.execute(update(tables.api_keys).where(tables.api_keys.c.id == created["id"])
+                           .values(expires_at=int(time.time()) - 1))
     refused = await env.http.get("/v1/models", headers=bearer(created["value"]))
     assert refused.status_code == 401 and "expired" in refused.json()["error"]["message"]
     assert created["value"] not in refused.text
