@@ -76,7 +76,9 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
 
 
 async def test_a_response_records_its_usage_and_cost(env: Env) -> None:
+    started = time.monotonic()
     resp = await env.http.post("/v1/responses", headers=env.auth(), json={"model": "echo", "input": "one two three"})
+    waited_ms = (time.monotonic() - started) * 1000
     body = resp.json()
     row = await env.usage_of(body["id"])
     usage = body["usage"]
@@ -87,7 +89,9 @@ async def test_a_response_records_its_usage_and_cost(env: Env) -> None:
     assert row["input_cost"] == usage["input_tokens"] * 2000 and row["output_cost"] == usage["output_tokens"] * 10000
     assert row["cached_cost"] == 0 and row["tool_cost"] == 0 and json.loads(row["tool_calls"]) == {}
     assert row["created_at"] == body["created_at"]
-    assert 0 <= row["ttft_ms"] <= row["latency_ms"] < 10_000
+    # In milliseconds, and within the request: no more than this client waited for the answer (a relation, which a
+    # slow machine cannot break, where the old `< 10_000` was a claim on speed).
+    assert 0 <= row["ttft_ms"] <= row["latency_ms"] <= waited_ms + 1
 
 
 async def test_a_routed_response_is_priced_as_the_deployment_that_served_it(env: Env) -> None:
@@ -104,7 +108,9 @@ async def test_a_stream_records_time_to_first_token(env: Env) -> None:
                                json={"model": "slow", "input": "a b c d", "stream": True}) as resp:
         events = [json.loads(line[6:]) async for line in resp.aiter_lines() if line.startswith("data: {")]
     row = await env.usage_of(events[0]["response"]["id"])
-    assert row["ttft_ms"] is not None and row["latency_ms"] - row["ttft_ms"] >= 400  # 0.2 s between chunks
+    # The first token, not the end: the fake sleeps 0.2 s before each of the later chunks, so at least that much
+    # lies between them (a floor the fake guarantees; a slow machine only adds to it).
+    assert row["ttft_ms"] is not None and row["latency_ms"] - row["ttft_ms"] >= 400
     assert row["input_cost"] == 0 and row["upstream_model"] == "slow"  # no price configured: free
 
 
