@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from compat_support import (
     free_port,
     model_toml,
     run_parley,
+    wait_for,
 )
 from openai import AsyncOpenAI, AuthenticationError, NotFoundError, OpenAI
 
@@ -104,7 +104,8 @@ def test_revoking_the_last_key_leaves_the_server_closed(fake: FakeUpstream, tmp_
         assert _status(server, None) == 401
         revoked = run_parley("keys", "revoke", record["id"], "--data-dir", str(server.data_dir))
         assert revoked.returncode == 0, revoked.stderr
-        time.sleep(1.0)  # several auth_cache_ttl_s: the server has seen that no key is left
+        # The server has seen the revocation (its key cache, auth_cache_ttl_s = 0.2, was read again): no key is left.
+        assert wait_for(lambda: _status(server, record["key"]) == 401, timeout=60)
         for key in (None, record["key"], "sk-any-key-at-all"):
             assert _status(server, key) == 401, key
         resp = httpx.get(server.base_url + "/models", timeout=10)
