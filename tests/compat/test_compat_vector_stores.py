@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compat_support import ParleyServer
+from compat_support import ParleyServer, wait_for
 from openai import OpenAI
 
 from parley.testing.fake_embeddings import FakeEmbeddings, ThreadedFakeEmbeddings
@@ -30,7 +30,9 @@ def embeddings() -> Iterator[FakeEmbeddings]:
 def _config(fake: FakeEmbeddings, db: Path, **vector_stores: Any) -> str:
     lines = [f'database_url = "sqlite+aiosqlite:///{db}"', "[embedded]", "enabled = false", "[embeddings]",
              f'base_url = "{fake.base_url}"', 'model = "fake-embed"', 'api_key_env = "EMBEDDINGS_TEST_KEY"',
-             "batch_size = 2", "[vector_stores]", "lease_s = 1.0", "poll_s = 0.05"]
+             # an hour: a request the fake holds is only ever ended by the server stopping the work (or a kill)
+             "batch_size = 2", "timeout_s = 3600",
+             "[vector_stores]", "lease_s = 1.0", "poll_s = 0.05"]
     lines += [f"{key} = {value}" for key, value in vector_stores.items()]
     return "\n".join(lines) + "\n"
 
@@ -71,19 +73,19 @@ def test_ingestion_survives_sigkill(embeddings: FakeEmbeddings, tmp_path: Path) 
         with _client(doomed) as client:
             store = client.vector_stores.create(name="durable")
             uploaded = client.files.create(file=("log.txt", LONG.encode()), purpose="assistants")
-            embeddings.delay_s = 0.3  # ~20 requests of 2 chunks: several seconds of work
+            # ~20 requests of 2 chunks: four are answered, then the fake holds the next one until after the kill, so
+            # the kill lands mid-file however slow the machine is (it was a 0.3 s delay per request and a race).
+            embeddings.hold_after = len(embeddings.requests) + 4
             client.vector_stores.files.create(vector_store_id=store.id, file_id=uploaded.id,
                                               chunking_strategy={"type": "static", "static": {
                                                   "max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}})
-            deadline = time.monotonic() + 20
-            while len(embeddings.requests) < 4 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            assert wait_for(lambda: embeddings.held >= 1, timeout=60)
             assert client.vector_stores.files.retrieve(uploaded.id, vector_store_id=store.id).status == "in_progress"
     finally:
         assert doomed.process is not None
         doomed.process.send_signal(signal.SIGKILL)
         doomed.process.wait(5)
-    embeddings.delay_s = 0.0
+        embeddings.hold_after = None
     # The new process uses the same data dir (the file's bytes) and database.
     survivor = _server(tmp_path / "one", config)
     try:
@@ -105,20 +107,25 @@ def test_ingestion_survives_sigkill(embeddings: FakeEmbeddings, tmp_path: Path) 
 
 
 def test_cancel_batch_and_upstream_failures(embeddings: FakeEmbeddings, tmp_path: Path) -> None:
-    server = _server(tmp_path / "srv", _config(embeddings, tmp_path / "vs.db", max_attempts=1))
+    # One file at a time: the one being indexed when the batch is cancelled is the only one ever claimed.
+    server = _server(tmp_path / "srv", _config(embeddings, tmp_path / "vs.db", max_attempts=1, max_concurrent=1))
     try:
         with _client(server) as client:
             store = client.vector_stores.create(name="batches")
-            embeddings.delay_s = 0.5
+            embeddings.hold_after = len(embeddings.requests)  # every request waits: the worker is caught mid-file
             files = [client.files.create(file=(f"f{i}.txt", LONG.encode()), purpose="assistants").id
                      for i in range(3)]
             batch = client.vector_stores.file_batches.create(store.id, file_ids=files, chunking_strategy={
                 "type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}})
             assert batch.status == "in_progress" and batch.file_counts.in_progress == 3
+            assert wait_for(lambda: embeddings.held == 1, timeout=60)  # mid-file, waiting for its embeddings
+            abandoned = embeddings.abandoned
             cancelled = client.vector_stores.file_batches.cancel(batch.id, vector_store_id=store.id)
             assert cancelled.status == "cancelled" and cancelled.file_counts.cancelled == 3
-            embeddings.delay_s = 0.0
-            time.sleep(1.5)  # a worker that was mid-file notices at its next lease renewal and writes nothing
+            # The worker notices at its next lease renewal and stops: it hangs up on the request it was waiting for
+            # (nothing else ends it: the fake holds it and the server's timeout is an hour). Then it writes nothing.
+            assert wait_for(lambda: embeddings.abandoned > abandoned and embeddings.held == 0, timeout=60)
+            embeddings.hold_after = None
             listed = client.vector_stores.file_batches.list_files(batch.id, vector_store_id=store.id)
             assert {f.status for f in listed.data} == {"cancelled"}
             assert client.vector_stores.search(store.id, query="lighthouse").data == []

@@ -4,14 +4,18 @@
 `{"object": "list", "data": [{"object": "embedding", "index", "embedding"}], "model", "usage"}` with deterministic
 vectors: each word hashed into `dimensions` signed buckets (a bag of words: texts sharing words are similar).
 A key, if set, must come as `Authorization: Bearer <key>` (else a 401 in OpenAI's shape). An input containing
-"boom" gets a 500, "ratelimit" a 429; `delay_s` slows every request (to catch a server mid-ingestion). Every
-request body is recorded in `requests`.
+"boom" gets a 500, "ratelimit" a 429; `delay_s` slows every request. Every request body is recorded in `requests`.
+
+To catch a server mid-ingestion without timing anything: while `hold_after` is set, every request past the first
+`hold_after` (counting all of `requests`) waits unanswered until it is None again; `held` is how many wait now, and
+`abandoned` counts those whose client hung up while they waited (the server stopped that work). Set from any thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +46,9 @@ class FakeEmbeddings:
     dimensions: int = 64
     key: str | None = None
     delay_s: float = 0.0
+    hold_after: int | None = None
+    held: int = 0
+    abandoned: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -68,6 +75,8 @@ class FakeEmbeddings:
                                                 "invalid_request_error", "code": "invalid_api_key"}}, status=401)
         body = await request.json()
         self.requests.append(body)
+        if self.hold_after is not None and len(self.requests) > self.hold_after and not await self._hold(request):
+            return web.Response()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         inputs = body.get("input")
@@ -86,6 +95,21 @@ class FakeEmbeddings:
         tokens = sum(len(t.split()) for t in texts)
         return web.json_response({"object": "list", "data": data, "model": body.get("model"),
                                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def _hold(self, request: web.Request) -> bool:
+        """Wait while `hold_after` is set; False (counted in `abandoned`) if the client goes away first."""
+        self.held += 1
+        try:
+            for _ in itertools.count():
+                if self.hold_after is None:
+                    return True
+                if request.transport is None or request.transport.is_closing():
+                    self.abandoned += 1
+                    return False
+                await asyncio.sleep(0.02)
+            raise AssertionError("unreachable")
+        finally:
+            self.held -= 1
 
 
 class ThreadedFakeEmbeddings(Threaded[FakeEmbeddings]):
