@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
-from compat_support import ParleyServer, model_toml, run_parley
+from compat_support import ParleyServer, metric, model_toml, run_parley, wait_for
+from sqlalchemy.engine import make_url
 from tests.pg_support import new_database
 
 from parley.testing.fake_upstream import FakeUpstream
@@ -40,6 +43,30 @@ def _key(database_url: str, *args: str) -> str:
     return str(json.loads(out.stdout.strip().splitlines()[-1])["key"])
 
 
+def _shared(database_url: str, scope: str, period: str) -> tuple[int, int]:
+    """(requests, cost) of `scope`'s latest `period` window in the counters the processes share."""
+    async def read() -> tuple[int, int]:
+        url = make_url(database_url)
+        conn = await asyncpg.connect(host=str(url.query["host"]), user=url.username, database=url.database)
+        try:
+            row = await conn.fetchrow("SELECT requests, cost FROM rate_counters WHERE scope = $1 AND period = $2 "
+                                      "ORDER BY window_start DESC LIMIT 1", scope, period)
+        finally:
+            await conn.close()
+        return (int(row["requests"]), int(row["cost"])) if row is not None else (0, 0)
+
+    return asyncio.run(read())
+
+
+def _synced(counted: Callable[[], bool], reader: ParleyServer) -> None:
+    """Wait (instead of sleeping a few sync intervals) until the shared counters hold what a process counted, then
+    until `reader` has synced since: two more of its group commits (an idle server's only writes are these syncs;
+    the first may have been in flight before, the second began after). The limits fail a sync that never comes."""
+    assert wait_for(counted, timeout=60)
+    seen = metric(reader, "parley_store_write_batch_size_count")
+    assert wait_for(lambda: metric(reader, "parley_store_write_batch_size_count") >= seen + 2, timeout=60)
+
+
 def _post(server: ParleyServer, key: str) -> httpx.Response:
     return httpx.post(server.base_url + "/responses", json={"model": "echo", "input": "one two"},
                       headers={"authorization": f"Bearer {key}"}, timeout=30)
@@ -62,16 +89,16 @@ def test_two_processes_share_rate_limits_and_budgets(fake: FakeUpstream, postgre
         for remaining in ("3", "2", "1"):
             answer = _post(first, team)
             assert answer.status_code == 200 and answer.headers["x-ratelimit-remaining-requests"] == remaining
-        time.sleep(3 * SYNC_S)  # the first process adds its counts; the second reads them back
+        _synced(lambda: _shared(database_url, "project:team", "minute")[0] == 3, second)  # first adds, second reads
         last = _post(second, team)
         assert last.status_code == 200 and last.headers["x-ratelimit-remaining-requests"] == "0"
         refused = _post(second, team)
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
-        time.sleep(3 * SYNC_S)
+        _synced(lambda: _shared(database_url, "project:team", "minute")[0] == 4, first)
         assert _post(first, team).status_code == 429  # the second process's request counts here too
 
         assert _post(first, budget).status_code == 200  # spends the whole day's budget
-        time.sleep(3 * SYNC_S)
+        _synced(lambda: _shared(database_url, "project:budget", "day")[1] > 0, second)
         over = _post(second, budget)
         assert over.status_code == 429 and over.json()["error"]["type"] == "insufficient_quota"
         assert int(over.headers["retry-after"]) > 0
