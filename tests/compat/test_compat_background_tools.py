@@ -7,6 +7,7 @@ sequence numbers contiguous, the stored output what the events fold to."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -19,7 +20,7 @@ import pytest
 from compat_support import ParleyServer, check_events, fold_output, model_toml
 from openai import OpenAI
 from openai.types.responses import ResponseFailedEvent
-from sqlalchemy.engine import make_url
+from tests.pg_support import new_database
 
 from parley.testing.fake_coder import ThreadedCoderUpstream
 from parley.testing.fake_upstream import FakeUpstream
@@ -48,8 +49,10 @@ def _config(upstream: ThreadedCoderUpstream, database_url: str, **background: An
 def _database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if backend == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}"
-    server = request.getfixturevalue("postgres_server")
-    return make_url(server.get_uri(driver="asyncpg")).render_as_string(hide_password=False)
+    # A new database (tests/pg_support.py), not the default one other tests share: this test's servers
+    # (max_concurrent = 1) would first run what others leave queued, and later servers would take up what this
+    # crash leaves.
+    return asyncio.run(new_database(request.getfixturevalue("postgres_server"), "parley_bg_tools"))
 
 
 def _shell_body(command: str) -> dict[str, Any]:
