@@ -31,7 +31,7 @@ async def client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Asyn
 
 
 async def _until(client: AsyncOpenAI, response_id: str, statuses: set[str]) -> Any:
-    for _ in range(400):
+    for _ in range(2400):
         current = await client.responses.retrieve(response_id)
         if current.status in statuses:
             return current

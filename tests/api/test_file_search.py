@@ -168,7 +168,7 @@ async def test_a_background_run_on_a_conversation_replays_its_tool_events(env: E
     created = await env.client.responses.create(model="call-agent", input=ask("Etna eruptions"), tools=[tool(env)],
                                                 background=True, conversation=conversation.id)
     assert created.status == "queued"
-    for _ in range(800):
+    for _ in range(2400):
         done = await env.client.responses.retrieve(created.id)
         if done.status not in ("queued", "in_progress"):
             break

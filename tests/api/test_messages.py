@@ -153,7 +153,7 @@ async def test_nothing_is_stored_but_usage_is_recorded(env: Env) -> None:
     response_id = "resp_" + raw["id"].removeprefix("msg_")
     assert (await env.http.get(f"/v1/responses/{response_id}",
                                headers={"authorization": f"Bearer {env.key}"})).status_code == 404
-    for _ in range(300):  # a store:false usage record is committed by the writer without anyone waiting for it
+    for _ in range(6000):  # a store:false usage record is committed by the writer without anyone waiting for it
         async with env.store.engine.connect() as conn:
             row = (await conn.execute(select(tables.usage_records).where(
                 tables.usage_records.c.response_id == response_id))).first()

@@ -68,7 +68,7 @@ async def test_responses_are_counted_once_each_by_model_status_and_mode(env: Env
     assert streamed.status_code == 200 and "response.completed" in streamed.text
     queued = (await env.http.post("/v1/responses", json={"model": "echo", "input": "later",
                                                            "background": True})).json()
-    for _ in range(200):
+    for _ in range(3000):
         if (await env.http.get(f"/v1/responses/{queued['id']}")).json()["status"] == "completed":
             break
         await asyncio.sleep(0.02)
@@ -121,7 +121,7 @@ async def test_vector_store_ingestion_is_counted(env: Env) -> None:
     uploaded = (await env.http.post("/v1/files", data={"purpose": "assistants"}, files={
         "file": ("notes.txt", b"Parley indexes this sentence. " * 40, "text/plain")})).json()
     created = (await env.http.post("/v1/vector_stores", json={"name": "notes", "file_ids": [uploaded["id"]]})).json()
-    for _ in range(500):
+    for _ in range(3000):
         store = (await env.http.get(f"/v1/vector_stores/{created['id']}")).json()
         if store["file_counts"]["completed"] == 1:
             break

@@ -130,7 +130,7 @@ async def test_a_stream_the_client_leaves_is_charged_by_estimate(tmp_path: Path)
                     if "response.output_text.delta" in line:
                         break  # the client leaves before the usage chunk
             stored = None
-            for _ in range(400):  # until the server has seen the disconnect and stored the response (bounded)
+            for _ in range(2400):  # until the server has seen the disconnect and stored the response (bounded)
                 got = await client.get(f"/responses/{response_id}", headers=auth)
                 if got.status_code == 200 and got.json()["status"] == "cancelled":
                     stored = got.json()

@@ -394,7 +394,7 @@ async def test_a_turn_cut_before_its_usage_still_counts_against_tokens_per_minut
                 async for line in cut.aiter_lines():
                     if "response.output_text.delta" in line:
                         break  # the client leaves before the usage chunk
-            for _ in range(400):  # until the server has seen the disconnect and closed the turn (bounded)
+            for _ in range(2400):  # until the server has seen the disconnect and closed the turn (bounded)
                 if load.open_turns == 0:
                     break
                 await asyncio.sleep(0.025)

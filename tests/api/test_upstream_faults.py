@@ -129,7 +129,7 @@ async def test_mid_stream_error_is_masked_in_the_event_and_the_stored_response(e
 @pytest.mark.parametrize("model", ["leak-500-json", "leak-midstream", "shape-list"])
 async def test_failed_background_response_stores_a_masked_error(env: Env, model: str) -> None:
     created = (await _create(env, model, background=True)).json()
-    for _ in range(200):
+    for _ in range(3000):
         stored = await env.http.get(f"/v1/responses/{created['id']}")
         if stored.json()["status"] == "failed":
             break

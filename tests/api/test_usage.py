@@ -43,7 +43,7 @@ class Env:
         return {"authorization": f"Bearer {key or self.key}"}
 
     async def usage_of(self, response_id: str) -> dict[str, Any]:
-        for _ in range(300):  # a store:false record is committed without anybody waiting for it
+        for _ in range(6000):  # a store:false record is committed without anybody waiting for it
             async with self.store.engine.connect() as conn:
                 row = (await conn.execute(select(tables.usage_records).where(
                     tables.usage_records.c.response_id == response_id))).first()

@@ -269,7 +269,9 @@ def upstream_request(requests: list[dict[str, Any]], marker: str) -> dict[str, A
     raise AssertionError(f"the upstream never received a request mentioning {marker!r}")
 
 
-def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> bool:
+def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.05) -> bool:
+    """Whether `predicate()` came true within `timeout`: a limit that fails what never happens, far above how long
+    anything takes on a busy machine; never a claim on speed (performance is measured in bench/)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

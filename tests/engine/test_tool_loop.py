@@ -282,7 +282,7 @@ async def test_cancelling_mid_tool_stops_the_tool() -> None:
     search = FakeSearch(hang=True)
     provider = ScriptedProvider(_turn(_search_call(0, ["x"])))
     task = asyncio.ensure_future(_run(provider, search, timeout_s=60))
-    for _ in range(500):  # until the tool is running
+    for _ in range(6000):  # until the tool is running
         if search.queries:
             break
         await asyncio.sleep(0.01)

@@ -38,7 +38,7 @@ async def _queued(store: SqlStore) -> str:
 
 
 async def _ended(store: SqlStore, response_id: str) -> dict[str, Any]:
-    for _ in range(200):
+    for _ in range(3000):
         if await store.response_status(PROJECT, response_id) == "failed":
             stored = await store.get_response(PROJECT, response_id)
             assert stored is not None
@@ -110,7 +110,7 @@ async def test_a_run_cancelled_while_its_worker_was_dead_keeps_its_open_item_inc
 
     runner.start(never, turn)
     try:
-        for _ in range(250):
+        for _ in range(3000):
             if not await store.expired_runs():
                 break
             await asyncio.sleep(0.02)
@@ -190,7 +190,7 @@ async def test_a_run_is_stored_as_started_before_it_goes_on(tmp_path: Path) -> N
     response_id = response["id"]
     runner.start(opened)
     try:
-        for _ in range(250):
+        for _ in range(3000):
             if await store.response_status(PROJECT, response_id) == "completed":
                 break
             await asyncio.sleep(0.02)

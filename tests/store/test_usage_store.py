@@ -98,7 +98,7 @@ async def test_record_usage_is_deferred_and_batched(store: SqlStore) -> None:
     before = store.writer.transactions
     for _ in range(20):
         store.record_usage(usage(100))  # not awaited: the writer inserts such rows together every 50 ms
-    for _ in range(200):
+    for _ in range(6000):
         if await _rows(store) == 20:
             break
         await asyncio.sleep(0.01)
