@@ -13,6 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis fails an example that runs over 200 ms (its default `deadline`) and a run whose data generation is slow
+# (the too_slow health check): claims on speed, which a busy machine breaks. Off for every property test here.
+settings.register_profile("parley", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("parley")
 
 with warnings.catch_warnings():
     # pgserver resolves a runtime dir at import time and warns when XDG_RUNTIME_DIR is unset (CI, root).
