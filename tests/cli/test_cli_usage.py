@@ -23,13 +23,16 @@ def parley(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_keys_with_role_expiry_models_and_limits(tmp_path: Path) -> None:
+    before = int(time.time())
     created = parley(tmp_path, "keys", "create", "--project", "team", "--name", "ci", "--expires-in-days", "30",
                      "--allow-model", "echo", "--allow-model", "gpt", "--rpm", "60", "--spend-per-day", "2.5")
+    after = time.time()
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)
     assert (key["project"], key["role"], key["allowed_models"]) == ("team", "project", ["echo", "gpt"])
     assert key["limits"] == {"requests_per_minute": 60, "spend_per_day_usd": 2.5}
-    assert abs(key["expires_at"] - (time.time() + 30 * 86400)) < 60 and key["key"].startswith("sk-parley-")
+    # 30 days from when the command ran (between these two readings of the clock, however long it took)
+    assert before + 30 * 86400 <= key["expires_at"] <= after + 30 * 86400 and key["key"].startswith("sk-parley-")
 
     updated = parley(tmp_path, "keys", "update", key["id"], "--tpm", "1000", "--all-models", "--never-expires")
     assert updated.returncode == 0, updated.stderr

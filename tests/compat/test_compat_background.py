@@ -53,7 +53,7 @@ def _client(server: ParleyServer) -> OpenAI:
     return OpenAI(base_url=server.base_url, api_key="sk-local", max_retries=0, timeout=30.0)
 
 
-def _wait_status(client: OpenAI, response_id: str, statuses: set[str], timeout: float = 20.0) -> Any:
+def _wait_status(client: OpenAI, response_id: str, statuses: set[str], timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = client.responses.retrieve(response_id)
