@@ -67,7 +67,7 @@ async def test_checks_are_cached_and_shared() -> None:
     database = _Counting(delay=0.05)
     state = ModelStatus("starting", "loading the model")
     readiness = Readiness(ReadinessChecks(database, (), (("local", lambda: state),)), Http1Pool(),
-                          timeout_s=1.0, cache_s=60.0)
+                          timeout_s=60.0, cache_s=60.0)  # a check that must not time out (the machine may be slow)
     reports = await asyncio.gather(*(readiness.report() for _ in range(20)))
     assert database.calls == 1  # twenty concurrent probes, one check
     assert reports[0] == {"status": "not_ready", "checks": {"database": "ok", "models": {"local": "starting"}}}
@@ -76,7 +76,7 @@ async def test_checks_are_cached_and_shared() -> None:
 
 
 async def test_a_check_that_hangs_times_out() -> None:
-    readiness = Readiness(ReadinessChecks(_Counting(delay=5.0), (), (("local", lambda: ModelStatus("ready")),)),
+    readiness = Readiness(ReadinessChecks(_Counting(delay=3600.0), (), (("local", lambda: ModelStatus("ready")),)),
                           Http1Pool(), timeout_s=0.05, cache_s=0.0)
     report = await readiness.report()
     assert report == {"status": "not_ready", "checks": {"database": "timeout", "models": {"local": "ready"}}}
