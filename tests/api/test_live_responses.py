@@ -19,7 +19,9 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from parley.config import EmbeddedConfig, ModelConfig, Settings, WebSearchConfig
+from parley.store import tables
 from parley.store.sql import SqlStore
+from parley.store.writer import Write
 from parley.testing.fake_search import FakeSearch
 from parley.testing.in_process import Served, served
 from parley.testing.paused_upstream import PausingUpstream
@@ -36,7 +38,7 @@ class Env:
     fake: PausingUpstream
     a: httpx.AsyncClient  # project A's key
     b: httpx.AsyncClient  # project B's key
-    writes: list[HeldWrite] = field(default_factory=list)  # let go after each test, failed or not
+    writes: list[HeldWrite | HeldCommit] = field(default_factory=list)  # let go after each test, failed or not
 
     @property
     def store(self) -> SqlStore:
@@ -144,6 +146,58 @@ class HeldWrite:
             self.committed.set()
 
         monkeypatch.setattr(store, "save_response", save_response)
+
+
+class HeldCommit:
+    """The writer's group commit of a response's row, held by the test after the store has queued it (so cancelling
+    its submitter cancels only its wait, store/writer.py): `entered` once held, `waits` the submitters' futures,
+    `committed` once the real commit has run (after `proceed`)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, env: Env) -> None:
+        self.entered, self.proceed, self.committed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self.waits: list[asyncio.Future[None]] = []
+        env.writes.append(self)
+        writer = env.store.writer
+        real: Callable[..., Awaitable[None]] = writer._commit_batch
+
+        async def commit_batch(batch: list[tuple[Write, asyncio.Future[None]]], statement: Any) -> None:
+            if not any(table is tables.responses for write, _ in batch for table, _ in write.inserts):
+                await real(batch, statement)
+                return
+            self.waits += [wait for _, wait in batch]
+            self.entered.set()
+            await self.proceed.wait()
+            try:
+                await real(batch, statement)
+            finally:
+                self.committed.set()
+
+        monkeypatch.setattr(writer, "_commit_batch", commit_batch)
+
+
+def ended_when_left(monkeypatch: pytest.MonkeyPatch, env: Env) -> asyncio.Event:
+    """Set when the service's stream or non-streamed create of a request has ended (here: its client left)."""
+    service, ended = env.server.app.state.runtime.responses, asyncio.Event()
+    real_stream, real_complete = service.stream, service.complete
+
+    async def stream(prepared: Any) -> AsyncIterator[Any]:
+        batches = real_stream(prepared)
+        try:
+            async for batch in batches:
+                yield batch
+        finally:
+            await batches.aclose()
+            ended.set()
+
+    async def complete(prepared: Any) -> Any:
+        try:
+            return await real_complete(prepared)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(service, "stream", stream)
+    monkeypatch.setattr(service, "complete", complete)
+    return ended
 
 
 # -- streamed ------------------------------------------------------------------------------------------------------
@@ -295,6 +349,32 @@ async def test_a_client_that_leaves_leaves_it_found_until_stored_cancelled(env: 
     assert [(item["status"], item["content"][0]["text"]) for item in stored["output"]] == [("incomplete", SO_FAR)]
 
 
+async def test_a_client_gone_while_the_final_write_is_in_flight_leaves_it_found_until_the_row_is(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run has ended and its row is queued when the client goes: only its wait is cancelled, the writer still
+    commits the row, and the response is shown (in_progress) until then, never a 404 in between."""
+    commit, ended = HeldCommit(monkeypatch, env), ended_when_left(monkeypatch, env)
+    reader = Reader(env.a, {"model": "pause", "input": INPUT}, deltas(3))
+    await reader.at()
+    rid = reader.response_id
+    env.fake.resume()
+    await commit.entered.wait()  # the completed response's row is with the writer, held
+    reader.task.cancel()  # the client goes away before it hears the end
+    await asyncio.gather(reader.task, return_exceptions=True)
+    await ended.wait()  # the server saw it go: its stream has ended
+    assert [wait.cancelled() for wait in commit.waits] == [True]  # it stopped waiting; the write did not stop
+    assert reader.events[-1]["type"] == "response.output_text.delta"
+    during = await _get(env.a, rid)
+    assert during.status_code == 200, during.text
+    assert during.json()["status"] == "in_progress" and _text(during.json()) == WHOLE
+    commit.proceed.set()
+    await commit.committed.wait()
+    stored = await _get(env.a, rid)
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["status"] == "completed" and _text(stored.json()) == WHOLE  # the run had finished
+    assert rid not in env.server.app.state.runtime.responses.live.ids()
+
+
 async def test_the_same_shape_as_a_background_response_in_progress(env: Env) -> None:
     """A running foreground response is shown as a stored background one in progress is: the same keys, the same
     in-progress values; only `background` and the output differ (a background run stores its finished items)."""
@@ -349,6 +429,30 @@ async def test_a_non_streamed_tool_loop_shows_its_items_so_far(env: Env) -> None
     assert stored.json() == done.json() and stored.json()["status"] == "completed"
     assert runtime.responses.live.ids() == []
 
+
+
+async def test_a_non_streamed_client_gone_while_its_write_is_in_flight_leaves_it_found_until_the_row_is(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for a non-streaming create (its request is cancelled when its client goes, api/responses.py)."""
+    runtime = env.server.app.state.runtime
+    commit, ended = HeldCommit(monkeypatch, env), ended_when_left(monkeypatch, env)
+    task = asyncio.ensure_future(env.a.post("/responses", json={"model": "pause", "input": INPUT}))
+    await env.fake.paused.wait()
+    env.fake.resume()
+    await commit.entered.wait()
+    [rid] = runtime.responses.live.ids()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await ended.wait()
+    assert [wait.cancelled() for wait in commit.waits] == [True]
+    during = await _get(env.a, rid)
+    assert during.status_code == 200, during.text
+    assert during.json()["status"] == "in_progress" and _text(during.json()) == WHOLE
+    commit.proceed.set()
+    await commit.committed.wait()
+    stored = await _get(env.a, rid)
+    assert stored.status_code == 200 and stored.json()["status"] == "completed", stored.text
+    assert runtime.responses.live.ids() == []
 
 
 # -- the WebSocket door --------------------------------------------------------------------------------------------

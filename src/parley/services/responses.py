@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -337,15 +338,22 @@ class ResponsesService:
     async def complete(self, prepared: PreparedResponse) -> dict[str, Any]:
         """Fold the run (non-streaming create) and store it; a GET finds it from its first model turn to its write."""
         self.live.add(prepared)
+        queued = False  # its final write is with the writer, which discards the entry when it commits or fails
         try:
             try:
                 async for _ in prepared.run.batches():  # (not per event: one async generator step per upstream read)
                     pass
             finally:
                 await prepared.run.aclose()
+            queued = True
             await self._persist(prepared)
+            self.live.discard(prepared)  # stored: the store answers now (the writer's callback did it already)
+        except Exception:
+            queued = False  # it failed, perhaps before it was queued: nothing will be stored
+            raise
         finally:
-            self.live.discard(prepared)  # stored (the store answers now), or failed: nothing will be
+            if not queued:  # (cancelled while queued: the writer still commits it, then discards the entry)
+                self.live.discard(prepared)
         return prepared.run.builder.client_response()
 
     async def stream(self, prepared: PreparedResponse) -> AsyncIterator[list[Event]]:
@@ -354,9 +362,11 @@ class ResponsesService:
         is stored as `cancelled`. A GET finds it from before `response.created` until its write has committed."""
         run = prepared.run
         self.live.add(prepared)
+        queued = False  # its final write is with the writer, which discards the entry when it commits or fails
         try:
             async for batch in run.batches():
                 if batch[-1]["type"] in TERMINAL_EVENTS:
+                    queued = True
                     batch = await self._persist_or_fail(prepared, batch)
                     self.live.discard(prepared)  # stored (or it failed, and nothing is): before the client hears
                 yield batch
@@ -368,7 +378,10 @@ class ResponsesService:
                         run.builder.cancel()
                         await self._persist(prepared)
                 finally:
-                    self.live.discard(prepared)
+                    # A client gone while the final write was in flight cancelled only its wait: the writer still
+                    # commits the row and discards the entry then (`_persist`), not a few ms before the row exists.
+                    if not queued:
+                        self.live.discard(prepared)
 
     async def _persist_or_fail(self, prepared: PreparedResponse, batch: list[Event]) -> list[Event]:
         """Store the finished response; if that fails, the client must not be told it completed (it could not
@@ -389,8 +402,10 @@ class ResponsesService:
             usage = self._meter.record(prepared.origin, prepared.response, prepared.timing)
         turn = self.conversation_turn(prepared.conversation_id, prepared.response, prepared.conversation_input)
         if prepared.store:  # the conversation's append in the same transaction
+            # The registry entry goes when the row has committed (or failed), even if this caller is cancelled
+            # meanwhile: the writer calls `done` then (store/writer.py); no moment a GET finds neither.
             await self._store.save_response(prepared.project_id, prepared.response, prepared.input_items, usage,
-                                            turn)
+                                            turn, functools.partial(self.live.discard, prepared))
             return
         if usage is not None:
             self._store.record_usage(usage)

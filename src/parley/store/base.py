@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -171,9 +171,11 @@ class ConversationTurn:
 
 class ResponseStore(Protocol):
     async def save_response(self, project_id: str, response: dict[str, Any], input_items: list[Item],
-                            usage: UsageRecord | None = None, turn: ConversationTurn | None = None) -> None:
+                            usage: UsageRecord | None = None, turn: ConversationTurn | None = None,
+                            done: Callable[[], None] | None = None) -> None:
         """Store a finished response: its row, its new input items, its output items, its usage record and its
-        conversation turn (dropped if the conversation is gone), atomically."""
+        conversation turn (dropped if the conversation is gone), atomically. `done` is called once the write has
+        committed or failed, also if the caller was cancelled meanwhile (the write goes on: store/writer.py)."""
 
     def record_usage(self, record: UsageRecord) -> None:
         """Queue a usage record for the next group commit (a response that stores nothing else)."""

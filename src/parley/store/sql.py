@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -100,7 +100,8 @@ class SqlStore(SqlResponseList, SqlPrompts, SqlConversations, SqlBackground, Sql
     # -- responses -------------------------------------------------------------------------------
 
     async def save_response(self, project_id: str, response: dict[str, Any], input_items: list[Item],
-                            usage: UsageRecord | None = None, turn: ConversationTurn | None = None) -> None:
+                            usage: UsageRecord | None = None, turn: ConversationTurn | None = None,
+                            done: Callable[[], None] | None = None) -> None:
         rows = item_rows(project_id, response["id"], 0, input_items)
         rows += item_rows(project_id, response["id"], 1, response["output"])
         inserts = [(tables.responses, [response_row(project_id, response)]), (tables.items, rows)]
@@ -108,7 +109,7 @@ class SqlStore(SqlResponseList, SqlPrompts, SqlConversations, SqlBackground, Sql
             inserts.append((tables.usage_records, [usage_row(usage)]))
         # The conversation's append too: a crash between two transactions left a stored turn it never got.
         before = [conversation_append(project_id, turn.conversation_id, turn.items)] if turn is not None else []
-        await self.writer.submit(Write(before=before, inserts=inserts))
+        await self.writer.submit(Write(before=before, inserts=inserts, done=done))
 
     async def get_response(self, project_id: str, response_id: str) -> dict[str, Any] | None:
         r, i = tables.responses, tables.items

@@ -4,7 +4,8 @@ Each caller awaits its own write; the writer task takes everything queued, inser
 table together (multi-row INSERTs on SQLite, executemany elsewhere), and commits once. If a merged
 batch fails, each write is retried in its own transaction so one bad write cannot fail the others. A
 write that was queued completes even if the caller is cancelled meanwhile, so nothing is half-written
-when a client disconnects.
+when a client disconnects; its `done` callback (if any) is called, on the event loop, once it has
+committed or failed, whether or not its caller still waits (services/live_responses.py uses it).
 
 On SQLite the whole transaction runs in one hop to a dedicated writer thread with the synchronous
 driver, instead of one event-loop/thread round trip per statement through aiosqlite: that was most of a
@@ -68,6 +69,9 @@ class Write:
 
     before: list[Statement] = field(default_factory=list)
     inserts: list[tuple[Table, list[dict[str, Any]]]] = field(default_factory=list)
+    # Called once, on the event loop, when the write has committed or failed (or been given up at shutdown), also
+    # when its submitter was cancelled meanwhile: what must happen exactly when the row is there, or will not be.
+    done: Callable[[], None] | None = None
 
 
 class WriteObserver(Protocol):
@@ -126,7 +130,10 @@ class GroupCommitWriter:
 
     async def submit(self, write: Write) -> None:
         if self._task is None:
-            await self._commit([write])
+            try:
+                await self._commit([write])
+            finally:
+                _settled(write)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((write, future))
@@ -161,6 +168,8 @@ class GroupCommitWriter:
             self._detached.add(task)
             task.add_done_callback(self._detached.discard)
             task.add_done_callback(_log_failure)
+            if write.done is not None:
+                task.add_done_callback(lambda _: _settled(write))
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_log_failure)
@@ -190,20 +199,26 @@ class GroupCommitWriter:
     async def _commit_batch(self, batch: list[tuple[Write, asyncio.Future[None]]],
                             statement: tuple[str, ...] | None) -> None:
         try:
-            if statement is not None:
-                await self._commit_pg(statement)
-            else:
-                await self._commit([w for w, _ in batch], batched=False)
+            try:
+                if statement is not None:
+                    await self._commit_pg(statement)
+                else:
+                    await self._commit([w for w, _ in batch], batched=False)
+            except Exception:
+                log.warning("group commit of %d writes failed; retrying one by one", len(batch), exc_info=True)
+                await self._one_by_one(batch)
+                return
             if self.observer is not None:
                 self.observer.committed(len(batch))
-            for _, future in batch:
+            for write, future in batch:
+                if write.done is not None:
+                    _settled(write)
                 if not future.done():
                     future.set_result(None)
-        except Exception:
-            log.warning("group commit of %d writes failed; retrying one by one", len(batch), exc_info=True)
-            await self._one_by_one(batch)
         finally:
-            for _ in batch:
+            for write, _ in batch:
+                if write.done is not None:  # given up (the writer cancelled mid-commit): nobody commits it now
+                    _settled(write)
                 self._queue.task_done()
 
     async def _one_by_one(self, batch: list[tuple[Write, asyncio.Future[None]]]) -> None:
@@ -211,9 +226,11 @@ class GroupCommitWriter:
             try:
                 await self._commit([write], batched=False)
             except Exception as exc:
+                _settled(write)
                 if not future.done():
                     future.set_exception(exc)
             else:
+                _settled(write)
                 if not future.done():
                     future.set_result(None)
 
@@ -267,6 +284,18 @@ class GroupCommitWriter:
         conn = self._sync_conn
         with conn.begin():
             _apply(conn, writes)
+
+
+def _settled(write: Write) -> None:
+    """Call the write's `done` callback, once (it is cleared first); a callback that raises is logged, never lets
+    the writer fail the other writes."""
+    done, write.done = write.done, None
+    if done is None:
+        return
+    try:
+        done()
+    except Exception:
+        log.exception("a write's done callback failed")
 
 
 def _log_failure(future: asyncio.Future[None] | asyncio.Task[None]) -> None:
