@@ -193,7 +193,7 @@ async def _wait_for(path: Path) -> None:
     await _until(path.exists)
 
 
-async def _until(condition: Callable[[], bool], limit_s: float = 20.0) -> None:
+async def _until(condition: Callable[[], bool], limit_s: float = 60.0) -> None:
     """Wait for an event (not a duration): the limit only ends a test that would otherwise hang."""
     for _ in range(int(limit_s / 0.05)):
         if condition():
