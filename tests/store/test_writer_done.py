@@ -8,6 +8,7 @@ so they are one batch: no sleeps."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -121,3 +122,32 @@ async def test_a_callback_that_raises_fails_nothing_else(store: SqlStore, caplog
     assert calls.count == Counter([second["id"]])
     assert await store.get_response(PROJECT, first["id"]) == first
     assert "a write's done callback failed" in caplog.text
+
+
+class _FailingObserver:
+    """A write observer (telemetry) that raises when told of a commit."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def committed(self, writes: int) -> None:
+        self.calls += 1
+        raise RuntimeError("observer broke")
+
+    def write(self) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext()
+
+
+async def test_an_observer_that_raises_leaves_no_writer_waiting(store: SqlStore) -> None:
+    """Telemetry told of a commit that raises: the committed writes' callers are answered, their callbacks run, and
+    the writer goes on (before, the exception left the batch's futures unresolved and stopped the writer task)."""
+    observer = _FailingObserver()
+    store.writer.observer = observer
+    calls = Calls()
+    first, second = new_response(1), new_response(2)
+    await asyncio.wait_for(save(store, first, calls), 60)
+    await asyncio.wait_for(save(store, second, calls), 60)  # a later batch: the writer still runs
+    assert observer.calls == 2
+    assert calls.count == Counter([first["id"], second["id"]])
+    for resp in (first, second):
+        assert await store.get_response(PROJECT, resp["id"]) == resp

@@ -209,7 +209,10 @@ class GroupCommitWriter:
                 await self._one_by_one(batch)
                 return
             if self.observer is not None:
-                self.observer.committed(len(batch))
+                try:
+                    self.observer.committed(len(batch))
+                except Exception:  # telemetry must never leave the committed writes' callers waiting
+                    log.exception("the write observer failed")
             for write, future in batch:
                 if write.done is not None:
                     _settled(write)
