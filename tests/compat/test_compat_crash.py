@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 import openai
 import pytest
-from compat_support import ParleyServer, check_events, model_toml
+from compat_support import ParleyServer, check_events, fold_text, metric, model_toml
 from openai import OpenAI
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -532,3 +532,94 @@ async def test_a_lease_renewed_late_does_not_fail_the_run_in_its_own_process(
             assert client.responses.cancel(created.id).status == "cancelled"  # it still runs, and stops as asked
     finally:
         server.stop()
+
+
+async def test_a_run_another_process_ended_while_its_own_stalled_stops_there_quietly(
+    fake: FakeUpstream, postgres_server: Any, tmp_path: Path
+) -> None:
+    """A process that stalls past its lease (here SIGSTOP: a long GC pause, a stopped VM) has its live run failed as
+    "interrupted" by another process, exactly once. When it resumes, its lease renewal finds the job no longer its
+    own: it stops the run there, closing the upstream call, writing nothing more and logging one line, no exception.
+    It used to keep the call open (text-held: for an hour) until a flush collided on a sequence number and the run
+    "crashed". The server holds no transaction when it is stopped (checked), so the other process is never blocked."""
+    database_url, dsn = await _urls(postgres_server)
+    config = (f'database_url = "{database_url}"\n' + model_toml("text-held", fake.base_url, "text-held")
+              + "[embedded]\nenabled = false\n[background]\nlease_s = 1.0\n")
+    stalled = await asyncio.to_thread(_start, tmp_path / "stalled", config)
+    other: ParleyServer | None = None
+    stopped = False
+    try:
+        async with _holder(dsn) as holder:
+            with _client(stalled) as client:
+                created = client.responses.create(model="text-held", input="hold me please", background=True)
+
+            async def held() -> bool:  # "echo: hold me please" logged but its last word: the upstream holds
+                return bool(await holder.conn.fetchval(
+                    "SELECT count(*) FROM response_events WHERE response_id = $1"
+                    " AND data LIKE 'event: response.output_text.delta%'", created.id) == 3)
+
+            await _until(held, "the run has logged its text and waits on the held upstream")
+            disconnects = fake.disconnects.count("text-held")
+
+            async def stop_between_transactions() -> bool:
+                nonlocal stopped
+                assert stalled.process is not None
+                if stopped:  # stopped inside a transaction (a lease renewal, say): let it go on, stop it again next
+                    stalled.process.send_signal(signal.SIGCONT)
+                    stopped = False
+                    return False
+                stalled.process.send_signal(signal.SIGSTOP)
+                stopped = True
+                await holder.conn.execute("SELECT pg_stat_clear_snapshot()")
+                # Every backend of the stopped server idle: it holds no lock, no transaction the other needs.
+                return not await holder.conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> $1"
+                    " AND backend_type = 'client backend' AND state <> 'idle'", holder.pid)
+
+            await _until(stop_between_transactions, "the server is stopped outside any transaction")
+            other = await asyncio.to_thread(_start, tmp_path / "other", config)
+
+            async def ended_by_the_other() -> bool:
+                row = await holder.conn.fetchrow(
+                    "SELECT r.status, j.state FROM responses r JOIN background_jobs j ON j.response_id = r.id"
+                    " WHERE r.id = $1", created.id)
+                return bool(tuple(row) == ("failed", "done"))
+
+            await _until(ended_by_the_other, "the other process fails the stalled process's run")
+            assert stalled.process is not None
+            stalled.process.send_signal(signal.SIGCONT)
+            stopped = False
+
+            async def upstream_closed() -> bool:
+                return fake.disconnects.count("text-held") > disconnects
+
+            await _until(upstream_closed, "the resumed process closes the run's upstream call")
+
+            async def run_gone() -> bool:  # its task has ended: nothing of it can write any more
+                return await asyncio.to_thread(metric, stalled, "parley_background_running") == 0
+
+            await _until(run_gone, "the resumed process's run has ended")
+            events = [row["data"] for row in await holder.conn.fetch(
+                "SELECT data FROM response_events WHERE response_id = $1 ORDER BY seq", created.id)]
+            status = await holder.conn.fetchval("SELECT status FROM responses WHERE id = $1", created.id)
+        kinds = [data.split("\n", 1)[0].removeprefix("event: ") for data in events]
+        terminal = [kind for kind in kinds if kind in ("response.completed", "response.failed",
+                                                       "response.incomplete")]
+        assert terminal == ["response.failed"] and kinds[-1] == "response.failed", kinds
+        assert status == "failed"
+        with _client(stalled) as client:  # the resumed server answers, and tells what the other process stored
+            assert client.responses.retrieve(created.id).status == "failed"
+        with httpx.stream("GET", f"{stalled.base_url}/responses/{created.id}", params={"stream": "true"},
+                          timeout=DEADLINE_S) as replay:
+            log_events = [json.loads(line[6:]) for line in replay.iter_lines() if line.startswith("data: {")]
+        check_events(log_events)  # one log, sequence numbers 0..n, one terminal event
+        assert fold_text(log_events) == "echo: hold me" and log_events[-1]["type"] == "response.failed"
+        log = stalled.log()
+        assert "its lease ran out while this process stalled" in log, log
+        assert "Traceback" not in log and "crashed" not in log and "could not be ended" not in log, log
+    finally:
+        if stopped and stalled.process is not None:
+            stalled.process.send_signal(signal.SIGCONT)
+        stalled.stop()
+        if other is not None:
+            other.stop()

@@ -98,3 +98,24 @@ async def test_an_interrupted_run_cancelled_meanwhile_is_not_failed(store: SqlSt
     assert again is not None and again.status == "cancelled"
     assert await store.end_interrupted(again, None, [], [])
     assert await store.response_status(PROJECT, response["id"]) == "cancelled"
+
+
+async def test_a_renewal_tells_which_leases_the_worker_no_longer_holds(store: SqlStore) -> None:
+    """A worker that stalled past its leases learns, when it renews them, which runs another process took meanwhile
+    (ended as interrupted, queued again) or its own last write ended: it must stop those without writing more."""
+    kept, ended, requeued, finished = [await _enqueue(store) for _ in range(4)]
+    ids = [kept["id"], ended["id"], requeued["id"], finished["id"]]
+    assert len(await store.claim_background("stalled", -1000, 4)) == 4  # leases over already: the worker stalled
+    run = await store.interrupted_run(ended["id"])
+    assert run is not None
+    assert await store.end_interrupted(run, {**ended, "status": "failed"}, [(2, b"event: response.failed\n")], [])
+    run = await store.interrupted_run(requeued["id"])
+    assert run is not None and await store.requeue_interrupted(run, 3)
+    assert [job.response_id for job in await store.claim_background("other", 60_000, 4)] == [requeued["id"]]
+    await store.finish_background(finished["id"])
+
+    assert await store.renew_leases("stalled", ids, 60_000) == {ended["id"], requeued["id"], finished["id"]}
+    assert await store.expired_runs() == []  # the one it still held is renewed
+    assert await store.renew_leases("other", [requeued["id"]], 60_000) == set()  # the new owner's is untouched
+    assert await store.renew_leases("stalled", [], 60_000) == set()
+    assert [seq for seq, _ in await store.read_events(ended["id"], 1)] == [2]

@@ -4,8 +4,9 @@ Every process runs one BackgroundRunner. It claims queued jobs from the database
 any job), streams each run's events into the response's event log (batched every `flush_ms`, never per
 token) and to followers in this process, renews its job leases, stops a run that was cancelled (locally or
 through the database by another process) or passed the time limit, and ends as `failed` any run whose
-worker stopped renewing its lease (a crashed process), its open items closed from its log. Followers in other
-processes read the log.
+worker stopped renewing its lease (a crashed process), its open items closed from its log. A run of its own
+that another process ended so (this one stalled past its lease) it stops without writing anything more.
+Followers in other processes read the log.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class BackgroundRunner:
         self._turn: TurnHook | None = None
         self._usage: UsageHook | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._lost: set[str] = set()  # runs here whose job another process ended: they stop, writing nothing more
+        self._finishing: set[str] = set()  # runs here past their last event: their own write ends their job
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -174,7 +177,9 @@ class BackgroundRunner:
         interval = self._limits.lease_ms / 3000
         while True:
             try:
-                await self._store.renew_leases(self.worker_id, list(self._running), self._limits.lease_ms)
+                lost = await self._store.renew_leases(self.worker_id, list(self._running), self._limits.lease_ms)
+                for response_id in lost:
+                    self._lose(response_id)
                 for response_id, _project in await self._store.expired_runs():
                     if response_id in self._running:
                         # Its run is alive here: a lease renewal that landed after the lease it set (a slow
@@ -184,6 +189,16 @@ class BackgroundRunner:
             except Exception:
                 log.exception("background lease upkeep failed")
             await asyncio.sleep(interval)
+
+    def _lose(self, response_id: str) -> None:
+        """Another process took this run's job (this one stalled past its lease: the other ended the run as
+        interrupted, or queued it again): stop it here, writing nothing more (its log and its status are the other
+        process's now), and close its upstream call."""
+        task = self._running.get(response_id)
+        if task is None or response_id in self._finishing or response_id in self._lost:
+            return  # it ended here meanwhile (its own last write ended its job), or is stopping already
+        self._lost.add(response_id)
+        task.cancel()
 
     async def _end_interrupted(self, response_id: str) -> None:
         run = await self._store.interrupted_run(response_id)
@@ -209,6 +224,8 @@ class BackgroundRunner:
             log.exception("background response %s could not be ended", job.response_id)
         finally:
             self._running.pop(job.response_id, None)
+            self._lost.discard(job.response_id)
+            self._finishing.discard(job.response_id)
             self.hub.close(job.response_id)
             self._wake.set()
 
@@ -231,7 +248,11 @@ class BackgroundRunner:
             message = f"The background response exceeded the time limit of {self._limits.time_limit_s:g} s."
             await log_writer.end_failed(run, job, UpstreamError.timeout(message))
         except asyncio.CancelledError:
-            if run is not None and self._stopping:
+            if job.response_id in self._lost:
+                # Another process ended it (its lease ran out while this one stalled): nothing more is written
+                # here, not even what is pending (its sequence numbers are taken), and no second terminal event.
+                _stop_lost(log_writer, job)
+            elif run is not None and self._stopping:
                 # The server is shutting down: the run cannot go on here (its events are already logged,
                 # so it cannot start over elsewhere); it fails with a terminal event followers will see.
                 message = "The server shut down before the background response finished."
@@ -243,6 +264,11 @@ class BackgroundRunner:
                 await log_writer.flush_final(run.builder.response)
             raise
         except Exception:
+            if await self._lease_lost(job):
+                # A flush that resumed after a stall collided with the events of the process that ended the run.
+                self._lost.add(job.response_id)
+                _stop_lost(log_writer, job)
+                return
             # A bug or a broken store: the response must still end (a failed run never stays in progress).
             log.exception("background response %s crashed", job.response_id)
             with contextlib.suppress(Exception):
@@ -251,7 +277,18 @@ class BackgroundRunner:
             if run is not None:
                 with contextlib.suppress(Exception):
                     await run.aclose()
-            await self._store.finish_background(job.response_id)
+            if job.response_id not in self._lost:  # a lost job is the other process's to end (it has)
+                self._finishing.add(job.response_id)
+                await self._store.finish_background(job.response_id)
+
+    async def _lease_lost(self, job: BackgroundJob) -> bool:
+        """Whether another process has taken the run's job (asked by renewing its lease: harmless, the run ends next
+        either way); False when that cannot be told (a broken store)."""
+        try:
+            lost = await self._store.renew_leases(self.worker_id, [job.response_id], self._limits.lease_ms)
+        except Exception:
+            return False
+        return job.response_id in lost
 
 
 class _EventLog:
@@ -273,12 +310,16 @@ class _EventLog:
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
         self._started = False  # whether the run's first events are stored
+        self._failed: Exception | None = None  # a timed flush's failure, raised in the run (write_run) next
         self.cancelled = False
 
     async def write_run(self, run: ResponseRun) -> None:
         async for batch in run.batches():
             batch = [event for event in batch if event["sequence_number"] >= _FIRST_RUN_SEQ]
             final = bool(batch) and batch[-1]["type"] in TERMINAL_EVENTS
+            if self._failed is not None:  # (once: the run's own handling may still write its end)
+                failed, self._failed = self._failed, None
+                raise failed
             await self.add(batch, run.builder.response, final=final)
             if self.cancelled:
                 return
@@ -298,10 +339,22 @@ class _EventLog:
         elif self._timer is None and self._pending:
             self._timer = asyncio.ensure_future(self._flush_soon(response))
 
+    def abandon(self) -> None:
+        """The run was ended by another process: drop what is not written (a flush on its way may still commit, or
+        collide with that process's events and write nothing)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._pending = []
+        self._failed = None
+
     async def _flush_soon(self, response: dict[str, Any]) -> None:
         await asyncio.sleep(self._flush_s)
         self._timer = None
-        await self._flush(response, final=False)
+        try:
+            await self._flush(response, final=False)
+        except Exception as exc:  # it fails the run where the run goes on (a task's exception nobody reads is lost)
+            self._failed = exc
 
     async def flush_final(self, response: dict[str, Any]) -> None:
         if self._timer is not None:
@@ -343,6 +396,12 @@ class _EventLog:
         events = builder.in_progress() + builder.fail(
             "rate_limit_exceeded" if err.status == 429 else "server_error", err.message)
         await self.add(events, builder.response, final=True)
+
+
+def _stop_lost(log_writer: _EventLog, job: BackgroundJob) -> None:
+    log_writer.abandon()
+    log.warning("background response %s: its lease ran out while this process stalled, and another process ended "
+                "the run; stopped here without writing more", job.response_id)
 
 
 # response.created and response.queued (seq 0 and 1) are logged when the job is accepted.

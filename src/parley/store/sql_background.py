@@ -101,15 +101,19 @@ class SqlBackground:
                     claimed.append(await _job(conn, response_id))
         return claimed
 
-    async def renew_leases(self, worker_id: str, response_ids: list[str], lease_ms: int) -> None:
+    async def renew_leases(self, worker_id: str, response_ids: list[str], lease_ms: int) -> set[str]:
+        """Extend the worker's leases on these running jobs. Returns the ones it no longer holds: their job is no
+        longer running under this worker, because another process ended the run (or queued it again) once the
+        lease had run out (the worker stalled past it), or because the run's own last write has just ended it."""
         if not response_ids:
-            return
+            return set()
         j = tables.background_jobs
         async with self.engine.begin() as conn:
-            await conn.execute(
+            renewed = (await conn.execute(
                 update(j).where(j.c.worker_id == worker_id, j.c.response_id.in_(response_ids), j.c.state == "running")
-                .values(lease_until=_now_ms() + lease_ms)
-            )
+                .values(lease_until=_now_ms() + lease_ms).returning(j.c.response_id)
+            )).scalars().all()
+        return set(response_ids) - set(renewed)
 
     async def append_events(
         self, project_id: str, response: dict[str, Any], events: list[tuple[int, bytes]], done_items: list[Item],
