@@ -362,8 +362,14 @@ async def test_a_client_gone_while_the_final_write_is_in_flight_leaves_it_found_
     reader.task.cancel()  # the client goes away before it hears the end
     await asyncio.gather(reader.task, return_exceptions=True)
     await ended.wait()  # the server saw it go: its stream has ended
-    assert [wait.cancelled() for wait in commit.waits] == [True]  # it stopped waiting; the write did not stop
     assert reader.events[-1]["type"] == "response.output_text.delta"
+    await _found_until_its_held_row_commits(env, rid, commit)
+
+
+async def _found_until_its_held_row_commits(env: Env, rid: str, commit: HeldCommit) -> None:
+    """Its client's wait was cancelled, not the write: shown in_progress (the whole text) while the writer holds the
+    row, then the stored completed response (the run had finished) once it commits, and gone from the registry."""
+    assert [wait.cancelled() for wait in commit.waits] == [True]  # it stopped waiting; the write did not stop
     during = await _get(env.a, rid)
     assert during.status_code == 200, during.text
     assert during.json()["status"] == "in_progress" and _text(during.json()) == WHOLE
@@ -371,8 +377,8 @@ async def test_a_client_gone_while_the_final_write_is_in_flight_leaves_it_found_
     await commit.committed.wait()
     stored = await _get(env.a, rid)
     assert stored.status_code == 200, stored.text
-    assert stored.json()["status"] == "completed" and _text(stored.json()) == WHOLE  # the run had finished
-    assert rid not in env.server.app.state.runtime.responses.live.ids()
+    assert stored.json()["status"] == "completed" and _text(stored.json()) == WHOLE
+    assert env.server.app.state.runtime.responses.live.ids() == []
 
 
 async def test_the_same_shape_as_a_background_response_in_progress(env: Env) -> None:
@@ -430,7 +436,6 @@ async def test_a_non_streamed_tool_loop_shows_its_items_so_far(env: Env) -> None
     assert runtime.responses.live.ids() == []
 
 
-
 async def test_a_non_streamed_client_gone_while_its_write_is_in_flight_leaves_it_found_until_the_row_is(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same for a non-streaming create (its request is cancelled when its client goes, api/responses.py)."""
@@ -444,15 +449,7 @@ async def test_a_non_streamed_client_gone_while_its_write_is_in_flight_leaves_it
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await ended.wait()
-    assert [wait.cancelled() for wait in commit.waits] == [True]
-    during = await _get(env.a, rid)
-    assert during.status_code == 200, during.text
-    assert during.json()["status"] == "in_progress" and _text(during.json()) == WHOLE
-    commit.proceed.set()
-    await commit.committed.wait()
-    stored = await _get(env.a, rid)
-    assert stored.status_code == 200 and stored.json()["status"] == "completed", stored.text
-    assert runtime.responses.live.ids() == []
+    await _found_until_its_held_row_commits(env, rid, commit)
 
 
 # -- the WebSocket door --------------------------------------------------------------------------------------------

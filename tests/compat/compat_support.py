@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,19 @@ class KeyedServer:
     server: ParleyServer
     key_a: str
     key_b: str
+
+
+@contextlib.contextmanager
+def keyed_server(workdir: Path, config: str) -> Iterator[KeyedServer]:
+    """A server with `config`, its data dir holding keys for projects A and B before it starts; stopped after."""
+    server = ParleyServer(workdir, config)
+    key_a = create_key(server.data_dir, "project-a")
+    key_b = create_key(server.data_dir, "project-b")
+    server.start()
+    try:
+        yield KeyedServer(server, key_a, key_b)
+    finally:
+        server.stop()
 
 
 def model_toml(model_id: str, base_url: str, upstream_model: str, **extra: Any) -> str:

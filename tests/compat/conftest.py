@@ -22,10 +22,10 @@ from compat_support import (
     UPSTREAM_SECRET,
     KeyedServer,
     ParleyServer,
-    create_key,
     free_port,
     model_toml,
 )
+from compat_support import keyed_server as keyed  # (the fixture below has the name)
 
 # Public model id -> the fake upstream's behaviour (see parley.testing.fake_upstream).
 FAKE_MODELS = ("echo", "slow", "length", "reasoning", "tools", "nousage", "drop",
@@ -72,15 +72,9 @@ def small_body_server(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="session")
 def keyed_server(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
     """A server whose data dir holds keys for projects A and B, created before it starts."""
-    workdir = tmp_path_factory.mktemp("parley-keyed")
-    server = ParleyServer(workdir, model_toml("echo", fake.base_url, "echo") + "[embedded]\nenabled = false\n")
-    key_a = create_key(server.data_dir, "project-a")
-    key_b = create_key(server.data_dir, "project-b")
-    server.start()
-    try:
-        yield KeyedServer(server, key_a, key_b)
-    finally:
-        server.stop()
+    config = model_toml("echo", fake.base_url, "echo") + "[embedded]\nenabled = false\n"
+    with keyed(tmp_path_factory.mktemp("parley-keyed"), config) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

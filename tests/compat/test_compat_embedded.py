@@ -189,21 +189,26 @@ def test_embedded_text_formats_under_grammar(embedded_client: OpenAI) -> None:
     assert isinstance(json.loads(anything.output_text), dict)
 
 
+# Schemas the embedded model's grammar cannot express: llama.cpp's converter ignores `minimum` (the output would not
+# be held to it), and this pattern's grammar does not parse in llama.cpp (it made the child segfault at the first
+# token). Beside the function, one it can express, so the refused one is named by its place (tools[1]).
+MINIMUM_FORMAT = {"type": "json_schema", "name": "n", "strict": False,
+                  "schema": {"type": "object", "properties": {"n": {"type": "integer", "minimum": 5}}}}
+CODE_TOOL = {"type": "function", "name": "set_code", "parameters": {
+    "type": "object", "properties": {"code": {"type": "string", "pattern": "^\\d{3}$"}}, "required": ["code"]}}
+FINE_TOOL = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+
+
 def test_embedded_schema_the_grammar_cannot_express_is_a_400(embedded_client: OpenAI) -> None:
-    # llama.cpp's converter ignores `minimum` (the output would not be held to it): refused, not ignored.
+    # `minimum`: refused, not ignored.
     with pytest.raises(BadRequestError) as refused:
-        embedded_client.responses.create(model=MODEL, input="A number.", max_output_tokens=16, text={"format": {
-            "type": "json_schema", "name": "n", "strict": False,
-            "schema": {"type": "object", "properties": {"n": {"type": "integer", "minimum": 5}}}}})
+        embedded_client.responses.create(model=MODEL, input="A number.", max_output_tokens=16,
+                                          text={"format": MINIMUM_FORMAT})  # type: ignore[typeddict-item]
     error = refused.value.body
     assert isinstance(error, dict) and error["param"] == "text.format.schema", error
     assert error["code"] == "unsupported_schema" and "properties.n.minimum" in error["message"]
-    # This pattern's grammar does not parse in llama.cpp: it made the child segfault at the first token.
-    code = {"type": "function", "name": "set_code", "parameters": {
-        "type": "object", "properties": {"code": {"type": "string", "pattern": "^\\d{3}$"}}, "required": ["code"]}}
-    fine = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
     with pytest.raises(BadRequestError) as refused:
-        embedded_client.responses.create(model=MODEL, input="Set the code.", tools=[fine, code],  # type: ignore[list-item]
+        embedded_client.responses.create(model=MODEL, input="Set the code.", tools=[FINE_TOOL, CODE_TOOL],  # type: ignore[list-item]
                                           tool_choice={"type": "function", "name": "set_code"},
                                           max_output_tokens=16)
     error = refused.value.body
@@ -226,20 +231,15 @@ def test_embedded_background_schema_the_grammar_cannot_express_is_a_400_at_creat
     # It used to be accepted (queued) and then failed by the run. Now the create asks the child's grammar check
     # first: the foreground's 400, with nothing stored or queued.
     before = _stored_ids(embedded_server)
-    minimum = {"type": "json_schema", "name": "n", "strict": False,
-               "schema": {"type": "object", "properties": {"n": {"type": "integer", "minimum": 5}}}}
     for stream in (False, True):
         with pytest.raises(BadRequestError) as refused:
             embedded_client.responses.create(model=MODEL, input="A number.", max_output_tokens=16,  # type: ignore[call-overload]
-                                             background=True, stream=stream, text={"format": minimum})
+                                             background=True, stream=stream, text={"format": MINIMUM_FORMAT})
         error = refused.value.body
         assert isinstance(error, dict) and error["param"] == "text.format.schema", error
         assert error["code"] == "unsupported_schema" and "properties.n.minimum" in error["message"]
-    code = {"type": "function", "name": "set_code", "parameters": {
-        "type": "object", "properties": {"code": {"type": "string", "pattern": "^\\d{3}$"}}, "required": ["code"]}}
-    fine = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
     with pytest.raises(BadRequestError) as refused:
-        embedded_client.responses.create(model=MODEL, input="Set the code.", tools=[fine, code],  # type: ignore[list-item]
+        embedded_client.responses.create(model=MODEL, input="Set the code.", tools=[FINE_TOOL, CODE_TOOL],  # type: ignore[list-item]
                                           tool_choice={"type": "function", "name": "set_code"},
                                           max_output_tokens=16, background=True)
     error = refused.value.body

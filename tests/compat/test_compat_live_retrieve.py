@@ -6,11 +6,10 @@ the deltas the client has read say where the run is, no sleeps."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
-from compat_support import KeyedServer, ParleyServer, check_response, create_key, model_toml
+from compat_support import KeyedServer, check_response, keyed_server, model_toml
 from openai import OpenAI
 
 from parley.testing.paused_upstream import PausingUpstream, ThreadedPausingUpstream
@@ -26,15 +25,9 @@ def pausing() -> Iterator[PausingUpstream]:
 
 @pytest.fixture(scope="module")
 def live_server(pausing: PausingUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
-    workdir: Path = tmp_path_factory.mktemp("parley-live")
-    server = ParleyServer(workdir, model_toml("pause", pausing.base_url, "pause") + "[embedded]\nenabled = false\n")
-    key_a = create_key(server.data_dir, "project-a")
-    key_b = create_key(server.data_dir, "project-b")
-    server.start()
-    try:
-        yield KeyedServer(server, key_a, key_b)
-    finally:
-        server.stop()
+    config = model_toml("pause", pausing.base_url, "pause") + "[embedded]\nenabled = false\n"
+    with keyed_server(tmp_path_factory.mktemp("parley-live"), config) as server:
+        yield server
 
 
 def test_retrieve_while_streaming(live_server: KeyedServer, pausing: PausingUpstream) -> None:

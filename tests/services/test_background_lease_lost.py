@@ -17,13 +17,11 @@ import orjson
 import pytest
 from sqlalchemy import update
 from tests.pg_support import new_database
+from tests.services.background_support import accepted_background
 
 from parley.engine.run import TERMINAL_EVENTS, ResponseRun
-from parley.engine.stream import StreamBuilder, sse_frame
-from parley.ids import new_id
+from parley.engine.stream import StreamBuilder
 from parley.providers.base import TextDelta
-from parley.schema.requests import CreateResponseRequest
-from parley.schema.response import new_response
 from parley.services.background import BackgroundLimits, BackgroundRunner
 from parley.store import tables
 from parley.store.base import ConversationTurn, UsageRecord
@@ -141,12 +139,7 @@ async def test_a_run_another_process_ended_while_its_own_stalled_stops_quietly(
     lease_ms = 300 if resumes_with == "renewal" else 3_600_000
     runner = BackgroundRunner(cast(SqlStore, stalling), BackgroundLimits(lease_ms=lease_ms, flush_ms=10))
     other = BackgroundRunner(store, BackgroundLimits(lease_ms=300))
-    response = new_response(CreateResponseRequest(model="m", input="hi", background=True),
-                            response_id=new_id("resp"), model="m", status="queued", store=True)
-    first = StreamBuilder(response, emit=True, obfuscate=False).start()  # what accepting it logs
-    await store.enqueue_background(PROJECT, response, [], {"response": dict(response)},
-                                   [(e["sequence_number"], sse_frame(e)) for e in first])
-    response_id = response["id"]
+    response_id = await accepted_background(store, PROJECT)
     runner.start(factory)
     try:
         async def half_logged() -> bool:

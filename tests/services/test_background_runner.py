@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from sqlalchemy import update
+from tests.services.background_support import accepted_background
 
 from parley.engine.run import ResponseRun
 from parley.engine.stream import StreamBuilder, sse_frame
@@ -141,12 +142,7 @@ async def test_a_job_whose_worker_died_before_it_started_runs_again_a_few_times_
         built.append(job.response_id)
         raise UpstreamError.bad_gateway("the upstream refused")
 
-    response = new_response(CreateResponseRequest(model="m", input="hi", background=True),
-                            response_id=new_id("resp"), model="m", status="queued", store=True)
-    first = StreamBuilder(response, emit=True, obfuscate=False).start()  # what accepting it logs
-    await store.enqueue_background(PROJECT, response, [], {"response": dict(response)},
-                                   [(e["sequence_number"], sse_frame(e)) for e in first])
-    response_id = response["id"]
+    response_id = await accepted_background(store, PROJECT)
     try:
         await store.claim_background("dead-worker", 1, 1)  # a lease that runs out at once: its process died
         async with store.engine.begin() as conn:  # as if it had been claimed `claims` times
@@ -182,12 +178,7 @@ async def test_a_run_is_stored_as_started_before_it_goes_on(tmp_path: Path) -> N
     async def opened(job: BackgroundJob) -> ResponseRun:
         return ResponseRun(StreamBuilder(dict(job.request["response"]), emit=True, obfuscate=False), Upstream())
 
-    response = new_response(CreateResponseRequest(model="m", input="hi", background=True),
-                            response_id=new_id("resp"), model="m", status="queued", store=True)
-    first = StreamBuilder(response, emit=True, obfuscate=False).start()
-    await store.enqueue_background(PROJECT, response, [], {"response": dict(response)},
-                                   [(e["sequence_number"], sse_frame(e)) for e in first])
-    response_id = response["id"]
+    response_id = await accepted_background(store, PROJECT)
     runner.start(opened)
     try:
         for _ in range(3000):
